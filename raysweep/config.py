@@ -1,0 +1,175 @@
+"""Training settings: one flat, validated dataclass.
+
+Flat on purpose: a search space returns a flat dict of constants, `--set key=value` addresses a
+field by name, and MLflow params are flat. Unknown keys and bad values fail loudly at submit time,
+before any Ray process starts, and the message lists what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from raysweep.errors import UserError, unknown_name
+
+CROPS = ("center_bg", "center_nobg", "adaptive_bg", "adaptive_nobg")
+FUSIONS = ("none", "concat", "film", "xattn")
+FEATURES = ("image", "image+mean", "image+meta", "image+mean+meta", "mean+meta", "meta", "mean")
+IMAGE_FEATURES = tuple(f for f in FEATURES if f.startswith("image"))
+HEADS = ("lab", "linrgb")
+OPTIMIZERS = ("adamw", "sgd")
+AUX_LOSSES = ("none", "mse_lab", "huber_lab", "mse_linrgb", "huber_linrgb")
+AUX_SCHEDULES = ("constant", "linear_decay", "cosine_decay")
+REDUCTIONS = ("mean", "median")
+TEXT_EMBEDS = ("none", "hash", "sentence")
+SPLIT_BY = ("tone_id", "set_id", "camera", "column")
+
+
+@dataclass
+class TrainConfig:
+    # model
+    backbone: str = "smallcnn"
+    fusion: str = "concat"
+    features: str = "image+meta"
+    crop: str = "adaptive_bg"
+    image_size: int = 64
+    width: int = 32  # channel width of smallcnn/tinycnn; ignored by timm backbones
+    film_stages: int = 2  # last N feature stages modulated by FiLM
+    xattn_heads: int = 4
+    xattn_dim: int = 64
+    meta_hidden: int = 64
+    camera_embed_dim: int = 8
+    text_embed: str = "none"
+    dropout: float = 0.1
+    head: str = "lab"
+    weights_path: str = ""  # local timm weights file; never downloaded
+    # optimisation
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    epochs: int = 10
+    warmup_epochs: float = 1.0
+    grad_clip: float = 1.0
+    augment: bool = True
+    # loss
+    de00_weight: float = 1.0
+    aux_loss: str = "mse_lab"
+    aux_weight: float = 0.1
+    aux_schedule: str = "linear_decay"
+    reduction: str = "mean"
+    # data
+    split_by: str = "tone_id"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    # runtime
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = True  # autocast on CUDA only; CPU always runs float32
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "training config") -> TrainConfig:
+        valid = cls.field_names()
+        for key in d:
+            if key not in valid:
+                raise unknown_name("parameter", key, valid, where=where)
+        typed = {k: coerce(k, v, where) for k, v in d.items()}
+        cfg = cls(**typed)
+        cfg.validate(where)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    @property
+    def uses_image(self) -> bool:
+        return self.features.startswith("image")
+
+    @property
+    def uses_meta(self) -> bool:
+        return "meta" in self.features.split("+")
+
+    @property
+    def uses_mean(self) -> bool:
+        return "mean" in self.features.split("+")
+
+    def validate(self, where: str = "training config") -> None:
+        choices = {
+            "fusion": FUSIONS, "features": FEATURES, "crop": CROPS, "head": HEADS,
+            "optimizer": OPTIMIZERS, "aux_loss": AUX_LOSSES, "aux_schedule": AUX_SCHEDULES,
+            "reduction": REDUCTIONS, "text_embed": TEXT_EMBEDS, "split_by": SPLIT_BY,
+            "device": ("auto", "cpu", "cuda"),
+        }
+        for name, options in choices.items():
+            value = getattr(self, name)
+            if value not in options:
+                raise unknown_name(name, value, options, where=where)
+        positive = ["lr", "batch_size", "epochs", "image_size", "width", "meta_hidden",
+                    "xattn_heads", "xattn_dim", "camera_embed_dim"]
+        for name in positive:
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise UserError(f"{name} must be positive, got {value!r}", where=where,
+                                fix=f"set {name} to a value > 0")
+        non_negative = ["weight_decay", "warmup_epochs", "grad_clip", "de00_weight",
+                        "aux_weight", "dropout", "film_stages"]
+        for name in non_negative:
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise UserError(f"{name} must be >= 0, got {value!r}", where=where,
+                                fix=f"set {name} to a value >= 0")
+        if self.dropout >= 1:
+            raise UserError(f"dropout must be < 1, got {self.dropout}", where=where)
+        if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or \
+                self.val_fraction + self.test_fraction >= 1:
+            raise UserError("val_fraction and test_fraction must be in [0, 1) and sum below 1",
+                            where=where)
+        if self.de00_weight == 0 and (self.aux_loss == "none" or self.aux_weight == 0):
+            raise UserError("the loss has no term: de00_weight is 0 and no auxiliary loss",
+                            where=where, fix="set de00_weight > 0 or choose an aux_loss")
+        if not self.uses_image and self.fusion not in ("none", "concat"):
+            # Non-image presets use the tabular MLP; a fusion name there would be silently ignored.
+            raise UserError(f"features={self.features!r} has no image, so fusion={self.fusion!r}"
+                            " cannot apply", where=where,
+                            fix="use fusion=none (the tabular MLP) for non-image presets")
+        if self.uses_image and self.fusion in ("film", "xattn") and not self.uses_meta and \
+                not self.uses_mean:
+            raise UserError(f"fusion={self.fusion!r} needs a non-image input to condition on, but "
+                            f"features={self.features!r}", where=where,
+                            fix="add meta or mean to features, or use fusion=none")
+
+
+def coerce(key: str, value: Any, where: str = "training config") -> Any:
+    """Convert a value (e.g. the string from `--set lr=3e-4`) to the field's type."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    kind = types[key]
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return low in ("true", "1", "yes")
+            return bool(value)
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{key}={value!r} is not a valid {kind}", where=where) from None

@@ -1,0 +1,1 @@
+"""Data: manifests and cards, EXIF, cropping, splits and the prepared-array cache."""

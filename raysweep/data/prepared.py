@@ -1,0 +1,62 @@
+"""The prepared dataset: what `prepare` caches and what training, evaluation and search consume.
+
+This is the one hand-off between data and models. Arrays are aligned row by row; everything a
+model may see is here, and `frame` carries the rest of the manifest (latents, set ids, ...) for
+reports. Normalisation statistics are not here: they are fitted on the training split by the
+training code and stored with the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+# Continuous metadata after fixed, stateless transforms (see raysweep.data.features).
+META_NAMES = ("log2_iso", "log2_exposure_s", "brightness_ev", "exposure_bias_ev", "f_number")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Prepared:
+    sample_id: np.ndarray  # (N,) str
+    images: np.ndarray | None  # (N, 3, S, S) uint8 sRGB of one crop variant; None in tabular mode
+    mean_lab: np.ndarray  # (N, 3) float32 patch mean CIELAB (D65); NaN where unknown
+    meta: np.ndarray  # (N, len(META_NAMES)) float32; NaN where missing (never zero-filled)
+    camera: np.ndarray  # (N,) str camera id
+    device: np.ndarray  # (N,) str "make model" for the optional text embedding
+    target: np.ndarray  # (N, 3) float32 ground-truth CIELAB, D65 / 2 degree
+    split: np.ndarray  # (N,) str in SPLITS
+    frame: pd.DataFrame  # the manifest rows, aligned with the arrays (index 0..N-1)
+    meta_names: tuple[str, ...] = META_NAMES
+    info: dict = field(default_factory=dict)  # content_hash, split_file, split_id, crop, size, card
+
+    def __post_init__(self) -> None:
+        n = len(self.sample_id)
+        for name in ("mean_lab", "meta", "camera", "device", "target", "split"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Prepared.{name} has {len(getattr(self, name))} rows, expected {n}")
+        if self.images is not None and len(self.images) != n:
+            raise ValueError(f"Prepared.images has {len(self.images)} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.sample_id)
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+    def subset(self, idx: np.ndarray) -> Prepared:
+        return Prepared(
+            sample_id=self.sample_id[idx],
+            images=None if self.images is None else self.images[idx],
+            mean_lab=self.mean_lab[idx],
+            meta=self.meta[idx],
+            camera=self.camera[idx],
+            device=self.device[idx],
+            target=self.target[idx],
+            split=self.split[idx],
+            frame=self.frame.iloc[idx].reset_index(drop=True),
+            meta_names=self.meta_names,
+            info=dict(self.info),
+        )
