@@ -101,8 +101,11 @@ def test_conversions_match_colour_science():
     assert np.abs(colour.XYZ_to_RGB(xyz_ref, colour.RGB_COLOURSPACES["sRGB"], D65_XY)
                   - lin_ref).max() < 1e-3
 
-    # Include XYZ below the Lab knee (epsilon) so both branches are checked.
-    xyz = np.vstack([xyz_ref, rng.random((200, 3)) * 0.005])
+    # Include XYZ below and right around the Lab knee (216/24389) so both branches and the
+    # threshold itself are checked.
+    knee = 216 / 24389 * np.array(colour.xy_to_XYZ(D50_XY))
+    xyz = np.vstack([xyz_ref, rng.random((200, 3)) * 0.005,
+                     knee * rng.uniform(0.99, 1.01, (400, 3))])
     for white_xy, white in ((D65_XY, color.WHITE_D65), (D50_XY, color.WHITE_D50)):
         lab_ref = colour.XYZ_to_Lab(xyz, white_xy)
         np.testing.assert_allclose(color.xyz_to_lab(t64(xyz), white).numpy(), lab_ref, atol=1e-9)
