@@ -1,0 +1,271 @@
+"""Classical reference methods, evaluated on the same split as the sweep's leaders.
+
+A learned model is only interesting by how much it beats what a colour scientist would do without
+one. Each baseline is `fit(train: Prepared) -> self` then `predict(test: Prepared) -> (N, 3) Lab`:
+
+- `naive`: the patch mean sRGB -> Lab as measured from the photo (`Prepared.mean_lab`).
+- `grey_world`: von Kries gains that make the whole crop's mean neutral, then an exposure
+  normalisation by that mean's luminance; one scale (the assumed scene reflectance) is fitted.
+- `bg_reference`: the same with the background ring of a `*_bg` crop as the neutral reference
+  (a grey card or paper in about half the synthetic sets, a coloured surface otherwise).
+- `root_poly`: Finlayson, Mackiewicz & Hurlbert (2015) degree-2 root-polynomial colour correction
+  from the patch's linear RGB to XYZ, fitted by least squares on the training split.
+- `gbm`: gradient-boosted trees (one per Lab channel) on the `mean+meta` features and camera id.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from raysweep import color
+from raysweep.data.prepared import Prepared
+from raysweep.errors import UserError, unknown_name
+
+# Background ring of an adaptive_bg crop as a fraction of its side (bg_margin 0.25 per edge);
+# only used if raysweep.data.crop cannot be imported. See _ring_fraction.
+DEFAULT_RING_FRACTION = 1 / 6
+
+
+# ---- numpy wrappers over the torch colour math (float64) ---------------------------------------
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float64))
+
+
+def lab_to_linear(lab: np.ndarray) -> np.ndarray:
+    return color.lab_to_linear_srgb(_t(lab)).numpy()
+
+
+def linear_to_lab(lin: np.ndarray) -> np.ndarray:
+    return color.linear_srgb_to_lab(_t(lin)).numpy()
+
+
+def luminance(lin: np.ndarray) -> np.ndarray:
+    return color.linear_srgb_to_xyz(_t(lin)).numpy()[..., 1]
+
+
+_LINEAR_LUT = color.srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255.0).numpy()
+
+
+def _ring_fraction(data: Prepared) -> float:
+    """Background ring width (fraction of the side) of the data's crop, from the crop geometry.
+
+    adaptive_bg grows the patch box by `bg_margin` per edge, so the ring is m / (1 + 2m) of the
+    side; center_bg doubles (`bg_scale`) the centre window, so the outer quarter per edge is
+    context. Crops without background have no ring.
+    """
+    crop = str(data.info.get("crop", ""))
+    if not crop.endswith("_bg"):
+        return 0.0
+    recorded = data.info.get("params") or {}  # the CropParams prepare used, when recorded
+    try:  # the crop module owns the geometry
+        from raysweep.data.crop import CropParams
+
+        defaults = vars(CropParams())
+    except ImportError:
+        return DEFAULT_RING_FRACTION
+    bg_scale = float(recorded.get("bg_scale", defaults["bg_scale"]))
+    bg_margin = float(recorded.get("bg_margin", defaults["bg_margin"]))
+    if crop.startswith("center"):
+        return (1 - 1 / bg_scale) / 2
+    return bg_margin / (1 + 2 * bg_margin)
+
+
+def region_means(images: np.ndarray, ring: float, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear-RGB means of (whole crop, inner patch, outer ring) per image, each (N, 3).
+
+    Averaging happens in linear light: the mean of sRGB codes is not the colour of the light.
+    A ring of 0 means the crop has no background: the patch is the whole crop, the ring is NaN.
+    """
+    n, _, s, _ = images.shape
+    w = int(round(s * ring))
+    if ring > 0 and not 1 <= w < s / 2:
+        raise ValueError(f"a ring fraction of {ring} is not a usable ring in a {s} px crop")
+    inner = np.zeros((s, s), dtype=bool)
+    inner[w:s - w, w:s - w] = True
+    whole, patch, bg = (np.full((n, 3), np.nan) for _ in range(3))
+    for start in range(0, n, chunk):
+        lin = _LINEAR_LUT[images[start:start + chunk]]  # (b, 3, s, s) float64
+        whole[start:start + chunk] = lin.mean(axis=(2, 3))
+        patch[start:start + chunk] = lin[:, :, inner].mean(axis=2)
+        if w:
+            bg[start:start + chunk] = lin[:, :, ~inner].mean(axis=2)
+    return whole, patch, bg
+
+
+def _patch_linear(data: Prepared) -> np.ndarray:
+    """Linear RGB of the patch mean: from mean_lab, filled from the crop where mean_lab is NaN."""
+    lin = lab_to_linear(np.nan_to_num(data.mean_lab, nan=50.0))
+    missing = ~np.isfinite(data.mean_lab).all(axis=1)
+    if missing.any():
+        if data.images is None:
+            raise UserError(f"{int(missing.sum())} rows have no patch mean colour and no image",
+                            where="baselines", fix="provide mean_L/mean_a/mean_b or images")
+        ring = _ring_fraction(data)
+        lin[missing] = region_means(data.images[missing], ring)[1]
+    return lin
+
+
+def _has_bg(data: Prepared) -> bool:
+    return str(data.info.get("crop", "")).endswith("_bg")
+
+
+# ---- the methods ---------------------------------------------------------------------------------
+
+class Naive:
+    """What the camera says: the patch mean colour, no correction."""
+
+    needs_images = False
+
+    def fit(self, train: Prepared) -> Naive:
+        return self
+
+    def predict(self, test: Prepared) -> np.ndarray:
+        return linear_to_lab(_patch_linear(test))
+
+
+class _ReferenceWhiteBalance:
+    """Von Kries on a reference region assumed neutral, then exposure normalised by its luminance.
+
+    corrected = patch * (Y_ref / ref_c) / Y_ref * k = patch / ref_c * k, per channel: the
+    reference becomes a neutral grey of luminance k. k (the reference's true reflectance, which
+    no photo tells) is the one constant fitted on the training split, as a median ratio.
+    """
+
+    needs_images = True
+    region = "whole"
+    k = 1.0
+
+    def _corrected(self, data: Prepared) -> np.ndarray:
+        if data.images is None:
+            raise UserError(f"the {self.region} reference needs images, this dataset is tabular",
+                            where="baselines", fix="run image baselines on an image dataset")
+        if self.region == "bg" and not _has_bg(data):
+            raise UserError(f"bg_reference needs a crop with background, got "
+                            f"{data.info.get('crop')!r}", where="baselines",
+                            fix="load the data with crop=adaptive_bg or center_bg")
+        ring = _ring_fraction(data)
+        whole, patch, bg = region_means(data.images, ring)
+        ref = bg if self.region == "bg" else whole
+        ref = np.maximum(ref, 1e-6)  # a black reference would blow up the gains
+        return patch / ref
+
+    def fit(self, train: Prepared) -> _ReferenceWhiteBalance:
+        corrected = self._corrected(train)
+        y_true = color.lab_to_xyz(_t(train.target)).numpy()[:, 1]
+        y_pred = luminance(corrected)
+        ok = (y_pred > 1e-9) & np.isfinite(y_pred)
+        if not ok.any():
+            raise UserError("white balance reference is black on every training photo",
+                            where="baselines")
+        self.k = float(np.median(y_true[ok] / y_pred[ok]))
+        return self
+
+    def predict(self, test: Prepared) -> np.ndarray:
+        return linear_to_lab(self._corrected(test) * self.k)
+
+
+class GreyWorld(_ReferenceWhiteBalance):
+    """Grey-world over the whole crop (patch plus any background)."""
+
+    region = "whole"
+
+
+class BackgroundReference(_ReferenceWhiteBalance):
+    """The background ring of a `*_bg` crop as the neutral reference."""
+
+    region = "bg"
+
+
+def root_poly_features(lin: np.ndarray) -> np.ndarray:
+    """Degree-2 root-polynomial terms: R, G, B, sqrt(RG), sqrt(GB), sqrt(RB).
+
+    Every term scales linearly with exposure, so the correction is exposure-invariant, unlike
+    an ordinary polynomial (the point of Finlayson et al. 2015).
+    """
+    x = np.clip(lin, 0.0, None)
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    return np.stack([r, g, b, np.sqrt(r * g), np.sqrt(g * b), np.sqrt(r * b)], axis=1)
+
+
+class RootPolynomial:
+    needs_images = False
+
+    def fit(self, train: Prepared) -> RootPolynomial:
+        x = root_poly_features(_patch_linear(train))
+        y = color.lab_to_xyz(_t(train.target)).numpy()
+        self.matrix, *_ = np.linalg.lstsq(x, y, rcond=None)  # (6, 3)
+        return self
+
+    def predict(self, test: Prepared) -> np.ndarray:
+        xyz = root_poly_features(_patch_linear(test)) @ self.matrix
+        return color.xyz_to_lab(_t(xyz)).numpy()
+
+
+class GradientBoosted:
+    """HistGradientBoosting per Lab channel on mean Lab + metadata + camera (NaN handled natively)."""
+
+    needs_images = False
+
+    def __init__(self, max_iter: int = 300, learning_rate: float = 0.05, seed: int = 0):
+        self.params = dict(max_iter=max_iter, learning_rate=learning_rate, random_state=seed,
+                           early_stopping=False)
+
+    def _features(self, data: Prepared) -> np.ndarray:
+        cam = np.array([self.cameras.get(c, np.nan) for c in data.camera], dtype=np.float64)
+        x = np.column_stack([data.mean_lab, data.meta, cam]).astype(np.float64)
+        return x[:, self.keep]
+
+    def fit(self, train: Prepared) -> GradientBoosted:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        self.cameras = {c: i for i, c in enumerate(sorted(set(train.camera)))}
+        self.keep = slice(None)
+        x = self._features(train)
+        # a column with fewer than two distinct values (e.g. a metadata field no camera wrote)
+        # carries nothing, and sklearn cannot bin an all-NaN column
+        self.keep = np.array([np.unique(c[np.isfinite(c)]).size > 1 for c in x.T])
+        self.keep[-1] = True
+        x = x[:, self.keep]
+        cat = np.zeros(x.shape[1], dtype=bool)
+        cat[-1] = True  # camera id: unseen cameras become NaN, the missing bucket
+        self.models = [
+            HistGradientBoostingRegressor(categorical_features=cat, **self.params)
+            .fit(x, train.target[:, k]) for k in range(3)
+        ]
+        return self
+
+    def predict(self, test: Prepared) -> np.ndarray:
+        x = self._features(test)
+        return np.stack([m.predict(x) for m in self.models], axis=1)
+
+
+BASELINES = {
+    "naive": Naive,
+    "grey_world": GreyWorld,
+    "bg_reference": BackgroundReference,
+    "root_poly": RootPolynomial,
+    "gbm": GradientBoosted,
+}
+
+
+def make_baseline(name: str):
+    if name not in BASELINES:
+        raise unknown_name("baseline", name, list(BASELINES), where="raysweep.baselines")
+    return BASELINES[name]()
+
+
+def run_baselines(train: Prepared, test: Prepared, names=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Fit each baseline on `train`, predict `test`: ({name: (N, 3) Lab}, {name: why skipped})."""
+    preds, skipped = {}, {}
+    for name in names or list(BASELINES):
+        model = make_baseline(name)
+        if model.needs_images and test.images is None:
+            skipped[name] = "needs images (tabular dataset)"
+            continue
+        if name == "bg_reference" and not _has_bg(test):
+            skipped[name] = f"needs a *_bg crop, data has {test.info.get('crop')!r}"
+            continue
+        preds[name] = np.asarray(model.fit(train).predict(test), dtype=np.float64)
+    return preds, skipped

@@ -1,0 +1,289 @@
+"""What changes when a sweep leaves one machine: shared checkpoint storage and secrets.
+
+Two rules live here so that search.py and tracking.py only have to call them:
+
+1. On a multi-node Ray cluster every trial must reach every checkpoint (a restored or resumed
+   trial can land on another node), so the Tune `storage_path` must be a cloud URI or a file
+   system that every node mounts. A node-local path works on the first node and silently loses
+   checkpoints on the others, so `check_storage` refuses it before anything starts.
+2. MLflow credentials come from the environment only (MLFLOW_TRACKING_USERNAME/PASSWORD or
+   MLFLOW_TRACKING_TOKEN, which MLflow itself reads), never from a config file, a flag or a URI,
+   and `scrub_secrets` runs on everything before it is logged as params or tags.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from raysweep.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SHARED_ENV = "RAYSWEEP_SHARED_STORAGE"
+# Schemes that pyarrow/fsspec (and so Ray Tune) resolve to storage outside any one node.
+REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "hdfs", "viewfs"})
+# File systems that are shared by construction: a path on them is the same on every node.
+NETWORK_FSTYPES = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "cephfs",
+    "glusterfs", "fuse.glusterfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.mountpoint-s3",
+    "fuse.juicefs", "fuse.sshfs", "fuse.cephfs", "fuse.lustre", "wekafs",
+})
+RAY_DEFAULT_STORAGE = "~/ray_results"  # where Tune writes when no storage_path is given
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoint storage
+
+
+def storage_problem(storage_path: str | os.PathLike | None, multi_node: bool,
+                    environ: Mapping[str, str] | None = None,
+                    mounts: Sequence[tuple[str, str]] | None = None) -> str | None:
+    """Why `storage_path` cannot hold checkpoints on this cluster, or None if it can.
+
+    Pure (no Ray): `mounts` is a list of (mount point, fstype); None reads /proc/self/mounts.
+    """
+    if not multi_node:
+        return None
+    text = RAY_DEFAULT_STORAGE if storage_path in (None, "") else os.fspath(storage_path)
+    scheme = urlsplit(text).scheme.lower()
+    if scheme in REMOTE_SCHEMES:
+        return None
+    if scheme not in ("", "file", "local") and "://" in text:
+        # An fsspec URI we do not know (e.g. a custom protocol): its author knows it is remote.
+        return None
+    local = Path(urlsplit(text).path if scheme in ("file", "local") else text).expanduser()
+    local = Path(os.path.abspath(local))
+    env = os.environ if environ is None else environ
+    if marked_shared(local, env.get(SHARED_ENV, "")):
+        return None
+    fstype = mount_fstype(local, read_mounts() if mounts is None else mounts)
+    if fstype in NETWORK_FSTYPES:
+        return None
+    where = f"this node's own {fstype} file system" if fstype else "this node's local disk"
+    default = " (Ray's default, since no storage path was given)" if not storage_path else ""
+    return f"{text!r}{default} is on {where}"
+
+
+def check_storage(storage_path: str | os.PathLike | None,
+                  nodes: Sequence[Mapping[str, Any]] | None = None,
+                  environ: Mapping[str, str] | None = None,
+                  may_grow: bool | None = None) -> None:
+    """Refuse a node-local checkpoint path on a multi-node (or autoscaling) Ray cluster.
+
+    Call it after `ray.init`, before the Tuner starts. `nodes` defaults to `ray.nodes()`; a
+    cluster counts as multi-node when more than one node is alive or when its autoscaler may
+    add worker nodes (a head-only cluster with min 0 GPU workers has one node at submit time).
+    """
+    if nodes is None:
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("check_storage() needs a connected Ray: call it after ray.init()")
+        nodes = ray.nodes()
+    if may_grow is None:
+        may_grow = autoscaler_may_add_nodes(nodes)
+    alive = sum(1 for n in nodes if n.get("Alive", n.get("alive", False)))
+    multi = alive > 1 or may_grow
+    problem = storage_problem(storage_path, multi, environ)
+    if problem is None:
+        return
+    size = f"{alive} alive nodes" if alive > 1 else "an autoscaler that can add worker nodes"
+    raise UserError(
+        f"checkpoints must live on shared storage, but {problem} and this Ray cluster has "
+        f"{size}: trials on other nodes could not save or restore their checkpoints there",
+        where="the search's --storage path (Tune storage_path)",
+        fix="pass --storage s3://BUCKET/raysweep (or gs://..., abfs://...; the nodes need "
+            "credentials for it, e.g. an instance profile), or a folder on a file system that "
+            f"every node mounts at the same path (NFS, EFS, Lustre) and set {SHARED_ENV}=1 "
+            f"(or {SHARED_ENV}=/that/mount) to say so",
+    )
+
+
+def marked_shared(path: Path, flag: str) -> bool:
+    """RAYSWEEP_SHARED_STORAGE=1 marks every path shared; a ':'-list marks paths under them."""
+    flag = flag.strip()
+    if flag.lower() in ("1", "true", "yes", "on"):
+        return True
+    if flag.lower() in ("", "0", "false", "no", "off"):
+        return False
+    for prefix in flag.split(os.pathsep):
+        if prefix and path.is_relative_to(Path(os.path.abspath(Path(prefix).expanduser()))):
+            return True
+    return False
+
+
+def read_mounts(table: str = "/proc/self/mounts") -> list[tuple[str, str]]:
+    try:
+        lines = Path(table).read_text().splitlines()
+    except OSError:  # not Linux: no automatic detection, the env flag still works
+        return []
+    mounts = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 3:  # the table escapes spaces in mount points as \040
+            mounts.append((parts[1].replace("\\040", " "), parts[2]))
+    return mounts
+
+
+def mount_fstype(path: Path, mounts: Sequence[tuple[str, str]]) -> str | None:
+    """The fstype of the deepest mount point that contains `path` (None if unknown)."""
+    best, fstype = -1, None
+    for point, kind in mounts:
+        if path.is_relative_to(point) and len(point) > best:
+            best, fstype = len(point), kind
+    return fstype
+
+
+def autoscaler_may_add_nodes(nodes: Sequence[Mapping[str, Any]] = ()) -> bool:
+    """True when the running cluster's autoscaler may launch worker nodes.
+
+    The cluster launcher and KubeRay report their node groups to the GCS; a plain `ray.init()`
+    or `ray start` cluster reports none. The API is private, so any failure means "unknown"
+    and the node count alone decides.
+    """
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception as e:  # noqa: BLE001 - private API; its absence must not break a sweep
+        log.debug("no autoscaler config: %s", e)
+        return False
+    if config is None:
+        return False
+    groups = [(g.max_count, dict(g.resources)) for g in config.node_group_configs]
+    head = next((n.get("Resources", {}) for n in nodes
+                 if "node:__internal_head__" in n.get("Resources", {})), None)
+    return groups_may_add_workers(groups, head)
+
+
+def groups_may_add_workers(groups: Sequence[tuple[int, Mapping[str, float]]],
+                           head_resources: Mapping[str, float] | None) -> bool:
+    """Pure: does any node group (max_count, resources) allow a worker node?
+
+    A group with max_count 1 and the head's CPU/GPU shape is the head's own group (the
+    autoscaler lists it too) and cannot add a node; max_count -1 means unlimited.
+    """
+    def shape(r: Mapping[str, float]) -> tuple[float, float]:
+        return float(r.get("CPU", 0)), float(r.get("GPU", 0))
+
+    head_skipped = False
+    for max_count, resources in groups:
+        if max_count == 0:
+            continue
+        if max_count == 1 and not head_skipped and head_resources is not None and \
+                shape(resources) == shape(head_resources):
+            head_skipped = True
+            continue
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# MLflow credentials and secret scrubbing
+
+
+@dataclass(frozen=True)
+class TrackingAuth:
+    """Where runs go and as whom; the password itself is never kept here."""
+
+    tracking_uri: str | None
+    username: str | None
+    has_password: bool
+    has_token: bool
+
+    def describe(self) -> str:
+        target = self.tracking_uri or "the local SQLite store"
+        if self.username:
+            return f"{target} as {self.username!r} (basic auth)"
+        if self.has_token:
+            return f"{target} (bearer token)"
+        return target
+
+
+def tracking_auth_from_env(environ: Mapping[str, str] | None = None) -> TrackingAuth:
+    """Read and check the MLflow target and credentials from the environment only.
+
+    MLflow reads MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN itself; this checks they are coherent
+    and that no credential hides in MLFLOW_TRACKING_URI, where it would be printed and logged.
+    """
+    env = os.environ if environ is None else environ
+    uri = env.get("MLFLOW_TRACKING_URI") or None
+    user = env.get("MLFLOW_TRACKING_USERNAME") or None
+    password = env.get("MLFLOW_TRACKING_PASSWORD") or None
+    token = env.get("MLFLOW_TRACKING_TOKEN") or None
+    if uri:
+        parts = urlsplit(uri)
+        if parts.scheme in ("http", "https") and (parts.username or parts.password):
+            raise UserError(
+                "MLFLOW_TRACKING_URI contains credentials; they would be printed and logged",
+                where=f"MLFLOW_TRACKING_URI={redact_uri(uri)}",
+                fix="remove 'user:password@' from the URI and set MLFLOW_TRACKING_USERNAME "
+                    "and MLFLOW_TRACKING_PASSWORD instead",
+            )
+    if bool(user) != bool(password):
+        missing = "MLFLOW_TRACKING_PASSWORD" if user else "MLFLOW_TRACKING_USERNAME"
+        raise UserError(
+            f"MLflow basic auth is half configured: {missing} is not set",
+            where="the environment of the search process",
+            fix="set both MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (on a cluster: "
+                "in the head node's environment or a Kubernetes Secret, see infra/README.md)",
+        )
+    if (user or token) and uri and urlsplit(uri).scheme == "http" and \
+            urlsplit(uri).hostname not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("MLflow credentials go in clear text to %s: use https or a tunnel", uri)
+    return TrackingAuth(uri, user, bool(password), bool(token))
+
+
+_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "secret", "token", "apikey",
+                           "credential", "credentials", "passphrase"})
+_SECRET_PAIRS = ("api_key", "access_key", "private_key", "auth_key", "secret_key")
+REDACTED = "***"
+
+
+def is_secret_key(key: str) -> bool:
+    words = [w for w in re.split(r"[^a-z0-9]+", key.lower()) if w]
+    joined = "_".join(words)
+    return any(w in _SECRET_WORDS for w in words) or any(p in joined for p in _SECRET_PAIRS)
+
+
+def redact_uri(value: str) -> str:
+    """'https://u:pw@host/x' -> 'https://u:***@host/x'; anything else is returned as is."""
+    parts = urlsplit(value)
+    if not parts.scheme or parts.password is None:
+        return value
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{REDACTED}@{host}"))
+
+
+def scrub_secrets(d: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict:
+    """A copy of `d` that is safe to log: secret-looking keys, passwords in URIs, and any value
+    equal to a secret in the environment are replaced by '***'. Nested dicts/lists included."""
+    env = os.environ if environ is None else environ
+    known = {v for k, v in env.items() if v and len(v) >= 6 and is_secret_key(k)}
+
+    def clean(key: str | None, value: Any) -> Any:
+        if key is not None and is_secret_key(key) and value not in (None, ""):
+            return REDACTED
+        if isinstance(value, Mapping):
+            return {k: clean(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(clean(None, v) for v in value)
+        if isinstance(value, str):
+            if value in known:
+                return REDACTED
+            redacted = redact_uri(value)
+            for secret in known:  # a secret pasted inside a longer string
+                redacted = redacted.replace(secret, REDACTED)
+            return redacted
+        return value
+
+    return {k: clean(str(k), v) for k, v in d.items()}

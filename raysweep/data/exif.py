@@ -1,0 +1,147 @@
+"""Camera metadata from EXIF, merged with the manifest (the manifest wins).
+
+A missing value stays NaN and is flagged: a zero ISO or a zero exposure would be a confident,
+wrong input to the model. Rationals with a zero denominator (some phones write 0/0 for unknown)
+are missing, not infinite. When BrightnessValue is absent it is rebuilt from its APEX parts,
+Bv = Av + Tv - Sv, which is how cameras compute it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from PIL import Image
+
+FIELDS = ("exposure_time_s", "f_number", "iso", "brightness_ev", "exposure_bias_ev",
+          "white_balance", "make", "model")
+NUMERIC = FIELDS[:5]
+TAGS = {  # EXIF tag ids (0th IFD for Make/Model, Exif IFD for the rest)
+    "Make": 271, "Model": 272, "ExposureTime": 33434, "FNumber": 33437, "ISO": 34855,
+    "ShutterSpeedValue": 37377, "ApertureValue": 37378, "BrightnessValue": 37379,
+    "ExposureBiasValue": 37380, "WhiteBalance": 41987,
+}
+EXIF_IFD = 0x8769
+WHITE_BALANCE = {0: "auto", 1: "manual"}
+
+
+def read_exif(img: Image.Image) -> tuple[dict[str, Any], list[str]]:
+    """Contract fields from an opened image: ({field: value or NaN/""}, notes)."""
+    try:
+        exif = img.getexif()
+        tags = {name: exif.get(tid) for name, tid in TAGS.items()}
+        sub = exif.get_ifd(EXIF_IFD)
+    except Exception as e:  # a corrupt EXIF block must not lose the pixels
+        return parse_tags({}), [f"EXIF unreadable ({type(e).__name__}: {e})"]
+    for name, tid in TAGS.items():
+        if sub.get(tid) is not None:
+            tags[name] = sub.get(tid)
+    return parse_tags_with_notes(tags)
+
+
+def parse_tags(tags: dict[str, Any]) -> dict[str, Any]:
+    return parse_tags_with_notes(tags)[0]
+
+
+def parse_tags_with_notes(tags: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Turn raw tag values (by EXIF name) into contract fields."""
+    notes: list[str] = []
+
+    def num(name: str, positive: bool = False) -> float:
+        v = tags.get(name)
+        if v is None:
+            return math.nan
+        x = to_float(v)
+        if math.isnan(x):
+            notes.append(f"{name} unusable ({_show(v)})")
+        elif positive and x <= 0:
+            notes.append(f"{name}={x:g} is not positive")
+            x = math.nan
+        return x
+
+    t, n = num("ExposureTime", True), num("FNumber", True)
+    iso, bv, bias = num("ISO", True), num("BrightnessValue"), num("ExposureBiasValue")
+    tv, av = num("ShutterSpeedValue"), num("ApertureValue")
+    if math.isnan(t) and not math.isnan(tv):
+        t = 2.0 ** -tv
+    if math.isnan(n) and not math.isnan(av):
+        n = 2.0 ** (av / 2)
+    if math.isnan(bv):
+        bv = apex_brightness(t, n, iso, tv, av)
+        if not math.isnan(bv):
+            notes.append("BrightnessValue rebuilt from APEX parts")
+    wb = tags.get("WhiteBalance")
+    wb = WHITE_BALANCE.get(int(to_float(wb)), str(wb)) if _finite(wb) else ""
+    return {"exposure_time_s": t, "f_number": n, "iso": iso, "brightness_ev": bv,
+            "exposure_bias_ev": bias, "white_balance": wb,
+            "make": _text(tags.get("Make")), "model": _text(tags.get("Model"))}, notes
+
+
+def apex_brightness(t: float, n: float, iso: float, tv: float = math.nan,
+                    av: float = math.nan) -> float:
+    """Bv = Av + Tv - Sv (APEX), with Sv = log2(ISO / 3.125) (EXIF 2.3, Annex C)."""
+    tv = -math.log2(t) if math.isnan(tv) and t > 0 else tv
+    av = 2 * math.log2(n) if math.isnan(av) and n > 0 else av
+    if math.isnan(tv) or math.isnan(av) or not iso > 0:
+        return math.nan
+    return av + tv - math.log2(iso / 3.125)
+
+
+def merge(manifest: dict[str, Any], exif: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Manifest values win; EXIF fills the gaps; what neither has stays missing.
+
+    Returns (values, source per field in {"manifest", "exif", "missing"}).
+    """
+    values, source = {}, {}
+    for f in FIELDS:
+        m, e = manifest.get(f), exif.get(f)
+        if _present(m):
+            values[f], source[f] = m, "manifest"
+        elif _present(e):
+            values[f], source[f] = e, "exif"
+        else:
+            values[f], source[f] = (math.nan if f in NUMERIC else ""), "missing"
+    return values, source
+
+
+def to_float(v: Any) -> float:
+    """EXIF number -> float; (num, 0) rationals and garbage -> NaN."""
+    if isinstance(v, tuple | list):
+        if len(v) == 2 and all(isinstance(x, int | float) for x in v):
+            return v[0] / v[1] if v[1] else math.nan
+        return to_float(v[0]) if len(v) >= 1 else math.nan  # ISO is sometimes a tuple
+    if isinstance(v, bytes):
+        return math.nan
+    try:
+        den = getattr(v, "denominator", 1)
+        if den == 0:
+            return math.nan
+        x = float(v)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return math.nan
+    return x if math.isfinite(x) else math.nan
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and not math.isnan(to_float(v))
+
+
+def _present(v: Any) -> bool:
+    if v is None:
+        return False
+    if isinstance(v, float):
+        return not math.isnan(v)
+    return str(v).strip() != ""
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    return str(v).replace("\x00", "").strip()
+
+
+def _show(v: Any) -> str:
+    num, den = getattr(v, "numerator", None), getattr(v, "denominator", None)
+    return f"{num}/{den}" if den is not None else repr(v)

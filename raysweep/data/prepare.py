@@ -1,0 +1,345 @@
+"""From a folder of photos and a labels sheet to a `Prepared` dataset, cached.
+
+    python -m raysweep.prepare --card DATA/dataset.yaml [--size 128] [--skip-bad] [--workers N]
+    python -m raysweep.prepare --images DATA --labels DATA/labels.csv \\
+        --columns "L-true=target_L,a-true=target_a,b-true=target_b,photo=image"
+
+The library entry point is `load_prepared(...)` (ARCHITECTURE.md): the first call decodes, reads
+EXIF, crops all four variants in parallel and caches them; later calls read the cache. Bad rows
+are all collected first, then either stop everything in one message or (skip_bad) go to
+rejects.csv: a row is never dropped silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from raysweep.config import CROPS, SPLIT_BY
+from raysweep.data import cache, exif, features, images, manifest, splits
+from raysweep.data.card import CARD_NAME, Card, card_path, check_illuminant, load_card, write_card
+from raysweep.data.crop import VARIANTS, CropParams
+from raysweep.data.prepared import META_NAMES, Prepared
+from raysweep.errors import UserError, run_cli, setup_logging, unknown_name
+
+log = logging.getLogger(__name__)
+
+
+def load_prepared(source: str | Path, crop: str = "adaptive_bg", size: int = 64,
+                  split_by: str = "tone_id", val_fraction: float = 0.15,
+                  test_fraction: float = 0.15, seed: int = 0, cache_dir: str | Path | None = None,
+                  *, skip_bad: bool | None = None, workers: int | None = None,
+                  progress: bool = True) -> Prepared:
+    """The prepared dataset of a card (file or folder); see ARCHITECTURE.md "The data hand-off".
+
+    skip_bad=None follows the card's `skip_bad:` (default False: bad rows stop with one message).
+    """
+    if crop not in CROPS:
+        raise unknown_name("crop", crop, CROPS, where="load_prepared")
+    card = load_card(source)
+    folder, arrays, frame, info = prepare(card, size, cache_dir, skip_bad, workers, progress)
+    split = splits.assign(frame, split_by, val_fraction, test_fraction, seed,
+                          info["content_hash"])
+    split_dir = Path(info["cache_dir"]) / "splits"
+    header = {"by": split_by, "val_fraction": val_fraction, "test_fraction": test_fraction,
+              "seed": seed, "content_hash": info["content_hash"], "card": str(card.path)}
+    split_file, split_id = splits.write(arrays["sample_id"], split, split_dir, header)
+    imgs = None if info["tabular"] else cache.load_variant(folder, crop, size)
+    frame = frame.assign(split=split)
+    info = {**info, "split_file": str(split_file), "split_id": split_id,
+            "crop": None if info["tabular"] else crop, "size": size, "split_by": split_by}
+    return Prepared(sample_id=arrays["sample_id"], images=imgs, mean_lab=arrays["mean_lab"],
+                    meta=arrays["meta"], camera=arrays["camera"], device=arrays["device"],
+                    target=arrays["target"], split=split, frame=frame, info=info)
+
+
+def prepare(card: Card, size: int = 128, cache_dir: str | Path | None = None,
+            skip_bad: bool | None = None, workers: int | None = None, progress: bool = True,
+            params: CropParams | None = None) -> tuple[Path, dict, pd.DataFrame, dict]:
+    """Make sure the cache holds this dataset at `size`; return (folder, arrays, frame, info)."""
+    if size < 8:
+        raise UserError(f"crop size {size} is too small", where="--size", fix="use 8 or more")
+    params = params or CropParams(size=size)
+    skip_bad = card.skip_bad if skip_bad is None else skip_bad
+    root_cache = Path(cache_dir) if cache_dir else card.root / ".raysweep_cache"
+    frame, problems, content_hash = manifest.read_manifest(card)
+    bad = manifest.find_bad_rows(frame, card.root, problems)
+    rels = frame["image"].tolist() if "image" in frame else [""] * len(frame)
+    tabular = not any(rels)
+    folder = root_cache / cache.cache_key(content_hash, card.root, rels, params)
+    if cache.is_complete(folder, size, tabular):
+        arrays, out, rejects, info = cache.load_table(folder, size)
+        info["cached"] = True
+    else:
+        arrays, out, rejects, info = _build(card, frame, bad, folder, params, tabular, workers,
+                                            progress)
+        info.update(content_hash=content_hash, cache_key=folder.name, cached=False)
+        cache.save_table(folder, size, arrays, out, rejects, info)
+    info["cache_dir"] = str(root_cache)
+    if len(rejects):
+        path = cache.rejects_path(folder, size)
+        if not path.exists():
+            rejects.to_csv(path, index=False)
+        info.update(rejects_file=str(path))
+        if not skip_bad:
+            raise manifest.bad_rows_error(rejects, str(card.manifest), path)
+        log.warning("skipped %d bad row(s) of %d; reasons in %s", len(rejects),
+                    len(rejects) + len(out), path)
+    if not len(out):
+        raise UserError("no usable rows are left", where=str(card.manifest),
+                        fix="see the rejects file for why each row was refused")
+    return folder, arrays, out, info
+
+
+def _build(card: Card, frame: pd.DataFrame, bad: dict[int, list[str]], folder: Path,
+           params: CropParams, tabular: bool, workers: int | None, progress: bool):
+    n = len(frame)
+    todo = [i for i in range(n) if i not in bad and not tabular]
+    results: dict[int, dict] = {}
+    writers = {} if tabular else {v: cache.VariantWriter(folder, v, params.size, n)
+                                  for v in VARIANTS}
+    t0 = time.perf_counter()
+    try:
+        tasks = [(i, str(card.root / os.path.normpath(frame["image"][i])), params) for i in todo]
+        for r in _run(tasks, workers, progress):
+            if r["error"]:
+                bad.setdefault(r["i"], []).append(r.pop("error"))
+                continue
+            for v in VARIANTS:
+                writers[v].array[r["i"]] = r["crops"][v]
+            r.pop("crops")
+            results[r["i"]] = r
+        keep = np.array([i not in bad for i in range(n)], bool)
+        for w in writers.values():
+            w.commit(keep)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    rejects = manifest.rejects_frame(frame, bad)
+    out = _frame_out(frame, results, keep)
+    measured = None if tabular else np.stack([results[i]["mean_lab"] for i in np.flatnonzero(keep)]
+                                             ) if keep.any() else np.zeros((0, 3))
+    mean_lab, mean_src = features.mean_lab(out, measured)
+    out["mean_source"] = mean_src
+    arrays = {"sample_id": out["sample_id"].to_numpy().astype(str), "mean_lab": mean_lab,
+              "meta": features.meta_matrix(out), "camera": features.camera_ids(out),
+              "device": features.device_text(out),
+              "target": out[list(manifest.TARGET)].to_numpy(np.float32)}
+    _log_warnings(out)
+    info = {"card": str(card.path), "size": params.size, "tabular": tabular, "n_rows": int(n),
+            "n_kept": int(keep.sum()), "n_rejected": len(rejects), "meta_names": list(META_NAMES),
+            "prep_version": cache.PREP_VERSION, "prepare_s": round(time.perf_counter() - t0, 2),
+            "params": vars(params)}
+    return arrays, out, rejects, info
+
+
+def _run(tasks: list, workers: int | None, progress: bool):
+    """Results in any order, with a progress bar; serial for small jobs (no pool start-up)."""
+    workers = max(1, workers or os.cpu_count() or 1)
+    bar = tqdm(total=len(tasks), desc="prepare", unit="img", file=sys.stderr,
+               disable=not progress or not tasks, mininterval=0.5)
+    if workers == 1 or len(tasks) < 64:
+        images.init_worker()
+        for t in tasks:
+            yield images.process(t)
+            bar.update()
+    else:
+        # forkserver: a clean child even when the caller has Ray or torch threads running.
+        with ProcessPoolExecutor(workers, mp_context=get_context("forkserver"),
+                                 initializer=images.init_worker) as pool:
+            chunk = max(1, min(32, len(tasks) // (8 * workers)))
+            for r in pool.map(images.process, tasks, chunksize=chunk):
+                yield r
+                bar.update()
+    bar.close()
+
+
+def _frame_out(frame: pd.DataFrame, results: dict[int, dict], keep: np.ndarray) -> pd.DataFrame:
+    """The kept manifest rows with merged metadata, its sources and where each crop was cut."""
+    rows = []
+    for i in np.flatnonzero(keep):
+        row = frame.iloc[i].to_dict()
+        r = results.get(int(i), {})
+        values, source = exif.merge({f: row.get(f) for f in exif.FIELDS}, r.get("exif", {}))
+        row.update(values)
+        row.update({f"src_{f}": s for f, s in source.items()})
+        row["prep_warnings"] = "; ".join(r.get("warnings", []) + r.get("exif_notes", []))
+        if r:
+            row.update(crop_status=r["status"], crop_bad_fraction=r["bad_fraction"],
+                       image_width=r["width"], image_height=r["height"])
+            for name, box in {**r["boxes"], "patch": r["patch_box"]}.items():
+                row.update({f"{name}_{k}": v for k, v in zip(("x0", "y0", "x1", "y1"), box)})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else list(frame.columns))
+
+
+def _log_warnings(out: pd.DataFrame) -> None:
+    if not len(out):
+        return
+    conv = out["prep_warnings"].str.contains("RGBA|16-bit|converted", regex=True)
+    if conv.any():
+        log.warning("%d image(s) were converted (see the frame column prep_warnings), e.g. "
+                    "%s: %s", conv.sum(), out["sample_id"][conv].iloc[0],
+                    out["prep_warnings"][conv].iloc[0])
+    none = (out[[f"src_{f}" for f in exif.NUMERIC]] == "missing").all(1)
+    if none.any():
+        log.warning("%d row(s) have no camera metadata from EXIF or the manifest (e.g. %s): "
+                    "their meta features are missing (NaN), not zero", none.sum(),
+                    out["sample_id"][none].iloc[0])
+
+
+def write_debug_crops(card: Card, frame: pd.DataFrame, n: int, out_dir: Path,
+                      params: CropParams) -> list[Path]:
+    """Overlay PNGs for n rows spread over the dataset (first, last and evenly between)."""
+    import cv2
+
+    rows = [i for i in range(len(frame)) if str(frame.get("image", [""] * len(frame))[i])]
+    pick = [rows[j] for j in np.unique(np.linspace(0, len(rows) - 1, min(n, len(rows))).round()
+                                       .astype(int))] if rows else []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in pick:
+        sid = str(frame["sample_id"][i])
+        try:
+            rgb = images.decode(card.root / os.path.normpath(frame["image"][i]))[0]
+        except images.BadImage as e:
+            log.warning("no debug crop for %s: %s", sid, e)
+            continue
+        pic = images.overlay(rgb, params, title=f"{sid}  {frame['image'][i]}")
+        path = out_dir / f"{''.join(c if c.isalnum() or c in '-_' else '_' for c in sid)}.png"
+        cv2.imwrite(str(path), pic[..., ::-1])
+        written.append(path)
+    return written
+
+
+def card_from_labels(images_dir: str | Path, labels: str | Path, columns: str = "",
+                     illuminant: str = "D65", card_out: str | Path | None = None,
+                     skip_bad: bool = False) -> Path:
+    """The `--images DIR --labels CSV` shortcut: write DIR/dataset.yaml and return its path."""
+    root = Path(images_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise UserError(f"images folder {root} does not exist", where="--images")
+    labels = Path(labels).expanduser().resolve()
+    if not labels.is_file():
+        raise UserError(f"labels file {labels} does not exist", where="--labels")
+    check_illuminant(illuminant.upper(), "--illuminant")
+    mapping = {}
+    for item in filter(None, (s.strip() for s in columns.split(","))):
+        if "=" not in item:
+            raise UserError(f"--columns item {item!r} is not NAME=contract_name",
+                            where="--columns", fix='e.g. --columns "L-true=target_L,photo=image"')
+        user, contract = (s.strip() for s in item.split("=", 1))
+        mapping[user] = contract
+    path = Path(card_out).expanduser().resolve() if card_out else root / CARD_NAME
+    if path.parent != root:
+        raise UserError("the card must sit in the images folder: image paths are relative to it",
+                        where="--card-out", fix=f"write it as {root / CARD_NAME} or another "
+                                                 f"name in {root}")
+    card = Card(path=path, manifest=labels, name=root.name, columns=mapping,
+                illuminant=illuminant.upper(), skip_bad=skip_bad)
+    if path.exists() and "generated_by: raysweep.prepare" not in path.read_text():
+        raise UserError(f"{path} exists and was not written by raysweep", where="--card-out",
+                        fix="use it with --card, or pick another name with --card-out")
+    write_card(card)
+    load_card(path)  # validates the mapping against the contract before any work
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m raysweep.prepare", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_argument_group("dataset (a card, or images + labels to write one)")
+    src.add_argument("--card", help="dataset.yaml or the folder holding it")
+    src.add_argument("--images", help="folder of photos (the card is written there)")
+    src.add_argument("--labels", help="CSV or Parquet of labels (with --images)")
+    src.add_argument("--columns", default="", help='"theirs=contract,..." e.g. "L-true=target_L"')
+    src.add_argument("--illuminant", default="D65", help="ground truth convention: D65 or D50")
+    src.add_argument("--card-out", help="where --images/--labels writes the card")
+    ap.add_argument("--size", type=int, default=128, help="crop side in pixels (default 128)")
+    ap.add_argument("--skip-bad", action="store_true",
+                    help="leave bad rows out and list them in rejects.csv instead of stopping")
+    ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    ap.add_argument("--debug-crops", type=int, default=0, metavar="N",
+                    help="write N overlay PNGs showing where and why each crop was cut")
+    ap.add_argument("--cache-dir", help="default: <dataset>/.raysweep_cache")
+    ap.add_argument("--split-by", default="tone_id", choices=SPLIT_BY)
+    ap.add_argument("--val-fraction", type=float, default=0.15)
+    ap.add_argument("--test-fraction", type=float, default=0.15)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--smoke-test", action="store_true",
+                    help="prepare a tiny drawn folder twice (second run from the cache) and exit")
+    ap.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
+    args = ap.parse_args(argv)
+    setup_logging(args.debug)
+    if args.smoke_test:
+        return _smoke_test(args)
+    if bool(args.card) == bool(args.images or args.labels):
+        raise UserError("give either --card, or --images and --labels", where="arguments",
+                        fix="see python -m raysweep.prepare --help")
+    if args.card:
+        card = card_path(args.card)
+    else:
+        if not (args.images and args.labels):
+            raise UserError("--images and --labels go together", where="arguments")
+        card = card_from_labels(args.images, args.labels, args.columns, args.illuminant,
+                                args.card_out, args.skip_bad)
+        print(f"wrote {card}", file=sys.stderr)
+    t0 = time.perf_counter()
+    data = load_prepared(card, size=args.size, split_by=args.split_by,
+                         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                         seed=args.seed, cache_dir=args.cache_dir,
+                         skip_bad=True if args.skip_bad else None, workers=args.workers,
+                         progress=not args.no_progress)
+    info = data.info
+    counts = ", ".join(f"{k} {len(data.indices(k))}" for k in ("train", "val", "test"))
+    mode = "tabular (no images)" if info["tabular"] else f"4 crop variants at {args.size} px"
+    print(f"prepared {len(data)} rows, {mode}, "
+          f"{'from the cache' if info['cached'] else 'in %.1f s' % (time.perf_counter() - t0)}"
+          f"\n  cache: {Path(info['cache_dir']) / info['cache_key'] / str(args.size)}"
+          f"\n  split {info['split_id']} ({counts}): {info['split_file']}"
+          f"\n  content hash: {info['content_hash']}")
+    if info.get("rejects_file"):
+        print(f"  skipped {info['n_rejected']} bad row(s): {info['rejects_file']}")
+    if args.debug_crops:
+        out = Path(info["cache_dir"]) / "debug_crops"
+        written = write_debug_crops(load_card(card), data.frame, args.debug_crops, out,
+                                    CropParams(size=args.size))
+        print(f"  {len(written)} debug overlay(s) in {out}")
+    return 0
+
+
+def _smoke_test(args) -> int:
+    from raysweep.data.demo import FOREIGN, make_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        labels, _ = make_folder(root, n=8, size=96)
+        card = card_from_labels(root, labels, FOREIGN)
+        t0 = time.perf_counter()
+        first = load_prepared(card, size=32, workers=1, progress=False)
+        t1 = time.perf_counter()
+        second = load_prepared(card, size=32, workers=1, progress=False)
+        t2 = time.perf_counter()
+        ok = second.info["cached"] and np.array_equal(first.images, second.images) and \
+            first.images.shape == (8, 3, 32, 32)
+        print(f"smoke test {'passed' if ok else 'FAILED'}: 8 photos prepared in {t1 - t0:.2f} s, "
+              f"cached load {t2 - t1:.3f} s")
+        return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

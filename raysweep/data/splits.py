@@ -1,0 +1,105 @@
+"""Train/val/test splits grouped by the physical sample, deterministic and written down.
+
+Grouping by `tone_id` keeps every photo of one skin tone in one split, so the test measures
+tones the model never saw; `set_id` holds out capture sessions, `camera` whole cameras. The
+assignment depends only on the seed, the grouping and the manifest's content hash (not on file
+order or machine), and it is written to a split file whose id every run records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raysweep.config import SPLIT_BY
+from raysweep.data.prepared import SPLITS
+from raysweep.errors import UserError, unknown_name
+
+
+def assign(frame: pd.DataFrame, by: str = "tone_id", val_fraction: float = 0.15,
+           test_fraction: float = 0.15, seed: int = 0, content_hash: str = "") -> np.ndarray:
+    """(N,) split names. Groups are shuffled, then cut where the cumulative row share crosses
+    test_fraction and test+val fractions; a non-zero fraction always gets at least one group."""
+    if by not in SPLIT_BY:
+        raise unknown_name("split_by", by, SPLIT_BY, where="splits")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise UserError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be "
+                        "in [0, 1) and sum below 1", where="splits")
+    if by == "column":
+        return _explicit(frame)
+    if by not in frame.columns:
+        raise UserError(f"split_by={by!r} but the manifest has no {by!r} column", where="splits",
+                        fix=f"add a {by} column (or map yours onto it in the card), or choose "
+                            f"another split_by from {SPLIT_BY}")
+    keys = frame[by].astype(str).str.strip()
+    empty = keys.isin(["", "nan", "None"])
+    if empty.any():
+        ids = frame["sample_id"][empty].tolist()
+        raise UserError(f"{empty.sum()} row(s) have no {by}, so they cannot be grouped: "
+                        f"{', '.join(map(str, ids[:20]))}{' ...' if len(ids) > 20 else ''}",
+                        where="splits", fix=f"fill {by} for every row, or use another split_by")
+    groups = np.array(sorted(keys.unique()))
+    rng = np.random.default_rng(int.from_bytes(
+        hashlib.sha256(f"{seed}|{by}|{content_hash}".encode()).digest()[:8], "little"))
+    order = groups[rng.permutation(len(groups))]
+    sizes = keys.value_counts().reindex(order).to_numpy()
+    mid = (np.cumsum(sizes) - sizes / 2) / sizes.sum()  # each group's centre on the 0..1 line
+    label = np.where(mid < test_fraction, "test",
+                     np.where(mid < test_fraction + val_fraction, "val", "train")).astype(object)
+    for name, frac in (("test", test_fraction), ("val", val_fraction)):
+        if frac > 0 and not (label == name).any():
+            free = np.flatnonzero(label == "train")
+            if len(free):
+                label[free[0]] = name
+    if not (label == "train").any() or (val_fraction > 0 and not (label == "val").any()) or \
+            (test_fraction > 0 and not (label == "test").any()):
+        raise UserError(f"{len(groups)} distinct {by} value(s) cannot fill train, val and test",
+                        where="splits", fix="add groups, lower val/test fractions to 0, or split "
+                                            "by another column")
+    return keys.map(dict(zip(order, label))).to_numpy().astype(str)
+
+
+def _explicit(frame: pd.DataFrame) -> np.ndarray:
+    if "split" not in frame.columns:
+        raise UserError("split_by='column' but the manifest has no `split` column",
+                        where="splits", fix="add a split column with train/val/test")
+    s = frame["split"].astype(str).str.strip()
+    bad = ~s.isin(SPLITS)
+    if bad.any():
+        ids = frame["sample_id"][bad].tolist()
+        raise UserError(f"{bad.sum()} row(s) have no valid split value: "
+                        f"{', '.join(map(str, ids[:20]))}", where="splits",
+                        fix=f"set split to one of {SPLITS} in every row")
+    return s.to_numpy().astype(str)
+
+
+def write(sample_id: np.ndarray, split: np.ndarray, directory: Path, header: dict
+          ) -> tuple[Path, str]:
+    """Write `split_<id>.csv` (sample_id,split) and its JSON sidecar; return (csv path, id).
+
+    The id is a hash of the assignment itself, so equal splits share an id whatever produced
+    them, and an MLflow tag of it pins the exact test set.
+    """
+    table = pd.DataFrame({"sample_id": sample_id, "split": split}).to_csv(index=False)
+    split_id = hashlib.sha256(table.encode()).hexdigest()[:12]
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"split_{split_id}.csv"
+    counts = {k: int((split == k).sum()) for k in SPLITS}
+    side = {"split_id": split_id, **header, "counts": counts}
+    if not path.exists():
+        for target, text in ((path.with_suffix(".json"), json.dumps(side, indent=2)),
+                             (path, table)):
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(target)
+    return path, split_id
+
+
+def read(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """A split file and its sidecar header."""
+    path = Path(path)
+    return pd.read_csv(path, dtype=str), json.loads(path.with_suffix(".json").read_text())

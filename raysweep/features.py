@@ -1,0 +1,198 @@
+"""Prepared arrays -> model tensors, with normalisation fitted on the training split only.
+
+`FeatureStats` is everything a trained model needs to turn a new `Prepared` into the tensors it
+was trained on: metadata mean/std, the camera vocabulary, the text-embedding settings and the
+training target mean (used to start the head near the answer). It travels inside the checkpoint
+as a plain JSON dict, so prediction never sees validation or test statistics.
+
+Missing metadata is never a silent zero: each continuous column gets a 0/1 missing flag, and only
+after normalisation is the NaN replaced by 0 (the training mean), next to its flag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from raysweep.config import TrainConfig
+from raysweep.data.prepared import Prepared
+from raysweep.errors import UserError
+
+HASH_DIM = 64  # width of the hashed character n-gram vector of the device string
+NGRAMS = (2, 3, 4)
+SENTENCE_MODEL_ENV = "RAYSWEEP_TEXT_MODEL"  # local sentence-transformers model folder
+
+
+@dataclass
+class FeatureStats:
+    meta_names: list[str]
+    meta_mean: list[float]
+    meta_std: list[float]
+    mean_lab_mean: list[float]
+    mean_lab_std: list[float]
+    target_mean: list[float]
+    cameras: list[str]  # vocabulary; index 0 is the unknown bucket, so cameras[i] -> i + 1
+    text_embed: str = "none"
+    text_dim: int = 0
+    text_model: str = ""  # sentence encoder folder when text_embed == "sentence"
+    n_train: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_meta_inputs(self) -> int:
+        return 2 * len(self.meta_names)  # normalised values + missing flags
+
+    @property
+    def n_cameras(self) -> int:
+        return len(self.cameras) + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureStats:
+        return cls(**d)
+
+
+def _nan_mean_std(x: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-column mean and std over non-NaN values; a column with no spread gets std 1."""
+    x = np.asarray(x, dtype=np.float64)
+    mean, std = [], []
+    for col in x.T:
+        col = col[np.isfinite(col)]
+        m = float(col.mean()) if len(col) else 0.0
+        s = float(col.std()) if len(col) > 1 else 0.0
+        mean.append(m)
+        std.append(s if s > 1e-6 else 1.0)
+    return mean, std
+
+
+def fit_stats(data: Prepared, cfg: TrainConfig) -> FeatureStats:
+    """Fit normalisation statistics on the rows of the training split only."""
+    train = data.indices("train")
+    if len(train) == 0:
+        raise UserError("the training split is empty", where=f"dataset {data.info.get('card', '?')}",
+                        fix="check the split fractions or the explicit split column")
+    meta_mean, meta_std = _nan_mean_std(data.meta[train])
+    lab_mean, lab_std = _nan_mean_std(data.mean_lab[train])
+    target_mean = np.asarray(data.target[train], dtype=np.float64).mean(0).tolist()
+    cameras = sorted({str(c) for c in data.camera[train]})
+    text_dim, text_model = 0, ""
+    if cfg.text_embed == "hash":
+        text_dim = HASH_DIM
+    elif cfg.text_embed == "sentence":
+        text_model = _sentence_model_path()
+        text_dim = int(_sentence_encode(text_model, ["probe"]).shape[1])
+    return FeatureStats(
+        meta_names=list(data.meta_names), meta_mean=meta_mean, meta_std=meta_std,
+        mean_lab_mean=lab_mean, mean_lab_std=lab_std, target_mean=target_mean,
+        cameras=cameras, text_embed=cfg.text_embed, text_dim=text_dim, text_model=text_model,
+        n_train=int(len(train)),
+    )
+
+
+def _normalise_with_flags(x: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    missing = ~np.isfinite(x)
+    z = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    z[missing] = 0.0  # after normalisation: 0 is the training mean, and the flag says why
+    return np.concatenate([z, missing.astype(np.float32)], axis=1)
+
+
+def camera_index(cameras: np.ndarray, stats: FeatureStats) -> np.ndarray:
+    vocab = {c: i + 1 for i, c in enumerate(stats.cameras)}
+    return np.array([vocab.get(str(c), 0) for c in cameras], dtype=np.int64)
+
+
+def encode(data: Prepared, stats: FeatureStats, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The model inputs and target of every row, as CPU tensors (images stay uint8).
+
+    Keys: `image` (N,3,S,S) uint8 for image presets; `meta` (N, 2M) and `camera` (N,) and, with
+    a text embedding, `text` (N, D) for presets with meta; `mean` (N, 6) normalised mean Lab plus
+    missing flags for presets with mean; always `target` (N, 3) Lab.
+    """
+    out: dict[str, torch.Tensor] = {"target": torch.as_tensor(np.asarray(data.target, np.float32))}
+    if cfg.uses_image:
+        if data.images is None:
+            raise UserError(
+                f"features={cfg.features!r} needs images, but this dataset has none (tabular mode)",
+                where=f"dataset {data.info.get('card', '?')}",
+                fix="use a non-image preset: features=mean+meta, meta or mean")
+        if data.images.dtype != np.uint8 or data.images.ndim != 4 or data.images.shape[1] != 3:
+            raise ValueError(f"Prepared.images must be uint8 (N,3,S,S), got {data.images.dtype} "
+                             f"{data.images.shape}")
+        out["image"] = torch.from_numpy(np.ascontiguousarray(data.images))
+    if cfg.uses_meta:
+        if list(data.meta_names) != list(stats.meta_names):
+            raise UserError(f"metadata columns {list(data.meta_names)} differ from the ones the "
+                            f"model was trained with {stats.meta_names}",
+                            fix="prepare the data with the same raysweep version as the model")
+        out["meta"] = torch.from_numpy(_normalise_with_flags(data.meta, stats.meta_mean,
+                                                             stats.meta_std))
+        out["camera"] = torch.from_numpy(camera_index(data.camera, stats))
+        if stats.text_embed != "none":
+            out["text"] = torch.from_numpy(text_features(data.device, stats))
+    if cfg.uses_mean:
+        out["mean"] = torch.from_numpy(_normalise_with_flags(data.mean_lab, stats.mean_lab_mean,
+                                                             stats.mean_lab_std))
+    return out
+
+
+# ---- text embedding of the device string ------------------------------------------------------
+
+def hash_ngrams(texts, dim: int = HASH_DIM, ngrams: tuple[int, ...] = NGRAMS) -> np.ndarray:
+    """Signed hashed character n-grams, L2-normalised: similar model names share n-grams.
+
+    blake2b, not Python's hash(), so that the vector of a string is the same in every process.
+    """
+    cache: dict[str, np.ndarray] = {}
+    out = np.zeros((len(texts), dim), np.float32)
+    for row, text in enumerate(texts):
+        key = str(text)
+        if key not in cache:
+            vec = np.zeros(dim, np.float32)
+            s = f" {key.lower().strip()} "
+            for n in ngrams:
+                for i in range(max(len(s) - n + 1, 0)):
+                    h = int.from_bytes(hashlib.blake2b(s[i:i + n].encode(), digest_size=8).digest(),
+                                       "little")
+                    vec[h % dim] += 1.0 if (h >> 63) & 1 else -1.0
+            norm = np.linalg.norm(vec)
+            cache[key] = vec / norm if norm > 0 else vec
+        out[row] = cache[key]
+    return out
+
+
+def text_features(texts: np.ndarray, stats: FeatureStats) -> np.ndarray:
+    if stats.text_embed == "hash":
+        return hash_ngrams(texts, stats.text_dim)
+    if stats.text_embed == "sentence":
+        uniq, inverse = np.unique(np.asarray(texts).astype(str), return_inverse=True)
+        return _sentence_encode(stats.text_model, list(uniq))[inverse]
+    raise ValueError(f"no text embedding for text_embed={stats.text_embed!r}")
+
+
+def _sentence_model_path() -> str:
+    path = os.environ.get(SENTENCE_MODEL_ENV, "")
+    if not path or not os.path.isdir(path):
+        raise UserError(
+            "text_embed=sentence needs a locally installed sentence-transformers model",
+            where=f"environment variable {SENTENCE_MODEL_ENV}={path!r}",
+            fix=f"set {SENTENCE_MODEL_ENV} to the folder of a downloaded model (nothing is "
+                "downloaded at run time), or use text_embed=hash")
+    return path
+
+
+def _sentence_encode(path: str, texts: list[str]) -> np.ndarray:
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise UserError("text_embed=sentence needs the sentence_transformers package",
+                        fix="pip install sentence-transformers, or use text_embed=hash") from None
+    model = SentenceTransformer(path, device="cpu")
+    return np.asarray(model.encode(texts, convert_to_numpy=True, normalize_embeddings=True),
+                      dtype=np.float32)

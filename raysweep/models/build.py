@@ -1,0 +1,53 @@
+"""`build_model(cfg, stats)`: every combination the study compares, by name.
+
+The model takes the batch dict of `raysweep.features.encode` (images as uint8; the float
+conversion and normalisation happen here, on whatever device the batch lives on) and returns
+CIELAB (B, 3).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from raysweep.config import TrainConfig
+from raysweep.features import FeatureStats
+from raysweep.models.backbones import create_backbone
+from raysweep.models.fusion import create_fusion
+from raysweep.models.heads import create_head
+from raysweep.models.metadata import ConditionEncoder
+
+# ImageNet statistics: what timm weights expect; harmless for models trained from scratch.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+class ColorModel(nn.Module):
+    def __init__(self, cfg: TrainConfig, stats: FeatureStats):
+        super().__init__()
+        self.uses_image = cfg.uses_image
+        backbone = None
+        if self.uses_image:
+            backbone = create_backbone(cfg.backbone, cfg.width, cfg.weights_path)
+        needs_cond = (cfg.uses_meta or cfg.uses_mean) and (not self.uses_image or cfg.fusion != "none")
+        self.encoder = ConditionEncoder(cfg, stats) if needs_cond else None
+        cond_dim = self.encoder.out_dim if self.encoder is not None else 0
+        self.fusion = create_fusion(cfg, backbone, cond_dim)
+        self.head = create_head(cfg.head, self.fusion.out_dim, max(cfg.meta_hidden, 64), cfg.dropout,
+                                torch.tensor(stats.target_mean, dtype=torch.float32))
+        self.register_buffer("image_mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
+        self.channels_last = False  # set by the training loop on CUDA
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = None
+        if self.uses_image:
+            x = (batch["image"].float() / 255.0 - self.image_mean) / self.image_std
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        cond = self.encoder(batch) if self.encoder is not None else None
+        return self.head(self.fusion(x, cond))
+
+
+def build_model(cfg: TrainConfig, stats: FeatureStats) -> ColorModel:
+    return ColorModel(cfg, stats)

@@ -1,0 +1,132 @@
+"""The MLflow pyfunc wrapper: a raysweep checkpoint that `mlflow models serve` can serve.
+
+Input (a DataFrame, or JSON `{"dataframe_records": [...]}` over HTTP): one row per photo with
+`image_b64` (the photo file, base64) and optionally any contract metadata column, which wins
+over the photo's EXIF. A tabular model (features mean+meta, meta, mean) needs no image:
+`mean_L/a/b` and the metadata columns are enough. Output: L, a, b, hex, ita_deg, ita_category.
+
+The checkpoint travels as the model's artifact and the raysweep package as its code, so serving
+needs only the environment, not this repository.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from raysweep.errors import UserError
+
+CHECKPOINT_ARTIFACT = "checkpoint"
+TEXT_INPUTS = ("image_b64", "camera", "make", "model")
+NUMBER_INPUTS = ("exposure_time_s", "f_number", "iso", "brightness_ev", "exposure_bias_ev",
+                 "mean_L", "mean_a", "mean_b")
+REQUIREMENTS = ("torch", "timm", "numpy", "pandas", "pillow", "opencv-python-headless",
+                "colour-science", "pyyaml", "scipy")
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    inputs = Schema([ColSpec("string", c, required=False) for c in TEXT_INPUTS]
+                    + [ColSpec("double", c, required=False) for c in NUMBER_INPUTS])
+    outputs = Schema([ColSpec("double", "L"), ColSpec("double", "a"), ColSpec("double", "b"),
+                      ColSpec("string", "hex"), ColSpec("double", "ita_deg"),
+                      ColSpec("string", "ita_category")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+class RaysweepModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from raysweep import checkpoint
+
+        self.predictor = checkpoint.load(context.artifacts[CHECKPOINT_ARTIFACT], device="cpu")
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return predict_frame(self.predictor, pd.DataFrame(model_input))
+
+
+def predict_frame(predictor, frame: pd.DataFrame) -> pd.DataFrame:
+    from raysweep.data.prepared import Prepared
+    from raysweep.predict import describe, geometry, predict_photos, read_photo
+
+    frame = frame.reset_index(drop=True)
+    overrides = frame.drop(columns=[c for c in ("image_b64",) if c in frame.columns])
+    has_image = "image_b64" in frame.columns and frame["image_b64"].notna().all() and \
+        (frame["image_b64"].astype(str) != "").all()
+    if predictor.cfg.uses_image or has_image:
+        if not has_image:
+            raise UserError(f"this model (features={predictor.cfg.features}) needs a photo in "
+                            "column image_b64 on every row", where="pyfunc input",
+                            fix="send the photo file base64-encoded as image_b64")
+        photos = []
+        for i, b64 in enumerate(frame["image_b64"]):
+            try:
+                raw = base64.b64decode(str(b64), validate=True)
+            except (binascii.Error, ValueError):
+                raise UserError(f"row {i}: image_b64 is not valid base64",
+                                where="pyfunc input") from None
+            photos.append(read_photo(raw, geometry(predictor)[1], name=f"row{i}"))
+        out = predict_photos(predictor, photos, overrides)
+        return out[["L", "a", "b", "hex", "ita_deg", "ita_category"]]
+    # tabular: the metadata and mean colour columns are the whole input
+    from raysweep.data import features as data_features
+
+    n = len(frame)
+    mean_lab, _ = data_features.mean_lab(frame, None)
+    data = Prepared(
+        sample_id=np.array([f"row{i}" for i in range(n)]), images=None, mean_lab=mean_lab,
+        meta=data_features.meta_matrix(frame), camera=data_features.camera_ids(frame),
+        device=data_features.device_text(frame), target=np.full((n, 3), np.nan, np.float32),
+        split=np.array(["test"] * n), frame=frame, info={})
+    return describe(predictor.predict(data))
+
+
+def log_pyfunc(checkpoint_dir: str | Path, registered_name: str | None = None,
+               name: str = "model"):
+    """Log the checkpoint as a pyfunc model in the active run; optionally register it.
+
+    Returns mlflow's ModelInfo (`.model_uri`, `.registered_model_version`).
+    """
+    import importlib.metadata as md
+
+    import raysweep
+
+    reqs = []
+    for pkg in REQUIREMENTS:
+        try:
+            reqs.append(f"{pkg}=={md.version(pkg)}")
+        except md.PackageNotFoundError:
+            reqs.append(pkg)
+    # explicit requirements: mlflow's inference would load the model in a subprocess
+    return mlflow.pyfunc.log_model(
+        name=name, python_model=RaysweepModel(),
+        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
+        code_paths=[str(Path(raysweep.__file__).parent)],
+        signature=signature(), pip_requirements=reqs,
+        registered_model_name=registered_name,
+    )
+
+
+def load_pyfunc_predictor(uri: str, device: str = "auto"):
+    """The raysweep Predictor inside an MLflow pyfunc model (models:/NAME@alias, runs:/...)."""
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as e:  # mlflow raises several types for a missing model or registry
+        raise UserError(f"cannot load MLflow model {uri}: {type(e).__name__}: {e}", where=uri,
+                        fix="check MLFLOW_TRACKING_URI and the model name/alias "
+                            "(`python -m raysweep.eval_winners` registers NAME@champion), or "
+                            "pass a checkpoint folder") from None
+    inner = model.unwrap_python_model()
+    if not isinstance(inner, RaysweepModel):
+        raise UserError(f"{uri} is not a raysweep model", where=uri)
+    if device != "cpu":
+        from raysweep.checkpoint import pick_device
+
+        inner.predictor.model.to(pick_device(device))
+    return inner.predictor

@@ -1,0 +1,194 @@
+"""Where the training loop's per-epoch results and checkpoints go: memory, Tune, or Train.
+
+The loop calls `report(metrics, save)`, where `save(dir)` writes a checkpoint into a folder, and
+`resume()` for the checkpoint to continue from. Three implementations:
+
+- `LocalReporter`: plain Python (tests, eval, benchmarks); history in memory, the best
+  checkpoint written atomically to a folder if one is given.
+- `TuneReporter`: a Tune function trainable running the loop in its own process (single-worker
+  trials, which must not pay a TorchTrainer start); `ray.tune.report` / `ray.tune.get_checkpoint`.
+- `TrainReporter`: a Ray Train V2 worker (DDP); every rank calls `ray.train.report` (it is a
+  barrier), only rank 0 writes a checkpoint and its metrics are the ones Ray keeps.
+
+`pick_reporter()` chooses from the Ray context of the calling process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+
+Save = Callable[[str], None]
+
+
+class Reporter:
+    rank, world_size = 0, 1
+
+    def report(self, metrics: dict, save: Save | None = None) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def resume(self) -> Iterator[str | None]:
+        yield None
+
+    def marker_path(self, name: str) -> str | None:
+        """A file path for a once-per-trial marker (fault injection); None if nowhere to put it."""
+        return None
+
+    def marker_exists_or_create(self, path: str) -> bool:
+        if os.path.exists(path):
+            return True
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("fault injected\n")
+        return False
+
+
+class LocalReporter(Reporter):
+    def __init__(self, checkpoint_dir: str | None = None, resume_from: str | None = None):
+        self.checkpoint_dir = checkpoint_dir
+        self.resume_from = resume_from
+        self.history: list[dict] = []
+        self.best_checkpoint: str | None = None
+
+    def report(self, metrics: dict, save: Save | None = None) -> None:
+        self.history.append(dict(metrics))
+        if save is not None and self.checkpoint_dir:
+            final = os.path.abspath(self.checkpoint_dir)
+            parent = os.path.dirname(final)
+            os.makedirs(parent, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=".ckpt", dir=parent)
+            save(tmp)
+            _swap_into_place(tmp, final)
+            self.best_checkpoint = final
+
+    @contextlib.contextmanager
+    def resume(self):
+        yield self.resume_from
+
+    def marker_path(self, name: str) -> str | None:
+        base = os.environ.get("RAYSWEEP_FAULT_MARKER_DIR")
+        if base:
+            return os.path.join(base, name)
+        # Beside, not inside, the checkpoint folder: saving a checkpoint replaces that folder.
+        return f"{os.path.abspath(self.checkpoint_dir)}.{name}" if self.checkpoint_dir else None
+
+
+def _swap_into_place(tmp: str, final: str) -> None:
+    old = None
+    if os.path.exists(final):
+        old = f"{final}.old{os.getpid()}"
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class TuneReporter(Reporter):
+    def report(self, metrics: dict, save: Save | None = None) -> None:
+        import ray.tune
+
+        if save is None:
+            ray.tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="raysweep-ckpt") as d:
+            save(d)
+            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(d))
+
+    @contextlib.contextmanager
+    def resume(self):
+        import ray.tune
+
+        checkpoint = ray.tune.get_checkpoint()
+        if checkpoint is None:
+            yield None
+        else:
+            with checkpoint.as_directory() as d:
+                yield d
+
+    def marker_path(self, name: str) -> str | None:
+        import ray.tune
+
+        return os.path.join(ray.tune.get_context().get_trial_dir(), name)
+
+
+class TrainReporter(Reporter):
+    def __init__(self):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+
+    def report(self, metrics: dict, save: Save | None = None) -> None:
+        import ray.train
+
+        if save is None or self.rank != 0:
+            ray.train.report(metrics, checkpoint=None)  # every rank must call: it is a barrier
+            return
+        with tempfile.TemporaryDirectory(prefix="raysweep-ckpt") as d:
+            save(d)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    @contextlib.contextmanager
+    def resume(self):
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+        else:
+            with checkpoint.as_directory() as d:
+                yield d
+
+    def marker_path(self, name: str) -> str | None:
+        import ray.train
+
+        storage = ray.train.get_context().get_storage()
+        return f"{storage.experiment_fs_path.rstrip('/')}/{name}"
+
+    def marker_exists_or_create(self, path: str) -> bool:
+        # The run's storage may be S3/GCS/NFS: go through its pyarrow filesystem.
+        import pyarrow.fs
+        import ray.train
+
+        fs = ray.train.get_context().get_storage().storage_filesystem
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+            return True
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(b"fault injected\n")
+        return False
+
+
+def _in_train_worker() -> bool:
+    try:
+        import ray.train
+
+        ray.train.get_context()
+        return True
+    except (ImportError, RuntimeError, DeprecationWarning):
+        return False
+
+
+def _in_tune_trial() -> bool:
+    try:
+        from ray.tune.trainable.trainable_fn_utils import _in_tune_session  # no public probe
+
+        return bool(_in_tune_session())
+    except ImportError:
+        return False
+
+
+def pick_reporter(checkpoint_dir: str | None = None) -> Reporter:
+    """The reporter for the calling process: Tune trial, Train worker, or plain Python."""
+    if _in_tune_trial():
+        return TuneReporter()
+    if _in_train_worker():
+        return TrainReporter()
+    return LocalReporter(checkpoint_dir=checkpoint_dir)
+
+
+__all__ = ["LocalReporter", "Reporter", "TrainReporter", "TuneReporter", "pick_reporter"]

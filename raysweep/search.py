@@ -1,0 +1,312 @@
+"""`python -m raysweep.search`: a hyper-parameter sweep with Ray Tune, Optuna TPE, ASHA and MLflow.
+
+    python -m raysweep.search --space quickstart            # laptop: starts a local Ray
+    ray job submit --working-dir . -- python -m raysweep.search --space fusion   # a cluster
+
+Everything a user can get wrong (space, parameter names, values, storage, tracking server) is
+checked before Ray starts. Trials run the one training loop in the Tune trial process (reused
+across trials), or in a TorchTrainer when a trial asks for several workers. MLflow gets one
+parent run per invocation and one child per trial; `--resume` continues an interrupted sweep
+into the same runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from raysweep.data.prepared import Prepared
+from raysweep.errors import UserError, run_cli, setup_logging
+from raysweep.sweep import resources, results, spaces
+from raysweep.sweep.trainable import LOOP, variant_key
+
+log = logging.getLogger("raysweep.search")
+DEFAULT_STORAGE = "~/raysweep_results"
+STATE_FILE = "raysweep_sweep.json"
+# Keeping 3 checkpoints per trial makes Tune snapshot its state more often than it likes; the
+# snapshot is cheap here (small state) and the warning would drown the progress bar.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+SMOKE = {"num_samples": 2, "epochs": 2}
+
+
+@dataclass
+class SweepResult:
+    name: str
+    path: str  # the sweep's folder (Tune experiment) under --storage
+    parent_run_id: str
+    table: pd.DataFrame  # one row per trial, best first (also in <path>/results.csv)
+    tracking_uri: str
+    metric: str
+    searched: list[str]  # the parameters the space searches
+    complete: bool = True  # False: interrupted, continue with --resume
+
+
+def storage_root(storage: str | None) -> str:
+    storage = storage or DEFAULT_STORAGE
+    if "://" in storage:
+        return storage.rstrip("/")
+    return os.path.abspath(os.path.expanduser(storage))
+
+
+def load_data(data: str | Path | Prepared | None, variants: list[tuple[str, int]],
+              base: dict[str, Any], smoke: bool = False) -> dict[str, Prepared]:
+    """One Prepared per (crop, image_size) the trials can ask for; all share one split."""
+    if isinstance(data, Prepared):
+        have = variant_key(data.info.get("crop") or "", data.info.get("size") or 0)
+        if data.images is None:  # tabular: the crop and size choices do not matter
+            return {variant_key(c, s): data for c, s in variants}
+        missing = [variant_key(c, s) for c, s in variants if variant_key(c, s) != have]
+        if missing:
+            raise UserError(f"the given dataset is prepared as {have}, but the space asks for "
+                            f"{missing}", fix="fix crop and image_size with --set")
+        return {have: data}
+    from raysweep.data.prepare import load_prepared
+
+    if data is None:
+        from raysweep.synth import ensure_default_dataset
+
+        data = ensure_default_dataset()
+    split = {k: base[k] for k in spaces.SPLIT_KEYS if k in base}
+    out = {}
+    from tqdm import tqdm
+
+    for crop, size in tqdm(variants, desc="preparing data", unit="variant", disable=len(variants) < 2):
+        out[variant_key(crop, size)] = load_prepared(data, crop=crop, size=size, **split)
+    return out
+
+
+def run_search(space: str, data: str | Path | Prepared | None = None, num_samples: int | None = None,
+               max_concurrent: int | None = None, workers_per_trial: int | None = None,
+               gpus_per_trial: float | None = None, cpus_per_worker: float | None = None,
+               storage: str | None = None, name: str | None = None, resume: bool = False,
+               seed: int = 0, sets: Sequence[str] = (), smoke_test: bool = False,
+               grace_period: int | None = None, reduction_factor: int | None = None,
+               max_failures: int = 1, loop: str = LOOP, verbose: int = 0) -> SweepResult:
+    root = storage_root(storage)
+    # -- everything the user can get wrong, before Ray starts ------------------------------
+    saved = None
+    if resume:
+        if not name:
+            raise UserError("--resume needs the --name of the sweep to continue",
+                            fix=f"look up the name under {root} and pass --name NAME")
+        saved = json.loads(results.read_text(f"{root}/{name}/{STATE_FILE}") or "null")
+        if saved is None:
+            raise UserError(f"no sweep named {name!r} under {root}", where="--resume",
+                            fix="pass the same --name and --storage as the interrupted sweep")
+        sets, seed = saved["sets"], saved["seed"]
+        if data is None and saved["data"] not in ("<in-memory>", "synthetic default"):
+            data = saved["data"]
+        num_samples, smoke_test = saved["num_samples"], saved["smoke_test"]
+    sp = spaces.load_space(space)
+    if saved and saved["space"] != sp.name:
+        raise UserError(f"sweep {name!r} searched space {saved['space']!r}, not {sp.name!r}",
+                        where="--resume", fix=f"pass --space {saved['space']}")
+    names = spaces.check_space(sp, {}).names
+    overrides = spaces.parse_sets(sets, extra_names=names)
+    if smoke_test:
+        overrides.setdefault("epochs", SMOKE["epochs"])
+    space_fixed = dict(sp.FIXED)
+    if sp.MAX_EPOCHS and "epochs" not in space_fixed:
+        space_fixed["epochs"] = sp.MAX_EPOCHS
+    sp.settings["FIXED"] = space_fixed
+    checked = spaces.check_space(sp, overrides)
+    max_epochs = max(s["epochs"] for s in checked.samples)
+    num_samples = num_samples or (SMOKE["num_samples"] if smoke_test else sp.NUM_SAMPLES)
+    workers = workers_per_trial or sp.WORKERS_PER_TRIAL
+    cpus = cpus_per_worker or sp.CPUS_PER_TRIAL
+    gpus = gpus_per_trial if gpus_per_trial is not None else sp.GPUS_PER_TRIAL
+    grace = grace_period or sp.GRACE_PERIOD
+    rf = reduction_factor or sp.REDUCTION_FACTOR
+    metric, mode = sp.METRIC, sp.MODE
+    name = name or f"{sp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = f"{root}/{name}"
+    if not resume and results.read_text(f"{path}/{STATE_FILE}") is not None:
+        raise UserError(f"a sweep named {name!r} already exists under {root}",
+                        fix="pass --resume to continue it, or choose another --name")
+
+    from raysweep.tracking import Tracker, code_version
+
+    tracker = Tracker(sp.name, name)
+    settings = {"space": sp.name, "space_source": sp.source, "sets": list(sets), "seed": seed,
+                "num_samples": num_samples, "smoke_test": smoke_test, "max_epochs": max_epochs,
+                "grace_period": grace, "reduction_factor": rf, "metric": metric, "mode": mode,
+                "workers_per_trial": workers, "data": str(data) if data is not None and
+                not isinstance(data, Prepared) else ("<in-memory>" if data is not None else
+                                                     "synthetic default")}
+    parent = tracker.start_parent(tags={"raysweep.space": sp.name, "raysweep.sweep_name": name,
+                                        "raysweep.code_version": code_version(),
+                                        "raysweep.question": sp.question},
+                                  params=settings, run_id=saved and saved.get("parent_run_id"))
+    status = "FAILED"
+    started = False
+    try:
+        prepared = load_data(data, checked.variants, checked.base, smoke=smoke_test)
+        info = next(iter(prepared.values())).info
+        started = resources.connect(dashboard=workers > 1, log_to_driver=verbose > 0)
+        import ray
+
+        from raysweep.cluster import check_storage
+
+        check_storage(root)
+        pl = resources.plan(num_samples, workers, cpus, gpus, max_concurrent)
+        log.info("%s", pl.describe())
+        tracker.log(parent, tags={
+            "raysweep.dataset_hash": str(info.get("content_hash", "")),
+            "raysweep.split_file": str(info.get("split_file", "")),
+            "raysweep.split_id": str(info.get("split_id", "")),
+            "raysweep.cluster_cpus": f"{pl.cluster_cpus:g}",
+            "raysweep.cluster_gpus": f"{pl.cluster_gpus:g}"})
+        if not resume:
+            results.write_text(f"{path}/{STATE_FILE}", json.dumps(
+                {**settings, "parent_run_id": parent, "tracking_uri": tracker.uri}, indent=2))
+        refs = {k: ray.put(v) for k, v in prepared.items()}
+        del prepared
+        tuner = _tuner(sp, overrides, refs, pl, loop, root, name, num_samples, seed, metric,
+                       mode, max_epochs, grace, rf, max_failures, tracker, verbose, resume, path)
+        grid = tuner.fit()
+        interrupted = grid.num_terminated + grid.num_errors < num_samples
+        table = results.table(grid, metric, mode, max_epochs, sorted(checked.names),
+                              tracker.children())
+        results.write_text(f"{path}/results.csv", results.to_csv(table))
+        tracker.log_text(parent, results.to_csv(table), "results.csv")
+        best = table.iloc[0] if len(table) else None
+        if best is not None and pd.notna(best.get(metric)):
+            tracker.log(parent, metrics={f"best_{metric}": float(best[metric])},
+                        tags={"raysweep.best_trial_id": str(best["trial_id"]),
+                              "raysweep.best_run_id": str(best["mlflow_run_id"])}, strict=False)
+        # An interrupted sweep (Ctrl-C, a lost driver) stays open for --resume.
+        status = "KILLED" if interrupted else "FINISHED"
+        return SweepResult(name, path, parent, table, tracker.uri, metric, sorted(checked.names),
+                           complete=not interrupted)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end(parent, status)
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _tuner(sp, overrides, refs, pl, loop, root, name, num_samples, seed, metric, mode,
+           max_epochs, grace, rf, max_failures, tracker, verbose, resume, path):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raysweep.sweep.trainable import run_ddp_trial, run_trial, trial_name
+    from raysweep.tracking import TrialLogger
+
+    if pl.workers == 1:
+        fn = tune.with_parameters(run_trial, data=refs, loop=loop,
+                                  threads=max(1, int(pl.cpus_per_worker)))
+    else:
+        fn = tune.with_parameters(run_ddp_trial, data=refs, loop=loop, workers=pl.workers,
+                                  cpus_per_worker=pl.cpus_per_worker,
+                                  gpus_per_worker=pl.gpus_per_worker, storage=root)
+    trainable = tune.with_resources(fn, pl.trial_resources())
+    if resume:
+        if not tune.Tuner.can_restore(path):
+            raise UserError(f"sweep {name!r} has no Tune state to resume under {root}",
+                            fix="start it again without --resume")
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True)
+    callbacks = [TrialLogger(tracker, max_epochs), results.Progress(num_samples, metric, mode)]
+    if pl.workers > 1:
+        callbacks.append(resources.PlacementGroupJanitor())
+    searcher = OptunaSearch(space=spaces.DefineByRun(sp.define_by_run, sp.FIXED, overrides),
+                            metric=metric, mode=mode, seed=seed)
+    scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode,
+                              max_t=max_epochs, grace_period=min(grace, max_epochs),
+                              reduction_factor=rf)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                    num_samples=num_samples, reuse_actors=True,
+                                    max_concurrent_trials=pl.max_concurrent,
+                                    trial_name_creator=trial_name,
+                                    trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(
+            name=name, storage_path=root, callbacks=callbacks, verbose=verbose,
+            failure_config=tune.FailureConfig(max_failures=max_failures, fail_fast=False),
+            # Keeping a few (not 1) avoids a forced experiment snapshot at every checkpoint.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=3,
+                                                    checkpoint_score_attribute=metric,
+                                                    checkpoint_score_order=mode)),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m raysweep.search", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", required=True,
+                   help="a study in search_spaces/ (e.g. quickstart, fusion) or a .py file")
+    p.add_argument("--data", help="dataset card or folder (default: the synthetic dataset)")
+    p.add_argument("--num-samples", type=int, help="trials to run (default: the space's)")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: what fits)")
+    p.add_argument("--workers-per-trial", type=int, help="DDP workers per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="GPU share per trial (default 0.25 on GPU clusters, else 0)")
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs per trial worker (default 1)")
+    p.add_argument("--storage", help=f"checkpoint storage path or URI (default {DEFAULT_STORAGE})")
+    p.add_argument("--name", help="sweep name (default: SPACE-DATE-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the sweep --name")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a parameter for every trial (repeatable), e.g. --set lr=1e-3")
+    p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be stopped")
+    p.add_argument("--reduction-factor", type=int, help="ASHA: keep 1/N at each rung")
+    p.add_argument("--max-failures", type=int, default=1,
+                   help="retries of a trial whose process died (default 1)")
+    p.add_argument("--smoke-test", action="store_true", help="2 trials of 2 epochs")
+    p.add_argument("--eval-winners", action="store_true",
+                   help="re-evaluate the leaders on the test split afterwards")
+    p.add_argument("--debug", action="store_true", help="tracebacks and Tune's own output")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+    for noisy in ("ray", "ray.tune", "ray.train", "mlflow", "alembic", "optuna"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    out = run_search(
+        args.space, data=args.data, num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial,
+        gpus_per_trial=args.gpus_per_trial, cpus_per_worker=args.cpus_per_worker,
+        storage=args.storage, name=args.name, resume=args.resume, seed=args.seed,
+        sets=args.sets, smoke_test=args.smoke_test, grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor, max_failures=args.max_failures,
+        verbose=2 if args.debug else 0)
+    print(results.leaderboard(out.table, out.metric, out.searched))
+    n_failed = int((out.table["status"] == "FAILED").sum()) if len(out.table) else 0
+    n_stopped = int(out.table["stopped_early"].sum()) if len(out.table) else 0
+    print(f"\n{len(out.table)} trials ({n_stopped} stopped early by ASHA, {n_failed} failed); "
+          f"all in {out.path}/results.csv")
+    print(f"MLflow parent run: {out.parent_run_id}  (tracking: {out.tracking_uri}; "
+          f"`mlflow ui --backend-store-uri {out.tracking_uri}`)")
+    if args.eval_winners:
+        return _eval_winners(out)
+    return 0
+
+
+def _eval_winners(out: SweepResult) -> int:
+    try:
+        from raysweep import eval_winners
+    except ImportError:
+        raise UserError("--eval-winners needs raysweep.eval_winners, which this install lacks",
+                        fix=f"run it later on the sweep folder {out.path}") from None
+    return int(eval_winners.main(["--sweep", out.path]) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

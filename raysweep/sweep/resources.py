@@ -1,0 +1,187 @@
+"""Where trials run: connecting to Ray, per-trial resources, concurrency, and freeing reservations.
+
+Concurrency comes from what the cluster really has. A local Ray gets more logical CPUs than the
+machine has cores (Tune's own actors must never starve the trials), so on a laptop the number of
+trials at once is capped by the physical cores instead of the logical CPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+
+from ray import tune
+
+from raysweep.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    workers: int  # Ray Train workers per trial; 1 = the loop runs in the Tune trial itself
+    cpus_per_worker: float
+    gpus_per_worker: float
+    max_concurrent: int
+    cluster_cpus: float
+    cluster_gpus: float
+    local: bool  # the cluster is this one machine: its cores, not logical CPUs, bound concurrency
+
+    def trial_resources(self) -> dict[str, float]:
+        """What Tune reserves for the trial actor."""
+        if self.workers == 1:
+            return {"cpu": self.cpus_per_worker, "gpu": self.gpus_per_worker}
+        # Multi-worker: the trial only drives a TorchTrainer, whose workers reserve their own
+        # placement group; the driver still needs a (small) CPU share to be scheduled at all.
+        return {"cpu": 0.1, "gpu": 0}
+
+    def describe(self) -> str:
+        per = f"{self.cpus_per_worker:g} CPU" + (f" + {self.gpus_per_worker:g} GPU"
+                                                 if self.gpus_per_worker else "")
+        mode = "in the trial process" if self.workers == 1 else f"{self.workers} DDP workers"
+        return (f"{self.max_concurrent} trial(s) at once, each {mode} with {per} per worker "
+                f"(cluster: {self.cluster_cpus:g} CPU, {self.cluster_gpus:g} GPU)")
+
+
+def connect(num_cpus: int | None = None, dashboard: bool = True,
+            log_to_driver: bool = True) -> bool:
+    """Join the cluster named by RAY_ADDRESS (set by `ray job submit`), else start a local Ray.
+
+    Returns True when this process started Ray (and so should shut it down).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    # address="local": never join a cluster someone else started on this machine by accident.
+    ray.init(address="local", num_cpus=num_cpus or max(8, cores()),
+             include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=log_to_driver,
+             configure_logging=False)
+    return True
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what a container really gives us
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def only_this_machine() -> bool:
+    """True when the Ray cluster is this one machine (so its cores bound real parallelism)."""
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    return len(alive) == 1 and alive[0]["NodeID"] == here
+
+
+def plan(num_samples: int, workers: int = 1, cpus_per_worker: float = 1.0,
+         gpus_per_trial: float | None = None, max_concurrent: int | None = None,
+         local: bool | None = None, cpus: float | None = None,
+         gpus: float | None = None) -> Plan:
+    """Resources per trial and how many trials run at once.
+
+    `gpus_per_trial` is the whole trial's share (split across its workers); None picks 1/4 of a
+    GPU per single-worker trial when the cluster has GPUs (small models do not fill one) and a
+    whole GPU per worker for DDP trials.
+    """
+    if local is None:
+        local = only_this_machine()
+    if cpus is None or gpus is None:
+        import ray
+
+        total = ray.cluster_resources()
+        cpus = total.get("CPU", 0.0) if cpus is None else cpus
+        gpus = total.get("GPU", 0.0) if gpus is None else gpus
+    if workers < 1:
+        raise UserError(f"--workers-per-trial must be >= 1, got {workers}")
+    if cpus_per_worker <= 0:
+        raise UserError(f"--cpus-per-worker must be > 0, got {cpus_per_worker}")
+    if gpus_per_trial is None:
+        gpus_per_trial = 0.0 if gpus == 0 else (0.25 if workers == 1 else float(workers))
+    if gpus_per_trial > 0 and gpus == 0:
+        raise UserError(f"--gpus-per-trial {gpus_per_trial:g} asks for GPUs, but the Ray "
+                        "cluster has none", fix="drop --gpus-per-trial or use a GPU cluster")
+    gpus_per_worker = gpus_per_trial / workers
+    # The real parallelism of a local Ray is its cores, not its (inflated) logical CPUs.
+    usable = min(cpus, float(cores())) if local else cpus
+    limits = [math.floor(usable / (cpus_per_worker * workers) + 1e-9)]
+    if gpus_per_worker > 0:
+        limits.append(math.floor(gpus / (gpus_per_worker * workers) + 1e-9))
+    fits = max(0, min(limits))
+    if fits == 0 and not local:
+        raise UserError(f"one trial needs {workers} x ({cpus_per_worker:g} CPU, "
+                        f"{gpus_per_worker:g} GPU) but the cluster has {cpus:g} CPU, {gpus:g} GPU",
+                        fix="lower --workers-per-trial / --cpus-per-worker / --gpus-per-trial")
+    concurrent = max(1, fits)
+    if max_concurrent:
+        if max_concurrent > concurrent:
+            log.warning("--max-concurrent %d is more than the %d trial(s) the resources fit; "
+                        "the rest will queue", max_concurrent, concurrent)
+        concurrent = max_concurrent
+    return Plan(workers, cpus_per_worker, gpus_per_worker, min(concurrent, num_samples),
+                cpus, gpus, local)
+
+
+def orphaned_placement_groups() -> list:
+    """Placement groups still holding resources although the actor that made them is gone.
+
+    A Ray Train controller inside a Tune trial creates its workers' placement group; when ASHA
+    stops the trial the controller dies, but the group lives on until the driver exits unless
+    Train's cleaner can reach the State API (which needs the dashboard). The GCS table alone
+    tells us which ones are orphans, dashboard or not.
+    """
+    from ray import ActorID, PlacementGroupID
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup
+
+    orphans = []
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        live = pg.state in (gcs_pb2.PlacementGroupTableData.CREATED,
+                            gcs_pb2.PlacementGroupTableData.PENDING,
+                            gcs_pb2.PlacementGroupTableData.RESCHEDULING)
+        # Groups made by a driver (Tune's own, per trial) have no creator actor: leave them.
+        made_by_actor = pg.creator_actor_id and not ActorID(pg.creator_actor_id).is_nil()
+        if live and not pg.is_detached and made_by_actor and pg.creator_actor_dead:
+            orphans.append(PlacementGroup(PlacementGroupID(pg.placement_group_id)))
+    return orphans
+
+
+def free_orphaned_placement_groups() -> int:
+    from ray.util.placement_group import remove_placement_group
+
+    freed = 0
+    for pg in orphaned_placement_groups():
+        try:
+            remove_placement_group(pg)
+            freed += 1
+        except Exception as e:  # noqa: BLE001 - already removed by Train's own cleaner
+            log.debug("could not remove placement group %s: %s", pg.id, e)
+    if freed:
+        log.info("freed %d placement group(s) left by stopped trials", freed)
+    return freed
+
+
+class PlacementGroupJanitor(tune.Callback):
+    """Frees orphaned placement groups every few seconds while multi-worker trials run."""
+
+    def __init__(self, interval_s: float = 2.0):
+        self.interval_s, self.last = interval_s, 0.0
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self.last > self.interval_s:
+            self.last = time.monotonic()
+            free_orphaned_placement_groups()
+
+    def on_experiment_end(self, trials, **info):
+        free_orphaned_placement_groups()

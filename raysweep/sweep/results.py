@@ -1,0 +1,136 @@
+"""What a sweep leaves behind: a live progress bar, the leaderboard, and results.csv."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+SHOWN = ("val_de00_mean", "val_de00_median", "val_de00_p95")
+
+
+class Progress(tune.Callback):
+    """tqdm on stderr: trials finished / total, trials running, best metric so far."""
+
+    def __init__(self, total: int, metric: str, mode: str = "min"):
+        self.total, self.metric, self.sign = total, metric, 1 if mode == "min" else -1
+        self.best = math.inf
+        self._bar = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_bar": None}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            self.best = min(self.best, self.sign * value)
+
+    def on_step_end(self, iteration, trials, **info):
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=self.total, desc="trials", unit="trial", dynamic_ncols=True,
+                             mininterval=1.0)
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        failed = sum(t.status == "ERROR" for t in trials)
+        running = sum(t.status == "RUNNING" for t in trials)
+        best = "-" if math.isinf(self.best) else f"{self.sign * self.best:.3f}"
+        self._bar.set_postfix_str(f"running={running} failed={failed} best {self.metric}={best}",
+                                  refresh=False)
+        self._bar.update(done - self._bar.n)
+
+    def on_experiment_end(self, trials, **info):
+        if self._bar is not None:
+            self.on_step_end(0, trials)
+            self._bar.close()
+            self._bar = None
+
+
+def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
+          runs: dict[str, str]) -> pd.DataFrame:
+    """One row per trial (best epoch by `metric`), best first; failed trials last."""
+    rows = []
+    for r in results:
+        config = r.config or {}
+        history = r.metrics_dataframe
+        metrics = r.metrics or {}
+        trial_id = metrics.get("trial_id") or Path(r.path).name.removeprefix("trial_")
+        row: dict[str, Any] = {"trial_id": trial_id,
+                               "status": "FAILED" if r.error else "FINISHED"}
+        if history is not None and metric in history and history[metric].notna().any():
+            best = history.loc[history[metric].idxmin() if mode == "min"
+                               else history[metric].idxmax()]
+            epochs = int(history["training_iteration"].max())
+            row.update({k: float(best[k]) for k in SHOWN if k in best})
+            row[metric] = float(best[metric])
+            row["best_epoch"] = int(best.get("epoch", best["training_iteration"]))
+        else:
+            epochs = 0
+        row["epochs_run"] = epochs
+        planned = min(int(config.get("epochs", max_epochs)), max_epochs)
+        row["stopped_early"] = (not r.error) and epochs < planned
+        row.update({k: config.get(k) for k in searched})
+        row["error"] = _last_line(r.error) if r.error else ""
+        row["mlflow_run_id"] = runs.get(trial_id, "")
+        row["checkpoint"] = r.checkpoint.path if r.checkpoint else ""
+        row["config"] = json.dumps(config, sort_keys=True, default=str)
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df) and metric in df:
+        df = df.sort_values(metric, ascending=mode == "min", na_position="last")
+    df.insert(0, "rank", range(1, len(df) + 1))
+    return df.reset_index(drop=True)
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [ln for ln in str(error).strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else type(error).__name__
+
+
+def leaderboard(df: pd.DataFrame, metric: str, searched: list[str], top: int = 10) -> str:
+    cols = ["rank", "trial_id", "status", metric, *[c for c in SHOWN if c != metric],
+            "best_epoch", "epochs_run", *searched]
+    shown = df[[c for c in cols if c in df]].head(top).copy()
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a small file to a local path or a storage URI; locally via a temp name + rename."""
+    if "://" in path and not path.startswith("file://"):
+        import pyarrow.fs
+
+        fs, fs_path = pyarrow.fs.FileSystem.from_uri(path)
+        with fs.open_output_stream(fs_path) as f:
+            f.write(text.encode())
+        return
+    path = path.removeprefix("file://")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_text(path: str) -> str | None:
+    try:
+        if "://" in path and not path.startswith("file://"):
+            import pyarrow.fs
+
+            fs, fs_path = pyarrow.fs.FileSystem.from_uri(path)
+            with fs.open_input_stream(fs_path) as f:
+                return f.readall().decode()
+        return Path(path.removeprefix("file://")).read_text()
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def to_csv(df: pd.DataFrame) -> str:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    return buf.getvalue()

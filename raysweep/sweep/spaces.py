@@ -1,0 +1,245 @@
+"""Search spaces: load a study by name or file, fix parameters, and validate it before Ray starts.
+
+A space is a plain Python file with `define_by_run(trial) -> dict` of TrainConfig overrides
+(Optuna define-by-run: conditional parameters are just `if`s) and optional constants:
+FIXED (dict), MAX_EPOCHS, GRACE_PERIOD, REDUCTION_FACTOR, NUM_SAMPLES, METRIC, MODE,
+CPUS_PER_TRIAL, GPUS_PER_TRIAL, WORKERS_PER_TRIAL. It computes nothing, so we can run it a few
+dozen times with random choices to catch unknown names and invalid combinations up front.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raysweep.config import TrainConfig, coerce
+from raysweep.errors import UserError, unknown_name
+
+# Data-level settings: one prepared split serves the whole sweep, so these cannot vary per trial.
+SPLIT_KEYS = ("split_by", "val_fraction", "test_fraction", "seed")
+# Settings that pick a prepared variant of the data (one object-store copy each).
+DATA_KEYS = ("crop", "image_size")
+SETTINGS = {  # module constant -> default
+    "FIXED": {}, "MAX_EPOCHS": None, "GRACE_PERIOD": 1, "REDUCTION_FACTOR": 3, "NUM_SAMPLES": 16,
+    "METRIC": "val_de00_mean", "MODE": "min", "CPUS_PER_TRIAL": 1.0, "GPUS_PER_TRIAL": None,
+    "WORKERS_PER_TRIAL": 1,
+}
+
+
+@dataclass
+class Space:
+    name: str
+    define_by_run: Callable[[Any], dict | None]
+    doc: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def __getattr__(self, key: str) -> Any:  # space.MAX_EPOCHS etc.
+        settings = self.__dict__.get("settings", {})
+        if key in settings:
+            return settings[key]
+        raise AttributeError(key)
+
+    @property
+    def question(self) -> str:
+        return self.doc.strip().splitlines()[0] if self.doc.strip() else ""
+
+
+def builtin_spaces() -> list[str]:
+    import search_spaces
+
+    return sorted(m.name for m in pkgutil.iter_modules(search_spaces.__path__)
+                  if not m.name.startswith("_"))
+
+
+def load_space(name_or_path: str) -> Space:
+    """A built-in study by name (`search_spaces/<name>.py`) or a user's own file."""
+    path = Path(name_or_path).expanduser()
+    if name_or_path.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise UserError(f"search space file {str(path)!r} does not exist", where="--space",
+                            fix="give the path of a .py file with define_by_run(trial), or "
+                                f"one of the built-in spaces: {', '.join(builtin_spaces())}")
+        module_name = f"raysweep_user_space_{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        # Registered under a name that depends only on the file name: Tune pickles the searcher
+        # (and so define_by_run, by reference) for --resume, which loads the file again first.
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[module_name]
+            raise UserError(f"search space file {str(path)!r} failed to import: {e!r}",
+                            where="--space", fix="run `python <file>` to see the error") from e
+        name, source = path.stem, str(path.resolve())
+    else:
+        valid = builtin_spaces()
+        if name_or_path not in valid:
+            raise unknown_name("search space", name_or_path, valid, where="--space")
+        module = importlib.import_module(f"search_spaces.{name_or_path}")
+        name, source = name_or_path, module.__file__
+    fn = getattr(module, "define_by_run", None)
+    if not callable(fn):
+        raise UserError(f"search space {name!r} has no define_by_run(trial) function",
+                        where=source, fix="define `def define_by_run(trial): return {...}`")
+    settings = {k: getattr(module, k, v) for k, v in SETTINGS.items()}
+    settings["FIXED"] = dict(settings["FIXED"] or {})
+    return Space(name=name, define_by_run=fn, doc=module.__doc__ or "", settings=settings,
+                 source=source)
+
+
+class FixingTrial:
+    """Wraps an Optuna trial: parameters fixed by `--set` are returned, not searched."""
+
+    def __init__(self, trial: Any, fixed: dict[str, Any]):
+        self._trial, self._fixed = trial, fixed
+
+    def _maybe(self, name: str, suggest: Callable, *args: Any, **kwargs: Any) -> Any:
+        if name in self._fixed:
+            return self._fixed[name]
+        return suggest(name, *args, **kwargs)
+
+    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> float:
+        return self._maybe(name, self._trial.suggest_float, *args, **kwargs)
+
+    def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> int:
+        return self._maybe(name, self._trial.suggest_int, *args, **kwargs)
+
+    def suggest_categorical(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._maybe(name, self._trial.suggest_categorical, *args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._trial, attr)
+
+
+class DefineByRun:
+    """The callable OptunaSearch samples: space FIXED, then the space's choices, then `--set`.
+
+    Picklable (Tune saves the searcher with the experiment, for --resume).
+    """
+
+    def __init__(self, fn: Callable, space_fixed: dict[str, Any], overrides: dict[str, Any]):
+        self.fn, self.space_fixed, self.overrides = fn, dict(space_fixed), dict(overrides)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        chosen = self.fn(FixingTrial(trial, self.overrides)) or {}
+        if not isinstance(chosen, dict):
+            raise TypeError(f"define_by_run must return a dict, got {type(chosen).__name__}")
+        return {**self.space_fixed, **chosen, **self.overrides}
+
+
+def parse_sets(pairs: Iterable[str], extra_names: Iterable[str] = ()) -> dict[str, Any]:
+    """`--set key=value` pairs -> typed overrides (TrainConfig fields, or the space's own names)."""
+    out: dict[str, Any] = {}
+    fields = TrainConfig.field_names()
+    extra = set(extra_names)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set {pair!r} is not key=value", where="--set",
+                            fix="write e.g. --set lr=3e-4")
+        if key in fields:
+            out[key] = coerce(key, value.strip(), where=f"--set {pair}")
+        elif key in extra:
+            out[key] = _literal(value.strip())
+        else:
+            raise unknown_name("parameter", key, fields + sorted(extra), where=f"--set {pair}")
+    return out
+
+
+def _literal(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+class _Replay:
+    """Answers suggest_* with the values a trial already drew (to re-run define_by_run)."""
+
+    def __init__(self, trial: Any):
+        self.params = trial.params
+
+    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self.params[name]
+
+    suggest_int = suggest_categorical = suggest_float
+
+
+@dataclass
+class Checked:
+    """What the dry run learned about a space."""
+
+    names: set[str]  # every name the space suggests (searched parameters)
+    variants: list[tuple[str, int]]  # (crop, image_size) pairs the trials can ask for
+    base: dict[str, Any]  # values every trial shares (split settings, epochs, ...)
+    samples: list[dict[str, Any]]
+
+
+def check_space(space: Space, overrides: dict[str, Any], n: int = 64, seed: int = 0) -> Checked:
+    """Run define_by_run on `n` random trials; every sample must be a valid TrainConfig."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    sampler = DefineByRun(space.define_by_run, space.FIXED, overrides)
+    where = f"search space {space.name!r} ({space.source})"
+    names: set[str] = set()
+    crops, sizes, samples = set(), set(), []
+    for _ in range(n):
+        trial = study.ask()
+        try:
+            sample = sampler(trial)
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"define_by_run of {where} raised {e!r}", where=where,
+                            fix="fix the space file; it must only call trial.suggest_* and "
+                                "return a dict of TrainConfig overrides") from e
+        names |= set(trial.distributions)
+        # Helper choices (suggested but not returned, e.g. a switch) may have any name; the
+        # returned dict must be TrainConfig fields only.
+        helpers = (set(trial.distributions) | set(overrides)) - set(TrainConfig.field_names())
+        returned = set(sampler.fn(FixingTrial(_Replay(trial), overrides)) or {})
+        cfg = TrainConfig.from_dict({k: v for k, v in sample.items()
+                                     if k not in helpers or k in returned},
+                                    where=f"{where}, sample {sample}")
+        for name, dist in trial.distributions.items():
+            if name in DATA_KEYS and hasattr(dist, "choices"):
+                (crops if name == "crop" else sizes).update(dist.choices)
+        crops.add(cfg.crop)
+        sizes.add(cfg.image_size)
+        samples.append(cfg.to_dict())
+        study.tell(trial, 0.0)
+    for key in SPLIT_KEYS:
+        if len({s[key] for s in samples}) > 1:
+            raise UserError(f"{where} varies {key!r}, a data-split setting", where=where,
+                            fix=f"keep {key} fixed (FIXED or --set {key}=...): every trial of a "
+                                "sweep must be selected on the same validation split")
+    for backbone in sorted({s["backbone"] for s in samples}):
+        check_backbone(backbone, where)
+    base = {k: samples[0][k] for k in samples[0] if len({str(s[k]) for s in samples}) == 1}
+    variants = sorted((c, int(s)) for c in crops for s in sizes)
+    return Checked(names=names, variants=variants, base=base, samples=samples)
+
+
+def check_backbone(name: str, where: str) -> None:
+    """Unknown backbones fail here, not in the first trial an hour later."""
+    from raysweep.models.backbones import REGISTRY, TIMM_HINT
+
+    if name in REGISTRY:
+        return
+    import timm
+
+    if not timm.is_model(name):
+        raise unknown_name("backbone", name, [*REGISTRY, TIMM_HINT], where=where)

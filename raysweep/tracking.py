@@ -1,0 +1,323 @@
+"""MLflow conventions in one place; every MLflow call of a sweep goes through here.
+
+Experiment = study (search space) name. One parent run per sweep invocation, tagged with what is
+needed to reproduce and compare it; one nested child run per Tune trial with the flattened
+TrainConfig as params, per-epoch metrics (step = epoch), the tags people filter on (`backbone`,
+`fusion`, `crop`, `features`) and the best checkpoint under artifact path `checkpoint/`.
+Logged from the driver only (a Tune callback), so one store serves a whole cluster and trial
+processes need no MLflow access. `MLFLOW_TRACKING_URI` wins; otherwise `sqlite:///<cwd>/mlruns.db`
+with artifacts in `<cwd>/mlartifacts`.
+
+A flaky tracking server must not kill a sweep that has been training for hours: calls are
+retried with backoff, and a logging call that still fails is reported and skipped. Only the
+first call (creating the parent run) fails loudly, before any trial starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from raysweep.cluster import scrub_secrets, tracking_auth_from_env
+from raysweep.config import TrainConfig
+from raysweep.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TRIAL_TAGS = ("backbone", "fusion", "crop", "features")
+# Tune's own bookkeeping in every result; not metrics of the model.
+TUNE_KEYS = frozenset({
+    "timestamp", "done", "training_iteration", "time_this_iter_s", "time_total_s", "pid",
+    "time_since_restore", "iterations_since_restore", "should_checkpoint", "trial_id",
+    "experiment_tag", "hostname", "node_ip", "date", "checkpoint_dir_name", "config",
+})
+# MLflow errors that retrying cannot fix.
+PERMANENT = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS",
+                       "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "PERMISSION_DENIED",
+                       "UNAUTHENTICATED", "BAD_REQUEST"})
+
+# MLflow's own HTTP client retries for minutes by default; ours below is shorter and visible.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns.db'}"
+
+
+def code_version() -> str:
+    """The git commit (with -dirty) of the code, or the package version outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
+                             capture_output=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, text=True, capture_output=True, timeout=5).stdout
+        return sha + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        from raysweep import __version__
+
+        return f"raysweep-{__version__}"
+
+
+def retry(fn: Callable, *args: Any, attempts: int = 4, delay: float = 0.5, **kwargs: Any) -> Any:
+    """Call an MLflow function, retrying transient failures with exponential backoff."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as e:
+            if e.error_code in PERMANENT or attempt == attempts - 1:
+                raise
+            err = e
+        except Exception as e:  # noqa: BLE001 - connection refused, database locked, ...
+            if attempt == attempts - 1:
+                raise
+            err = e
+        log.warning("MLflow call %s failed (%s); retrying in %.1fs",
+                    getattr(fn, "__name__", fn), err, delay * 2 ** attempt)
+        time.sleep(delay * 2 ** attempt)
+
+
+def flat_params(config: Mapping[str, Any]) -> dict[str, str]:
+    """A trial's params: the full TrainConfig (defaults filled in) plus the space's own helper
+    choices, secrets scrubbed, as strings."""
+    train = {k: v for k, v in config.items() if k in TrainConfig.field_names()}
+    full = {**config, **TrainConfig.from_dict(train).to_dict()}
+    return {k: str(v) for k, v in scrub_secrets(full).items()}
+
+
+def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in result.items()
+            if k not in TUNE_KEYS and isinstance(v, int | float) and not isinstance(v, bool)
+            and math.isfinite(v)}
+
+
+class Tracker:
+    """The sweep's experiment and parent run. Picklable: Tune saves its callbacks with the
+    experiment, and the MLflow client (an open database) is re-created on first use."""
+
+    def __init__(self, experiment: str, sweep_name: str, uri: str | None = None):
+        self.experiment, self.sweep_name = experiment, sweep_name
+        self.uri = uri or tracking_uri()
+        self.parent_run_id: str | None = None
+        self._client = None
+        self._experiment_id: str | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = retry(self.client.get_experiment_by_name, self.experiment)
+            if exp is not None:
+                self._experiment_id = exp.experiment_id
+            else:
+                local = None if os.environ.get("MLFLOW_TRACKING_URI") else \
+                    (Path.cwd() / "mlartifacts").as_uri()
+                self._experiment_id = retry(self.client.create_experiment, self.experiment,
+                                            artifact_location=local)
+        return self._experiment_id
+
+    def start_parent(self, tags: Mapping[str, Any], params: Mapping[str, Any],
+                     run_id: str | None = None) -> str:
+        """Create the sweep's parent run, or reopen `run_id` (a resumed sweep)."""
+        tracking_auth_from_env()
+        try:
+            if run_id is None:
+                run_id = self.find_parent()
+            if run_id is None:
+                run = retry(self.client.create_run, self.experiment_id, run_name=self.sweep_name,
+                            tags={"raysweep.role": "sweep", "raysweep.sweep_name": self.sweep_name})
+                run_id = run.info.run_id
+                self.log(run_id, params={k: str(v) for k, v in scrub_secrets(params).items()})
+            else:
+                retry(self.client.update_run, run_id, status="RUNNING")
+        except UserError:
+            raise
+        except Exception as e:
+            raise UserError(f"cannot reach the MLflow tracking store {self.uri!r}: {e}",
+                            where="MLFLOW_TRACKING_URI" if os.environ.get(
+                                "MLFLOW_TRACKING_URI") else "the default SQLite store",
+                            fix="start the tracking server (or fix MLFLOW_TRACKING_URI and its "
+                                "credentials), or unset MLFLOW_TRACKING_URI to log locally"
+                            ) from e
+        self.parent_run_id = run_id
+        self.log(run_id, tags={k: str(v) for k, v in scrub_secrets(tags).items()})
+        return run_id
+
+    def find_parent(self) -> str | None:
+        runs = retry(self.client.search_runs, [self.experiment_id],
+                     filter_string=f"tags.`raysweep.sweep_name` = '{self.sweep_name}' and "
+                                   "tags.`raysweep.role` = 'sweep'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def children(self) -> dict[str, str]:
+        """trial_id -> child run id, for the runs already under this parent (resume)."""
+        runs = retry(self.client.search_runs, [self.experiment_id],
+                     filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
+                     max_results=50000)
+        return {r.data.tags["raysweep.trial_id"]: r.info.run_id for r in runs
+                if "raysweep.trial_id" in r.data.tags}
+
+    def start_child(self, trial_id: str, name: str, config: Mapping[str, Any]) -> str:
+        tags = {"mlflow.parentRunId": self.parent_run_id, "raysweep.trial_id": trial_id,
+                "raysweep.role": "trial", "raysweep.sweep_name": self.sweep_name}
+        tags.update({k: str(config[k]) for k in TRIAL_TAGS if k in config})
+        run = retry(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+        self.log(run.info.run_id, params=flat_params(config))
+        return run.info.run_id
+
+    def log(self, run_id: str, metrics: Mapping[str, float] | None = None, step: int = 0,
+            params: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
+            strict: bool = True) -> None:
+        """One batched write (one round trip per epoch, not one per metric)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        try:
+            retry(self.client.log_batch, run_id,
+                  metrics=[Metric(k, v, now, step) for k, v in (metrics or {}).items()],
+                  params=[Param(k, v[:6000]) for k, v in (params or {}).items()],
+                  tags=[RunTag(k, v[:5000]) for k, v in (tags or {}).items()])
+        except Exception as e:
+            if strict:
+                raise
+            log.warning("MLflow logging for run %s failed and was skipped: %s", run_id, e)
+
+    def log_artifacts(self, run_id: str, local_dir: str, path: str) -> None:
+        try:
+            retry(self.client.log_artifacts, run_id, local_dir, path)
+        except Exception as e:  # noqa: BLE001 - the trial's result must not be lost to this
+            log.warning("could not upload %s to MLflow run %s: %s", local_dir, run_id, e)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        try:
+            retry(self.client.log_text, run_id, text, name)
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not upload %s to MLflow run %s: %s", name, run_id, e)
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        try:
+            retry(self.client.set_terminated, run_id, status=status)
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not mark MLflow run %s %s: %s", run_id, status, e)
+
+
+def _error_text(trial) -> str:
+    text = trial.get_error() if hasattr(trial, "get_error") else None
+    if not text and trial.error_file and os.path.exists(trial.error_file):
+        text = Path(trial.error_file).read_text()
+    return text or "the trial failed without an error message"
+
+
+def _summary(text: str) -> str:
+    """The line that says what went wrong (the last exception line of a traceback)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if not line.startswith(("File ", "^", "~")) and ("Error" in line or "Exception" in line
+                                                          or ":" in line):
+            return line[:500]
+    return lines[-1][:500] if lines else text[:500]
+
+
+class TrialLogger(tune.Callback):
+    """Tune callback: one nested MLflow run per trial, written from the driver."""
+
+    def __init__(self, tracker: Tracker, max_epochs: int):
+        self.tracker, self.max_epochs = tracker, max_epochs
+        self.runs: dict[str, str] = {}
+        self.checkpoints: dict[str, str] = {}
+        self.last_epoch: dict[str, int] = {}
+        self._loaded = False
+
+    def __getstate__(self) -> dict:
+        # A restored callback must look up the runs that exist by then, not trust a stale map.
+        return {**self.__dict__, "_loaded": False}
+
+    def run_id(self, trial) -> str:
+        if not self._loaded:  # first call in this process: pick up runs of an earlier attempt
+            self.runs.update(self.tracker.children())
+            self._loaded = True
+        if trial.trial_id not in self.runs:
+            self.runs[trial.trial_id] = self.tracker.start_child(
+                trial.trial_id, str(trial), trial.config)
+        return self.runs[trial.trial_id]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        try:
+            run_id = self.run_id(trial)
+            retry(self.tracker.client.update_run, run_id, status="RUNNING")
+        except Exception as e:  # noqa: BLE001 - tracking trouble must not stop the sweep
+            log.warning("could not open the MLflow run of trial %s: %s", trial.trial_id, e)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        self.last_epoch[trial.trial_id] = step
+        if result.get("checkpoint_path"):  # a DDP trial: Train reports its checkpoint's path
+            self.checkpoints[trial.trial_id] = result["checkpoint_path"]
+        self.tracker.log(self.run_id(trial), metrics=epoch_metrics(result), step=step,
+                         strict=False)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        # The loop reports a checkpoint only when validation improved: the last one is the best.
+        self.checkpoints[trial.trial_id] = checkpoint.path
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.tracker.log(self.run_id(trial), strict=False,
+                         tags={"raysweep.recoveries": str(trial.num_failures),
+                               "raysweep.last_error": _summary(_error_text(trial))})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        epochs = self.last_epoch.get(trial.trial_id, 0)
+        planned = int(trial.config.get("epochs", self.max_epochs))
+        self.tracker.log(run_id, strict=False, tags={
+            "raysweep.stopped_early": str(epochs < min(planned, self.max_epochs)).lower(),
+            "raysweep.epochs_run": str(epochs)})
+        self._log_checkpoint(trial, run_id)
+        self.tracker.end(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        text = _error_text(trial)
+        self.tracker.log(run_id, strict=False, tags={"raysweep.error": _summary(text)})
+        self.tracker.log_text(run_id, text, "error.txt")
+        self._log_checkpoint(trial, run_id)
+        self.tracker.end(run_id, "FAILED")
+
+    def _log_checkpoint(self, trial, run_id: str) -> None:
+        path = self.checkpoints.get(trial.trial_id)
+        if not path:
+            return
+        if os.path.isdir(path):
+            self.tracker.log_artifacts(run_id, path, "checkpoint")
+            return
+        from ray.train import Checkpoint  # remote storage (s3://, gs://): fetch it first
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                Checkpoint(path).to_directory(tmp)
+            except Exception as e:  # noqa: BLE001
+                log.warning("could not fetch checkpoint %s: %s", path, e)
+                return
+            self.tracker.log_artifacts(run_id, tmp, "checkpoint")

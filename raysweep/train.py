@@ -1,0 +1,343 @@
+"""THE training loop: used by search, evaluation, benchmarks and tests, on CPU, GPU or DDP.
+
+`train_loop_per_worker(config)` is the Ray entry point; `fit(cfg, data)` the plain-Python one;
+both run `_train`. Where results go is the reporter's business (raysweep.reporters), picked from
+the Ray context, so the same code runs in a Tune trial process (single worker, no TorchTrainer
+start) and in a Ray Train V2 TorchTrainer (DDP, each rank its own shard of the training split).
+
+Speed on a small dataset comes from never waiting on the host: the encoded dataset is built once
+per process (cached by content hash, crop, size and split), moved to the device whole, batches are
+gathered there by index, augmentation (flips and small shifts, which leave every pixel's colour
+unchanged) runs there too, and the loss is only read back once per epoch on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from raysweep import checkpoint as ckpt
+from raysweep.color import delta_e00
+from raysweep.config import TrainConfig
+from raysweep.data.prepared import Prepared
+from raysweep.errors import UserError
+from raysweep.features import FeatureStats, encode, fit_stats
+from raysweep.losses import Loss, aux_weight
+from raysweep.models import build_model
+from raysweep.reporters import LocalReporter, Reporter, TrainReporter, pick_reporter
+
+FAULT_ENV = "RAYSWEEP_FAULT_EPOCH"
+MAX_CACHED = 2  # datasets (and their device copies) kept per process
+
+__all__ = ["FitResult", "LocalReporter", "NonFiniteLoss", "fit", "train_loop_per_worker"]
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite; the trial cannot continue."""
+
+
+@dataclass
+class FitResult:
+    best: dict
+    history: list[dict] = field(default_factory=list)
+    checkpoint_dir: str | None = None
+    model: torch.nn.Module | None = None  # the final (not best) model, unwrapped from DDP
+
+
+# ---- data: resolved once per process, kept whole on the device ---------------------------------
+
+_DATA: OrderedDict = OrderedDict()
+_TENSORS: OrderedDict = OrderedDict()
+
+
+def _remember(cache: OrderedDict, key, value):
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > MAX_CACHED:
+        cache.popitem(last=False)
+    return value
+
+
+def data_key(data: Prepared) -> tuple | None:
+    info = data.info
+    if not info.get("content_hash"):
+        return None  # no identity: never cache (an id() could be reused by another object)
+    return (info["content_hash"], info.get("crop"), info.get("size"), info.get("split_id"))
+
+
+def resolve_data(data) -> Prepared:
+    """A Prepared, or a Ray ObjectRef to one (fetched once per process)."""
+    if isinstance(data, Prepared):
+        return data
+    import ray
+
+    if isinstance(data, ray.ObjectRef):
+        key = ("ref", data.hex())
+        return _DATA[key] if key in _DATA else _remember(_DATA, key, ray.get(data))
+    raise TypeError(f"config['data'] must be a Prepared or a Ray ObjectRef, got {type(data)}")
+
+
+def device_tensors(data: Prepared, stats: FeatureStats, cfg: TrainConfig,
+                   device: torch.device) -> dict[str, torch.Tensor]:
+    dkey = data_key(data)
+    key = None if dkey is None else (dkey, json.dumps(stats.to_dict(), sort_keys=True),
+                                     cfg.uses_image, cfg.uses_meta, cfg.uses_mean, str(device))
+    if key is not None and key in _TENSORS:
+        return _TENSORS[key]
+    tensors = {k: v.to(device) for k, v in encode(data, stats, cfg).items()}
+    return tensors if key is None else _remember(_TENSORS, key, tensors)
+
+
+def check_data(cfg: TrainConfig, data: Prepared) -> None:
+    where = f"dataset {data.info.get('card', '?')}"
+    if cfg.uses_image and data.images is not None:
+        size = data.images.shape[-1]
+        if size != cfg.image_size:
+            raise UserError(f"the data holds {size} px crops but image_size={cfg.image_size}",
+                            where=where, fix="prepare the data with size=image_size")
+        if data.info.get("crop") and data.info["crop"] != cfg.crop:
+            raise UserError(f"the data holds crop={data.info['crop']!r} but crop={cfg.crop!r}",
+                            where=where, fix="prepare the data with the configured crop")
+    if len(data.indices("val")) == 0:
+        raise UserError("the validation split is empty, so there is nothing to select models on",
+                        where=where, fix="set val_fraction > 0 or give val rows in the split column")
+
+
+# ---- pieces of the loop ----------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample random flips and small cyclic shifts of uint8 images, on their device.
+
+    A cyclic shift moves pixels without creating new values, so the colour content of each image
+    is exactly preserved; the target therefore stays right.
+    """
+    b, _, h, w = images.shape
+    dev = images.device
+    flip = torch.rand(2, b, device=dev, generator=gen) < 0.5
+    images = torch.where(flip[0, :, None, None, None], images.flip(3), images)
+    images = torch.where(flip[1, :, None, None, None], images.flip(2), images)
+    s = max(1, h // 16)
+    dy, dx = torch.randint(-s, s + 1, (2, b), device=dev, generator=gen)
+    rows = (torch.arange(h, device=dev)[None] - dy[:, None]) % h
+    cols = (torch.arange(w, device=dev)[None] - dx[:, None]) % w
+    bidx = torch.arange(b, device=dev)[:, None, None]
+    out = images[bidx, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device):
+    # No weight decay on biases and norm scales (1-D parameters), as usual.
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
+
+
+def make_scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
+    """Linear warm-up, then cosine decay to zero, stepped per batch."""
+    total = cfg.epochs * steps_per_epoch
+    warm = round(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min((step - warm) / max(1, total - warm), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def shard(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Rank's share of a permutation; padded by wrapping so every rank runs the same step count
+    (DDP all-reduces each backward, so unequal counts would hang)."""
+    per_rank = math.ceil(len(order) / world)
+    padded = order.repeat(math.ceil(per_rank * world / len(order)))[:per_rank * world]
+    return padded[rank::world]
+
+
+def maybe_fault(epoch_number: int, reporter: Reporter) -> None:
+    """RAYSWEEP_FAULT_EPOCH=k: rank 0 kills its own process at epoch k, once per trial (tests)."""
+    value = os.environ.get(FAULT_ENV)
+    if not value or reporter.rank != 0 or int(value) != epoch_number:
+        return
+    marker = reporter.marker_path(f"raysweep_fault_epoch{value}.marker")
+    if marker is not None and reporter.marker_exists_or_create(marker):
+        return  # already crashed once in this trial: run on
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def validate(model, tensors, idx, autocast: bool) -> dict:
+    pred = ckpt.predict_batch(ckpt.unwrap(model), tensors, idx, autocast=autocast)
+    de = delta_e00(pred, tensors["target"][idx].float())
+    q = torch.quantile(de, torch.tensor([0.5, 0.95], device=de.device))
+    mean, median, p95 = torch.stack((de.mean(), q[0], q[1])).tolist()
+    return {"val_de00_mean": mean, "val_de00_median": median, "val_de00_p95": p95}
+
+
+def _device(cfg: TrainConfig, reporter: Reporter) -> torch.device:
+    if isinstance(reporter, TrainReporter) and cfg.device != "cpu":
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return ckpt.pick_device(cfg.device)
+
+
+# ---- the loop --------------------------------------------------------------------------------------
+
+def _train(cfg: TrainConfig, data, reporter: Reporter) -> FitResult:
+    data = resolve_data(data)
+    check_data(cfg, data)
+    rank, world = reporter.rank, reporter.world_size
+    device = _device(cfg, reporter)
+    cuda = device.type == "cuda"
+    use_bf16 = cfg.bf16 and cuda
+    seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
+
+    stats = fit_stats(data, cfg)
+    model = build_model(cfg, stats)
+    tensors = device_tensors(data, stats, cfg, device)
+    train_idx = torch.as_tensor(data.indices("train"), device=device)
+    val_idx = torch.as_tensor(data.indices("val"), device=device)
+    per_rank = math.ceil(len(train_idx) / world)
+    steps_per_epoch = max(1, math.ceil(per_rank / cfg.batch_size))
+    info = {**data.info, "size": None if data.images is None else int(data.images.shape[-1])}
+
+    start_epoch, best, train_state = 0, None, None
+    with reporter.resume() as path:
+        if path:
+            model.load_state_dict(torch.load(os.path.join(path, ckpt.MODEL_FILE),
+                                             map_location="cpu", weights_only=True))
+            train_state = ckpt.load_train_state(path)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    if isinstance(reporter, TrainReporter):
+        import ray.train.torch
+
+        model = ray.train.torch.prepare_model(model, move_to_device=device)
+    else:
+        model = model.to(device)
+    optimizer = make_optimizer(cfg, model, device)
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
+    if train_state is not None:
+        optimizer.load_state_dict(train_state["optimizer"])
+        scheduler.load_state_dict(train_state["scheduler"])
+        start_epoch, best = int(train_state["epoch"]), train_state["best"]
+
+    loss_fn = Loss(cfg)
+    aug_gen = torch.Generator(device=device)
+    perm_gen = torch.Generator()
+    history: list[dict] = []
+    for epoch in range(start_epoch, cfg.epochs):
+        maybe_fault(epoch + 1, reporter)
+        t0 = time.perf_counter()
+        model.train()
+        # Every random stream is re-seeded from (seed, epoch, rank) so that a resumed run repeats
+        # the uninterrupted one exactly; the shuffle ignores the rank so that shards partition it.
+        perm_gen.manual_seed(cfg.seed * 100_003 + epoch)
+        aug_gen.manual_seed(cfg.seed * 100_003 + epoch * 101 + rank)
+        pass
+        mine = shard(torch.randperm(len(train_idx), generator=perm_gen), rank, world).to(device)
+        loss_sum = torch.zeros((), device=device)
+        bad_batch = torch.full((), -1, device=device)
+        seen = 0
+        for step in range(steps_per_epoch):
+            idx = train_idx[mine[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+            if len(idx) < 2 and step > 0:
+                break  # a batch of one breaks BatchNorm; the same on every rank
+            batch = {k: v[idx] for k, v in tensors.items()}
+            if cfg.augment and "image" in batch:
+                batch["image"] = augment(batch["image"], aug_gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                pred = model(batch)
+            loss, _ = loss_fn(pred, batch["target"], epoch + step / steps_per_epoch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            loss = loss.detach()
+            bad_batch = torch.where(~torch.isfinite(loss) & (bad_batch < 0), step, bad_batch)
+            loss_sum += loss * len(idx)
+            seen += len(idx)
+            if not cuda and bad_batch >= 0:
+                break  # on the CPU checking costs nothing: stop at once
+        bad = int(bad_batch)  # on a GPU the one device sync of the epoch
+        if bad >= 0:
+            raise NonFiniteLoss(
+                f"non-finite training loss at epoch {epoch + 1}, batch {bad} (lr={cfg.lr:g}, "
+                f"backbone={cfg.backbone}, fusion={cfg.fusion}); lower lr, enable grad_clip, or "
+                "check the data for NaN targets")
+        train_loss = loss_sum / max(seen, 1)
+        if world > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(train_loss)
+            train_loss /= world
+        train_loss = float(train_loss)
+        train_s = time.perf_counter() - t0
+
+        metrics = {"epoch": epoch + 1, "train_loss": train_loss}
+        improved = False
+        if rank == 0:
+            metrics.update(validate(model, tensors, val_idx, use_bf16))
+            improved = best is None or metrics["val_de00_mean"] < best["val_de00_mean"]
+        metrics.update(epoch_s=time.perf_counter() - t0, samples_per_s=seen * world / train_s,
+                       lr=scheduler.get_last_lr()[0], aux_weight=aux_weight(cfg, epoch))
+        if improved:
+            best = dict(metrics)
+
+        def save(directory: str, metrics=metrics, epoch=epoch) -> None:
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "epoch": epoch + 1, "best": best}
+            ckpt.write(directory, model, cfg, stats, info, epoch + 1, metrics, train_state=state)
+
+        if rank == 0:
+            history.append(metrics)
+        reporter.report(metrics, save if improved else None)
+
+    best_dir = reporter.best_checkpoint if isinstance(reporter, LocalReporter) else None
+    return FitResult(best=best or {}, history=history, checkpoint_dir=best_dir,
+                     model=ckpt.unwrap(model))
+
+
+def fit(cfg: TrainConfig | dict, data, reporter: Reporter | None = None,
+        checkpoint_dir: str | None = None) -> FitResult:
+    """Train `cfg` on `data` (a Prepared or an ObjectRef to one).
+
+    Without a reporter, the one for the calling process is picked (plain Python: in memory, with
+    the best checkpoint written to `checkpoint_dir` if given).
+    """
+    if isinstance(cfg, dict):
+        cfg = TrainConfig.from_dict(cfg)
+    if reporter is None:
+        reporter = pick_reporter(checkpoint_dir)
+    elif checkpoint_dir and isinstance(reporter, LocalReporter) and not reporter.checkpoint_dir:
+        reporter.checkpoint_dir = checkpoint_dir
+    return _train(cfg, data, reporter)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray entry point: config = {"train": TrainConfig dict, "data": Prepared or ObjectRef}.
+
+    Optional keys: "checkpoint_dir" (plain-Python runs only; under Ray, checkpoints go to the
+    run's storage through the reporter).
+    """
+    cfg = TrainConfig.from_dict(config["train"], where="config['train']")
+    fit(cfg, config["data"], checkpoint_dir=config.get("checkpoint_dir"))

@@ -1,0 +1,73 @@
+"""Splits: grouped, deterministic from seed + content hash, fractions respected, written down."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raysweep.data import splits
+from raysweep.errors import UserError
+
+
+def _frame(n_tones=40, per=5, n_sets=6):
+    rows = [{"sample_id": f"{t}-{k}", "tone_id": f"t{t}", "set_id": f"s{k % n_sets}",
+             "camera": f"c{k % 3}"} for t in range(n_tones) for k in range(per)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("by", ["tone_id", "set_id", "camera"])
+def test_groups_never_straddle_splits(by):
+    df = _frame()
+    s = splits.assign(df, by, 0.2, 0.2, seed=0, content_hash="abc")
+    per_group = pd.Series(s).groupby(df[by].to_numpy()).nunique()
+    assert (per_group == 1).all()
+    assert set(s) == {"train", "val", "test"}
+
+
+def test_fractions_are_close_for_many_groups():
+    s = splits.assign(_frame(n_tones=100), "tone_id", 0.15, 0.15, seed=1, content_hash="x")
+    share = {k: (s == k).mean() for k in ("train", "val", "test")}
+    assert abs(share["test"] - 0.15) <= 0.02 and abs(share["val"] - 0.15) <= 0.02
+
+
+def test_deterministic_from_seed_and_content_hash_not_row_order():
+    df = _frame()
+    a = splits.assign(df, "tone_id", seed=0, content_hash="h1")
+    shuffled = df.sample(frac=1, random_state=0).reset_index(drop=True)
+    b = splits.assign(shuffled, "tone_id", seed=0, content_hash="h1")
+    assert dict(zip(df.sample_id, a)) == dict(zip(shuffled.sample_id, b))
+    assert not np.array_equal(a, splits.assign(df, "tone_id", seed=1, content_hash="h1"))
+    assert not np.array_equal(a, splits.assign(df, "tone_id", seed=0, content_hash="h2"))
+
+
+def test_explicit_split_column():
+    df = _frame(n_tones=3, per=2).assign(split=["train", "train", "val", "val", "test", "test"])
+    assert splits.assign(df, "column").tolist() == df["split"].tolist()
+    with pytest.raises(UserError, match="no valid split value"):
+        splits.assign(df.assign(split=["train", "", "val", "val", "test", "test"]), "column")
+    with pytest.raises(UserError, match="no `split` column"):
+        splits.assign(_frame(), "column")
+
+
+def test_errors_name_the_fix():
+    with pytest.raises(UserError, match="cannot fill train, val and test"):
+        splits.assign(_frame(n_tones=2), "tone_id", 0.15, 0.15)
+    with pytest.raises(UserError, match="unknown split_by 'tone'"):
+        splits.assign(_frame(), "tone")
+    with pytest.raises(UserError, match="have no tone_id"):
+        splits.assign(_frame().assign(tone_id=[""] + ["t"] * 199), "tone_id")
+    assert set(splits.assign(_frame(n_tones=2), "tone_id", 0.0, 0.0)) == {"train"}
+
+
+def test_split_file_roundtrip(tmp_path):
+    df = _frame()
+    s = splits.assign(df, "tone_id", content_hash="h")
+    path, split_id = splits.write(df.sample_id.to_numpy(), s, tmp_path, {"by": "tone_id"})
+    table, header = splits.read(path)
+    assert header["split_id"] == split_id and header["by"] == "tone_id"
+    assert table["split"].tolist() == s.tolist()
+    assert header["counts"]["test"] == int((s == "test").sum())
+    again, same_id = splits.write(df.sample_id.to_numpy(), s, tmp_path, {"by": "tone_id"})
+    assert (again, same_id) == (path, split_id)
+    assert not list(tmp_path.glob("*.tmp"))

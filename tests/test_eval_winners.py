@@ -1,0 +1,163 @@
+"""eval_winners on a tiny sweep logged the way search logs one (raysweep.tracking.Tracker).
+
+Three trials on one fake dataset (two image models, one tabular), trained with
+raysweep.train.fit and logged as nested child runs: per-epoch metrics, params, tags, and the best
+checkpoint under `checkpoint/`. The store is built once per module (SQLite, in a temp folder).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raysweep import checkpoint, eval_winners
+from raysweep.errors import UserError
+from raysweep.tracking import Tracker
+from raysweep.train import fit
+from tests.fakes import make_prepared
+
+TRIALS = {
+    "t_concat": dict(features="image+meta", fusion="concat"),
+    "t_image": dict(features="image", fusion="none"),
+    "t_tabular": dict(features="mean+meta", fusion="none"),
+}
+BASE = dict(backbone="smallcnn", width=8, image_size=16, epochs=4, batch_size=16, lr=3e-3,
+            device="cpu", crop="adaptive_bg", meta_hidden=16)
+
+
+def log_sweep(tracker: Tracker, data, root) -> dict:
+    parent = tracker.start_parent(tags={"raysweep.space": "unit"}, params={"data": "<in-memory>"})
+    tracker.log(parent, tags={"raysweep.dataset_hash": data.info["content_hash"],
+                              "raysweep.split_id": data.info["split_id"]})
+    out = {}
+    for trial_id, over in TRIALS.items():
+        cfg = {**BASE, **over}
+        res = fit(cfg, data, checkpoint_dir=str(root / trial_id))
+        run = tracker.start_child(trial_id, trial_id, cfg)
+        for m in res.history:
+            tracker.log(run, metrics={k: v for k, v in m.items() if k != "epoch"},
+                        step=int(m["epoch"]))
+        tracker.log_artifacts(run, res.checkpoint_dir, "checkpoint")
+        tracker.end(run)
+        out[trial_id] = (run, res)
+    tracker.end(parent)
+    return {"parent": parent, "trials": out}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    old = os.getcwd()
+    os.chdir(root)  # default store: sqlite:///<cwd>/mlruns.db, artifacts in <cwd>/mlartifacts
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        data = make_prepared(n=60, size=16, seed=2)
+        logged = log_sweep(Tracker("unit", "sweep-1"), data, root / "ckpt")
+        yield {"root": root, "data": data, **logged}
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture(scope="module")
+def evaluated(sweep):
+    return eval_winners.run_eval_winners(
+        experiment="unit", top_k=2, data=sweep["data"], out=sweep["root"] / "winners",
+        n_boot=200, baseline_names=["naive", "root_poly", "gbm"])
+
+
+def test_val_split_reproduces_logged_val_metric(sweep):
+    res = eval_winners.run_eval_winners(
+        parent_run=sweep["parent"], top_k=3, per_group=(), split="val", data=sweep["data"],
+        out=sweep["root"] / "val_eval", log_run=False, n_boot=50, baseline_names=["naive"])
+    models = res.summary[res.summary["kind"] == "model"].set_index("run_id")
+    assert len(models) == 3
+    for trial_id, (run, fitres) in sweep["trials"].items():
+        logged = min(m["val_de00_mean"] for m in fitres.history)
+        assert models.loc[run, "val_de00_mean"] == pytest.approx(logged, abs=1e-6)  # from MLflow
+        assert models.loc[run, "mean"] == pytest.approx(logged, abs=1e-4)  # recomputed
+
+
+def test_leaders_champion_and_report(sweep, evaluated):
+    s = evaluated.summary
+    models = s[s["kind"] == "model"]
+    best_val = min(min(m["val_de00_mean"] for m in r.history)
+                   for _, r in sweep["trials"].values())
+    assert models.sort_values("val_de00_mean").iloc[0]["model"] == evaluated.champion
+    assert models["val_de00_mean"].min() == pytest.approx(best_val, abs=1e-6)
+    # top-2 plus the best of every group value: all three trials (each wins some group)
+    assert len(models) == 3
+    assert set(s.loc[s.kind == "baseline", "model"]) == {"baseline:naive", "baseline:root_poly",
+                                                         "baseline:gbm"}
+    out = evaluated.out_dir
+    for name in ("report.md", "report.html", "predictions.csv", "summary.csv",
+                 "breakdown.csv", "comparisons.csv", "hist_de00.png"):
+        assert (out / name).is_file(), name
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".winners")]  # no temp left
+    q = set(evaluated.comparisons["question"])
+    assert {"metadata vs none", "fusion concat vs none", "champion vs best baseline"} <= q
+
+
+def test_test_split_never_overlaps_training_tones(sweep, evaluated):
+    data = sweep["data"]
+    pred = pd.read_csv(evaluated.out_dir / "predictions.csv", dtype={"sample_id": str})
+    split = dict(zip(data.sample_id, data.split))
+    assert {split[s] for s in pred["sample_id"]} == {"test"}
+    tone = dict(zip(data.sample_id, data.frame["tone_id"]))
+    train_tones = {tone[s] for s in data.sample_id[data.split == "train"]}
+    assert train_tones.isdisjoint({tone[s] for s in pred["sample_id"]})
+    n_test = int((data.split == "test").sum())
+    assert pred.groupby("model").size().eq(n_test).all()
+
+
+def test_predictions_csv_matches_checkpoint(sweep, evaluated):
+    run, fitres = sweep["trials"]["t_concat"]
+    p = checkpoint.load(fitres.checkpoint_dir, device="cpu")
+    data = sweep["data"]
+    want = p.predict(data.subset(data.indices("test")))
+    pred = pd.read_csv(evaluated.out_dir / "predictions.csv")
+    name = evaluated.summary.set_index("run_id").loc[run, "model"]
+    got = pred[pred["model"] == name][["pred_L", "pred_a", "pred_b"]].to_numpy()
+    assert np.allclose(got, want, atol=1e-3)
+
+
+def test_registry_round_trip_predicts_like_the_checkpoint(sweep, evaluated):
+    from raysweep.predict import load_predictor
+
+    assert evaluated.model_uri == "models:/unit@champion"
+    reg = load_predictor(evaluated.model_uri, device="cpu")
+    champ_run = evaluated.summary.set_index("model").loc[evaluated.champion, "run_id"]
+    ckpt_dir = next(r.checkpoint_dir for run, r in sweep["trials"].values() if run == champ_run)
+    direct = checkpoint.load(ckpt_dir, device="cpu")
+    data = sweep["data"]
+    np.testing.assert_allclose(reg.predict(data), direct.predict(data), atol=1e-5)
+
+
+def test_evaluation_run_links_parent_and_holds_report(sweep, evaluated):
+    from mlflow.tracking import MlflowClient
+
+    from raysweep.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri())
+    run = client.get_run(evaluated.eval_run_id)
+    assert run.data.tags["raysweep.parent_run"] == sweep["parent"]
+    assert run.data.tags["raysweep.role"] == "evaluation"
+    names = {a.path for a in client.list_artifacts(evaluated.eval_run_id, "report")}
+    assert {"report/report.html", "report/predictions.csv"} <= names
+    assert run.data.metrics["test_de00_mean"] == pytest.approx(
+        evaluated.summary.set_index("model").loc[evaluated.champion, "mean"])
+
+
+def test_mismatched_dataset_is_refused(sweep):
+    other = make_prepared(n=60, size=16, seed=9)
+    with pytest.raises(UserError, match="content_hash"):
+        eval_winners.run_eval_winners(experiment="unit", top_k=1, per_group=(), data=other,
+                                      out=sweep["root"] / "bad", log_run=False, n_boot=20)
+    assert not (sweep["root"] / "bad").exists()
+
+
+def test_unknown_experiment_lists_valid(sweep):
+    with pytest.raises(UserError, match="unit"):
+        eval_winners.run_eval_winners(experiment="nope", data=sweep["data"], log_run=False)

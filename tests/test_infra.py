@@ -1,0 +1,418 @@
+"""infra/ stays deployable: every file parses, the cluster launcher configs pass the schema of the
+installed Ray, the KubeRay manifests carry the fields and versions KubeRay needs, and the code
+refuses node-local checkpoints on a multi-node cluster and keeps credentials out of logs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from pathlib import Path
+
+import jsonschema
+import mlflow
+import pytest
+import ray
+import yaml
+
+from raysweep import cluster
+from raysweep.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+INFRA = ROOT / "infra"
+LAUNCHER = sorted((INFRA / "ray").glob("*.yaml"))
+KUBERAY = sorted((INFRA / "kuberay").glob("*.yaml"))
+ALL_YAML = sorted(INFRA.rglob("*.yaml")) + sorted(INFRA.rglob("*.yml"))
+RAY_SCHEMA = Path(ray.__file__).parent / "autoscaler" / "ray-schema.json"
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def test_infra_has_every_variant():
+    names = {p.relative_to(INFRA).as_posix() for p in ALL_YAML}
+    assert {"ray/aws.yaml", "ray/onprem.yaml", "kuberay/raycluster.yaml", "kuberay/rayjob.yaml",
+            "mlflow/docker-compose.yaml"} <= names
+    assert (INFRA / "README.md").is_file()
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_yaml_parses(path):
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert docs and all(isinstance(d, dict) for d in docs)
+
+
+# ------------------------------------------------------------------ cluster launcher
+
+
+@pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
+def test_launcher_config_matches_ray_schema(path):
+    config = load(path)
+    # The file as written: the schema forbids unknown top-level keys, so typos fail here.
+    jsonschema.validate(config, json.loads(RAY_SCHEMA.read_text()))
+    # And as `ray up` sees it after filling in the provider's defaults (Ray's own yaml test).
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(copy.deepcopy(config)))
+
+
+@pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
+def test_launcher_installs_project_and_pinned_ray_on_every_node(path):
+    config = load(path)
+    assert config["file_mounts"]["~/raysweep"] == "."
+    assert "~/.ray/auth_token" in config["file_mounts"]
+    setup = " ".join(config["setup_commands"])
+    assert "-e ~/raysweep" in setup
+    pins = re.findall(r"ray\[[^\]]*\]==([0-9.]+)", setup)
+    assert pins == [ray.__version__], f"setup_commands must pin ray=={ray.__version__}"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = " ".join(config[key])
+        assert "RAY_AUTH_MODE=token" in start and "ray start" in start
+    # The MLflow credentials reach the driver through the head's environment.
+    assert ". ~/raysweep.env" in " ".join(config["head_start_ray_commands"])
+
+
+def test_aws_gpu_workers_autoscale_from_zero_and_storage_is_s3():
+    config = load(INFRA / "ray" / "aws.yaml")
+    assert config["provider"]["type"] == "aws"
+    assert config["idle_timeout_minutes"] > 0
+    head_type = config["head_node_type"]
+    head = config["available_node_types"][head_type]
+    assert head["resources"].get("GPU", 0) == 0, "the head is a CPU node"
+    workers = {k: v for k, v in config["available_node_types"].items() if k != head_type}
+    assert workers
+    for name, node in workers.items():
+        assert node["min_workers"] == 0, name
+        assert 1 <= node["max_workers"] <= config["max_workers"], name
+        assert node["resources"]["GPU"] >= 1, name
+        assert "IamInstanceProfile" in node["node_config"], f"{name} needs S3 access"
+    assert "--storage s3://" in (INFRA / "ray" / "aws.yaml").read_text()
+
+
+def test_onprem_lists_machines():
+    config = load(INFRA / "ray" / "onprem.yaml")
+    assert config["provider"]["type"] == "local"
+    assert config["provider"]["head_ip"]
+    assert len(config["provider"]["worker_ips"]) >= 1
+
+
+# ------------------------------------------------------------------ KubeRay
+
+
+def cluster_specs() -> list[tuple[str, dict]]:
+    specs = []
+    for path in KUBERAY:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "RayCluster":
+                specs.append((path.name, doc["spec"]))
+            elif doc and doc.get("kind") == "RayJob":
+                specs.append((path.name, doc["spec"]["rayClusterSpec"]))
+    return specs
+
+
+def images(spec: dict) -> list[str]:
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    return [c["image"] for g in groups for c in g["template"]["spec"]["containers"]]
+
+
+def test_kuberay_manifests_carry_required_fields():
+    kinds = {}
+    for path in KUBERAY:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["apiVersion"].startswith("ray.io"):
+                assert doc["apiVersion"] == "ray.io/v1", path.name
+                assert doc["metadata"]["name"], path.name
+                kinds[doc["kind"]] = doc
+    assert {"RayCluster", "RayJob"} <= set(kinds)
+    assert len(cluster_specs()) == 2
+    for name, spec in cluster_specs():
+        assert spec["rayVersion"] == ray.__version__, name
+        assert spec["enableInTreeAutoscaling"] is True, name
+        assert spec["headGroupSpec"]["template"]["spec"]["containers"], name
+        assert spec["headGroupSpec"]["rayStartParams"].get("num-cpus") == "0", name
+        assert spec["workerGroupSpecs"], name
+        for group in spec["workerGroupSpecs"]:
+            assert group["minReplicas"] == 0 and group["replicas"] == 0, name
+            assert group["maxReplicas"] >= 1, name
+            limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+            assert int(limits["nvidia.com/gpu"]) >= 1, name
+
+
+def test_kuberay_images_match_installed_ray_and_dockerfile():
+    tags = {image for _, spec in cluster_specs() for image in images(spec)}
+    assert len(tags) == 1, f"head and workers must run one image, found {tags}"
+    tag = tags.pop().rsplit(":", 1)[1]
+    assert f"ray{ray.__version__}" in tag.split("-"), tag
+    dockerfile = (INFRA / "docker" / "Dockerfile").read_text()
+    assert re.search(rf"^ARG RAY_VERSION={re.escape(ray.__version__)}$", dockerfile, re.M)
+    base = re.search(r"^FROM rayproject/ray:\$\{RAY_VERSION\}-(py\d+)-gpu$", dockerfile, re.M)
+    assert base, "the image must build on rayproject/ray at RAY_VERSION"
+    assert base.group(1) in tag.split("-"), "image tag and base image disagree on Python"
+    py = base.group(1)[2:]
+    requires = re.search(r'requires-python = ">=3\.(\d+)"', (ROOT / "pyproject.toml").read_text())
+    assert int(py[1:]) >= int(requires.group(1)), "base image Python below requires-python"
+
+
+def test_rayjob_runs_the_search():
+    job = load(INFRA / "kuberay" / "rayjob.yaml")
+    entry = job["spec"]["entrypoint"].split()
+    assert entry[:5] == ["python", "-m", "raysweep.search", "--space", "fusion"]
+    assert any(a.startswith("s3://") for a in entry), "a RayJob's checkpoints must go to S3"
+    assert job["spec"]["shutdownAfterJobFinishes"] is True
+
+
+# ------------------------------------------------------------------ MLflow server
+
+
+def test_mlflow_stack_uses_postgres_s3_and_auth():
+    compose = load(INFRA / "mlflow" / "docker-compose.yaml")
+    services = compose["services"]
+    assert {"postgres", "mlflow"} <= set(services)
+    env = services["mlflow"]["environment"]
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
+    assert env["MLFLOW_AUTH_DATABASE_URI"].startswith("postgresql://")
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
+    assert services["mlflow"]["build"]["args"]["MLFLOW_VERSION"] == mlflow.__version__
+    dockerfile = (INFRA / "mlflow" / "Dockerfile").read_text()
+    assert f"ARG MLFLOW_VERSION={mlflow.__version__}" in dockerfile
+    assert "--app-name basic-auth" in (INFRA / "mlflow" / "start-server.sh").read_text()
+
+
+def test_example_env_files_hold_no_secrets():
+    for path in [*INFRA.rglob("*.env.example"), INFRA / "kuberay" / "secrets.example.yaml"]:
+        for line in path.read_text().splitlines():
+            m = re.match(r"\s*([A-Z_]+)\s*[=:]\s*(\S*)", line)
+            if m and cluster.is_secret_key(m.group(1)):
+                assert m.group(2).startswith("CHANGE-ME") or m.group(2) == "...", line
+
+
+def test_start_server_names_a_missing_setting():
+    env = {"PATH": os.environ["PATH"]}
+    out = subprocess.run(["sh", str(INFRA / "mlflow" / "start-server.sh")], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "MLFLOW_BACKEND_STORE_URI is not set" in out.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(url: str, user: str | None = None, password: str | None = None,
+         data: dict | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=json.dumps(data).encode() if data else None,
+                                 headers={"Content-Type": "application/json"})
+    if user:
+        req.add_header("Authorization",
+                       "Basic " + b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_start_server_enforces_basic_auth(tmp_path):
+    """The real script and server: anonymous requests are refused, env credentials work."""
+    port, admin_pw = free_port(), "adm-" + os.urandom(8).hex()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/runs.db",
+           "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
+           "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path}/auth.db",
+           "MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
+           "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1"}
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        env.pop(key, None)
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen(["sh", str(INFRA / "mlflow" / "start-server.sh")], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if http(f"{base}/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.time() < deadline, "mlflow server did not come up in 90 s"
+            time.sleep(0.5)
+        search = f"{base}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert http(search)[0] == 401
+        assert http(search, "admin", "wrong")[0] == 401
+        assert http(search, "admin", admin_pw)[0] == 200
+        # The admin creates the sweep's user; the sweep then logs with env credentials only.
+        code, body = http(f"{base}/api/2.0/mlflow/users/create", "admin", admin_pw,
+                          {"username": "raysweep", "password": "sweep-pw-123"})
+        assert code == 200, body
+        script = ("import mlflow\nmlflow.set_experiment('auth-check')\n"
+                  "with mlflow.start_run() as r:\n    mlflow.log_metric('val_de00_mean', 1.5)\n"
+                  "print(r.info.run_id)")
+        client_env = {**os.environ, "MLFLOW_TRACKING_URI": base,
+                      "MLFLOW_TRACKING_USERNAME": "raysweep",
+                      "MLFLOW_TRACKING_PASSWORD": "sweep-pw-123"}
+        out = subprocess.run([sys.executable, "-c", script], env=client_env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        run_id = out.stdout.strip().splitlines()[-1]
+        code, body = http(f"{base}/api/2.0/mlflow/runs/get?run_id={run_id}",
+                          "raysweep", "sweep-pw-123")
+        assert code == 200 and "val_de00_mean" in body
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+# ------------------------------------------------------------------ checkpoint storage
+
+TWO_NODES = [{"Alive": True}, {"Alive": True}, {"Alive": False}]
+ONE_NODE = [{"Alive": True}, {"Alive": False}]
+
+
+@pytest.mark.parametrize("path", ["/tmp/raysweep", "relative/dir", "~/ray_results",
+                                  "file:///tmp/raysweep", None, ""])
+def test_local_path_refused_on_multi_node(path):
+    with pytest.raises(UserError) as err:
+        cluster.check_storage(path, TWO_NODES, environ={}, may_grow=False)
+    msg = err.value.message()
+    assert "shared storage" in msg and "2 alive nodes" in msg
+    assert "s3://" in msg and cluster.SHARED_ENV in msg  # says how to fix it
+
+
+@pytest.mark.parametrize("path", ["s3://bucket/raysweep", "gs://bucket/x", "abfs://c@a/x",
+                                  "hdfs://nn:8020/x", "S3://Bucket/x"])
+def test_remote_uri_accepted_on_multi_node(path):
+    cluster.check_storage(path, TWO_NODES, environ={}, may_grow=False)
+
+
+def test_local_path_fine_on_one_node_but_not_when_the_cluster_can_grow():
+    cluster.check_storage("/tmp/raysweep", ONE_NODE, environ={}, may_grow=False)
+    with pytest.raises(UserError, match="autoscaler"):
+        cluster.check_storage("/tmp/raysweep", ONE_NODE, environ={}, may_grow=True)
+
+
+def test_shared_flag_and_prefixes(tmp_path):
+    shared, other = tmp_path / "shared", tmp_path / "other"
+    cluster.check_storage(str(other), TWO_NODES, environ={cluster.SHARED_ENV: "1"}, may_grow=False)
+    env = {cluster.SHARED_ENV: f"/nonexistent{os.pathsep}{shared}"}
+    cluster.check_storage(str(shared / "run"), TWO_NODES, environ=env, may_grow=False)
+    with pytest.raises(UserError):
+        cluster.check_storage(str(other), TWO_NODES, environ=env, may_grow=False)
+    with pytest.raises(UserError):
+        cluster.check_storage(str(other), TWO_NODES, environ={cluster.SHARED_ENV: "0"},
+                              may_grow=False)
+
+
+def test_network_mounts_are_recognised():
+    mounts = [("/", "ext4"), ("/mnt/shared", "nfs4"), ("/mnt/shared/scratch", "xfs")]
+    assert cluster.storage_problem("/mnt/shared/sweeps", True, {}, mounts) is None
+    assert "xfs" in cluster.storage_problem("/mnt/shared/scratch/x", True, {}, mounts)
+    assert "ext4" in cluster.storage_problem("/mnt/sharedx", True, {}, mounts)
+
+
+def test_autoscaler_groups():
+    head = {"CPU": 8.0, "GPU": 0.0, "memory": 1e9}
+    assert not cluster.groups_may_add_workers([], head)
+    assert not cluster.groups_may_add_workers([(1, {"CPU": 8})], head)  # the head's own group
+    assert cluster.groups_may_add_workers([(1, {"CPU": 8}), (4, {"CPU": 8, "GPU": 1})], head)
+    assert cluster.groups_may_add_workers([(1, {"CPU": 8}), (1, {"CPU": 8})], head)
+    assert cluster.groups_may_add_workers([(-1, {"CPU": 8, "GPU": 1})], head)
+    assert not cluster.groups_may_add_workers([(1, {"CPU": 8}), (0, {"GPU": 1})], head)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+def test_check_storage_on_a_real_single_node_ray(local_ray):
+    assert sum(n["Alive"] for n in ray.nodes()) == 1
+    cluster.check_storage("/tmp/raysweep-single-node")
+    assert not cluster.autoscaler_may_add_nodes(ray.nodes())
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_check_storage_on_a_real_two_node_cluster():
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    two = Cluster(initialize_head=True, connect=True, head_node_args={
+        "num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+    try:
+        two.add_node(num_cpus=1, resources={"node2": 1}, node_ip_address="127.0.0.1")
+        two.wait_for_nodes()
+        with pytest.raises(UserError, match="2 alive nodes"):
+            cluster.check_storage("/tmp/raysweep-two-nodes", environ={})
+        cluster.check_storage("s3://bucket/raysweep", environ={})
+    finally:
+        ray.shutdown()
+        two.shutdown()
+
+
+def test_check_storage_needs_ray():
+    if ray.is_initialized():
+        pytest.skip("another test left Ray running")
+    with pytest.raises(RuntimeError, match="ray.init"):
+        cluster.check_storage("/tmp/x")
+
+
+# ------------------------------------------------------------------ credentials
+
+
+def test_tracking_auth_from_env():
+    auth = cluster.tracking_auth_from_env({
+        "MLFLOW_TRACKING_URI": "https://mlflow.example", "MLFLOW_TRACKING_USERNAME": "sweeper",
+        "MLFLOW_TRACKING_PASSWORD": "pw-123456"})
+    assert auth.username == "sweeper" and auth.has_password
+    assert "pw-123456" not in auth.describe() and "pw-123456" not in repr(auth)
+    assert cluster.tracking_auth_from_env({}).tracking_uri is None
+
+
+def test_tracking_auth_refuses_uri_credentials_and_half_config():
+    with pytest.raises(UserError, match="contains credentials") as err:
+        cluster.tracking_auth_from_env({"MLFLOW_TRACKING_URI": "https://u:topsecret@h:5000"})
+    assert "topsecret" not in err.value.message()
+    with pytest.raises(UserError, match="MLFLOW_TRACKING_PASSWORD is not set"):
+        cluster.tracking_auth_from_env({"MLFLOW_TRACKING_USERNAME": "u"})
+
+
+def test_scrub_secrets():
+    env = {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI", "HOME": "/root"}
+    params = {"lr": 0.001, "backbone": "resnet18", "max_tokens": 5, "author": "ann",
+              "mlflow_password": "hunter2", "api_key": "k", "nested": {"db_token": "t"},
+              "uri": "postgresql://mlflow:pgpass@db:5432/mlflow",
+              "note": "key wJalrXUtnFEMI pasted", "list": ["wJalrXUtnFEMI", 3]}
+    before = copy.deepcopy(params)
+    out = cluster.scrub_secrets(params, environ=env)
+    assert params == before, "scrub_secrets must not mutate its input"
+    assert out["lr"] == 0.001 and out["backbone"] == "resnet18"
+    assert out["max_tokens"] == 5 and out["author"] == "ann"
+    assert out["mlflow_password"] == out["api_key"] == out["nested"]["db_token"] == "***"
+    assert out["uri"] == "postgresql://mlflow:***@db:5432/mlflow"
+    assert out["list"] == ["***", 3] and out["note"] == "key *** pasted"
+    assert "/root" in cluster.scrub_secrets({"home": "/root"}, environ=env).values()

@@ -1,0 +1,167 @@
+"""predict: a photo goes through exactly what `prepare` does, then through the model."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from raysweep import checkpoint, color, predict
+from raysweep.data.prepare import load_prepared
+from raysweep.train import fit
+
+META_COLS = ["camera", "make", "model", "exposure_time_s", "f_number", "iso", "brightness_ev",
+             "exposure_bias_ev"]
+
+
+def _synth(root, sets, tones, size=96):
+    from raysweep.synth.context import GeneratorConfig
+    from raysweep.synth.generate import generate
+
+    return generate(root, GeneratorConfig(sets=sets, tones=tones, cameras=3, size=size),
+                    progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pred")
+    card = _synth(root / "syn", sets=3, tones=14)
+    data = load_prepared(card, crop="adaptive_bg", size=32, progress=False)
+    cfg = dict(backbone="smallcnn", width=8, image_size=32, epochs=2, batch_size=16,
+               features="image+mean+meta", fusion="concat", device="cpu", meta_hidden=16)
+    res = fit(cfg, data, checkpoint_dir=str(root / "ckpt"))
+    return {"card": card, "data": data, "ckpt": res.checkpoint_dir, "root": root}
+
+
+def _meta_csv(path, data, idx):
+    rows = data.frame.iloc[idx]
+    meta = rows[["image", *META_COLS]].rename(columns={"image": "photo"})
+    meta.to_csv(path, index=False)
+    return [str(data.info["card"]).rsplit("/", 1)[0] + "/" + r for r in rows["image"]]
+
+
+def test_predict_matches_the_prepared_pipeline(trained, tmp_path):
+    data, idx = trained["data"], np.arange(5)
+    photos = _meta_csv(tmp_path / "meta.csv", data, idx)
+    p = checkpoint.load(trained["ckpt"], device="cpu")
+    want = p.predict(data.subset(idx))
+    overrides = predict.read_meta_csv(str(tmp_path / "meta.csv"), photos)
+    got = predict.predict_photos(p, [predict.read_photo(ph, 32) for ph in photos], overrides)
+    np.testing.assert_allclose(got[["L", "a", "b"]].to_numpy(), want, atol=1e-4)
+    assert list(got["camera"]) == list(data.camera[idx])
+    # the model's inputs themselves, which a barely trained model might not show in its output
+    photo_data, _ = predict.photos_to_prepared(
+        [predict.read_photo(ph, 32) for ph in photos], "adaptive_bg", 32, overrides,
+        p.stats.cameras)
+    ref = data.subset(idx)
+    np.testing.assert_array_equal(photo_data.images, ref.images)
+    np.testing.assert_allclose(photo_data.mean_lab, ref.mean_lab, atol=1e-4)
+    np.testing.assert_allclose(photo_data.meta, ref.meta, atol=1e-5)
+    assert list(photo_data.device) == list(ref.device)
+
+
+def test_cli_formats_and_exif_only(trained, capsys):
+    data = trained["data"]
+    photos = [str(trained["root"] / "syn" / r) for r in data.frame["image"][:3]]
+    assert predict.main([*photos, "--model", trained["ckpt"], "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["photo"] for r in rows] == photos
+    for r in rows:
+        assert r["hex"].startswith("#") and len(r["hex"]) == 7
+        assert r["ita_category"] in color.ITA_CATEGORIES
+    # EXIF only (no --meta): the camera comes from Make/Model and maps onto the vocabulary
+    assert [r["camera"] for r in rows] == list(data.camera[:3])
+    assert predict.main([*photos, "--model", trained["ckpt"], "--format", "csv"]) == 0
+    csv = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert list(csv.columns[:4]) == ["photo", "L", "a", "b"] and len(csv) == 3
+    np.testing.assert_allclose(csv["L"], [r["L"] for r in rows], atol=1e-3)
+    assert predict.main([photos[0], "--model", trained["ckpt"]]) == 0
+    assert "ita_category" in capsys.readouterr().out
+
+
+def test_unreadable_photo_is_a_clear_error(trained, tmp_path, capsys):
+    from raysweep.errors import run_cli
+
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    good = str(trained["root"] / "syn" / trained["data"].frame["image"][0])
+    assert run_cli(predict.main, [str(bad), "--model", trained["ckpt"]]) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "Fix:" in err
+    assert run_cli(predict.main, [str(tmp_path / "missing.jpg"), "--model", trained["ckpt"]]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+    # batch mode keeps going past the bad one, and says so in the exit code
+    assert run_cli(predict.main, [str(bad), good, "--model", trained["ckpt"], "--keep-going",
+                                  "--format", "csv"]) == 1
+    out = capsys.readouterr().out
+    assert good in out and "broken.jpg" not in out
+
+
+def test_unknown_camera_goes_to_the_unknown_bucket(trained, tmp_path, caplog):
+    data = trained["data"]
+    photos = _meta_csv(tmp_path / "meta.csv", data, np.arange(2))
+    meta = pd.read_csv(tmp_path / "meta.csv")
+    meta["camera"] = "Pixel 9 Pro"
+    meta = meta.drop(columns=["make", "model"])
+    p = checkpoint.load(trained["ckpt"], device="cpu")
+    with caplog.at_level(logging.WARNING, logger="raysweep.predict"):
+        out = predict.predict_photos(p, [predict.read_photo(ph, 32) for ph in photos],
+                                     meta.drop(columns="photo"))
+    assert "unknown-camera bucket" in caplog.text and "Pixel 9 Pro" in caplog.text
+    assert out["notes"].str.contains("unknown camera").all()
+    assert np.isfinite(out[["L", "a", "b"]].to_numpy()).all()
+
+
+def test_resolve_cameras():
+    vocab = ["canon_eos_5d_mark_ii", "nikon_d5100"]
+    cams, unknown = predict.resolve_cameras(
+        np.array(["nikon_d5100", "NIKON-D5100", "Canon Canon EOS 5D Mark II", "Pixel"]), vocab)
+    assert list(cams) == ["nikon_d5100", "nikon_d5100", "canon_eos_5d_mark_ii", "Pixel"]
+    assert unknown == ["Pixel"]
+
+
+def test_describe_hex_and_ita():
+    rgb = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.6, 0.4, 0.2]], dtype=torch.float64)
+    lab = color.srgb_to_lab(rgb).numpy()
+    d = predict.describe(lab)
+    assert list(d["hex"]) == ["#ffffff", "#ff0000", "#996633"]
+    assert d["ita_category"][0] == color.ita_category(float(np.degrees(np.arctan2(
+        lab[0, 0] - 50, lab[0, 2]))))
+
+
+def test_meta_csv_errors(tmp_path):
+    from raysweep.errors import UserError
+
+    (tmp_path / "m.csv").write_text("file,iso\na.jpg,100\n")
+    with pytest.raises(UserError, match="photo"):
+        predict.read_meta_csv(str(tmp_path / "m.csv"), ["a.jpg"])
+    (tmp_path / "m.csv").write_text("photo,isoo\na.jpg,100\n")
+    with pytest.raises(UserError, match="isoo"):
+        predict.read_meta_csv(str(tmp_path / "m.csv"), ["a.jpg"])
+
+
+@pytest.mark.slow
+def test_synthetic_photo_close_to_truth(tmp_path):
+    """A model trained on the synthetic set reads held-out JPEGs better than the naive mean."""
+    from raysweep.baselines import make_baseline
+
+    card = _synth(tmp_path / "syn", sets=6, tones=40)
+    data = load_prepared(card, crop="adaptive_bg", size=32, progress=False)
+    cfg = dict(backbone="smallcnn", width=16, image_size=32, epochs=25, batch_size=32, lr=3e-3,
+               features="image+mean+meta", fusion="concat", device="cpu")
+    res = fit(cfg, data, checkpoint_dir=str(tmp_path / "ckpt"))
+    test = data.indices("test")
+    photos = [str(tmp_path / "syn" / r) for r in data.frame["image"].iloc[test]]
+    p = checkpoint.load(res.checkpoint_dir, device="cpu")
+    out = predict.predict_photos(p, [predict.read_photo(ph, 32) for ph in photos])
+    truth = torch.as_tensor(data.target[test], dtype=torch.float64)
+    de = color.delta_e00(torch.as_tensor(out[["L", "a", "b"]].to_numpy()), truth).numpy()
+    naive = make_baseline("naive").predict(data.subset(test))
+    de_naive = color.delta_e00(torch.as_tensor(naive, dtype=torch.float64), truth).numpy()
+    print(f"predict dE00 mean {de.mean():.2f} (naive {de_naive.mean():.2f}) on {len(test)} photos")
+    assert de.mean() < 0.7 * de_naive.mean()
+    assert np.median(de) < 5.0

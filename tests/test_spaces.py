@@ -1,0 +1,138 @@
+"""Search spaces and the CLI checks that must fail before Ray starts (no Ray in this module)."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+
+import optuna
+import pytest
+
+from raysweep.config import TrainConfig
+from raysweep.errors import UserError
+from raysweep.search import main as search_main
+from raysweep.sweep import spaces
+
+BUILTIN = ["backbones", "full", "fusion", "losses", "quickstart"]
+
+
+def test_builtin_spaces_are_listed():
+    assert set(BUILTIN) <= set(spaces.builtin_spaces())
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_space_is_documented_and_valid(name):
+    sp = spaces.load_space(name)
+    for word in ("Scientific", "Nuisance", "Fixed"):
+        assert word in sp.doc, f"{name}: docstring must state the {word} hyper-parameters"
+    assert sp.question.endswith("?") or sp.question
+    checked = spaces.check_space(sp, {}, n=48)
+    assert checked.names, "a space must search something"
+    assert checked.variants
+    for sample in checked.samples:  # every sample is a complete, valid TrainConfig
+        TrainConfig.from_dict(sample)
+
+
+def test_conditional_parameters_only_where_they_apply():
+    sp = spaces.load_space("fusion")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        out = spaces.DefineByRun(sp.define_by_run, sp.FIXED, {})(trial)
+        seen.add(out["fusion"])
+        assert ("film_stages" in trial.params) == (out["fusion"] == "film")
+        assert ("xattn_heads" in trial.params) == (out["fusion"] == "xattn")
+        study.tell(trial, 0.0)
+    assert seen == {"concat", "film", "xattn"}
+
+
+def test_full_space_prepares_every_crop_and_size():
+    checked = spaces.check_space(spaces.load_space("full"), {}, n=96)
+    assert {c for c, _ in checked.variants} == {"center_bg", "center_nobg", "adaptive_bg",
+                                                "adaptive_nobg"}
+    assert {s for _, s in checked.variants} == {64, 128}
+
+
+def test_set_fixes_a_searched_parameter_and_is_typed():
+    sp = spaces.load_space("quickstart")
+    overrides = spaces.parse_sets(["lr=0.005", "backbone=smallcnn", "augment=false"])
+    assert overrides == {"lr": 0.005, "backbone": "smallcnn", "augment": False}
+    study = optuna.create_study()
+    trial = study.ask()
+    out = spaces.DefineByRun(sp.define_by_run, sp.FIXED, overrides)(trial)
+    assert out["lr"] == 0.005 and out["backbone"] == "smallcnn"
+    assert "lr" not in trial.params and "backbone" not in trial.params  # not searched any more
+    assert "features" in trial.params
+
+
+def test_define_by_run_wrapper_pickles_for_resume():
+    sp = spaces.load_space("quickstart")
+    fn = pickle.loads(pickle.dumps(spaces.DefineByRun(sp.define_by_run, sp.FIXED, {"lr": 0.01})))
+    out = fn(optuna.trial.FixedTrial({"features": "image", "backbone": "tinycnn",
+                                      "weight_decay": 1e-4}))
+    assert out["lr"] == 0.01 and out["fusion"] == "none" and out["image_size"] == 32
+
+
+def test_user_space_file(tmp_path):
+    path = tmp_path / "my_study.py"
+    path.write_text('"""My study: lr only?"""\nFIXED = {"backbone": "tinycnn"}\nNUM_SAMPLES = 3\n'
+                    'def define_by_run(trial):\n'
+                    '    return {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True)}\n')
+    sp = spaces.load_space(str(path))
+    assert sp.name == "my_study" and sp.NUM_SAMPLES == 3 and sp.FIXED == {"backbone": "tinycnn"}
+    assert spaces.check_space(sp, {}).names == {"lr"}
+    # Tune pickles the searcher by reference: the module must be importable by its name.
+    fn = pickle.loads(pickle.dumps(sp.define_by_run))
+    assert fn is sp.define_by_run
+
+
+@pytest.mark.parametrize("body, message", [
+    ('return {"lrr": trial.suggest_float("lrr", 1e-4, 1e-2)}', "unknown parameter 'lrr'"),
+    ('return {"fusion": trial.suggest_categorical("fusion", ["concat", "bogus"])}',
+     "unknown fusion 'bogus'"),
+    ('return {"features": "meta", "fusion": "film"}', "cannot apply"),
+    ('return {"seed": trial.suggest_int("seed", 0, 3)}', "data-split setting"),
+    ('return {"backbone": "resnet_does_not_exist"}', "unknown backbone"),
+    ('return 1 / 0', "ZeroDivisionError"),
+])
+def test_bad_space_fails_with_a_clear_message(tmp_path, body, message):
+    path = tmp_path / "bad.py"
+    path.write_text(f'"""bad"""\ndef define_by_run(trial):\n    {body}\n')
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        spaces.check_space(spaces.load_space(str(path)), {})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--space", "nosuchspace"], "unknown search space 'nosuchspace'"),
+    (["--space", "/nonexistent/space.py"], "does not exist"),
+    (["--space", "quickstart", "--set", "learning_rate=1e-3"], "unknown parameter 'learning_rate'"),
+    (["--space", "quickstart", "--set", "lr=fast"], "lr='fast' is not a valid float"),
+    (["--space", "quickstart", "--set", "lr=-1"], "lr must be positive"),
+    (["--space", "quickstart", "--set", "fusion=film", "--set", "features=image"],
+     "needs a non-image input"),
+    (["--space", "quickstart", "--set", "crop"], "is not key=value"),
+    (["--space", "quickstart", "--resume"], "--resume needs the --name"),
+])
+def test_cli_fails_fast_with_exit_2_and_no_ray(argv, message, capsys, tmp_path, monkeypatch):
+    from raysweep.errors import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    rc = run_cli(search_main, [*argv, "--storage", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err
+    if "unknown search space" in message:
+        assert "quickstart" in err and "fusion" in err  # lists the valid names
+    if "learning_rate" in message:
+        assert "lr" in err and "weight_decay" in err
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlruns.db").exists()
+
+
+def test_resume_of_unknown_sweep_fails_before_ray(tmp_path, capsys):
+    from raysweep.errors import run_cli
+
+    rc = run_cli(search_main, ["--space", "quickstart", "--resume", "--name", "nope",
+                               "--storage", str(tmp_path)])
+    assert rc == 2 and "no sweep named 'nope'" in capsys.readouterr().err

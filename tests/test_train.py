@@ -1,0 +1,283 @@
+"""The one training loop: learning, checkpoints, resume, faults, and DDP / Tune under Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raysweep import checkpoint
+from raysweep.color import delta_e00
+from raysweep.config import TrainConfig
+from raysweep.errors import UserError
+from raysweep.features import encode, fit_stats
+from raysweep.losses import Loss
+from raysweep.models import build_model
+from raysweep.train import (
+    FAULT_ENV,
+    LocalReporter,
+    NonFiniteLoss,
+    augment,
+    device_tensors,
+    fit,
+    seed_everything,
+    shard,
+    train_loop_per_worker,
+)
+from tests.fakes import make_prepared
+
+REPO = Path(__file__).resolve().parents[1]
+METRICS = ("epoch", "train_loss", "val_de00_mean", "val_de00_median", "val_de00_p95", "epoch_s",
+           "samples_per_s")
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    base = dict(backbone="tinycnn", fusion="concat", features="image+mean+meta", image_size=16,
+                width=16, epochs=4, batch_size=16, lr=3e-3, warmup_epochs=0.5, dropout=0.0)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_prepared(n=64, size=16, seed=0)
+
+
+def test_fit_learns_and_reports_every_metric(data):
+    result = fit(tiny_cfg(epochs=8), data)
+    assert [h["epoch"] for h in result.history] == list(range(1, 9))
+    for h in result.history:
+        assert all(k in h and np.isfinite(h[k]) for k in METRICS)
+        assert h["val_de00_median"] <= h["val_de00_p95"]
+        assert h["samples_per_s"] > 0
+    first, best = result.history[0], result.best
+    assert best["val_de00_mean"] == min(h["val_de00_mean"] for h in result.history)
+    assert best["val_de00_mean"] < 0.8 * first["val_de00_mean"]
+    assert result.history[-1]["train_loss"] < 0.8 * first["train_loss"]
+
+
+def test_one_epoch_lowers_the_training_loss(data):
+    cfg = tiny_cfg(epochs=1, augment=False)
+    stats = fit_stats(data, cfg)
+    batch = encode(data, stats, cfg)
+    train = torch.as_tensor(data.indices("train"))
+    seed_everything(cfg.seed)
+    initial = build_model(cfg, stats).eval()  # the loop builds the same initial model
+
+    def loss(model):
+        with torch.no_grad():
+            pred = model({k: v[train] for k, v in batch.items()})
+            return float(Loss(cfg)(pred, batch["target"][train], 0)[0])
+
+    trained = fit(cfg, data).model.eval()
+    assert loss(trained) < loss(initial) - 0.5
+
+
+def test_checkpoint_restores_identical_predictions(data, tmp_path):
+    result = fit(tiny_cfg(epochs=3), data, checkpoint_dir=str(tmp_path / "best"))
+    assert result.checkpoint_dir == str(tmp_path / "best")
+    meta = json.loads((tmp_path / "best" / "checkpoint.json").read_text())
+    assert meta["split_id"] == data.info["split_id"]
+    assert meta["content_hash"] == data.info["content_hash"]
+    assert meta["epoch"] == result.best["epoch"] and meta["stats"]["cameras"]
+
+    predictor = checkpoint.load(tmp_path / "best", device="cpu")
+    lab = predictor.predict(data)
+    assert lab.shape == (len(data), 3) and lab.dtype == np.float32
+    assert np.array_equal(lab, checkpoint.load(tmp_path / "best").predict(data))
+    val = data.indices("val")
+    de = delta_e00(torch.from_numpy(lab[val]), torch.from_numpy(data.target[val]))
+    assert float(de.mean()) == pytest.approx(result.best["val_de00_mean"], rel=1e-5)
+
+    # The final model written and read back predicts bit for bit the same.
+    cfg = tiny_cfg(epochs=3)
+    stats = fit_stats(data, cfg)
+    checkpoint.save(tmp_path / "final", result.model, cfg, stats, data.info, 3, {})
+    direct = checkpoint.predict_batch(result.model, encode(data, stats, cfg),
+                                      torch.arange(len(data)))
+    assert np.array_equal(direct.numpy(), checkpoint.load(tmp_path / "final").predict(data))
+
+    other_size = make_prepared(n=12, size=24, seed=0)
+    with pytest.raises(UserError, match="16 px"):
+        predictor.predict(other_size)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingReporter(LocalReporter):
+    """Dies (in-process) right after reporting epoch `at`."""
+
+    def __init__(self, at: int, **kw):
+        super().__init__(**kw)
+        self.at = at
+
+    def report(self, metrics, save=None):
+        super().report(metrics, save)
+        if metrics["epoch"] == self.at:
+            raise Crash
+
+
+def test_resume_repeats_the_uninterrupted_run(data, tmp_path):
+    cfg = tiny_cfg(epochs=6, dropout=0.1)
+    full = fit(cfg, data).history
+    with pytest.raises(Crash):
+        fit(cfg, data, reporter=CrashingReporter(4, checkpoint_dir=str(tmp_path / "ck")))
+    saved = json.loads((tmp_path / "ck" / "checkpoint.json").read_text())["epoch"]
+    resumed = fit(cfg, data, reporter=LocalReporter(resume_from=str(tmp_path / "ck"))).history
+    assert [h["epoch"] for h in resumed] == list(range(saved + 1, 7))
+    for a, b in zip(full[saved:], resumed):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["val_de00_mean"] == pytest.approx(a["val_de00_mean"], rel=1e-5)
+        assert b["lr"] == pytest.approx(a["lr"])
+
+
+def test_non_finite_loss_is_a_clear_error():
+    bad = make_prepared(n=32, size=16, seed=4)
+    bad.target[bad.indices("train")] = np.nan
+    with pytest.raises(NonFiniteLoss, match=r"epoch 1, batch 0"):
+        fit(tiny_cfg(epochs=2), bad)
+
+
+def test_data_that_does_not_match_the_config_is_refused(data):
+    with pytest.raises(UserError, match="image_size"):
+        fit(tiny_cfg(image_size=32), data)
+    no_val = make_prepared(n=20, size=16, seed=5)
+    no_val.split[no_val.split == "val"] = "train"
+    with pytest.raises(UserError, match="validation split is empty"):
+        fit(tiny_cfg(), no_val)
+
+
+def test_tabular_preset_trains():
+    result = fit(tiny_cfg(features="mean+meta", fusion="none", epochs=3),
+                 make_prepared(n=40, tabular=True, seed=6))
+    assert len(result.history) == 3 and np.isfinite(result.best["val_de00_mean"])
+
+
+def test_augment_keeps_every_colour():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    out = augment(images, gen)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, images)
+    for a, b in zip(images, out):  # the same multiset of pixels per image and channel
+        assert torch.equal(a.flatten(1).sort(1).values, b.flatten(1).sort(1).values)
+
+
+def test_shards_partition_the_epoch():
+    order = torch.randperm(23)
+    parts = [shard(order, r, 3) for r in range(3)]
+    assert len({len(p) for p in parts}) == 1
+    assert set(torch.cat(parts).tolist()) == set(range(23))
+    assert len(torch.cat(parts)) - 23 < 3  # padding only to equalise
+
+
+def test_encoded_data_is_cached_per_process(data):
+    cfg = tiny_cfg()
+    stats = fit_stats(data, cfg)
+    a = device_tensors(data, stats, cfg, torch.device("cpu"))
+    assert device_tensors(data, stats, cfg, torch.device("cpu")) is a
+    other = make_prepared(n=64, size=16, seed=9)
+    assert device_tensors(other, fit_stats(other, cfg), cfg, torch.device("cpu")) is not a
+
+
+FAULT_SCRIPT = """
+import sys
+from raysweep.train import fit, LocalReporter
+from raysweep.config import TrainConfig
+from tests.fakes import make_prepared
+cfg = TrainConfig(backbone="tinycnn", image_size=16, width=8, epochs=3, batch_size=16)
+r = fit(cfg, make_prepared(n=32, size=16), checkpoint_dir=sys.argv[1])
+print("EPOCHS", [h["epoch"] for h in r.history])
+"""
+
+
+def test_fault_injection_kills_once_per_trial(tmp_path):
+    env = {**os.environ, FAULT_ENV: "2", "PYTHONPATH": str(REPO)}
+    run = [sys.executable, "-c", FAULT_SCRIPT, str(tmp_path / "ck")]
+    first = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == -9, first.stderr  # SIGKILL at the start of epoch 2
+    assert (tmp_path / "ck.raysweep_fault_epoch2.marker").exists()
+    second = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "EPOCHS [1, 2, 3]" in second.stdout
+
+
+# ---- under Ray -----------------------------------------------------------------------------------
+
+def _ddp_worker(config):
+    """Runs the real loop, then saves this rank's parameters for the test to compare."""
+    import ray.train
+
+    from raysweep.train import fit as fit_
+    result = fit_(TrainConfig.from_dict(config["train"]), config["data"])
+    rank = ray.train.get_context().get_world_rank()
+    # Parameters, not buffers: BatchNorm running stats are per rank after the last step (DDP
+    # broadcasts rank 0's at each forward; the checkpoint and validation use rank 0's).
+    state = {k: v.detach().cpu() for k, v in result.model.named_parameters()}
+    torch.save(state, os.path.join(config["out"], f"rank{rank}.pt"))
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_ddp_two_cpu_workers_keep_parameters_identical(ray_local, data, tmp_path):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg = tiny_cfg(epochs=2, device="cpu")
+    trainer = TorchTrainer(
+        _ddp_worker,
+        train_loop_config={"train": cfg.to_dict(), "data": ray_local.put(data),
+                           "out": str(tmp_path)},
+        scaling_config=ScalingConfig(num_workers=2, use_gpu=False),
+        run_config=RunConfig(storage_path=str(tmp_path / "storage"), name="ddp"),
+    )
+    result = trainer.fit()
+    assert result.metrics["epoch"] == 2 and np.isfinite(result.metrics["val_de00_mean"])
+    assert result.checkpoint is not None
+    with result.checkpoint.as_directory() as d:
+        assert (Path(d) / "model.pt").exists() and (Path(d) / "checkpoint.json").exists()
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0.keys() == r1.keys()
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    start = dict(build_model(cfg, fit_stats(data, cfg)).named_parameters())
+    assert any(not torch.equal(start[k], r0[k]) for k in r0)  # it did train
+
+
+def _faulty_trial(config):
+    import ray.tune
+
+    with open(config["log"], "a") as f:  # one line per start of the trial process
+        f.write(f"resume={ray.tune.get_checkpoint() is not None}\n")
+    os.environ[FAULT_ENV] = "2"
+    train_loop_per_worker(config)
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_tune_trial_crashes_once_and_resumes(ray_local, data, tmp_path):
+    from ray import tune
+
+    cfg = tiny_cfg(epochs=3)
+    log = tmp_path / "starts.log"
+    tuner = tune.Tuner(
+        tune.with_resources(_faulty_trial, {"cpu": 1}),
+        param_space={"train": cfg.to_dict(), "data": ray_local.put(data), "log": str(log)},
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="faulty",
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+    result = tuner.fit()[0]
+    assert result.error is None
+    assert result.metrics["epoch"] == 3 and np.isfinite(result.metrics["val_de00_mean"])
+    # Killed at epoch 2 once, restarted from the epoch-1 checkpoint, not killed again.
+    assert log.read_text().split() == ["resume=False", "resume=True"]
+    assert result.checkpoint is not None
+    with result.checkpoint.as_directory() as d:
+        assert json.loads((Path(d) / "checkpoint.json").read_text())["epoch"] >= 1
