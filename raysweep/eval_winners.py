@@ -350,8 +350,6 @@ def _log_to_mlflow(result: EvalResult, client, uri: str, exp_id: str, champion: 
                    leaders: list[Leader], split: str, study: str, register: bool) -> None:
     """An evaluation run (linked to the sweep's parent) holding the report; the champion
     registered as a pyfunc model with alias `champion`."""
-    import mlflow
-
     tracker = Tracker(study, f"eval-{split}", uri=uri)
     parents = sorted({ld.parent_run_id for ld in leaders if ld.parent_run_id})
     run = retry(client.create_run, exp_id, run_name=f"eval-{split}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -372,18 +370,11 @@ def _log_to_mlflow(result: EvalResult, client, uri: str, exp_id: str, champion: 
     if not register:
         tracker.end(rid)
         return
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    from raysweep.pyfunc import log_pyfunc
+    from raysweep.pyfunc import register_champion
 
-    name = registry_name(study)
-    with mlflow.start_run(run_id=rid):
-        info = log_pyfunc(champion.checkpoint_dir, registered_name=name)
-    version = info.registered_model_version
-    retry(client.set_registered_model_alias, name, "champion", str(version))
+    result.model_uri = register_champion(champion.checkpoint_dir, registry_name(study), rid, uri)
     tracker.end(rid)
-    result.model_uri = f"models:/{name}@champion"
-    log.info("registered %s version %s as %s", name, version, result.model_uri)
+    log.info("registered the champion as %s", result.model_uri)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

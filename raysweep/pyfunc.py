@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -87,6 +89,24 @@ def predict_frame(predictor, frame: pd.DataFrame) -> pd.DataFrame:
     return describe(predictor.predict(data))
 
 
+@contextlib.contextmanager
+def using_store(uri: str):
+    """Point MLflow's fluent API (which log_model needs) at `uri`, and restore it afterwards:
+    a library call must not leave the caller's process logging somewhere else."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    old = (getattr(tracking_utils, "_tracking_uri", None),
+           getattr(registry_utils, "_registry_uri", None))
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = old
+
+
 def log_pyfunc(checkpoint_dir: str | Path, registered_name: str | None = None,
                name: str = "model"):
     """Log the checkpoint as a pyfunc model in the active run; optionally register it.
@@ -103,14 +123,29 @@ def log_pyfunc(checkpoint_dir: str | Path, registered_name: str | None = None,
             reqs.append(f"{pkg}=={md.version(pkg)}")
         except md.PackageNotFoundError:
             reqs.append(pkg)
-    # explicit requirements: mlflow's inference would load the model in a subprocess
-    return mlflow.pyfunc.log_model(
-        name=name, python_model=RaysweepModel(),
-        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
-        code_paths=[str(Path(raysweep.__file__).parent)],
-        signature=signature(), pip_requirements=reqs,
-        registered_model_name=registered_name,
-    )
+    with warnings.catch_warnings():
+        # an input example would need a photo; the signature alone validates requests
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        # explicit requirements: mlflow's inference would load the model in a subprocess
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=RaysweepModel(),
+            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
+            code_paths=[str(Path(raysweep.__file__).parent)],
+            signature=signature(), pip_requirements=reqs,
+            registered_model_name=registered_name,
+        )
+
+
+def register_champion(checkpoint_dir: str | Path, name: str, run_id: str, uri: str,
+                      alias: str = "champion") -> str:
+    """Log the checkpoint as a pyfunc in run `run_id`, register it as `name` and point `alias`
+    at the new version; returns the URI `models:/NAME@ALIAS`."""
+    from mlflow.tracking import MlflowClient
+
+    with using_store(uri), mlflow.start_run(run_id=run_id):
+        info = log_pyfunc(checkpoint_dir, registered_name=name)
+    MlflowClient(uri).set_registered_model_alias(name, alias, str(info.registered_model_version))
+    return f"models:/{name}@{alias}"
 
 
 def load_pyfunc_predictor(uri: str, device: str = "auto"):

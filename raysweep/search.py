@@ -20,14 +20,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from raysweep.data.prepared import Prepared
-from raysweep.errors import UserError, run_cli, setup_logging
+from raysweep.errors import UserError, run_cli, setup_logging, unknown_name
 from raysweep.sweep import resources, results, spaces
-from raysweep.sweep.trainable import LOOP, variant_key
+from raysweep.sweep.data import describe_data, load_data, smoke_dataset
+from raysweep.sweep.trainable import LOOP
+from raysweep.sweep.tuner import build_tuner
 
 log = logging.getLogger("raysweep.search")
 DEFAULT_STORAGE = "~/raysweep_results"
@@ -36,6 +37,7 @@ STATE_FILE = "raysweep_sweep.json"
 # snapshot is cheap here (small state) and the warning would drown the progress bar.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 SMOKE = {"num_samples": 2, "epochs": 2}
+SEARCHERS = ("tpe", "random")
 
 
 @dataclass
@@ -57,40 +59,21 @@ def storage_root(storage: str | None) -> str:
     return os.path.abspath(os.path.expanduser(storage))
 
 
-def load_data(data: str | Path | Prepared | None, variants: list[tuple[str, int]],
-              base: dict[str, Any], smoke: bool = False) -> dict[str, Prepared]:
-    """One Prepared per (crop, image_size) the trials can ask for; all share one split."""
-    if isinstance(data, Prepared):
-        have = variant_key(data.info.get("crop") or "", data.info.get("size") or 0)
-        if data.images is None:  # tabular: the crop and size choices do not matter
-            return {variant_key(c, s): data for c, s in variants}
-        missing = [variant_key(c, s) for c, s in variants if variant_key(c, s) != have]
-        if missing:
-            raise UserError(f"the given dataset is prepared as {have}, but the space asks for "
-                            f"{missing}", fix="fix crop and image_size with --set")
-        return {have: data}
-    from raysweep.data.prepare import load_prepared
-
-    if data is None:
-        from raysweep.synth import ensure_default_dataset
-
-        data = ensure_default_dataset()
-    split = {k: base[k] for k in spaces.SPLIT_KEYS if k in base}
-    out = {}
-    from tqdm import tqdm
-
-    for crop, size in tqdm(variants, desc="preparing data", unit="variant", disable=len(variants) < 2):
-        out[variant_key(crop, size)] = load_prepared(data, crop=crop, size=size, **split)
-    return out
-
-
 def run_search(space: str, data: str | Path | Prepared | None = None, num_samples: int | None = None,
                max_concurrent: int | None = None, workers_per_trial: int | None = None,
                gpus_per_trial: float | None = None, cpus_per_worker: float | None = None,
                storage: str | None = None, name: str | None = None, resume: bool = False,
                seed: int = 0, sets: Sequence[str] = (), smoke_test: bool = False,
                grace_period: int | None = None, reduction_factor: int | None = None,
-               max_failures: int = 1, loop: str = LOOP, verbose: int = 0) -> SweepResult:
+               max_failures: int = 1, searcher: str = "tpe", early_stopping: bool = True,
+               loop: str = LOOP, verbose: int = 0) -> SweepResult:
+    """Run (or with `resume`, continue) a sweep; see the module docstring and `--help`.
+
+    `searcher` "random" and `early_stopping=False` exist for baselines (benchmarks): the same
+    space sampled at random, every trial run to its last epoch.
+    """
+    if searcher not in SEARCHERS:
+        raise unknown_name("searcher", searcher, SEARCHERS, where="--searcher")
     root = storage_root(storage)
     # -- everything the user can get wrong, before Ray starts ------------------------------
     saved = None
@@ -133,15 +116,15 @@ def run_search(space: str, data: str | Path | Prepared | None = None, num_sample
         raise UserError(f"a sweep named {name!r} already exists under {root}",
                         fix="pass --resume to continue it, or choose another --name")
 
+    if data is None and smoke_test:
+        data = smoke_dataset()
     from raysweep.tracking import Tracker, code_version
 
     tracker = Tracker(sp.name, name)
     settings = {"space": sp.name, "space_source": sp.source, "sets": list(sets), "seed": seed,
                 "num_samples": num_samples, "smoke_test": smoke_test, "max_epochs": max_epochs,
                 "grace_period": grace, "reduction_factor": rf, "metric": metric, "mode": mode,
-                "workers_per_trial": workers, "data": str(data) if data is not None and
-                not isinstance(data, Prepared) else ("<in-memory>" if data is not None else
-                                                     "synthetic default")}
+                "workers_per_trial": workers, "data": describe_data(data)}
     parent = tracker.start_parent(tags={"raysweep.space": sp.name, "raysweep.sweep_name": name,
                                         "raysweep.code_version": code_version(),
                                         "raysweep.question": sp.question},
@@ -149,7 +132,7 @@ def run_search(space: str, data: str | Path | Prepared | None = None, num_sample
     status = "FAILED"
     started = False
     try:
-        prepared = load_data(data, checked.variants, checked.base, smoke=smoke_test)
+        prepared = load_data(data, checked.variants, checked.base)
         info = next(iter(prepared.values())).info
         started = resources.connect(dashboard=workers > 1, log_to_driver=verbose > 0)
         import ray
@@ -170,10 +153,16 @@ def run_search(space: str, data: str | Path | Prepared | None = None, num_sample
                 {**settings, "parent_run_id": parent, "tracking_uri": tracker.uri}, indent=2))
         refs = {k: ray.put(v) for k, v in prepared.items()}
         del prepared
-        tuner = _tuner(sp, overrides, refs, pl, loop, root, name, num_samples, seed, metric,
-                       mode, max_epochs, grace, rf, max_failures, tracker, verbose, resume, path)
+        tuner = build_tuner(
+            sp=sp, overrides=overrides, refs=refs, pl=pl, loop=loop, root=root, name=name,
+            path=path, num_samples=num_samples, seed=seed, metric=metric, mode=mode,
+            max_epochs=max_epochs, grace=grace, rf=rf, max_failures=max_failures,
+            tracker=tracker, verbose=verbose, resume=resume, searcher=searcher,
+            early_stopping=early_stopping)
         grid = tuner.fit()
         interrupted = grid.num_terminated + grid.num_errors < num_samples
+        if workers > 1:
+            resources.free_orphaned_placement_groups(wait_s=10)
         table = results.table(grid, metric, mode, max_epochs, sorted(checked.names),
                               tracker.children())
         results.write_text(f"{path}/results.csv", results.to_csv(table))
@@ -198,53 +187,6 @@ def run_search(space: str, data: str | Path | Prepared | None = None, num_sample
             ray.shutdown()
 
 
-def _tuner(sp, overrides, refs, pl, loop, root, name, num_samples, seed, metric, mode,
-           max_epochs, grace, rf, max_failures, tracker, verbose, resume, path):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
-    from raysweep.sweep.trainable import run_ddp_trial, run_trial, trial_name
-    from raysweep.tracking import TrialLogger
-
-    if pl.workers == 1:
-        fn = tune.with_parameters(run_trial, data=refs, loop=loop,
-                                  threads=max(1, int(pl.cpus_per_worker)))
-    else:
-        fn = tune.with_parameters(run_ddp_trial, data=refs, loop=loop, workers=pl.workers,
-                                  cpus_per_worker=pl.cpus_per_worker,
-                                  gpus_per_worker=pl.gpus_per_worker, storage=root)
-    trainable = tune.with_resources(fn, pl.trial_resources())
-    if resume:
-        if not tune.Tuner.can_restore(path):
-            raise UserError(f"sweep {name!r} has no Tune state to resume under {root}",
-                            fix="start it again without --resume")
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True)
-    callbacks = [TrialLogger(tracker, max_epochs), results.Progress(num_samples, metric, mode)]
-    if pl.workers > 1:
-        callbacks.append(resources.PlacementGroupJanitor())
-    searcher = OptunaSearch(space=spaces.DefineByRun(sp.define_by_run, sp.FIXED, overrides),
-                            metric=metric, mode=mode, seed=seed)
-    scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode,
-                              max_t=max_epochs, grace_period=min(grace, max_epochs),
-                              reduction_factor=rf)
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                    num_samples=num_samples, reuse_actors=True,
-                                    max_concurrent_trials=pl.max_concurrent,
-                                    trial_name_creator=trial_name,
-                                    trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(
-            name=name, storage_path=root, callbacks=callbacks, verbose=verbose,
-            failure_config=tune.FailureConfig(max_failures=max_failures, fail_fast=False),
-            # Keeping a few (not 1) avoids a forced experiment snapshot at every checkpoint.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=3,
-                                                    checkpoint_score_attribute=metric,
-                                                    checkpoint_score_order=mode)),
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m raysweep.search", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -265,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix a parameter for every trial (repeatable), e.g. --set lr=1e-3")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be stopped")
     p.add_argument("--reduction-factor", type=int, help="ASHA: keep 1/N at each rung")
+    p.add_argument("--searcher", choices=SEARCHERS, default="tpe",
+                   help="Optuna TPE (default) or random sampling, as a baseline")
+    p.add_argument("--no-early-stopping", action="store_true",
+                   help="run every trial to its last epoch (no ASHA), as a baseline")
     p.add_argument("--max-failures", type=int, default=1,
                    help="retries of a trial whose process died (default 1)")
     p.add_argument("--smoke-test", action="store_true", help="2 trials of 2 epochs")
@@ -286,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage=args.storage, name=args.name, resume=args.resume, seed=args.seed,
         sets=args.sets, smoke_test=args.smoke_test, grace_period=args.grace_period,
         reduction_factor=args.reduction_factor, max_failures=args.max_failures,
+        searcher=args.searcher, early_stopping=not args.no_early_stopping,
         verbose=2 if args.debug else 0)
     print(results.leaderboard(out.table, out.metric, out.searched))
     n_failed = int((out.table["status"] == "FAILED").sum()) if len(out.table) else 0
@@ -305,7 +252,8 @@ def _eval_winners(out: SweepResult) -> int:
     except ImportError:
         raise UserError("--eval-winners needs raysweep.eval_winners, which this install lacks",
                         fix=f"run it later on the sweep folder {out.path}") from None
-    return int(eval_winners.main(["--sweep", out.path]) or 0)
+    return int(eval_winners.main(["--parent-run", out.parent_run_id,
+                                  "--tracking-uri", out.tracking_uri]) or 0)
 
 
 if __name__ == "__main__":

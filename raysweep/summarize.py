@@ -125,37 +125,37 @@ def runs_frame(client, experiment_id: str, parent_run: str | None = None,
     return df.sort_values(METRIC, na_position="last").reset_index(drop=True)
 
 
-def group_table(df: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Per value of `by` (and per sweep): trials, finished, best and median of the best-epoch
-    validation dE00, and the best trial's id."""
+def group_table(df: pd.DataFrame, by: str, per_sweep: bool = False) -> pd.DataFrame:
+    """Per value of `by`: trials, finished, best and median of the best-epoch validation dE00,
+    and the best trial's id; with `per_sweep`, one column block per sweep, side by side."""
     if df.empty:
         return pd.DataFrame()
+    keys = ["sweep", by] if per_sweep else [by]
     rows = []
-    for (sweep, value), g in df.groupby(["sweep", by], sort=True, dropna=False):
+    for key, g in df.groupby(keys, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
         ok = g[g["status"] == "FINISHED"]
         scored = ok[METRIC].dropna()
         best_row = ok.loc[scored.idxmin()] if len(scored) else None
-        rows.append({by: value, "sweep": sweep, "trials": len(g), "finished": len(ok),
+        rows.append({**dict(zip(keys, key)), "trials": len(g), "finished": len(ok),
                      f"best {METRIC}": scored.min() if len(scored) else np.nan,
                      f"median {METRIC}": scored.median() if len(scored) else np.nan,
                      "best trial": "" if best_row is None else best_row["trial_id"]})
     out = pd.DataFrame(rows)
-    if df["sweep"].nunique() > 1:  # side by side: one column block per sweep
+    if per_sweep:
         out = out.pivot_table(index=by, columns="sweep", aggfunc="first", sort=False)
         out.columns = [f"{a} [{b}]" for a, b in out.columns]
         out = out.reset_index()
-    else:
-        out = out.drop(columns="sweep")
     return out
 
 
-def markdown(df: pd.DataFrame, title: str) -> str:
+def markdown(df: pd.DataFrame, title: str, per_sweep: bool = False) -> str:
     from raysweep.report import _md_table
 
     lines = [f"# {title}\n", f"{len(df)} trial runs; {int((df['status'] == 'FINISHED').sum())} "
              f"finished. Score: best-epoch {METRIC} (lower is better).\n"]
     for by in GROUPS:
-        table = group_table(df, by)
+        table = group_table(df, by, per_sweep)
         lines += [f"## By {by}\n", _md_table(table.round(3))]
     top = df.head(10)[["sweep", "trial_id", *TRIAL_TAGS, METRIC, "best_epoch", "status"]]
     lines += ["## Top 10 trials\n", _md_table(top.round(3))]
@@ -173,10 +173,11 @@ def summarize(experiment: str | None = None, compare: Sequence[str] = (),
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def write_outputs(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
+def write_outputs(df: pd.DataFrame, out: Path, title: str, per_sweep: bool = False
+                  ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("runs.csv", df.to_csv(index=False)), ("summary.md", markdown(df, title))):
+    for name, text in (("runs.csv", df.to_csv(index=False)), ("summary.md", markdown(df, title, per_sweep))):
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -202,8 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("no trial runs found", where=args.experiment or args.parent_run or
                         str(args.compare), fix="run `python -m raysweep.search` first")
     title = " vs ".join(args.compare) if args.compare else (args.experiment or args.parent_run)
-    written = write_outputs(df, Path(args.out), f"Sweep summary: {title}")
-    print(markdown(df, f"Sweep summary: {title}"))
+    compare = bool(args.compare)
+    written = write_outputs(df, Path(args.out), f"Sweep summary: {title}", compare)
+    print(markdown(df, f"Sweep summary: {title}", compare))
     print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
     return 0
 

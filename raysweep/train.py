@@ -116,7 +116,7 @@ def check_data(cfg: TrainConfig, data: Prepared) -> None:
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the legacy global stream other code may use
     torch.manual_seed(seed)
 
 
@@ -253,7 +253,7 @@ def _train(cfg: TrainConfig, data, reporter: Reporter) -> FitResult:
         # the uninterrupted one exactly; the shuffle ignores the rank so that shards partition it.
         perm_gen.manual_seed(cfg.seed * 100_003 + epoch)
         aug_gen.manual_seed(cfg.seed * 100_003 + epoch * 101 + rank)
-        pass
+        torch.manual_seed(cfg.seed * 100_003 + epoch * 101 + rank + 7)  # dropout
         mine = shard(torch.randperm(len(train_idx), generator=perm_gen), rank, world).to(device)
         loss_sum = torch.zeros((), device=device)
         bad_batch = torch.full((), -1, device=device)
@@ -303,7 +303,7 @@ def _train(cfg: TrainConfig, data, reporter: Reporter) -> FitResult:
         if improved:
             best = dict(metrics)
 
-        def save(directory: str, metrics=metrics, epoch=epoch) -> None:
+        def save(directory: str, metrics=metrics, epoch=epoch, best=best) -> None:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "epoch": epoch + 1, "best": best}
             ckpt.write(directory, model, cfg, stats, info, epoch + 1, metrics, train_state=state)

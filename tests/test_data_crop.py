@@ -69,13 +69,22 @@ def test_variants_shapes_and_geometry():
     assert bx0 <= px0 and by0 <= py0 and bx1 >= px1 and by1 >= py1
 
 
-def test_close_up_without_background_falls_back_to_the_whole_frame():
+def test_close_up_without_background_falls_back_to_the_centre():
     rng = np.random.default_rng(4)
     rgb = np.clip(rng.normal((190, 130, 100), 3, (120, 120, 3)), 0, 255).astype(np.uint8)
     a = analyse(rgb)
     assert a.status.startswith("no patch found")
     x0, y0, x1, y1 = a.boxes["adaptive_nobg"]
-    assert x1 - x0 >= 60  # a large clean window in a uniform frame
+    assert x1 - x0 >= 40 and abs((x0 + x1) / 2 - 60) < 10 and abs((y0 + y1) / 2 - 60) < 10
+
+
+def test_clipped_patch_still_gets_a_patch_crop():
+    rgb, truth = draw_photo(np.random.default_rng(6), 128, skin=(255, 255, 252), bg=(60, 90, 60),
+                            shadow=False, specular=False)
+    a = analyse(rgb)
+    assert "geometric crop" in a.status
+    x0, y0, x1, y1 = a.boxes["adaptive_nobg"]
+    assert truth["swatch"][y0:y1, x0:x1].mean() > 0.95
 
 
 def test_debug_overlay_draws_something():

@@ -74,7 +74,7 @@ def test_val_split_reproduces_logged_val_metric(sweep):
         out=sweep["root"] / "val_eval", log_run=False, n_boot=50, baseline_names=["naive"])
     models = res.summary[res.summary["kind"] == "model"].set_index("run_id")
     assert len(models) == 3
-    for trial_id, (run, fitres) in sweep["trials"].items():
+    for run, fitres in sweep["trials"].values():
         logged = min(m["val_de00_mean"] for m in fitres.history)
         assert models.loc[run, "val_de00_mean"] == pytest.approx(logged, abs=1e-6)  # from MLflow
         assert models.loc[run, "mean"] == pytest.approx(logged, abs=1e-4)  # recomputed

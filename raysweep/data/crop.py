@@ -86,6 +86,10 @@ def analyse(rgb: np.ndarray, p: CropParams = CropParams(), keep_maps: bool = Fal
         mask = cv2.resize(mask.astype(np.float32), (sw, sh), interpolation=cv2.INTER_LINEAR) > 0.5
     bad, maps = _bad_pixels(small, lab, mask, p)
     win, frac = _best_window(bad, mask, p.max_bad)
+    if frac > 5 * p.max_bad:  # no clean window (a clipped patch?): geometry only, patch not rim
+        bad = ~mask | maps["rim"]
+        win, frac = _best_window(bad, mask, p.max_bad)
+        status += "; most of the patch is flagged (clipped?): geometric crop"
     x0, y0, s = win
     box = tuple(int(round(v / scale)) for v in (x0, y0, x0 + s, y0 + s))
     ys, xs = np.nonzero(mask)
@@ -124,8 +128,9 @@ def cut(rgb: np.ndarray, boxes: dict[str, tuple[int, int, int, int]], size: int
 
 def _features(rgb: np.ndarray) -> np.ndarray:
     """Log-chromaticity is unchanged by a shadow of the same light; a little lightness separates
-    a skin swatch from a background of similar hue."""
-    f = cv2.GaussianBlur(rgb.astype(np.float32) / 255, (0, 0), 1.0)
+    a skin swatch from a background of similar hue. The median filter removes the blotchy
+    chroma noise of high-ISO JPEGs, which a Gaussian only spreads."""
+    f = cv2.GaussianBlur(cv2.medianBlur(rgb, 5).astype(np.float32) / 255, (0, 0), 1.0)
     lin = srgb_to_linear(f) + 5e-3
     lightness = cv2.cvtColor(f, cv2.COLOR_RGB2Lab)[..., 0]
     return np.dstack([np.log(lin[..., 0] / lin[..., 1]), np.log(lin[..., 2] / lin[..., 1]),
@@ -140,22 +145,30 @@ def _segment(feat: np.ndarray, p: CropParams) -> tuple[np.ndarray, str]:
     ring = np.zeros((h, w), bool)
     r = max(2, int(0.08 * m))
     ring[:r], ring[-r:], ring[:, :r], ring[:, -r:] = True, True, True, True
-    pp, qq = np.median(centre, 0), np.median(feat[ring], 0)
-    flat = feat.reshape(-1, 3)
+    pp = np.median(centre, 0)
     sig = np.maximum(1.4826 * np.median(np.abs(centre - pp), 0), 0.02)
+    # Backgrounds are often two or three surfaces (card, table, wall): one prototype each,
+    # from k-means on the border ring, so a surface of skin-like hue is not called "patch".
+    ring_px = (feat[ring] / sig).astype(np.float32)
+    k = min(3, len(ring_px))
+    _, _, qq = cv2.kmeans(ring_px, k, None, (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER,
+                                             20, 1e-3), 2, cv2.KMEANS_PP_CENTERS)
+    qq = qq.astype(np.float64) * sig
+    flat = feat.reshape(-1, 3)
     mask = np.zeros((h, w), bool)
-    for _ in range(3):  # two-prototype assignment, prototypes re-estimated by medians
-        dp = (((flat - pp) / sig) ** 2).sum(1)
-        dq = (((flat - qq) / sig) ** 2).sum(1)
+    z = flat / sig
+    dq = (((z[None] - (qq / sig)[:, None]) ** 2).sum(-1)).min(0)
+    for _ in range(3):  # nearest prototype; the patch prototype re-estimated by its median
+        dp = ((z - pp / sig) ** 2).sum(1)
         mask = (dp < dq).reshape(h, w)
         mask = _component_at_centre(mask)
         if mask.sum() < 16 or (~mask).sum() < 16:
             break
-        pp, qq = np.median(feat[mask], 0), np.median(feat[~mask], 0)
+        pp = np.median(feat[mask], 0)
     share = mask.mean()
     if mask.any():
         sig = np.maximum(1.4826 * np.median(np.abs(feat[mask] - pp), 0), 0.02)
-    separation = np.sqrt((((pp - qq) / sig) ** 2).sum())
+    separation = np.sqrt((((qq - pp) / sig) ** 2).sum(1)).min()
     if not 0.01 <= share <= 0.9 or separation < 3:
         why = f"no patch found (share {share:.2f}, separation {separation:.1f})"
         mask = np.zeros((h, w), bool)
@@ -205,7 +218,9 @@ def _reference(lightness: np.ndarray, chroma: np.ndarray) -> np.ndarray:
     if gap < 8:  # smooth shading, not two modes
         return everything
     sat = chroma / np.maximum(lightness, 1)
-    return ~hi if np.median(sat[hi]) < 0.75 * np.median(sat[~hi]) else hi
+    # A highlight covering most of the patch is more likely the patch itself.
+    sheen = hi.mean() <= 0.5 and np.median(sat[hi]) < 0.75 * np.median(sat[~hi])
+    return ~hi if sheen else hi
 
 
 def _bad_pixels(small: np.ndarray, lab: np.ndarray, mask: np.ndarray, p: CropParams
@@ -263,19 +278,27 @@ def _best_window(bad: np.ndarray, mask: np.ndarray, max_bad: float
     cy, cx = (h - 1) / 2, (w - 1) / 2
     ylo, yhi, xlo, xhi = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     s_max = max(4, min(yhi - ylo, xhi - xlo))
-    sides = np.unique(np.geomspace(s_max, max(4, s_max // 6), 24).astype(int))[::-1]
-    best = None
-    for s in sides:
+    sides = np.unique(np.geomspace(max(4, s_max // 6), s_max, 24).astype(int))
+
+    def at(s: int) -> tuple[tuple[int, int, int], float]:
         counts = ii[s:, s:] - ii[:-s, s:] - ii[s:, :-s] + ii[:-s, :-s]
-        frac = counts / (s * s)
-        lo = frac.min()
-        gy, gx = np.nonzero(frac <= lo + 1e-9)
+        lo = int(counts.min())
+        gy, gx = np.nonzero(counts == lo)
         j = np.argmin((gy + s / 2 - cy) ** 2 + (gx + s / 2 - cx) ** 2)
-        cand = ((int(gx[j]), int(gy[j]), int(s)), float(lo))
-        if best is None or lo < best[1]:
-            best = cand
-        if lo <= max_bad:
-            return cand
+        return (int(gx[j]), int(gy[j]), int(s)), lo / (s * s)
+
+    # Clean enough is (nearly) monotone in the side: binary search for the largest one.
+    best = at(int(sides[0]))
+    if best[1] > max_bad:
+        return best
+    lo, hi = 0, len(sides) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        cand = at(int(sides[mid]))
+        if cand[1] <= max_bad:
+            lo, best = mid, cand
+        else:
+            hi = mid - 1
     return best
 
 

@@ -91,7 +91,9 @@ def prepare(card: Card, size: int = 128, cache_dir: str | Path | None = None,
     if len(rejects):
         path = cache.rejects_path(folder, size)
         if not path.exists():
-            rejects.to_csv(path, index=False)
+            tmp = path.with_name(path.name + ".tmp")
+            rejects.to_csv(tmp, index=False)
+            tmp.replace(path)
         info.update(rejects_file=str(path))
         if not skip_bad:
             raise manifest.bad_rows_error(rejects, str(card.manifest), path)
@@ -152,7 +154,6 @@ def _run(tasks: list, workers: int | None, progress: bool):
     bar = tqdm(total=len(tasks), desc="prepare", unit="img", file=sys.stderr,
                disable=not progress or not tasks, mininterval=0.5)
     if workers == 1 or len(tasks) < 64:
-        images.init_worker()
         for t in tasks:
             yield images.process(t)
             bar.update()
@@ -170,8 +171,9 @@ def _run(tasks: list, workers: int | None, progress: bool):
 def _frame_out(frame: pd.DataFrame, results: dict[int, dict], keep: np.ndarray) -> pd.DataFrame:
     """The kept manifest rows with merged metadata, its sources and where each crop was cut."""
     rows = []
+    records = frame.to_dict("records")
     for i in np.flatnonzero(keep):
-        row = frame.iloc[i].to_dict()
+        row = records[i]
         r = results.get(int(i), {})
         values, source = exif.merge({f: row.get(f) for f in exif.FIELDS}, r.get("exif", {}))
         row.update(values)

@@ -157,16 +157,23 @@ def orphaned_placement_groups() -> list:
     return orphans
 
 
-def free_orphaned_placement_groups() -> int:
+def free_orphaned_placement_groups(wait_s: float = 0.0) -> int:
+    """Remove orphaned groups; with `wait_s`, keep looking that long for controllers that are
+    still shutting down (at the end of a sweep)."""
     from ray.util.placement_group import remove_placement_group
 
     freed = 0
-    for pg in orphaned_placement_groups():
-        try:
-            remove_placement_group(pg)
-            freed += 1
-        except Exception as e:  # noqa: BLE001 - already removed by Train's own cleaner
-            log.debug("could not remove placement group %s: %s", pg.id, e)
+    deadline = time.monotonic() + wait_s
+    while True:
+        for pg in orphaned_placement_groups():
+            try:
+                remove_placement_group(pg)
+                freed += 1
+            except Exception as e:  # noqa: BLE001 - already removed by Train's own cleaner
+                log.debug("could not remove placement group %s: %s", pg.id, e)
+        if time.monotonic() >= deadline or not _train_groups_alive():
+            break
+        time.sleep(0.5)
     if freed:
         log.info("freed %d placement group(s) left by stopped trials", freed)
     return freed
@@ -185,3 +192,11 @@ class PlacementGroupJanitor(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         free_orphaned_placement_groups()
+
+
+def _train_groups_alive() -> bool:
+    """Any placement group besides Tune's (which are gone once the sweep ends) still held?"""
+    from ray.util import placement_group_table
+
+    return any(pg["state"] in ("CREATED", "PENDING", "RESCHEDULING")
+               for pg in placement_group_table().values())

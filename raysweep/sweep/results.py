@@ -60,7 +60,8 @@ def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
         config = r.config or {}
         history = r.metrics_dataframe
         metrics = r.metrics or {}
-        trial_id = metrics.get("trial_id") or Path(r.path).name.removeprefix("trial_")
+        # The folder name is set by us (trial_<id>); metrics can be empty for failed trials.
+        trial_id = Path(r.path).name.removeprefix("trial_") if r.path else metrics.get("trial_id")
         row: dict[str, Any] = {"trial_id": trial_id,
                                "status": "FAILED" if r.error else "FINISHED"}
         if history is not None and metric in history and history[metric].notna().any():

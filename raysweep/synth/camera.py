@@ -48,15 +48,24 @@ class CameraSpec:
 CAMERAS: dict[str, CameraSpec] = {
     c.id: c
     for c in (
-        CameraSpec("nikon_d5100", "Nikon 5100 (NPL)", "NIKON CORPORATION", "NIKON D5100",
-                   1.8, 25, 1.18, 3.0, 1.12, 4.0, 0.22, 0.25, 0.35, 0.30, 0.030, 30000, 0.0003, 0.25,
-                   (72, 95)),
-        CameraSpec("sigma_sd_merrill", "Sigma SDMerill (NPL)", "SIGMA", "SIGMA SD1 Merrill",
-                   2.0, 32, 1.28, -4.0, 1.02, 3.0, 0.30, 0.0, 0.50, 0.18, 0.040, 20000, 0.0005, 0.30,
-                   (70, 90)),
-        CameraSpec("canon_eos_5d_mark_ii", "rawtoaces:" + "/".join(CANON_CSV), "Canon",
-                   "Canon EOS 5D Mark II", 2.2, 50, 1.06, 5.0, 1.22, 5.0, 0.12, 0.35, 0.22, 0.40,
-                   0.025, 40000, 0.0002, 0.18, (75, 95)),
+        CameraSpec(
+            id="nikon_d5100", sensitivities="Nikon 5100 (NPL)", make="NIKON CORPORATION",
+            model="NIKON D5100", f_number=1.8, base_iso=25, saturation=1.18, hue_deg=3.0,
+            brightness=1.08, shoulder=4.0, contrast=0.22, ae_offset_ev=0.15, awb_greyworld=0.35,
+            awb_keep_warm=0.12, awb_sigma=0.030, full_well=30000, read_noise=0.0003,
+            vignetting=0.25, jpeg_quality=(72, 95)),
+        CameraSpec(
+            id="sigma_sd_merrill", sensitivities="Sigma SDMerill (NPL)", make="SIGMA",
+            model="SIGMA SD1 Merrill", f_number=2.0, base_iso=32, saturation=1.28, hue_deg=-4.0,
+            brightness=1.02, shoulder=3.0, contrast=0.30, ae_offset_ev=0.0, awb_greyworld=0.50,
+            awb_keep_warm=0.18, awb_sigma=0.040, full_well=20000, read_noise=0.0005,
+            vignetting=0.30, jpeg_quality=(70, 90)),
+        CameraSpec(
+            id="canon_eos_5d_mark_ii", sensitivities="rawtoaces:" + "/".join(CANON_CSV),
+            make="Canon", model="Canon EOS 5D Mark II", f_number=2.2, base_iso=50,
+            saturation=1.06, hue_deg=5.0, brightness=1.12, shoulder=5.0, contrast=0.12,
+            ae_offset_ev=0.2, awb_greyworld=0.22, awb_keep_warm=0.18, awb_sigma=0.025,
+            full_well=40000, read_noise=0.0002, vignetting=0.18, jpeg_quality=(75, 95)),
     )
 }
 

@@ -28,34 +28,40 @@ from .spectral import reflectance_to_xyz, xyz_to_lab
 @lru_cache(maxsize=2)
 def _training_skin(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Skin reflectances from the prior (a stream disjoint from the dataset's tones) and their XYZ."""
-    refl = reflectance(sample_params(400, np.random.default_rng([seed, 999])))
+    refl = reflectance(sample_params(1500, np.random.default_rng([seed, 999])))
     return refl, reflectance_to_xyz(refl)
 
 
 def _features(rgb: np.ndarray) -> np.ndarray:
-    """Root-polynomial terms (degree 2): exposure-invariant, robust for smooth spectra."""
+    """Root-polynomial terms of degree 3 (Finlayson 2015): exposure-invariant, and enough to
+    follow the curved skin manifold from camera RGB to XYZ."""
     r, g, b = (np.maximum(rgb[..., i], 1e-9) for i in range(3))
-    return np.stack([r, g, b, np.sqrt(r * g), np.sqrt(g * b), np.sqrt(r * b)], -1)
+    return np.stack([r, g, b, np.sqrt(r * g), np.sqrt(g * b), np.sqrt(r * b),
+                     np.cbrt(r * g * g), np.cbrt(r * r * g), np.cbrt(g * b * b),
+                     np.cbrt(g * g * b), np.cbrt(r * b * b), np.cbrt(r * r * b),
+                     np.cbrt(r * g * b)], -1)
 
 
-def _camera_clean(ctx: Context, p, img: np.ndarray) -> np.ndarray:
-    """Undo the pipeline: 8-bit sRGB -> the clean raw image at unit exposure (S, S, 3)."""
+def _camera_clean(ctx: Context, p, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Undo the pipeline: 8-bit sRGB -> the clean raw image at unit exposure (S, S, 3), and a
+    mask of pixels that were clipped after white balance (invisible in the output colours)."""
     cam = ctx.cameras[p.spec.camera_id]
     lin = cam.untone(img)
     raw_wb = lin @ (np.linalg.inv(cam.matrix).T * K_HEAD)
-    return raw_wb / p.gains / (K_HEAD * 2**p.exposure.error_ev)
+    clipped = raw_wb.max(-1) > 0.97 * min(p.gains.min(), 1.0)
+    return raw_wb / p.gains / (K_HEAD * 2**p.exposure.error_ev), clipped
 
 
 def oracle_lab(ctx: Context, set_idx: int, tone_idx: int, img: np.ndarray) -> np.ndarray:
     p = plan(ctx, set_idx, tone_idx)
     f, resp = p.fields, ctx.responses[set_idx]
-    clean = _camera_clean(ctx, p, img)
+    clean, clipped = _camera_clean(ctx, p, img)
     import cv2
 
     core = cv2.erode((f.mask > 0.999).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
     if f.specular is not None:
         core &= f.specular < 2e-3
-    core &= (img.min(-1) > 2 / 255) & (img.max(-1) < 250 / 255)  # clipped pixels carry nothing
+    core &= (img.min(-1) > 2 / 255) & (img.max(-1) < 250 / 255) & ~clipped  # clipped: no signal
     if core.sum() < 20:
         core = f.mask > 0.999
     second = f.second if f.second is not None else np.zeros_like(f.primary)

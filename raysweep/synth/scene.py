@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 
 from .light import Light, draw_lux, draw_session_light, make_light
-from .spectral import WAVELENGTHS, reflectance_to_lab, sd_on_grid
+from .spectral import WAVELENGTHS, reflectance_to_lab, reflectance_to_xyz, sd_on_grid
 
 BACKGROUNDS = ("grey_card", "neutral_paper", "coloured")
 _CHROMATIC = 18  # the first 18 ColorChecker patches are chromatic
@@ -55,7 +55,8 @@ def _background(kind: str, rng: np.random.Generator) -> tuple[str, np.ndarray]:
     i, j = rng.choice(_CHROMATIC, 2, replace=False)
     mix = rng.uniform(0.0, 0.4)
     refl = (1 - mix) * sd_on_grid(patches[i][1]) + mix * sd_on_grid(patches[j][1])
-    refl = np.clip(refl * rng.uniform(0.7, 1.4), 0.01, 0.95)
+    y = float(reflectance_to_xyz(refl)[1])  # surfaces from dark cloth to pale paint
+    refl = np.clip(refl * np.exp(rng.uniform(np.log(0.06), np.log(0.6))) / y, 0.01, 0.95)
     return f"colorchecker {patches[i][0]} + {mix:.2f} {patches[j][0]}", refl
 
 
@@ -122,7 +123,10 @@ def draw_photo(seed: int, set_id: int, tone_id: int, size: int, jpeg_range: tupl
     su, sv = rng.uniform(-0.3, 0.3) * w, rng.uniform(-0.3, 0.3) * h
     t = np.radians(angle)
     spec_on = rng.random() < 0.5
-    bias = 0.0 if rng.random() < 0.7 else float(rng.choice([k for k in range(-6, 7) if k])) / 3
+    # Most photos at 0 EV; when users dial compensation in, small steps are the common ones.
+    steps = np.array([k for k in range(-6, 7) if k])
+    p_steps = 1.0 / np.abs(steps)
+    bias = 0.0 if rng.random() < 0.75 else float(rng.choice(steps, p=p_steps / p_steps.sum())) / 3
     return Photo(
         cx=float(cx), cy=float(cy), w=float(w), h=float(h), angle_deg=float(angle),
         shading=float(rng.uniform(0.0, 0.3)), shading_dir=float(rng.uniform(0, 2 * np.pi)),

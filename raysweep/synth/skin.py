@@ -37,9 +37,9 @@ RANGES = {
     "melanin": (0.004, 0.26),  # epidermal melanosome volume fraction
     "eumelanin_share": (0.45, 0.95),  # eumelanin / (eu + pheo)
     "blood": (0.003, 0.08),  # dermal blood volume fraction
-    "oxygenation": (0.55, 0.92),
-    "epidermis_mm": (0.06, 0.12),
-    "carotene": (0.0, 2.5),  # relative beta-carotene load in the epidermis
+    "oxygenation": (0.65, 0.85),
+    "epidermis_mm": (0.08, 0.09),
+    "carotene": (0.4, 1.4),  # relative beta-carotene load in the epidermis
 }
 PARAM_NAMES = tuple(RANGES)
 # Acceptance box in D65 Lab: what real skin (and real skin-tone swatches) looks like.

@@ -1,0 +1,68 @@
+"""The data a sweep trains on: which dataset, and one prepared copy per (crop, size) variant."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from raysweep.data.prepared import Prepared
+from raysweep.errors import UserError
+from raysweep.sweep import spaces
+from raysweep.sweep.trainable import variant_key
+
+
+def load_data(data: str | Path | Prepared | None, variants: list[tuple[str, int]],
+              base: dict[str, Any]) -> dict[str, Prepared]:
+    """One Prepared per (crop, image_size) the trials can ask for; all share one split."""
+    if isinstance(data, Prepared):
+        have = variant_key(data.info.get("crop") or "", data.info.get("size") or 0)
+        if data.images is None:  # tabular: the crop and size choices do not matter
+            return {variant_key(c, s): data for c, s in variants}
+        missing = [variant_key(c, s) for c, s in variants if variant_key(c, s) != have]
+        if missing:
+            raise UserError(f"the given dataset is prepared as {have}, but the space asks for "
+                            f"{missing}", fix="fix crop and image_size with --set")
+        return {have: data}
+    from raysweep.data.prepare import load_prepared
+
+    if data is None:
+        data = default_dataset()
+    split = {k: base[k] for k in spaces.SPLIT_KEYS if k in base}
+    out = {}
+    from tqdm import tqdm
+
+    for crop, size in tqdm(variants, desc="preparing data", unit="variant", disable=len(variants) < 2):
+        out[variant_key(crop, size)] = load_prepared(data, crop=crop, size=size, **split)
+    return out
+
+
+def default_dataset() -> Path:
+    from raysweep.synth import ensure_default_dataset
+
+    return ensure_default_dataset()
+
+
+def smoke_dataset() -> Path:
+    """A small synthetic dataset (3 sets x 20 tones at 64 px), generated once and cached: a
+    smoke test checks the plumbing and must not wait for the full 2,070 photos."""
+    from raysweep.synth.context import GeneratorConfig
+    from raysweep.synth.generate import CARD, generate
+
+    out = Path(os.environ.get("RAYSWEEP_CACHE", "~/.cache/raysweep")).expanduser() / "smoke-synth"
+    if not (out / CARD).exists():
+        try:
+            generate(out, GeneratorConfig(sets=3, tones=20, size=64), progress=False)
+        except UserError:
+            if not (out / CARD).exists():  # not a concurrent run that got there first
+                raise
+    return out / CARD
+
+
+def describe_data(data: str | Path | Prepared | None) -> str:
+    """How the parent run and --resume name the dataset (eval_winners reads it back)."""
+    if data is None:
+        return "synthetic default"
+    if isinstance(data, Prepared):
+        return "<in-memory>"
+    return data if "://" in str(data) else str(Path(data).expanduser().resolve())
