@@ -232,7 +232,10 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
     work = Path(tempfile.mkdtemp(prefix="raysweep-eval-"))
     try:
         leaders, loaded, eval_data = [], {}, None
-        for row in picked.itertuples():
+        from tqdm import tqdm
+
+        for row in tqdm(list(picked.itertuples()), desc="leaders", unit="run", file=sys.stderr,
+                        disable=len(picked) < 2):
             try:
                 ckpt_dir = fetch_checkpoint(row.run_id, uri, work / row.run_id)
             except Exception as e:  # noqa: BLE001 - one missing artifact should not end it

@@ -50,6 +50,7 @@ class SweepResult:
     metric: str
     searched: list[str]  # the parameters the space searches
     complete: bool = True  # False: interrupted, continue with --resume
+    tracking_s: float = 0.0  # driver time spent logging trials to MLflow
 
 
 def storage_root(storage: str | None) -> str:
@@ -175,7 +176,7 @@ def run_search(space: str, data: str | Path | Prepared | None = None, num_sample
         # An interrupted sweep (Ctrl-C, a lost driver) stays open for --resume.
         status = "KILLED" if interrupted else "FINISHED"
         return SweepResult(name, path, parent, table, tracker.uri, metric, sorted(checked.names),
-                           complete=not interrupted)
+                           complete=not interrupted, tracking_s=tracker.seconds)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -241,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"all in {out.path}/results.csv")
     print(f"MLflow parent run: {out.parent_run_id}  (tracking: {out.tracking_uri}; "
           f"`mlflow ui --backend-store-uri {out.tracking_uri}`)")
+    if not out.complete:
+        print(f"The sweep was interrupted; continue it with: python -m raysweep.search --space "
+              f"{args.space} --resume --name {out.name}"
+              + (f" --storage {args.storage}" if args.storage else ""))
+        return 130
     if args.eval_winners:
         return _eval_winners(out)
     return 0

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,15 +41,20 @@ def test_job_submit_smoke_test(tmp_path):
              f"--temp-dir={temp}", "--include-dashboard=true", "--disable-usage-stats"]
     try:
         subprocess.run(start, env=env, check=True, capture_output=True, text=True, timeout=180)
-        job = subprocess.run(
+        submit = (
             [ray_cli(), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
              "--working-dir", ".",
              "--runtime-env-json", json.dumps({"env_vars": {
                  "MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"], "PYTHONPATH": "."}}),
              "--", sys.executable, "-m", "raysweep.search", "--space", "quickstart",
-             "--smoke-test", "--storage", str(tmp_path / "runs"), "--name", "job-smoke"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-        out = job.stdout + job.stderr
+             "--smoke-test", "--storage", str(tmp_path / "runs"), "--name", "job-smoke"])
+        for _ in range(12):  # the head's job agent comes up a little after `ray start` returns
+            job = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True,
+                                 timeout=900)
+            out = job.stdout + job.stderr
+            if "No available agent" not in out:
+                break
+            time.sleep(5)
         assert job.returncode == 0, out[-4000:]
         assert "MLflow parent run:" in out and "2 trials" in out, out[-4000:]
         assert (tmp_path / "runs" / "job-smoke" / "results.csv").exists()
@@ -68,7 +74,6 @@ def stop_head(temp: Path) -> None:
     """`ray stop`, but only for the head this test started: `ray stop` itself would end every
     Ray on the machine, other people's too. Our processes all name our temp dir."""
     import signal
-    import time
 
     def ours() -> list[int]:
         pids = []

@@ -14,6 +14,7 @@ Decisions on odd files (each a test in tests/test_data_bad_input.py):
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,9 @@ def decode(path: Path, min_side: int = 0) -> tuple[np.ndarray, dict, list[str], 
 def process(task: tuple[int, str, cropping.CropParams]) -> dict[str, Any]:
     """Decode, analyse and cut one photo. Never raises for a bad photo: returns its reason."""
     i, path, params = task
-    out: dict[str, Any] = {"i": i, "error": None, "warnings": [], "exif": {}, "exif_notes": []}
+    t0 = time.process_time()
+    out: dict[str, Any] = {"i": i, "error": None, "warnings": [], "exif": {}, "exif_notes": [],
+                           "cpu_s": 0.0}
     try:
         rgb, out["exif"], out["exif_notes"], out["warnings"] = decode(Path(path), params.size)
         a = cropping.analyse(rgb, params)
@@ -84,7 +87,8 @@ def process(task: tuple[int, str, cropping.CropParams]) -> dict[str, Any]:
         return out
     out.update(crops=cropping.cut(rgb, a.boxes, params.size), boxes=a.boxes,
                patch_box=a.patch_box, status=a.status, bad_fraction=a.bad_fraction,
-               mean_lab=a.mean_lab, height=rgb.shape[0], width=rgb.shape[1])
+               mean_lab=a.mean_lab, height=rgb.shape[0], width=rgb.shape[1],
+               cpu_s=time.process_time() - t0)
     return out
 
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,8 @@ def load_prepared(source: str | Path, crop: str = "adaptive_bg", size: int = 64,
               "seed": seed, "content_hash": info["content_hash"], "card": str(card.path)}
     split_file, split_id = splits.write(arrays["sample_id"], split, split_dir, header)
     imgs = None if info["tabular"] else cache.load_variant(folder, crop, size)
+    if "split" in frame and split_by != "column":  # keep the manifest's own column visible
+        frame = frame.rename(columns={"split": "manifest_split"})
     frame = frame.assign(split=split)
     info = {**info, "split_file": str(split_file), "split_id": split_id,
             "crop": None if info["tabular"] else crop, "size": size, "split_by": split_by}
@@ -123,6 +125,7 @@ def _build(card: Card, frame: pd.DataFrame, bad: dict[int, list[str]], folder: P
                 writers[v].array[r["i"]] = r["crops"][v]
             r.pop("crops")
             results[r["i"]] = r
+        worker_cpu = sum(r["cpu_s"] for r in results.values())
         keep = np.array([i not in bad for i in range(n)], bool)
         for w in writers.values():
             w.commit(keep)
@@ -144,6 +147,7 @@ def _build(card: Card, frame: pd.DataFrame, bad: dict[int, list[str]], folder: P
     info = {"card": str(card.path), "size": params.size, "tabular": tabular, "n_rows": int(n),
             "n_kept": int(keep.sum()), "n_rejected": len(rejects), "meta_names": list(META_NAMES),
             "prep_version": cache.PREP_VERSION, "prepare_s": round(time.perf_counter() - t0, 2),
+            "worker_cpu_s": round(worker_cpu, 2),
             "params": vars(params)}
     return arrays, out, rejects, info
 
@@ -158,9 +162,12 @@ def _run(tasks: list, workers: int | None, progress: bool):
             yield images.process(t)
             bar.update()
     else:
-        # forkserver: a clean child even when the caller has Ray or torch threads running.
-        with ProcessPoolExecutor(workers, mp_context=get_context("forkserver"),
-                                 initializer=images.init_worker) as pool:
+        # fork: starts in milliseconds and never re-imports the caller's __main__ (spawn and
+        # forkserver do, which breaks `python - < script` and unguarded scripts). The children
+        # run only NumPy, OpenCV and Pillow, never torch or Ray, so the threads those may hold
+        # in the parent do not matter here.
+        ctx = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=images.init_worker) as pool:
             chunk = max(1, min(32, len(tasks) // (8 * workers)))
             for r in pool.map(images.process, tasks, chunksize=chunk):
                 yield r

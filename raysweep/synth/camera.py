@@ -2,7 +2,7 @@
 
 Each camera pairs a real sensor's spectral sensitivities (colour-science ships the Nikon D5100 and
 Sigma SD1 Merrill NPL measurements and the Canon EOS 5D Mark II curves from rawtoaces) with the
-habits of a phone-style processing engine: its own colour matrix (fitted under D65, then given a
+habits of a phone-style processing engine (12 MP, phone-sized pixels): its own colour matrix (fitted under D65, then given a
 saturation boost and a hue twist, as vendors do for 'pleasing' colour), tone curve, noise,
 auto-exposure offset and auto-white-balance habits. These differences are what camera metadata
 can teach a model.
@@ -39,8 +39,9 @@ class CameraSpec:
     awb_greyworld: float  # how much the AWB estimate is pulled toward the frame's grey world
     awb_keep_warm: float  # share of a warm/cool cast the AWB deliberately keeps
     awb_sigma: float  # random AWB error (log gain std)
-    full_well: float  # photo-electrons at raw = 1 and base ISO, after multi-frame merging
-    read_noise: float  # read noise at base ISO, raw units (input-referred: grows with gain)
+    full_well: float  # photo-electrons per sensor pixel at raw = 1 and base ISO
+    read_noise: float  # read noise per sensor pixel, electrons (input-referred)
+    sensor_mp: float  # sensor megapixels: an output pixel averages many sensor pixels
     vignetting: float  # residual corner fall-off after lens correction
     jpeg_quality: tuple[int, int] = (70, 95)
 
@@ -52,20 +53,20 @@ CAMERAS: dict[str, CameraSpec] = {
             id="nikon_d5100", sensitivities="Nikon 5100 (NPL)", make="NIKON CORPORATION",
             model="NIKON D5100", f_number=1.8, base_iso=25, saturation=1.18, hue_deg=3.0,
             brightness=1.08, shoulder=4.0, contrast=0.22, ae_offset_ev=0.15, awb_greyworld=0.35,
-            awb_keep_warm=0.12, awb_sigma=0.030, full_well=30000, read_noise=0.0003,
+            awb_keep_warm=0.12, awb_sigma=0.030, full_well=6000, read_noise=2.0, sensor_mp=12,
             vignetting=0.25, jpeg_quality=(72, 95)),
         CameraSpec(
             id="sigma_sd_merrill", sensitivities="Sigma SDMerill (NPL)", make="SIGMA",
-            model="SIGMA SD1 Merrill", f_number=2.0, base_iso=32, saturation=1.28, hue_deg=-4.0,
-            brightness=1.02, shoulder=3.0, contrast=0.30, ae_offset_ev=0.0, awb_greyworld=0.50,
-            awb_keep_warm=0.18, awb_sigma=0.040, full_well=20000, read_noise=0.0005,
+            model="SIGMA SD1 Merrill", f_number=2.0, base_iso=32, saturation=1.15, hue_deg=-4.0,
+            brightness=1.02, shoulder=3.0, contrast=0.30, ae_offset_ev=0.0, awb_greyworld=0.30,
+            awb_keep_warm=0.18, awb_sigma=0.040, full_well=4500, read_noise=2.5, sensor_mp=12,
             vignetting=0.30, jpeg_quality=(70, 90)),
         CameraSpec(
             id="canon_eos_5d_mark_ii", sensitivities="rawtoaces:" + "/".join(CANON_CSV),
             make="Canon", model="Canon EOS 5D Mark II", f_number=2.2, base_iso=50,
             saturation=1.06, hue_deg=5.0, brightness=1.12, shoulder=5.0, contrast=0.12,
             ae_offset_ev=0.2, awb_greyworld=0.22, awb_keep_warm=0.18, awb_sigma=0.025,
-            full_well=40000, read_noise=0.0002, vignetting=0.18, jpeg_quality=(75, 95)),
+            full_well=7000, read_noise=1.8, sensor_mp=12, vignetting=0.18, jpeg_quality=(75, 95)),
     )
 }
 

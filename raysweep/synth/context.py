@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import UserError
 from . import camera as camera_mod
-from .light import daylight
+from .light import daylight, nominal_light
 from .scene import SetSpec, draw_set
 from .skin import PARAM_NAMES, Tones, make_tones
 
@@ -54,6 +54,7 @@ class SetResponses:
     bg: list[np.ndarray]  # per light: (3,)
     white: list[np.ndarray]  # per light: (3,) raw RGB of a perfect white
     lights: list[np.ndarray]  # per light: spectrum (N_BANDS,)
+    preset_white: np.ndarray | None  # raw RGB of a white under the manual WB preset
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Context:
     cameras: dict
     responses: list[SetResponses]
     meter_weights: np.ndarray
-    daylight_white: dict  # camera id -> raw RGB of a white under D55 (the manual WB preset)
+    daylight_white: dict  # camera id -> raw RGB of a white under D55 (the AWB's neutral point)
 
     @property
     def seed(self) -> int:
@@ -87,12 +88,14 @@ def build_context(cfg: GeneratorConfig) -> Context:
     responses = []
     for s in sets:
         cam = cams[s.camera_id]
+        preset = None if s.white_balance == "auto" else nominal_light(s.wb_preset_cct)
         lights = [s.light.spectrum] + ([s.second.spectrum] if s.second is not None else [])
         responses.append(SetResponses(
             skin=[cam.response(li, tones.reflectance).astype(np.float32) for li in lights],
             bg=[cam.response(li, s.background).astype(np.float32) for li in lights],
             white=[cam.response(li, np.ones_like(li)).astype(np.float32) for li in lights],
             lights=lights,
+            preset_white=None if preset is None else cam.response(preset, np.ones_like(preset)),
         ))
     return Context(cfg, tones, sets, cams, responses, _meter_weights(cfg.size),
                    {c: cams[c].response(d55, np.ones_like(d55)) for c in ids})

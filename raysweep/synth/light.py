@@ -53,6 +53,12 @@ def named(name: str) -> np.ndarray:
     return sd_on_grid(colour.SDS_LIGHT_SOURCES[name])
 
 
+def nominal_light(cct: float) -> np.ndarray:
+    """The textbook light of a CCT (what a camera's white-balance preset assumes)."""
+    spectrum = planck(cct) if cct < 4000 else daylight(cct)
+    return spectrum / luminance(spectrum)
+
+
 def _tint_filter(tint: float) -> np.ndarray:
     # A smooth green (+) / magenta (-) bump: what a green-cast fluorescent tube or a magenta
     # correction gel does to an otherwise Planckian source.

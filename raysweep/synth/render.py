@@ -57,13 +57,18 @@ def _meter_weights(size: int) -> np.ndarray:
     return (w / w.sum()).astype(np.float32)
 
 
-def auto_exposure(cam, lux: float, meter_refl: float, photo: Photo) -> Exposure:
+def auto_exposure(cam, lux: float, meter_refl: float, photo: Photo, headroom_ev: float) -> Exposure:
     """Program AE: base ISO until the shutter would drop below 1/30 s, then ISO up to 2000,
-    then the shutter down to 1/13 s; all settings on the 1/3-stop grid."""
+    then the shutter down to 1/13 s; all settings on the 1/3-stop grid. Like a phone, it gives
+    up to 1.5 EV of the metered exposure to keep the frame's highlights (`headroom_ev` above
+    correct exposure) from clipping."""
     s = cam.spec
     av = 2 * np.log2(s.f_number)
     bv = float(np.log2(lux * meter_refl / np.pi / FOOT_LAMBERT) + photo.meter_noise_ev)
+    correct = 3.125 * FOOT_LAMBERT * np.pi / (lux * 0.18)  # t*ISO/N^2 that renders 18% as 18%
     need = bv - photo.exposure_bias_ev - s.ae_offset_ev  # = Av + Tv - Sv at the target
+    metered_err = np.log2(3.125 * 2.0**-need / correct)
+    need += float(np.clip(metered_err - headroom_ev, 0.0, 1.5))
     sv = np.log2(s.base_iso / 3.125)
     tv = need + sv - av
     if tv < TV_HAND:
@@ -73,7 +78,6 @@ def auto_exposure(cam, lux: float, meter_refl: float, photo: Photo) -> Exposure:
     tv = need + np.log2(iso / 3.125) - av
     tv_q = float(np.clip(np.round(3 * tv) / 3, TV_MIN, TV_MAX))
     t = 1.0 / round(2**tv_q)
-    correct = 3.125 * FOOT_LAMBERT * np.pi / (lux * 0.18)  # t*ISO/N^2 that renders 18% as 18%
     err = float(np.log2(t * iso / s.f_number**2 / correct))
     return Exposure(iso=iso, exposure_time_s=t, f_number=s.f_number, bias_ev=photo.exposure_bias_ev,
                     bv_metered=bv, brightness_ev=round(bv + photo.bv_noise_ev, 2), error_ev=err,
@@ -85,14 +89,13 @@ def _log_chroma(rgb: np.ndarray) -> np.ndarray:
 
 
 def white_balance(cam, spec, clean: np.ndarray, white: np.ndarray, photo: Photo,
-                  daylight_white: np.ndarray) -> np.ndarray:
+                  daylight_white: np.ndarray, preset_white: np.ndarray | None) -> np.ndarray:
     """AWB estimate of the light in log(R/G), log(B/G): the truth pulled toward the frame's grey
     world (a coloured background drags it), partly kept warm/cool toward the camera's daylight
-    neutral (a deliberate 'mood' habit), plus random error. A manual daylight preset ignores
-    the scene."""
+    neutral (a deliberate 'mood' habit), plus random error. A manual preset ignores the scene."""
     ref = _log_chroma(daylight_white)
-    if spec.white_balance == "daylight":
-        est = ref
+    if preset_white is not None:
+        est = _log_chroma(preset_white)
     else:
         truth = _log_chroma(white)
         gw = _log_chroma(clean.reshape(-1, 3).mean(0))
@@ -121,9 +124,13 @@ def plan(ctx, set_idx: int, tone_idx: int) -> Plan:
     c = size // 2
     share = 0.0 if f.second is None else float(f.second[c, c] / (f.second[c, c] + f.primary[c, c]))
     white = (1 - share) * resp.white[0] + (share * resp.white[1] if f.second is not None else 0)
+    gains = white_balance(cam, spec, clean, white, photo, ctx.daylight_white[spec.camera_id],
+                          resp.preset_white)
     meter = float((clean[..., 1] * ctx.meter_weights).sum())
-    exposure = auto_exposure(cam, spec.lux * photo.lux_jitter, meter, photo)
-    gains = white_balance(cam, spec, clean, white, photo, ctx.daylight_white[spec.camera_id])
+    # Highlight protection: the brightest 1% of the frame (after white balance) may not clip.
+    peak = float(np.percentile((clean * gains.astype(np.float32)).max(-1), 99))
+    headroom = float(np.log2(0.95 * min(gains.min(), 1.0) / (K_HEAD * peak)))
+    exposure = auto_exposure(cam, spec.lux * photo.lux_jitter, meter, photo, headroom)
     ideal = np.array([white[1] / white[0], 1.0, white[1] / white[2]])
     return Plan(spec, photo, f, clean, exposure, gains, ideal, share)
 
@@ -134,13 +141,16 @@ def develop(cam, p: Plan) -> np.ndarray:
 
     s = cam.spec
     raw = p.clean * np.float32(K_HEAD * 2**p.exposure.error_ev)
+    # Poisson-Gaussian noise of one sensor pixel, averaged over the sensor pixels that make one
+    # output pixel (a 256 px photo of a 12 MP sensor bins ~180 of them).
     gain = p.exposure.iso / s.base_iso
-    var = raw * np.float32(gain / s.full_well) + np.float32((s.read_noise * gain) ** 2 + 2.4e-4**2)
+    binned = s.sensor_mp * 1e6 / raw.shape[0] / raw.shape[1]
+    electrons = s.full_well / gain  # at raw = 1
+    var = (raw / electrons + np.float32((s.read_noise / electrons) ** 2)) / np.float32(binned)
     rng = np.random.default_rng(p.photo.noise_seed)
-    raw = raw + np.sqrt(var) * rng.standard_normal(raw.shape, dtype=np.float32)
-    if gain > 2:  # in-camera noise reduction, stronger at high ISO (mean-preserving)
-        sigma = 0.3 + 0.3 * np.log2(gain)
-        raw = cv2.GaussianBlur(raw, (0, 0), sigmaX=sigma)
+    raw = raw + np.sqrt(var + np.float32(2e-4**2)) * rng.standard_normal(raw.shape, dtype=np.float32)
+    if gain > 4:  # in-camera noise reduction at high ISO (mean-preserving)
+        raw = cv2.GaussianBlur(raw, (0, 0), sigmaX=0.2 * np.log2(gain))
     raw = np.clip(raw, 0, 1) * p.gains.astype(np.float32)
     raw = np.minimum(raw, np.float32(min(p.gains.min(), 1.0)))  # saturated stays neutral
     lin = raw @ (cam.matrix.T / K_HEAD).astype(np.float32)

@@ -21,6 +21,8 @@ from .light import Light, draw_lux, draw_session_light, make_light
 from .spectral import WAVELENGTHS, reflectance_to_lab, reflectance_to_xyz, sd_on_grid
 
 BACKGROUNDS = ("grey_card", "neutral_paper", "coloured")
+WB_PRESETS = {"tungsten": 3200.0, "fluorescent": 4000.0, "daylight": 5500.0, "cloudy": 6500.0,
+              "shade": 7500.0}
 _CHROMATIC = 18  # the first 18 ColorChecker patches are chromatic
 
 
@@ -35,7 +37,8 @@ class SetSpec:
     background_type: str
     background_name: str
     background: np.ndarray  # reflectance (N_BANDS,)
-    white_balance: str  # "auto" or "daylight" (a manual preset)
+    white_balance: str  # "auto" or "manual:<preset>"
+    wb_preset_cct: float  # colour temperature of the manual preset (nan for auto)
 
     @property
     def background_lab(self) -> np.ndarray:
@@ -71,9 +74,14 @@ def draw_set(set_id: int, camera_id: str, seed: int) -> SetSpec:
     if rng.random() < 0.3:
         second = make_light(str(rng.choice(["daylight", "fluorescent", "led"])), rng)
         share = float(rng.uniform(0.15, 0.45))
-    wb = "daylight" if rng.random() < 0.15 else "auto"
+    wb, preset_cct = "auto", float("nan")
+    if rng.random() < 0.15:  # a manual preset: the user picks one near the scene, not always well
+        names, ccts = zip(*WB_PRESETS.items())
+        mired = np.abs(1e6 / np.array(ccts) - 1e6 / light.cct_k)
+        pick = int(np.argsort(mired)[rng.choice(2, p=[0.7, 0.3])])
+        wb, preset_cct = f"manual:{names[pick]}", float(ccts[pick])
     return SetSpec(set_id, camera_id, light, second, share, draw_lux(light, rng), kind, name,
-                   refl.astype(np.float64), wb)
+                   refl.astype(np.float64), wb, preset_cct)
 
 
 @dataclass
