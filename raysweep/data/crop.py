@@ -151,6 +151,7 @@ def _segment(feat: np.ndarray, p: CropParams) -> tuple[np.ndarray, str]:
     # from k-means on the border ring, so a surface of skin-like hue is not called "patch".
     ring_px = (feat[ring] / sig).astype(np.float32)
     k = min(3, len(ring_px))
+    cv2.setRNGSeed(0)  # k-means++ seeding: the same photo must give the same crop in any process
     _, _, qq = cv2.kmeans(ring_px, k, None, (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER,
                                              20, 1e-3), 2, cv2.KMEANS_PP_CENTERS)
     qq = qq.astype(np.float64) * sig

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def prepare(card: Card, size: int = 128, cache_dir: str | Path | None = None,
     if len(rejects):
         path = cache.rejects_path(folder, size)
         if not path.exists():
-            tmp = path.with_name(path.name + ".tmp")
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             rejects.to_csv(tmp, index=False)
             tmp.replace(path)
         info.update(rejects_file=str(path))
@@ -162,15 +163,24 @@ def _run(tasks: list, workers: int | None, progress: bool):
             yield images.process(t)
             bar.update()
     else:
-        # fork: starts in milliseconds and never re-imports the caller's __main__ (spawn and
-        # forkserver do, which breaks `python - < script` and unguarded scripts). The children
-        # run only NumPy, OpenCV and Pillow, never torch or Ray, so the threads those may hold
-        # in the parent do not matter here.
-        ctx = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=images.init_worker) as pool:
-            chunk = max(1, min(32, len(tasks) // (8 * workers)))
-            for r in pool.map(images.process, tasks, chunksize=chunk):
-                yield r
+        # forkserver (spawn where missing): fresh children. fork would be faster to start but
+        # deadlocks as soon as the parent has used OpenCV's thread pool.
+        ctx = get_context("forkserver" if "forkserver" in get_all_start_methods() else "spawn")
+        done = 0
+        try:
+            with ProcessPoolExecutor(workers, mp_context=ctx,
+                                     initializer=images.init_worker) as pool:
+                chunk = max(1, min(32, len(tasks) // (8 * workers)))
+                for r in pool.map(images.process, tasks, chunksize=chunk):
+                    yield r
+                    done += 1
+                    bar.update()
+        except BrokenProcessPool as e:
+            # e.g. the caller's __main__ cannot be re-imported (`python - < script`): slower,
+            # but the same result.
+            log.warning("worker processes failed (%s); continuing in this process", e)
+            for t in tasks[done:]:
+                yield images.process(t)
                 bar.update()
     bar.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,8 @@ def write(sample_id: np.ndarray, split: np.ndarray, directory: Path, header: dic
     if not path.exists():
         for target, text in ((path.with_suffix(".json"), json.dumps(side, indent=2)),
                              (path, table)):
-            tmp = target.with_name(target.name + ".tmp")
+            # a unique temp name: parallel trials may write the same split at the same time
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
             tmp.write_text(text)
             tmp.replace(target)
     return path, split_id

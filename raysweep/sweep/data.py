@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +45,9 @@ def default_dataset() -> Path:
 def smoke_dataset() -> Path:
     """A small synthetic dataset (3 sets x 20 tones at 64 px), generated once and cached: a
     smoke test checks the plumbing and must not wait for the full 2,070 photos."""
-    from raysweep.synth.context import GeneratorConfig
-    from raysweep.synth.generate import CARD, generate
+    from raysweep.synth import ensure_default_dataset
 
-    out = Path(os.environ.get("RAYSWEEP_CACHE", "~/.cache/raysweep")).expanduser() / "smoke-synth"
-    if not (out / CARD).exists():
-        try:
-            generate(out, GeneratorConfig(sets=3, tones=20, size=64), progress=False)
-        except UserError:
-            if not (out / CARD).exists():  # not a concurrent run that got there first
-                raise
-    return out / CARD
+    return ensure_default_dataset(sets=3, tones=20, size=64, progress=False)
 
 
 def describe_data(data: str | Path | Prepared | None) -> str:

@@ -52,14 +52,14 @@ CAMERAS: dict[str, CameraSpec] = {
         CameraSpec(
             id="nikon_d5100", sensitivities="Nikon 5100 (NPL)", make="NIKON CORPORATION",
             model="NIKON D5100", f_number=1.8, base_iso=25, saturation=1.18, hue_deg=3.0,
-            brightness=1.08, shoulder=4.0, contrast=0.22, ae_offset_ev=0.15, awb_greyworld=0.35,
+            brightness=1.08, shoulder=4.0, contrast=0.22, ae_offset_ev=0.0, awb_greyworld=0.35,
             awb_keep_warm=0.12, awb_sigma=0.030, full_well=6000, read_noise=2.0, sensor_mp=12,
             vignetting=0.25, jpeg_quality=(72, 95)),
         CameraSpec(
             id="sigma_sd_merrill", sensitivities="Sigma SDMerill (NPL)", make="SIGMA",
-            model="SIGMA SD1 Merrill", f_number=2.0, base_iso=32, saturation=1.15, hue_deg=-4.0,
+            model="SIGMA SD1 Merrill", f_number=2.0, base_iso=32, saturation=1.0, hue_deg=-4.0,
             brightness=1.02, shoulder=3.0, contrast=0.30, ae_offset_ev=0.0, awb_greyworld=0.30,
-            awb_keep_warm=0.18, awb_sigma=0.040, full_well=4500, read_noise=2.5, sensor_mp=12,
+            awb_keep_warm=0.10, awb_sigma=0.035, full_well=4500, read_noise=2.5, sensor_mp=12,
             vignetting=0.30, jpeg_quality=(70, 90)),
         CameraSpec(
             id="canon_eos_5d_mark_ii", sensitivities="rawtoaces:" + "/".join(CANON_CSV),

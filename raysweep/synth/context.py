@@ -83,7 +83,7 @@ def build_context(cfg: GeneratorConfig) -> Context:
     ids = camera_mod.available()[: cfg.cameras]
     cams = {c: camera_mod.build_camera(c) for c in ids}
     tones = make_tones(cfg.tones, cfg.seed)
-    sets = [draw_set(i, ids[i % len(ids)], cfg.seed) for i in range(cfg.sets)]
+    sets = [draw_set(i, ids[i % len(ids)], cfg.seed, cfg.sets) for i in range(cfg.sets)]
     d55 = daylight(5500.0)
     responses = []
     for s in sets:

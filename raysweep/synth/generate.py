@@ -104,16 +104,20 @@ def generate(out: str | Path, cfg: GeneratorConfig = GeneratorConfig(), workers:
         bar.close()
         pd.DataFrame(rows).to_csv(tmp / MANIFEST, index=False)
         (tmp / CARD).write_text(yaml.safe_dump(card_dict(cfg), sort_keys=False))
-        _replace(tmp, out)
+        _replace(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out / CARD
 
 
-def _replace(tmp: Path, out: Path) -> None:
+def _replace(tmp: Path, out: Path, overwrite: bool) -> None:
     """Move the finished folder into place; an old folder goes only after the new one is there."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
     if out.exists():
+        if not overwrite:  # someone else filled it meanwhile: theirs stands
+            raise FileExistsError(f"{out} was created by another process meanwhile")
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         out.rename(old)
         tmp.rename(out)

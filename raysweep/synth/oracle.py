@@ -91,12 +91,13 @@ def load_context(card: str | Path) -> tuple[Context, pd.DataFrame, Path]:
     return ctx, frame, card.parent
 
 
-def evaluate(card: str | Path, limit: int | None = None) -> pd.DataFrame:
-    """Oracle Lab and dE00 for every photo of a generated dataset (first `limit` rows)."""
+def evaluate(card: str | Path, rows=None) -> pd.DataFrame:
+    """Oracle Lab and dE00 for the photos of a generated dataset (all, or the manifest row
+    positions in `rows`)."""
     from .spectral import delta_e00
 
     ctx, frame, root = load_context(card)
-    frame = frame.iloc[:limit] if limit else frame
+    frame = frame if rows is None else frame.iloc[np.asarray(rows)]
     out = np.zeros((len(frame), 3))
     for i, row in enumerate(frame.to_dict("records")):
         s, t = (int(x[1:]) for x in row["sample_id"].split("_"))

@@ -124,11 +124,13 @@ def plan(ctx, set_idx: int, tone_idx: int) -> Plan:
     c = size // 2
     share = 0.0 if f.second is None else float(f.second[c, c] / (f.second[c, c] + f.primary[c, c]))
     white = (1 - share) * resp.white[0] + (share * resp.white[1] if f.second is not None else 0)
-    gains = white_balance(cam, spec, clean, white, photo, ctx.daylight_white[spec.camera_id],
+    # The camera's own statistics run on a 1/4-resolution preview, as in a real AE/AWB engine.
+    preview = clean[::4, ::4]
+    gains = white_balance(cam, spec, preview, white, photo, ctx.daylight_white[spec.camera_id],
                           resp.preset_white)
-    meter = float((clean[..., 1] * ctx.meter_weights).sum())
+    meter = float((preview[..., 1] * ctx.meter_weights[::4, ::4]).sum() * 16)
     # Highlight protection: the brightest 1% of the frame (after white balance) may not clip.
-    peak = float(np.percentile((clean * gains.astype(np.float32)).max(-1), 99))
+    peak = float(np.percentile((preview * gains.astype(np.float32)).max(-1), 99))
     headroom = float(np.log2(0.95 * min(gains.min(), 1.0) / (K_HEAD * peak)))
     exposure = auto_exposure(cam, spec.lux * photo.lux_jitter, meter, photo, headroom)
     ideal = np.array([white[1] / white[0], 1.0, white[1] / white[2]])

@@ -63,10 +63,12 @@ def _background(kind: str, rng: np.random.Generator) -> tuple[str, np.ndarray]:
     return f"colorchecker {patches[i][0]} + {mix:.2f} {patches[j][0]}", refl
 
 
-def draw_set(set_id: int, camera_id: str, seed: int) -> SetSpec:
+def draw_set(set_id: int, camera_id: str, seed: int, n_sets: int) -> SetSpec:
     """One session. Backgrounds alternate neutral / coloured by set index (so every camera gets
-    both once it has two sets); neutral ones alternate grey card / paper."""
+    both once it has two sets); neutral ones alternate grey card / paper. Illuminance quantiles
+    are stratified over the sets (one shuffled stratum each)."""
     rng = np.random.default_rng([seed, 7, set_id])
+    stratum = np.random.default_rng([seed, 8]).permutation(n_sets)[set_id]
     kind = "coloured" if set_id % 2 else ("grey_card" if (set_id // 2) % 2 == 0 else "neutral_paper")
     name, refl = _background(kind, rng)
     light = draw_session_light(rng)
@@ -80,7 +82,8 @@ def draw_set(set_id: int, camera_id: str, seed: int) -> SetSpec:
         mired = np.abs(1e6 / np.array(ccts) - 1e6 / light.cct_k)
         pick = int(np.argsort(mired)[rng.choice(2, p=[0.7, 0.3])])
         wb, preset_cct = f"manual:{names[pick]}", float(ccts[pick])
-    return SetSpec(set_id, camera_id, light, second, share, draw_lux(light, rng), kind, name,
+    lux = draw_lux(light, (stratum + rng.random()) / n_sets)
+    return SetSpec(set_id, camera_id, light, second, share, lux, kind, name,
                    refl.astype(np.float64), wb, preset_cct)
 
 
