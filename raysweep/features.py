@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -115,7 +116,7 @@ def encode(data: Prepared, stats: FeatureStats, cfg: TrainConfig) -> dict[str, t
     a text embedding, `text` (N, D) for presets with meta; `mean` (N, 6) normalised mean Lab plus
     missing flags for presets with mean; always `target` (N, 3) Lab.
     """
-    out: dict[str, torch.Tensor] = {"target": torch.as_tensor(np.asarray(data.target, np.float32))}
+    out: dict[str, torch.Tensor] = {"target": _tensor(np.asarray(data.target, np.float32))}
     if cfg.uses_image:
         if data.images is None:
             raise UserError(
@@ -125,7 +126,7 @@ def encode(data: Prepared, stats: FeatureStats, cfg: TrainConfig) -> dict[str, t
         if data.images.dtype != np.uint8 or data.images.ndim != 4 or data.images.shape[1] != 3:
             raise ValueError(f"Prepared.images must be uint8 (N,3,S,S), got {data.images.dtype} "
                              f"{data.images.shape}")
-        out["image"] = torch.from_numpy(np.ascontiguousarray(data.images))
+        out["image"] = _tensor(np.ascontiguousarray(data.images))
     if cfg.uses_meta:
         if list(data.meta_names) != list(stats.meta_names):
             raise UserError(f"metadata columns {list(data.meta_names)} differ from the ones the "
@@ -140,6 +141,14 @@ def encode(data: Prepared, stats: FeatureStats, cfg: TrainConfig) -> dict[str, t
         out["mean"] = torch.from_numpy(_normalise_with_flags(data.mean_lab, stats.mean_lab_mean,
                                                              stats.mean_lab_std))
     return out
+
+
+def _tensor(arr: np.ndarray) -> torch.Tensor:
+    """Zero-copy tensor, also of the read-only arrays that ray.get maps from the object store
+    (nothing here writes to them; torch would warn about it once per process)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(arr)
 
 
 # ---- text embedding of the device string ------------------------------------------------------

@@ -140,3 +140,49 @@ def mlflow_server(root: Path, env: dict | None = None) -> Iterator[str]:
     finally:
         stop_group(proc)
         log.close()
+
+
+def basic_auth(user: str, password: str) -> dict:
+    from base64 import b64encode
+
+    return {"Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@contextmanager
+def mlflow_auth_server(root: Path) -> Iterator[tuple[str, str]]:
+    """infra/mlflow/start-server.sh (basic auth on) with SQLite stores on a free loopback port;
+    yields (url, admin password)."""
+    script = Path(__file__).resolve().parents[1] / "infra" / "mlflow" / "start-server.sh"
+    port, admin_pw = free_port(), "adm-" + os.urandom(8).hex()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update({"PATH": f"{BIN}:{os.environ['PATH']}",
+                "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{root}/runs.db",
+                "MLFLOW_ARTIFACTS_DESTINATION": str(root / "artifacts"),
+                "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{root}/auth.db",
+                "MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw,
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
+                "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1"})
+    log_path = root / "mlflow-auth-server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(["sh", str(script)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(f"{url}/health"), 120, "mlflow auth server",
+                   alive=lambda: None if proc.poll() is None else log_path.read_text()[-3000:])
+        yield url, admin_pw
+    finally:
+        stop_group(proc)
+        log.close()
+
+
+def create_mlflow_user(url: str, admin_pw: str, user: str, password: str) -> None:
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/users/create",
+                                 data=json.dumps({"username": user, "password": password}).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          **basic_auth("admin", admin_pw)})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 200
+    except urllib.error.HTTPError as e:
+        raise AssertionError(f"creating MLflow user {user!r}: {e.code} {e.read()[:500]!r}") from e

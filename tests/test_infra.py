@@ -8,14 +8,10 @@ import copy
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from base64 import b64encode
 from pathlib import Path
 
 import jsonschema
@@ -26,6 +22,7 @@ import yaml
 
 from raysweep import cluster
 from raysweep.errors import UserError
+from tests.servers import basic_auth, create_mlflow_user, mlflow_auth_server
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -204,19 +201,8 @@ def test_start_server_names_a_missing_setting():
     assert "MLFLOW_BACKEND_STORE_URI is not set" in out.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(url: str, user: str | None = None, password: str | None = None,
-         data: dict | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url, data=json.dumps(data).encode() if data else None,
-                                 headers={"Content-Type": "application/json"})
-    if user:
-        req.add_header("Authorization",
-                       "Basic " + b64encode(f"{user}:{password}".encode()).decode())
+def http(url: str, user: str | None = None, password: str | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=basic_auth(user, password) if user else {})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.read().decode()
@@ -228,60 +214,26 @@ def http(url: str, user: str | None = None, password: str | None = None,
 @pytest.mark.cluster
 def test_start_server_enforces_basic_auth(tmp_path):
     """The real script and server: anonymous requests are refused, env credentials work."""
-    port, admin_pw = free_port(), "adm-" + os.urandom(8).hex()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/runs.db",
-           "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
-           "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path}/auth.db",
-           "MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw,
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
-           "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1"}
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        env.pop(key, None)
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(["sh", str(INFRA / "mlflow" / "start-server.sh")], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if http(f"{base}/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.time() < deadline, "mlflow server did not come up in 90 s"
-            time.sleep(0.5)
+    with mlflow_auth_server(tmp_path) as (base, admin_pw):
         search = f"{base}/api/2.0/mlflow/experiments/search?max_results=1"
         assert http(search)[0] == 401
         assert http(search, "admin", "wrong")[0] == 401
         assert http(search, "admin", admin_pw)[0] == 200
         # The admin creates the sweep's user; the sweep then logs with env credentials only.
-        code, body = http(f"{base}/api/2.0/mlflow/users/create", "admin", admin_pw,
-                          {"username": "raysweep", "password": "sweep-pw-123"})
-        assert code == 200, body
+        create_mlflow_user(base, admin_pw, "raysweep", "sweep-pw-123-abcdef")
         script = ("import mlflow\nmlflow.set_experiment('auth-check')\n"
                   "with mlflow.start_run() as r:\n    mlflow.log_metric('val_de00_mean', 1.5)\n"
                   "print(r.info.run_id)")
         client_env = {**os.environ, "MLFLOW_TRACKING_URI": base,
                       "MLFLOW_TRACKING_USERNAME": "raysweep",
-                      "MLFLOW_TRACKING_PASSWORD": "sweep-pw-123"}
+                      "MLFLOW_TRACKING_PASSWORD": "sweep-pw-123-abcdef"}
         out = subprocess.run([sys.executable, "-c", script], env=client_env,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         run_id = out.stdout.strip().splitlines()[-1]
         code, body = http(f"{base}/api/2.0/mlflow/runs/get?run_id={run_id}",
-                          "raysweep", "sweep-pw-123")
+                          "raysweep", "sweep-pw-123-abcdef")
         assert code == 200 and "val_de00_mean" in body
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 # ------------------------------------------------------------------ checkpoint storage

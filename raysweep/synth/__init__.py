@@ -1,8 +1,8 @@
 """The physically based synthetic skin-photo dataset (the embedded default).
 
 `python -m raysweep.synth --out DIR` writes it; `ensure_default_dataset()` generates it once into
-a cache folder and returns its card, for search and the demo. See ../shared/DESIGN.md, section
-"Physically based synthetic dataset", and raysweep/synth/README in the module docstrings.
+a cache folder and returns its card, for search and the demo. The physics is in skin.py,
+light.py, camera.py, scene.py and render.py; the calibration report in report.py.
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ def ensure_default_dataset(root: str | Path | None = None, workers: int | None =
     None the dataset lives in a cache folder keyed by the shape; an existing complete dataset
     (its card is written last, inside an atomically renamed folder) is reused as is.
     """
-    from .generate import CARD, generate
-
     from ..errors import unknown_name
+    from .generate import CARD, generate
 
     for key in shape:
         if key not in GeneratorConfig.__dataclass_fields__:
@@ -45,8 +44,9 @@ def ensure_default_dataset(root: str | Path | None = None, workers: int | None =
     if (out / CARD).is_file():
         return out / CARD
     try:
-        return generate(out, cfg, workers=workers or min(os.cpu_count() or 1, 4),
-                        progress=progress)
+        # One process by default: worker processes are spawned, and spawning from a caller's
+        # script that lacks an `if __name__ == "__main__":` guard would fail.
+        return generate(out, cfg, workers=workers or 1, progress=progress)
     except OSError:
         # another process may have finished the same folder first (rename onto a non-empty dir)
         if (out / CARD).is_file():

@@ -11,7 +11,7 @@ can teach a model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +85,7 @@ def _sensitivity_source(spec: CameraSpec):
     return colour.MSDS_CAMERA_SENSITIVITIES.get(spec.sensitivities)
 
 
-@lru_cache(maxsize=None)
+@cache
 def sensitivities(camera_id: str) -> np.ndarray:
     """(N_BANDS, 3) RGB sensitivities on the grid, zero outside the measured range."""
     src = _sensitivity_source(CAMERAS[camera_id])
@@ -163,7 +163,7 @@ def _vendor_look(spec: CameraSpec) -> np.ndarray:
     return m / (m @ np.ones(3))[:, None]
 
 
-@lru_cache(maxsize=None)
+@cache
 def build_camera(camera_id: str) -> Camera:
     spec = CAMERAS[camera_id]
     sens = sensitivities(camera_id)

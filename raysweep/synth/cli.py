@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-
 import tempfile
 from collections.abc import Sequence
 

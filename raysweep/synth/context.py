@@ -118,7 +118,7 @@ def manifest_row(ctx: Context, p, tone_idx: int, bbox: tuple[int, int, int, int]
         "target_b": round(float(lab[2]), 4), "tone_id": f"tone{tone_idx:03d}",
         "set_id": f"set{spec.set_id:02d}", "camera": cam.id,
         "exposure_time_s": ex.exposure_time_s, "f_number": ex.f_number, "iso": ex.iso,
-        "brightness_ev": ex.brightness_ev, "exposure_bias_ev": round(ex.bias_ev, 4),
+        "brightness_ev": ex.brightness_ev, "exposure_bias_ev": ex.bias_ev,
         "white_balance": "auto" if spec.white_balance == "auto" else "manual", "make": cam.make, "model": cam.model,
         # --- latents
         "target_ita": round(float(ctx.tones.ita[tone_idx]), 3),

@@ -108,8 +108,8 @@ def draw_session_light(rng: np.random.Generator) -> Light:
 
 
 def draw_lux(light: Light, u: float) -> float:
-    """Illuminance at quantile u in [0, 1). Daylight sessions may be outdoors (to 60,000 lux);
+    """Illuminance at quantile u in [0, 1). Daylight sessions may be outdoors (to 30,000 lux);
     lamps light rooms, down to dim ones: together they stretch EXIF BrightnessValue over about
     -4..+10. The caller stratifies u over the sets so that a few sets still span the range."""
-    lo, hi = (200.0, 60000.0) if light.type == "daylight" else (6.0, 2000.0)
+    lo, hi = (200.0, 30000.0) if light.type == "daylight" else (5.0, 2000.0)
     return float(np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo))))

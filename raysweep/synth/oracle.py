@@ -91,7 +91,7 @@ def load_context(card: str | Path) -> tuple[Context, pd.DataFrame, Path]:
     return ctx, frame, card.parent
 
 
-def evaluate(card: str | Path, rows=None) -> pd.DataFrame:
+def evaluate(card: str | Path, rows=None, progress: bool = False) -> pd.DataFrame:
     """Oracle Lab and dE00 for the photos of a generated dataset (all, or the manifest row
     positions in `rows`)."""
     from .spectral import delta_e00
@@ -99,7 +99,10 @@ def evaluate(card: str | Path, rows=None) -> pd.DataFrame:
     ctx, frame, root = load_context(card)
     frame = frame if rows is None else frame.iloc[np.asarray(rows)]
     out = np.zeros((len(frame), 3))
-    for i, row in enumerate(frame.to_dict("records")):
+    from tqdm import tqdm
+
+    records = frame.to_dict("records")
+    for i, row in enumerate(tqdm(records, desc="oracle", unit="photo", disable=not progress)):
         s, t = (int(x[1:]) for x in row["sample_id"].split("_"))
         out[i] = oracle_lab(ctx, s, t, load_rgb(root / row["image"]))
     res = frame[["sample_id", "camera", "set_id"]].copy()

@@ -170,8 +170,8 @@ def encode_jpeg(img: np.ndarray, quality: int, exif: bytes) -> bytes:
 
 
 def render(ctx, set_idx: int, tone_idx: int) -> tuple[bytes, dict]:
-    from .exif import exif_bytes
     from .context import manifest_row
+    from .exif import exif_bytes
 
     p = plan(ctx, set_idx, tone_idx)
     cam = ctx.cameras[p.spec.camera_id]

@@ -126,7 +126,7 @@ def write_report(dataset: str | Path, oracle_limit: int | None = 300, progress: 
 
     n_oracle = len(frame) if not oracle_limit else min(oracle_limit, len(frame))
     sample = frame.sample(n=n_oracle, random_state=0) if n_oracle < len(frame) else frame
-    orc = evaluate(root / CARD, rows=sample.index.to_numpy())
+    orc = evaluate(root / CARD, rows=sample.index.to_numpy(), progress=progress)
 
     tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=root))
     try:
