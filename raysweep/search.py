@@ -60,7 +60,7 @@ def storage_root(storage: str | None) -> str:
     return os.path.abspath(os.path.expanduser(storage))
 
 
-def run_search(space: str, data: str | Path | Prepared | None = None, num_samples: int | None = None,
+def run_search(space: str | None, data: str | Path | Prepared | None = None, num_samples: int | None = None,
                max_concurrent: int | None = None, workers_per_trial: int | None = None,
                gpus_per_trial: float | None = None, cpus_per_worker: float | None = None,
                storage: str | None = None, name: str | None = None, resume: bool = False,
@@ -90,6 +90,17 @@ def run_search(space: str, data: str | Path | Prepared | None = None, num_sample
         if data is None and saved["data"] not in ("<in-memory>", "synthetic default"):
             data = saved["data"]
         num_samples, smoke_test = saved["num_samples"], saved["smoke_test"]
+        # What the sweep was started with, so that `--resume --name X` alone continues it
+        # (a DDP sweep must not come back as single-worker trials).
+        if space is None:
+            space = saved["space"] if saved["space"] in spaces.builtin_spaces() \
+                else saved.get("space_source") or saved["space"]
+        if workers_per_trial is None:
+            workers_per_trial = saved.get("workers_per_trial")
+    if space is None:
+        raise UserError("no search space given", where="--space",
+                        fix=f"pass --space with one of: {', '.join(spaces.builtin_spaces())}, "
+                            "or a .py file (only --resume can leave it out)")
     sp = spaces.load_space(space)
     if saved and saved["space"] != sp.name:
         raise UserError(f"sweep {name!r} searched space {saved['space']!r}, not {sp.name!r}",
@@ -121,7 +132,9 @@ def run_search(space: str, data: str | Path | Prepared | None = None, num_sample
         data = smoke_dataset()
     from raysweep.tracking import Tracker, code_version
 
-    tracker = Tracker(sp.name, name)
+    # A resumed sweep logs into the store it started in, wherever it is resumed from.
+    uri = saved.get("tracking_uri") if saved and not os.environ.get("MLFLOW_TRACKING_URI") else None
+    tracker = Tracker(sp.name, name, uri=uri)
     settings = {"space": sp.name, "space_source": sp.source, "sets": list(sets), "seed": seed,
                 "num_samples": num_samples, "smoke_test": smoke_test, "max_epochs": max_epochs,
                 "grace_period": grace, "reduction_factor": rf, "metric": metric, "mode": mode,
@@ -191,8 +204,8 @@ def run_search(space: str, data: str | Path | Prepared | None = None, num_sample
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m raysweep.search", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", required=True,
-                   help="a study in search_spaces/ (e.g. quickstart, fusion) or a .py file")
+    p.add_argument("--space", help="a study in search_spaces/ (e.g. quickstart, fusion) or a "
+                                   ".py file; with --resume, default: the sweep's own")
     p.add_argument("--data", help="dataset card or folder (default: the synthetic dataset)")
     p.add_argument("--num-samples", type=int, help="trials to run (default: the space's)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what fits)")
@@ -243,8 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"MLflow parent run: {out.parent_run_id}  (tracking: {out.tracking_uri}; "
           f"`mlflow ui --backend-store-uri {out.tracking_uri}`)")
     if not out.complete:
-        print(f"The sweep was interrupted; continue it with: python -m raysweep.search --space "
-              f"{args.space} --resume --name {out.name}"
+        print(f"The sweep was interrupted; continue it with: python -m raysweep.search "
+              f"--resume --name {out.name}"
               + (f" --storage {args.storage}" if args.storage else ""))
         return 130
     if args.eval_winners:

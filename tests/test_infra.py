@@ -300,6 +300,7 @@ def test_check_storage_needs_ray():
         cluster.check_storage("/tmp/x")
 
 
+@pytest.mark.slow
 def test_check_storage_on_a_real_single_node_ray():
     """ray.nodes() and the autoscaler query on a real Ray; the two-node refusal on a real
     cluster is exercised end to end in tests/test_multinode.py."""

@@ -208,9 +208,9 @@ def test_sweep_runs_on_both_nodes_and_logs_to_mlflow_over_http(two_nodes):
         assert all(two_nodes["sweep_pw"] not in v for v in params.values())
     # The driver authenticated as the user from the head's environment: the auth app made that
     # user the manager of the experiment it created.
-    perm = get_json(f"{mlflow}/api/2.0/mlflow/experiments/permissions/get?experiment_id="
-                    f"{exp['experiment_id']}&username=raysweep", headers=auth)
-    assert perm["experiment_permission"]["permission"] == "MANAGE", perm
+    perm = get_json(f"{mlflow}/api/3.0/mlflow/users/permissions/get?username=raysweep"
+                    f"&resource_type=experiment&resource_id={exp['experiment_id']}", headers=auth)
+    assert perm["permission"] == "MANAGE", perm  # everyone else has the default, READ
 
 
 def post_json_auth(url: str, body: dict, headers: dict) -> dict:

@@ -184,7 +184,7 @@ ISO ~25-2000, exposure 1/1700-1/14 s, BrightnessValue ~-4..+10. **Verdict: {"in 
 
 ## Naive error (swatch mean sRGB read as Lab) and the latent-aware oracle
 
-Oracle on {len(orc)} photos (random sample): mean dE00 {orc['de00'].mean():.3f},
+Oracle on {len(orc)} of {len(frame)} photos{" (random sample)" if len(orc) < len(frame) else ""}: mean dE00 {orc['de00'].mean():.3f},
 median {orc['de00'].median():.3f}, 95th percentile {orc['de00'].quantile(0.95):.3f}.
 
 {_table(naive)}
