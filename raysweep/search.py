@@ -177,8 +177,11 @@ def run_search(space: str | None, data: str | Path | Prepared | None = None, num
         interrupted = grid.num_terminated + grid.num_errors < num_samples
         if workers > 1:
             resources.free_orphaned_placement_groups(wait_s=10)
-        table = results.table(grid, metric, mode, max_epochs, sorted(checked.names),
-                              tracker.children())
+        table = results.table(grid, metric, mode, max_epochs, sorted(checked.names), {})
+        if len(table):
+            if resume:  # runs of trials that a killed driver started but Tune never recorded
+                tracker.retire_orphans(set(table["trial_id"]))
+            table["mlflow_run_id"] = table["trial_id"].map(tracker.children()).fillna("")
         results.write_text(f"{path}/results.csv", results.to_csv(table))
         tracker.log_text(parent, results.to_csv(table), "results.csv")
         best = table.iloc[0] if len(table) else None

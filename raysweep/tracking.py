@@ -180,6 +180,30 @@ class Tracker:
         return {r.data.tags["raysweep.trial_id"]: r.info.run_id for r in runs
                 if "raysweep.trial_id" in r.data.tags}
 
+    def last_logged_epoch(self, run_id: str) -> int:
+        """The last epoch a run holds (0 if none): what a restored trial must not log again."""
+        history = retry(self.client.get_metric_history, run_id, "epoch")
+        return max((int(m.step) for m in history), default=0)
+
+    def retire_orphans(self, trial_ids: set[str]) -> list[str]:
+        """Soft-delete the child runs of trials that Tune no longer knows; their run ids.
+
+        A driver killed between a trial's start and Tune's next snapshot of the experiment
+        leaves an MLflow run for a trial that the resumed Tune never heard of: it asks the
+        searcher again and runs that work as a new trial. The stale run is tagged, marked KILLED
+        and deleted (recoverable with `mlflow runs restore`), so that the sweep holds exactly
+        one run per trial.
+        """
+        orphans = [run for tid, run in self.children().items() if tid not in trial_ids]
+        for run_id in orphans:
+            self.log(run_id, tags={"raysweep.orphaned": "true"}, strict=False)
+            self.end(run_id, "KILLED")
+            retry(self.client.delete_run, run_id)
+        if orphans:
+            log.warning("retired %d MLflow run(s) of trials lost with an earlier driver (their "
+                        "work was redone as new trials): %s", len(orphans), ", ".join(orphans))
+        return orphans
+
     def start_child(self, trial_id: str, name: str, config: Mapping[str, Any]) -> str:
         tags = {"mlflow.parentRunId": self.parent_run_id, "raysweep.trial_id": trial_id,
                 "raysweep.role": "trial", "raysweep.sweep_name": self.sweep_name}
@@ -262,21 +286,29 @@ class TrialLogger(tune.Callback):
         self.tracker, self.max_epochs = tracker, max_epochs
         self.runs: dict[str, str] = {}
         self.checkpoints: dict[str, str] = {}
-        self.last_epoch: dict[str, int] = {}
+        self.last_epoch: dict[str, int] = {}  # the last epoch logged per trial
         self._loaded = False
+        self._adopted: set[str] = set()  # runs of an earlier driver whose epochs were looked up
 
     def __getstate__(self) -> dict:
         # A restored callback must look up the runs that exist by then, not trust a stale map.
-        return {**self.__dict__, "_loaded": False}
+        return {**self.__dict__, "_loaded": False, "_adopted": set()}
 
     def run_id(self, trial) -> str:
+        tid = trial.trial_id
         if not self._loaded:  # first call in this process: pick up runs of an earlier attempt
             self.runs.update(self.tracker.children())
             self._loaded = True
-        if trial.trial_id not in self.runs:
-            self.runs[trial.trial_id] = self.tracker.start_child(
-                trial.trial_id, str(trial), trial.config)
-        return self.runs[trial.trial_id]
+        if tid not in self.runs:
+            self.runs[tid] = self.tracker.start_child(tid, str(trial), trial.config)
+            self._adopted.add(tid)
+        elif tid not in self._adopted:
+            # A run from an earlier driver: the restored trial replays the epochs after its
+            # checkpoint, which that driver may already have logged.
+            logged = self.tracker.last_logged_epoch(self.runs[tid])
+            self.last_epoch[tid] = max(self.last_epoch.get(tid, 0), logged)
+            self._adopted.add(tid)
+        return self.runs[tid]
 
     @timed
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -289,11 +321,16 @@ class TrialLogger(tune.Callback):
     @timed
     def on_trial_result(self, iteration, trials, trial, result, **info):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        self.last_epoch[trial.trial_id] = step
         if result.get("checkpoint_path"):  # a DDP trial: Train reports its checkpoint's path
             self.checkpoints[trial.trial_id] = result["checkpoint_path"]
-        self.tracker.log(self.run_id(trial), metrics=epoch_metrics(result), step=step,
-                         strict=False)
+        run_id = self.run_id(trial)
+        if step <= self.last_epoch.get(trial.trial_id, 0):
+            # An epoch replayed after a restart from an older checkpoint (a killed worker or
+            # driver): it is logged already, and one history per trial must stay one history.
+            log.debug("trial %s: epoch %d already logged, skipped", trial.trial_id, step)
+            return
+        self.last_epoch[trial.trial_id] = step
+        self.tracker.log(run_id, metrics=epoch_metrics(result), step=step, strict=False)
 
     @timed
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
