@@ -55,6 +55,8 @@ def storage_problem(storage_path: str | os.PathLike | None, multi_node: bool,
     scheme = urlsplit(text).scheme.lower()
     if scheme in REMOTE_SCHEMES:
         return None
+    if scheme == "memory":
+        return f"{text!r} is an in-memory file system of one process"
     if scheme not in ("", "file", "local") and "://" in text:
         # An fsspec URI we do not know (e.g. a custom protocol): its author knows it is remote.
         return None

@@ -164,8 +164,8 @@ def mlflow_auth_server(root: Path) -> Iterator[tuple[str, str]]:
                 "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1"})
     log_path = root / "mlflow-auth-server.log"
     log = open(log_path, "w")
-    proc = subprocess.Popen(["sh", str(script)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(["sh", str(script)], cwd=root, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: http_ok(f"{url}/health"), 120, "mlflow auth server",

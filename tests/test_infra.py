@@ -243,7 +243,7 @@ ONE_NODE = [{"Alive": True}, {"Alive": False}]
 
 
 @pytest.mark.parametrize("path", ["/tmp/raysweep", "relative/dir", "~/ray_results",
-                                  "file:///tmp/raysweep", None, ""])
+                                  "file:///tmp/raysweep", "memory://x", None, ""])
 def test_local_path_refused_on_multi_node(path):
     with pytest.raises(UserError) as err:
         cluster.check_storage(path, TWO_NODES, environ={}, may_grow=False)

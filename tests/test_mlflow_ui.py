@@ -19,7 +19,7 @@ import pytest
 
 from tests.servers import get_json, mlflow_server, post_json
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -109,6 +109,13 @@ def test_experiment_page_shows_trials_and_their_val_de00_mean(finished_sweep):
             shown = float(driver.find_element(By.XPATH, cell).text.strip())
             expected = latest(child, "val_de00_mean")
             assert shown == pytest.approx(expected, rel=1e-3, abs=1e-3), child["info"]["run_name"]
+        # For the person reading the screenshot: the metric column in view, the side panel shut.
+        driver.execute_script("arguments[0].scrollIntoView({block: 'nearest', inline: 'center'})",
+                              driver.find_element(By.XPATH, cell))
+        for close in driver.find_elements(By.XPATH, (
+                "//*[normalize-space(text())='MLflow Assistant']/ancestor::*[.//button][1]"
+                "//button[last()]")):
+            close.click()
         shot = root / "mlflow_experiment_page.png"
         assert driver.save_screenshot(str(shot))
     finally:

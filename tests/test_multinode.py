@@ -33,7 +33,8 @@ from tests.servers import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+# A hang (a node that never joins) must fail the test, not the CI run.
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(1500)]
 
 ROOT = Path(__file__).resolve().parents[1]
 # Ray swaps a loopback --node-ip-address / --address for the machine's routable address (so that
@@ -171,6 +172,9 @@ def test_sweep_runs_on_both_nodes_and_logs_to_mlflow_over_http(two_nodes):
     trial_nodes = Counter(a["node_id"] for a in actors
                           if "run_trial" in a["class_name"] or "ImplicitFunc" in a["class_name"])
     classes = sorted({a["class_name"] for a in actors})
+    print("trial actors per node:", {("head" if k == two_nodes["head"] else "node2"
+                                      if k == two_nodes["node2"] else k): v
+                                     for k, v in trial_nodes.items()}, "classes:", classes)
     assert trial_nodes[two_nodes["head"]] >= 1, (trial_nodes, classes)
     assert trial_nodes[two_nodes["node2"]] >= 1, (trial_nodes, classes)
 

@@ -61,10 +61,14 @@ def run_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: 
 
 def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: str = LOOP,
                   workers: int = 2, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-                  storage: str | None = None) -> None:
-    """Function trainable for a multi-worker trial: a TorchTrainer reporting back to Tune."""
+                  storage: str | None = None, max_failures: int = 1) -> None:
+    """Function trainable for a multi-worker trial: a TorchTrainer reporting back to Tune.
+
+    A dead worker restarts the worker group from the run's latest checkpoint (Train's
+    FailureConfig), inside the same trial, instead of failing the trial.
+    """
     from ray import tune
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -76,6 +80,7 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, lo
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker=per_worker),
         run_config=RunConfig(name=f"{ctx.get_experiment_name()}-{ctx.get_trial_id()}-ddp",
-                             storage_path=storage, callbacks=[TuneReportCallback()]),
+                             storage_path=storage, callbacks=[TuneReportCallback()],
+                             failure_config=FailureConfig(max_failures=max_failures)),
     )
     trainer.fit()

@@ -26,7 +26,8 @@ def build_tuner(*, sp: spaces.Space, overrides: dict, refs: dict, pl: resources.
     else:
         fn = tune.with_parameters(run_ddp_trial, data=refs, loop=loop, workers=pl.workers,
                                   cpus_per_worker=pl.cpus_per_worker,
-                                  gpus_per_worker=pl.gpus_per_worker, storage=root)
+                                  gpus_per_worker=pl.gpus_per_worker, storage=root,
+                                  max_failures=max_failures)
     trainable = tune.with_resources(fn, pl.trial_resources())
     if resume:
         if not tune.Tuner.can_restore(path):

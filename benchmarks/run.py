@@ -1,0 +1,272 @@
+"""`python -m benchmarks.run`: every benchmark and the study, into one benchmarks/RESULTS.md.
+
+    python -m benchmarks.run --quick                      # this 2-core machine, ~30 minutes
+    python -m benchmarks.run                              # full sizes (the study wants a GPU)
+    python -m benchmarks.run --quick --only study         # refresh one section, keep the rest
+
+Each benchmark module's `run(quick)` runs in its own child process (a fresh interpreter: Ray,
+MLflow settings and environment variables of one benchmark cannot leak into the next, and a crash
+costs one section, not the file). RESULTS.md gets the machine, date, versions, git commit, the
+command behind every section, and the sections themselves; it is written to a temporary name and
+renamed into place. With --only/--skip the sections not run are carried over from the existing
+file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata as md
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from raysweep.errors import UserError, run_cli, setup_logging, unknown_name
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+BENCHMARKS = ("synth_speed", "prepare_speed", "crop_quality", "train_throughput",
+              "search_efficiency", "predict_latency", "study")
+PACKAGES = {"python": None, "torch": "torch", "ray": "ray", "optuna": "optuna",
+            "mlflow": "mlflow", "timm": "timm", "colour": "colour-science", "numpy": "numpy"}
+BEGIN, END = "<!-- section: {} -->", "<!-- /section: {} -->"
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name, dist in PACKAGES.items():
+        if dist is None:
+            out[name] = platform.python_version()
+            continue
+        try:
+            out[name] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    mem = ""
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, AttributeError):
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = model.group(1).strip() if model else cpu
+    except OSError:
+        pass
+    gpu = "no GPU"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    except Exception:  # noqa: BLE001 - a broken CUDA install: report no GPU, not a crash
+        pass
+    return f"{cpu}, {cores} cores{mem}, {gpu}, {platform.platform()}"
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                             capture_output=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               text=True, capture_output=True, timeout=10).stdout.strip()
+        return sha + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+
+
+def parse_names(text: str | None, flag: str) -> list[str]:
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    for n in names:
+        if n not in BENCHMARKS:
+            raise unknown_name("benchmark", n, BENCHMARKS, where=flag)
+    return names
+
+
+def run_child(name: str, quick: bool, log_dir: Path) -> tuple[str, float, str]:
+    """Run `benchmarks.<name>.run(quick)` in a fresh interpreter: (markdown, seconds, error)."""
+    out = log_dir / f"{name}.md"
+    log = log_dir / f"{name}.log"
+    cmd = [sys.executable, "-m", "benchmarks.run", "--child", name, "--child-out", str(out)]
+    t = time.time()
+    with open(log, "w") as fh:
+        rc = subprocess.run(cmd + (["--quick"] if quick else []), cwd=ROOT, stdout=fh,
+                            stderr=subprocess.STDOUT).returncode
+    seconds = time.time() - t
+    if rc == 0 and out.exists():
+        return out.read_text(), seconds, ""
+    tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+    return "", seconds, f"exit code {rc}; last lines of its output:\n" + "\n".join(tail)
+
+
+def child(name: str, quick: bool, out: str) -> int:
+    import importlib
+
+    text = importlib.import_module(f"benchmarks.{name}").run(quick=quick)
+    Path(out).write_text(text)
+    return 0
+
+
+def link_figures(text: str) -> str:
+    """Section figures are written relative to results/; RESULTS.md sits one folder up."""
+    def fix(m: re.Match) -> str:
+        target = m.group(2)
+        if "/" not in target and (RESULTS / target).exists():
+            target = f"results/{target}"
+        return f"![{m.group(1)}]({target})"
+
+    return re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", fix, text)
+
+
+def old_sections(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    found = {}
+    for name in BENCHMARKS:
+        m = re.search(re.escape(BEGIN.format(name)) + r"\n(.*?)\n" + re.escape(END.format(name)),
+                      text, re.S)
+        if m:
+            found[name] = m.group(1)
+    return found
+
+
+def headline(quick: bool) -> list[str]:
+    """The study's answers in a few lines, from the JSON it wrote beside its section."""
+    path = RESULTS / f"study{'_quick' if quick else ''}.json"
+    if not path.exists():
+        return []
+    h = json.loads(path.read_text())
+    w, r = h["winner_test"], h["naive_ratio"]
+    lines = [f"- Study winner (by validation): {h['winner']}: test mean dE00 {w['mean']:.2f} "
+             f"[{w['mean_lo']:.2f}, {w['mean_hi']:.2f}], median {w['median']:.2f}, p95 "
+             f"{w['p95']:.2f} (published, real photos: 0.81).",
+             f"- Naive {h['naive_mean']:.2f}: the winner is {r[0]:.1f}x lower [{r[1]:.1f}, "
+             f"{r[2]:.1f}] (target >= 5x); oracle floor {h['oracle_mean'][0]:.2f}; best "
+             f"classical baseline {h['best_baseline'][0]} {h['best_baseline'][1]:.2f}."]
+    for e in h["effects"]:
+        if e["question"].startswith(("metadata, ", "interaction", "background: ")):
+            lines.append(f"- {e['question']}: {e['diff']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]")
+    return lines
+
+
+def render(args, sections: dict[str, str], timings: dict[str, tuple[float, str]]) -> str:
+    mode = "--quick" if args.quick else "full"
+    v = versions()
+    rows = ["| section | command | wall s (this run) | status |", "| --- | --- | --- | --- |"]
+    for name in BENCHMARKS:
+        if name in timings:
+            secs, status = timings[name]
+            rows.append(f"| {name} | `python -m benchmarks.{name}{' --quick' if args.quick else ''}`"
+                        f" | {secs:.0f} | {status} |")
+        elif name in sections:
+            rows.append(f"| {name} | see its section | - | carried over from the previous file |")
+    head = [
+        "# raysweep benchmarks and study results",
+        "",
+        f"Generated by `{args.command}` on {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} "
+        f"({mode} mode). Machine: {machine()}. Git commit: {git_commit()}.",
+        "",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        "",
+        "The machine was shared with other developers' jobs while this ran (load from five other "
+        "sessions): absolute seconds are noisy, ratios measured side by side within one section "
+        "are the numbers to compare. No GPU numbers are claimed here.",
+        "",
+    ]
+    lines = headline(args.quick) if "study" in timings else []
+    if lines:
+        head += ["## Headline", "", *lines, "", "Details in the study section below.", ""]
+    head += ["## Sections", "", *rows, "",
+             "Each section was produced by `run(quick)` of its module, in a child process of "
+             "`python -m benchmarks.run`; the command in the table reproduces it alone.", "",
+             "## Running the full study on a GPU machine", "",
+             "`python -m benchmarks.run` (without --quick) runs the study at full size: 80 trials "
+             "(20 cells x 4 nuisance draws, smallcnn width 32 at 64 px, 30 epochs, ASHA grace 10). "
+             "That is hours on this CPU machine and is meant for a GPU machine: carry Ray and "
+             "Optuna (and colour-science and mlflow-skinny as wheels) with the recipe in "
+             "`shared/gpu/README.md` (`make-ray-bundle.sh .devcarry`, then on the GPU machine "
+             "unpack into /tmp/site, `export PYTHONPATH=/tmp/site:$PWD`) and run "
+             "`python3 -m benchmarks.run --only study`. Record the GPU model shown in the header. "
+             "No GPU run has been made for this file.", ""]
+    body = []
+    for name in BENCHMARKS:
+        if name in sections:
+            body += [BEGIN.format(name), sections[name].strip(), END.format(name), ""]
+    return "\n".join(head + body)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes for a 2-core machine")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="default benchmarks/RESULTS.md")
+    ap.add_argument("--only", help=f"comma list of: {', '.join(BENCHMARKS)}")
+    ap.add_argument("--skip", help="comma list of benchmarks to leave out")
+    ap.add_argument("--debug", action="store_true")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", help=argparse.SUPPRESS)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = ap.parse_args(raw)
+    if args.child:
+        return child(args.child, args.quick, args.child_out)
+    setup_logging(args.debug)
+    only, skip = parse_names(args.only, "--only"), parse_names(args.skip, "--skip")
+    chosen = [n for n in (only or BENCHMARKS) if n not in skip]
+    if not chosen:
+        raise UserError("--only and --skip leave no benchmark to run",
+                        fix=f"choose among: {', '.join(BENCHMARKS)}")
+    args.command = "python -m benchmarks.run " + " ".join(raw)
+    out = Path(args.out).resolve()
+    sections = old_sections(out) if (only or skip) else {}
+    timings: dict[str, tuple[float, str]] = {}
+    failed = []
+    from tqdm import tqdm
+
+    with tempfile.TemporaryDirectory(prefix="raysweep-bench-") as tmp:
+        bar = tqdm(chosen, desc="benchmarks", unit="section", file=sys.stderr)
+        for name in bar:
+            bar.set_postfix_str(name)
+            text, secs, err = run_child(name, args.quick, Path(tmp))
+            if err:
+                failed.append(name)
+                text = (f"## {name}: FAILED\n\n`python -m benchmarks.{name}"
+                        f"{' --quick' if args.quick else ''}` failed after {secs:.0f} s, "
+                        f"{err.splitlines()[0]}:\n\n```\n" + "\n".join(err.splitlines()[1:])
+                        + "\n```")
+            sections[name] = link_figures(text)
+            timings[name] = (secs, "FAILED" if err else "ok")
+            print(f"{name}: {'FAILED' if err else 'ok'} in {secs:.0f} s", file=sys.stderr)
+    write_atomic(out, render(args, sections, timings))
+    print(f"wrote {out}" + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
