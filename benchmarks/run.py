@@ -197,17 +197,20 @@ def render(args, sections: dict[str, str], timings: dict[str, tuple[float, str]]
              "## Running the full study on a GPU machine", "",
              "`python -m benchmarks.run` (without --quick) runs the study at full size: 80 trials "
              "(20 cells x 4 nuisance draws, smallcnn width 32 at 64 px, 30 epochs, ASHA grace 10). "
-             "That is hours on this CPU machine and is meant for a GPU machine: carry Ray and "
-             "Optuna (and colour-science and mlflow-skinny as wheels) with the recipe in "
-             "`shared/gpu/README.md` (`make-ray-bundle.sh .devcarry`, then on the GPU machine "
-             "unpack into /tmp/site, `export PYTHONPATH=/tmp/site:$PWD`) and run "
-             "`python3 -m benchmarks.run --only study`. Record the GPU model shown in the header. "
+             "That is hours on this CPU machine and is meant for a GPU machine. Such a machine "
+             "may have no package index: carry Ray and Optuna with the recipe in "
+             "`shared/gpu/README.md` (`bash ../shared/gpu/make-ray-bundle.sh .devcarry`, then "
+             "there: unpack into /tmp/site, `export PYTHONPATH=/tmp/site:$PWD`), plus wheels of "
+             "what the study also imports (colour-science, mlflow with its SQL store: sqlalchemy "
+             "and alembic, scikit-learn for the gbm baseline); check with `python3 -c \"import "
+             "ray, optuna, mlflow, colour, sklearn\"`, then run `python3 -m benchmarks.run --only "
+             "study` and keep the RESULTS.md it writes (its header names the GPU). "
              "No GPU run has been made for this file.", ""]
     body = []
     for name in BENCHMARKS:
         if name in sections:
             body += [BEGIN.format(name), sections[name].strip(), END.format(name), ""]
-    return "\n".join(head + body)
+    return "\n".join(head + body).rstrip() + "\n"
 
 
 def write_atomic(path: Path, text: str) -> None:

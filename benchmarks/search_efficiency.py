@@ -155,7 +155,8 @@ def run(quick: bool = False) -> str:
                                      "fixed cost s/trial", "MLflow logging s/trial",
                                      "best val dE00", f"s to reach dE00 {target:.3f}"])
     df.insert(7, "useful-work ratio", df["solo training s"] / df["wall s"])
-    plot(c2, c3, target, RESULTS / "search_efficiency.png")
+    png = "search_efficiency_quick.png" if quick else "search_efficiency.png"  # keep the full one
+    plot(c2, c3, target, RESULTS / png)
     cmd = "python -m benchmarks.search_efficiency" + (" --quick" if quick else "")
     machine = (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} "
                f"cores, Python {sys.version.split()[0]}; shared with five other developers' "
@@ -177,7 +178,7 @@ def run(quick: bool = False) -> str:
         "",
         f"Solo warm epoch times: {', '.join(f'{k} {v:.2f} s' for k, v in solo.items())}.",
         "",
-        "![best validation dE00 over wall time](search_efficiency.png)",
+        f"![best validation dE00 over wall time]({png})",
         "",
         f"Machine: {machine}. GPU: none here (the GPU numbers of the design notes come from an "
         "H200; this session had no GPU machine).",

@@ -285,7 +285,8 @@ def run(quick: bool = False) -> str:
 
     table = pd.concat([models, bases, pd.DataFrame([oracle])], ignore_index=True)
     shown = pd.DataFrame({
-        "model": table["model"].str.replace(r"^\S+ \(", "(", regex=True),
+        "model": [m.split(" ", 1)[1] if k == "model" else m  # drop the trial id
+                  for m, k in zip(table["model"], table["kind"])],
         "val mean": table["val_de00_mean"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}"),
         "test mean [95% CI]": table.apply(ci, axis=1),
         "median [95% CI]": table.apply(lambda r: ci(r, "median"), axis=1),

@@ -403,9 +403,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup_logging(args.debug)
     groups = [g.strip() for g in args.per_group.split(",") if g.strip()]
-    res = run_eval_winners(args.experiment, args.parent_run, args.top_k, groups, args.split,
-                           args.data, args.out, not args.no_mlflow, not args.no_register,
-                           args.n_boot, args.seed, args.tracking_uri)
+    from raysweep.tracking import store_errors, tracking_uri
+
+    with store_errors(args.tracking_uri or tracking_uri()):
+        res = run_eval_winners(args.experiment, args.parent_run, args.top_k, groups, args.split,
+                               args.data, args.out, not args.no_mlflow, not args.no_register,
+                               args.n_boot, args.seed, args.tracking_uri)
     s = res.summary.sort_values("mean")
     print(s[["model", "kind", "mean", "mean_lo", "mean_hi", "median", "p95"]].round(3)
           .to_string(index=False))

@@ -112,7 +112,16 @@ class TuneReporter(Reporter):
     def marker_path(self, name: str) -> str | None:
         import ray.tune
 
-        return os.path.join(ray.tune.get_context().get_trial_dir(), name)
+        # The trial's folder in the run storage: the same for every attempt of the trial.
+        # get_trial_dir() is not: a trial in a reused actor gets another working directory than
+        # the same trial restarted in a fresh actor, so a marker there could kill it twice.
+        storage = ray.tune.get_context().get_storage()
+        return f"{storage.trial_fs_path.rstrip('/')}/{name}"
+
+    def marker_exists_or_create(self, path: str) -> bool:
+        import ray.tune
+
+        return _storage_marker(ray.tune.get_context().get_storage().storage_filesystem, path)
 
 
 class TrainReporter(Reporter):
@@ -150,17 +159,21 @@ class TrainReporter(Reporter):
         return f"{storage.experiment_fs_path.rstrip('/')}/{name}"
 
     def marker_exists_or_create(self, path: str) -> bool:
-        # The run's storage may be S3/GCS/NFS: go through its pyarrow filesystem.
-        import pyarrow.fs
         import ray.train
 
-        fs = ray.train.get_context().get_storage().storage_filesystem
-        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
-            return True
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with fs.open_output_stream(path) as f:
-            f.write(b"fault injected\n")
-        return False
+        return _storage_marker(ray.train.get_context().get_storage().storage_filesystem, path)
+
+
+def _storage_marker(fs, path: str) -> bool:
+    """marker_exists_or_create on the run's storage, which may be S3/GCS/NFS (pyarrow fs)."""
+    import pyarrow.fs
+
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        return True
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(b"fault injected\n")
+    return False
 
 
 def _in_train_worker() -> bool:

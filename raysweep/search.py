@@ -75,6 +75,20 @@ def run_search(space: str | None, data: str | Path | Prepared | None = None, num
     """
     if searcher not in SEARCHERS:
         raise unknown_name("searcher", searcher, SEARCHERS, where="--searcher")
+    # 0 must not quietly mean "the space's default" (the `or` below): say it is invalid.
+    for flag, value, least in (("--num-samples", num_samples, 1),
+                               ("--max-concurrent", max_concurrent, 1),
+                               ("--workers-per-trial", workers_per_trial, 1),
+                               ("--grace-period", grace_period, 1),
+                               ("--reduction-factor", reduction_factor, 2),
+                               ("--max-failures", max_failures, 0)):
+        if value is not None and value < least:
+            raise UserError(f"{flag} must be at least {least}, got {value}", where=flag,
+                            fix=f"pass {flag} {least} or more, or leave it out for the default")
+    if isinstance(data, str | Path) and "://" not in str(data):
+        from raysweep.data.card import card_path
+
+        card_path(data)  # a missing dataset fails here, before a run is opened in MLflow
     root = storage_root(storage)
     # -- everything the user can get wrong, before Ray starts ------------------------------
     saved = None
@@ -179,9 +193,14 @@ def run_search(space: str | None, data: str | Path | Prepared | None = None, num
             resources.free_orphaned_placement_groups(wait_s=10)
         table = results.table(grid, metric, mode, max_epochs, sorted(checked.names), {})
         if len(table):
-            if resume:  # runs of trials that a killed driver started but Tune never recorded
-                tracker.retire_orphans(set(table["trial_id"]))
-            table["mlflow_run_id"] = table["trial_id"].map(tracker.children()).fillna("")
+            try:
+                if resume:  # runs of trials that a killed driver started but Tune never recorded
+                    tracker.retire_orphans(set(table["trial_id"]))
+                runs = tracker.children()
+            except Exception as e:  # noqa: BLE001 - the leaderboard must not be lost to MLflow
+                log.warning("could not list the sweep's MLflow runs: %s", e)
+                runs = {}
+            table["mlflow_run_id"] = table["trial_id"].map(runs).fillna("")
         results.write_text(f"{path}/results.csv", results.to_csv(table))
         tracker.log_text(parent, results.to_csv(table), "results.csv")
         best = table.iloc[0] if len(table) else None
@@ -189,6 +208,10 @@ def run_search(space: str | None, data: str | Path | Prepared | None = None, num
             tracker.log(parent, metrics={f"best_{metric}": float(best[metric])},
                         tags={"raysweep.best_trial_id": str(best["trial_id"]),
                               "raysweep.best_run_id": str(best["mlflow_run_id"])}, strict=False)
+        if tracker.failures:
+            log.warning("MLflow was unreachable during the sweep, so its runs miss some "
+                        "metrics; the complete record is %s/results.csv and every trial's "
+                        "result.json under %s", path, path)
         # An interrupted sweep (Ctrl-C, a lost driver) stays open for --resume.
         status = "KILLED" if interrupted else "FINISHED"
         return SweepResult(name, path, parent, table, tracker.uri, metric, sorted(checked.names),

@@ -198,7 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
     setup_logging(args.debug)
-    df = summarize(args.experiment, args.compare or (), args.parent_run, args.tracking_uri)
+    from raysweep.tracking import store_errors
+
+    with store_errors(args.tracking_uri or tracking_uri()):
+        df = summarize(args.experiment, args.compare or (), args.parent_run, args.tracking_uri)
     if df.empty:
         raise UserError("no trial runs found", where=args.experiment or args.parent_run or
                         str(args.compare), fix="run `python -m raysweep.search` first")

@@ -15,6 +15,7 @@ first call (creating the parent run) fails loudly, before any trial starts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -89,6 +90,39 @@ def retry(fn: Callable, *args: Any, attempts: int = 4, delay: float = 0.5, **kwa
         time.sleep(delay * 2 ** attempt)
 
 
+def is_unreachable(e: BaseException) -> bool:
+    """True when `e` says the tracking store could not be reached (not that it said no)."""
+    from mlflow.exceptions import MlflowException
+
+    for err in (e, e.__cause__, e.__context__):
+        if isinstance(err, ConnectionError | TimeoutError):
+            return True
+        if type(err).__module__.startswith(("requests", "urllib3")):
+            return True
+        if isinstance(err, MlflowException) and "failed with exception" in str(err):
+            return True  # MLflow's wording for a request that never got an answer
+    return False
+
+
+@contextlib.contextmanager
+def store_errors(uri: str, where: str = "--tracking-uri / MLFLOW_TRACKING_URI"):
+    """Turn 'cannot reach the tracking store' into a UserError (one paragraph, exit 2)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        if not is_unreachable(e):
+            raise
+        text = str(e)
+        reason = next((r for r in ("Connection refused", "timed out", "Name or service not known",
+                                   "No route to host") if r in text), type(e).__name__)
+        raise UserError(f"cannot reach the MLflow tracking store {uri!r} ({reason})", where=where,
+                        fix="start the tracking server or fix the URI and its credentials "
+                            "(MLFLOW_TRACKING_USERNAME/PASSWORD), then run the command again"
+                        ) from e
+
+
 def flat_params(config: Mapping[str, Any]) -> dict[str, str]:
     """A trial's params: the full TrainConfig (defaults filled in) plus the space's own helper
     choices, secrets scrubbed, as strings."""
@@ -103,20 +137,50 @@ def epoch_metrics(result: Mapping[str, Any]) -> dict[str, float]:
             and math.isfinite(v)}
 
 
+class TrackingUnavailable(RuntimeError):
+    """The tracking store failed moments ago; the call was skipped without trying."""
+
+
 class Tracker:
     """The sweep's experiment and parent run. Picklable: Tune saves its callbacks with the
     experiment, and the MLflow client (an open database) is re-created on first use."""
+
+    # After a call fails all its retries, calls are skipped for this long: a dead server must
+    # not cost every epoch of every trial a full round of retries in Tune's driver loop.
+    COOLDOWN_S = 60.0
 
     def __init__(self, experiment: str, sweep_name: str, uri: str | None = None):
         self.experiment, self.sweep_name = experiment, sweep_name
         self.uri = uri or tracking_uri()
         self.parent_run_id: str | None = None
         self.seconds = 0.0  # spent in trial logging (see TrialLogger)
+        self.failures = 0  # calls that failed every retry
         self._client = None
         self._experiment_id: str | None = None
+        self._down_until = 0.0
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_client": None}
+        return {**self.__dict__, "_client": None, "_down_until": 0.0}
+
+    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """`retry(fn, ...)` behind a circuit breaker (see COOLDOWN_S)."""
+        from mlflow.exceptions import MlflowException
+
+        if time.monotonic() < self._down_until:
+            raise TrackingUnavailable(f"the MLflow tracking store {self.uri} failed less than "
+                                      f"{self.COOLDOWN_S:.0f} s ago; call skipped")
+        try:
+            return retry(fn, *args, **kwargs)
+        except Exception as e:
+            if isinstance(e, MlflowException) and e.error_code in PERMANENT:
+                raise  # a refused request, not an unreachable store
+            self.failures += 1
+            self._down_until = time.monotonic() + self.COOLDOWN_S
+            log.warning("the MLflow tracking store %s is unreachable (%s); tracking calls are "
+                        "skipped for %.0f s. Nothing is lost: every trial's metrics are also in "
+                        "its folder under the sweep's storage (result.json, progress.csv).",
+                        self.uri, e, self.COOLDOWN_S)
+            raise
 
     @property
     def client(self):
@@ -129,13 +193,13 @@ class Tracker:
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
-            exp = retry(self.client.get_experiment_by_name, self.experiment)
+            exp = self.call(self.client.get_experiment_by_name, self.experiment)
             if exp is not None:
                 self._experiment_id = exp.experiment_id
             else:
                 local = None if os.environ.get("MLFLOW_TRACKING_URI") else \
                     (Path.cwd() / "mlartifacts").as_uri()
-                self._experiment_id = retry(self.client.create_experiment, self.experiment,
+                self._experiment_id = self.call(self.client.create_experiment, self.experiment,
                                             artifact_location=local)
         return self._experiment_id
 
@@ -147,12 +211,12 @@ class Tracker:
             if run_id is None:
                 run_id = self.find_parent()
             if run_id is None:
-                run = retry(self.client.create_run, self.experiment_id, run_name=self.sweep_name,
+                run = self.call(self.client.create_run, self.experiment_id, run_name=self.sweep_name,
                             tags={"raysweep.role": "sweep", "raysweep.sweep_name": self.sweep_name})
                 run_id = run.info.run_id
                 self.log(run_id, params={k: str(v) for k, v in scrub_secrets(params).items()})
             else:
-                retry(self.client.update_run, run_id, status="RUNNING")
+                self.call(self.client.update_run, run_id, status="RUNNING")
         except UserError:
             raise
         except Exception as e:
@@ -167,14 +231,14 @@ class Tracker:
         return run_id
 
     def find_parent(self) -> str | None:
-        runs = retry(self.client.search_runs, [self.experiment_id],
+        runs = self.call(self.client.search_runs, [self.experiment_id],
                      filter_string=f"tags.`raysweep.sweep_name` = '{self.sweep_name}' and "
                                    "tags.`raysweep.role` = 'sweep'", max_results=1)
         return runs[0].info.run_id if runs else None
 
     def children(self) -> dict[str, str]:
         """trial_id -> child run id, for the runs already under this parent (resume)."""
-        runs = retry(self.client.search_runs, [self.experiment_id],
+        runs = self.call(self.client.search_runs, [self.experiment_id],
                      filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
                      max_results=50000)
         return {r.data.tags["raysweep.trial_id"]: r.info.run_id for r in runs
@@ -182,7 +246,7 @@ class Tracker:
 
     def last_logged_epoch(self, run_id: str) -> int:
         """The last epoch a run holds (0 if none): what a restored trial must not log again."""
-        history = retry(self.client.get_metric_history, run_id, "epoch")
+        history = self.call(self.client.get_metric_history, run_id, "epoch")
         return max((int(m.step) for m in history), default=0)
 
     def retire_orphans(self, trial_ids: set[str]) -> list[str]:
@@ -198,7 +262,7 @@ class Tracker:
         for run_id in orphans:
             self.log(run_id, tags={"raysweep.orphaned": "true"}, strict=False)
             self.end(run_id, "KILLED")
-            retry(self.client.delete_run, run_id)
+            self.call(self.client.delete_run, run_id)
         if orphans:
             log.warning("retired %d MLflow run(s) of trials lost with an earlier driver (their "
                         "work was redone as new trials): %s", len(orphans), ", ".join(orphans))
@@ -208,7 +272,7 @@ class Tracker:
         tags = {"mlflow.parentRunId": self.parent_run_id, "raysweep.trial_id": trial_id,
                 "raysweep.role": "trial", "raysweep.sweep_name": self.sweep_name}
         tags.update({k: str(config[k]) for k in TRIAL_TAGS if k in config})
-        run = retry(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
+        run = self.call(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
         self.log(run.info.run_id, params=flat_params(config))
         return run.info.run_id
 
@@ -220,30 +284,31 @@ class Tracker:
 
         now = int(time.time() * 1000)
         try:
-            retry(self.client.log_batch, run_id,
+            self.call(self.client.log_batch, run_id,
                   metrics=[Metric(k, v, now, step) for k, v in (metrics or {}).items()],
                   params=[Param(k, v[:6000]) for k, v in (params or {}).items()],
                   tags=[RunTag(k, v[:5000]) for k, v in (tags or {}).items()])
         except Exception as e:
             if strict:
                 raise
-            log.warning("MLflow logging for run %s failed and was skipped: %s", run_id, e)
+            if not isinstance(e, TrackingUnavailable):
+                log.warning("MLflow logging for run %s failed and was skipped: %s", run_id, e)
 
     def log_artifacts(self, run_id: str, local_dir: str, path: str) -> None:
         try:
-            retry(self.client.log_artifacts, run_id, local_dir, path)
+            self.call(self.client.log_artifacts, run_id, local_dir, path)
         except Exception as e:  # noqa: BLE001 - the trial's result must not be lost to this
             log.warning("could not upload %s to MLflow run %s: %s", local_dir, run_id, e)
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         try:
-            retry(self.client.log_text, run_id, text, name)
+            self.call(self.client.log_text, run_id, text, name)
         except Exception as e:  # noqa: BLE001
             log.warning("could not upload %s to MLflow run %s: %s", name, run_id, e)
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         try:
-            retry(self.client.set_terminated, run_id, status=status)
+            self.call(self.client.set_terminated, run_id, status=status)
         except Exception as e:  # noqa: BLE001
             log.warning("could not mark MLflow run %s %s: %s", run_id, status, e)
 
@@ -267,11 +332,16 @@ def _summary(text: str) -> str:
 
 def timed(hook):
     """Add the hook's run time to tracker.seconds: logging runs in Tune's driver loop, so its
-    cost is part of every trial's fixed cost (reported by the benchmark)."""
+    cost is part of every trial's fixed cost (reported by the benchmark). And never let a
+    tracking failure reach Tune: an exception in a callback would end the whole sweep."""
     def wrapper(self, *args, **kwargs):
         t0 = time.perf_counter()
         try:
             return hook(self, *args, **kwargs)
+        except TrackingUnavailable as e:
+            log.debug("%s skipped: %s", hook.__name__, e)
+        except Exception as e:  # noqa: BLE001 - the trial's results are in Tune's files
+            log.warning("MLflow logging (%s) failed and was skipped: %s", hook.__name__, e)
         finally:
             self.tracker.seconds = getattr(self.tracker, "seconds", 0.0) + \
                 time.perf_counter() - t0
@@ -314,7 +384,7 @@ class TrialLogger(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         try:
             run_id = self.run_id(trial)
-            retry(self.tracker.client.update_run, run_id, status="RUNNING")
+            self.tracker.call(self.tracker.client.update_run, run_id, status="RUNNING")
         except Exception as e:  # noqa: BLE001 - tracking trouble must not stop the sweep
             log.warning("could not open the MLflow run of trial %s: %s", trial.trial_id, e)
 

@@ -29,26 +29,11 @@ NAN_LR, OOM_LR = 3e-3, 5e-4  # trials above NAN_LR get NaN targets; below OOM_LR
 
 
 def killed_once_loop(config):
-    """The real loop with fault injection on: rank 0 SIGKILLs its process at epoch 2
-    (raysweep.train.maybe_fault) in a trial's first attempt, i.e. before it has a checkpoint.
-
-    The switch is set here, per attempt, rather than trusting maybe_fault's once-per-trial
-    marker: Tune gives a trial in a reused actor another trial directory than the same trial in
-    a fresh actor, so that marker can miss and kill a trial twice (reported to the lead).
-    """
-    import ray.train
-    import ray.tune
-
+    """The real loop with fault injection on: rank 0 SIGKILLs its process at epoch 2, once per
+    trial (raysweep.train.maybe_fault)."""
     from raysweep.train import FAULT_ENV, train_loop_per_worker
 
-    try:
-        first = ray.tune.get_checkpoint() is None
-    except RuntimeError:  # a Ray Train worker: its own run's checkpoint
-        first = ray.train.get_checkpoint() is None
-    if first:
-        os.environ[FAULT_ENV] = "2"
-    else:
-        os.environ.pop(FAULT_ENV, None)
+    os.environ[FAULT_ENV] = "2"
     train_loop_per_worker(config)
 
 
@@ -120,6 +105,9 @@ def test_killed_trial_process_resumes_into_the_same_mlflow_run(ray_local, space_
     for trial_id, child in by_trial.items():  # each trial really was killed and restarted
         assert child.data.tags.get("raysweep.recoveries") == "1", trial_id
         assert "worker process has died" in child.data.tags["raysweep.last_error"]
+        # the once-per-trial marker sits in the trial's storage folder, whichever actor ran it
+        assert (tmp_path / "runs" / "killed" / f"trial_{trial_id}" /
+                "raysweep_fault_epoch2.marker").exists()
 
 
 @pytest.mark.slow

@@ -1,0 +1,91 @@
+"""benchmarks.run (RESULTS.md assembly) and the study's analysis helpers, on canned inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import run as bench
+from benchmarks import study
+from raysweep.errors import UserError
+
+
+def test_unknown_benchmark_lists_valid_names():
+    with pytest.raises(UserError) as e:
+        bench.parse_names("synth_speed,nope", "--only")
+    assert "nope" in str(e.value) and "study" in str(e.value)
+
+
+def test_only_keeps_other_sections_and_replaces_the_one_run(tmp_path, monkeypatch):
+    out = tmp_path / "RESULTS.md"
+    calls = []
+
+    def fake_child(name, quick, log_dir):
+        calls.append((name, quick))
+        return f"## {name}\n\nfresh {name}", 1.0, ""
+
+    monkeypatch.setattr(bench, "run_child", fake_child)
+    assert bench.main(["--quick", "--out", str(out), "--skip", "study"]) == 0
+    first = out.read_text()
+    assert "fresh synth_speed" in first and "fresh predict_latency" in first
+    assert "## study" not in first
+    assert ("study", True) not in calls
+
+    def failing(name, quick, log_dir):
+        return "", 2.0, "exit code 1; last lines of its output:\nBoom"
+
+    monkeypatch.setattr(bench, "run_child", failing)
+    assert bench.main(["--quick", "--out", str(out), "--only", "crop_quality"]) == 1
+    text = out.read_text()
+    assert "## crop_quality: FAILED" in text and "Boom" in text
+    assert "fresh synth_speed" in text  # carried over from the previous file
+    assert text.count("<!-- section: synth_speed -->") == 1
+    assert not list(tmp_path.glob(".RESULTS.md.*"))  # no temp file left behind
+
+
+def test_figure_links_point_into_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    (tmp_path / "a.png").write_bytes(b"png")
+    text = bench.link_figures("![x](a.png) ![y](missing.png) ![z](results/a.png)")
+    assert text == "![x](results/a.png) ![y](missing.png) ![z](results/a.png)"
+
+
+def test_verdict_needs_an_interval_that_excludes_zero():
+    assert study.verdict(-0.5, -0.1) == "agrees"
+    assert study.verdict(0.1, 0.5) == "disagrees"
+    assert study.verdict(-0.5, 0.1).startswith("inconclusive")
+    assert study.verdict(0.1, 0.5, expect_negative=False) == "agrees"
+
+
+def test_ratio_interval_brackets_the_ratio():
+    rng = np.random.default_rng(0)
+    den = rng.gamma(2.0, 1.0, 300)
+    num = 5 * den + rng.normal(0, 0.1, 300)
+    r, lo, hi = study.ratio_ci(num, den)
+    assert lo < r < hi and 4.5 < r < 5.5
+
+
+def _models():
+    cells = [("adaptive_bg", "image", "none", 5.0, 3.0), ("adaptive_bg", "image+meta", "concat", 4.0, 2.0),
+             ("adaptive_bg", "image+meta", "xattn", 4.5, 1.0),  # best on test, not on val
+             ("adaptive_nobg", "image", "none", 6.0, 4.0),
+             ("adaptive_nobg", "image+meta", "film", 4.2, 2.5)]
+    return pd.DataFrame([{"model": f"m{i} (smallcnn/{fu}/{f}/{c})", "crop": c, "features": f,
+                          "fusion": fu, "val_de00_mean": v, "level": t}
+                         for i, (c, f, fu, v, t) in enumerate(cells)])
+
+
+def test_groups_are_picked_by_validation_and_compared_on_the_same_photos():
+    models = _models()
+    assert study.best(models, crop="adaptive_bg", features=study.has_meta)["fusion"] == "concat"
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 0.2, 200)
+    errs = {r.model: r.level + noise for r in models.itertuples()}
+    eff = study.effects(models, errs).set_index("question")
+    bg = eff.loc["metadata, adaptive_bg: best image+meta vs image"]
+    assert bg["diff"] == pytest.approx(-1.0) and bg["hi"] < 0  # concat (val pick) - image
+    nobg = eff.loc["metadata, adaptive_nobg: best image+meta vs image"]
+    assert nobg["diff"] == pytest.approx(-1.5)
+    inter = eff.loc["interaction: metadata effect without background minus with"]
+    assert inter["diff"] == pytest.approx(-0.5)
