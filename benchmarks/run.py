@@ -157,7 +157,8 @@ def headline(quick: bool) -> list[str]:
              f"{w['p95']:.2f} (published, real photos: 0.81).",
              f"- Naive {h['naive_mean']:.2f}: the winner is {r[0]:.1f}x lower [{r[1]:.1f}, "
              f"{r[2]:.1f}] (target >= 5x); oracle floor {h['oracle_mean'][0]:.2f}; best "
-             f"classical baseline {h['best_baseline'][0]} {h['best_baseline'][1]:.2f}."]
+             f"classical baseline {h['best_baseline'][0]} {h['best_baseline'][1]:.2f} (winner - "
+             "it: {:+.2f} [{:+.2f}, {:+.2f}]).".format(*h["winner_minus_best_baseline"])]
     for e in h["effects"]:
         if e["question"].startswith(("metadata, ", "interaction", "background: ")):
             lines.append(f"- {e['question']}: {e['diff']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}]")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -145,7 +146,14 @@ def load(directory: str | os.PathLike, device: str = "auto") -> Predictor:
     cfg = TrainConfig.from_dict(meta["config"], where=f"{directory}/{META_FILE}")
     stats = FeatureStats.from_dict(meta["stats"])
     model = build_model(cfg, stats)
-    state = torch.load(Path(directory) / MODEL_FILE, map_location="cpu", weights_only=True)
+    path = Path(directory) / MODEL_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused an object that is no tensor
+        raise UserError(f"refusing to load {path}: it holds Python objects other than tensors, "
+                        f"which could run code when unpickled ({str(e).splitlines()[-1][:200]})",
+                        where=str(path),
+                        fix="load only checkpoints written by raysweep training") from None
     model.load_state_dict(state)
     model.to(pick_device(device)).eval()
     return Predictor(model, cfg, stats, meta)

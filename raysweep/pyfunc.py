@@ -149,19 +149,31 @@ def register_champion(checkpoint_dir: str | Path, name: str, run_id: str, uri: s
 
 
 def load_pyfunc_predictor(uri: str, device: str = "auto"):
-    """The raysweep Predictor inside an MLflow pyfunc model (models:/NAME@alias, runs:/...)."""
+    """The raysweep Predictor inside an MLflow pyfunc model (models:/NAME@alias, runs:/...).
+
+    Only the model's checkpoint artifact is read, with torch.load(weights_only=True). The
+    pickled python_model that `mlflow.pyfunc.load_model` would unpickle is never loaded: a model
+    fetched from a tracking server must not be able to run code here.
+    """
+    import mlflow.artifacts
+    import yaml
+
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as e:  # mlflow raises several types for a missing model or registry
         raise UserError(f"cannot load MLflow model {uri}: {type(e).__name__}: {e}", where=uri,
                         fix="check MLFLOW_TRACKING_URI and the model name/alias "
                             "(`python -m raysweep.eval_winners` registers NAME@champion), or "
                             "pass a checkpoint folder") from None
-    inner = model.unwrap_python_model()
-    if not isinstance(inner, RaysweepModel):
-        raise UserError(f"{uri} is not a raysweep model", where=uri)
-    if device != "cpu":
-        from raysweep.checkpoint import pick_device
+    try:
+        spec = yaml.safe_load((local / "MLmodel").read_text()) or {}
+        rel = spec["flavors"]["python_function"]["artifacts"][CHECKPOINT_ARTIFACT]["path"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        raise UserError(f"{uri} is not a raysweep model (no {CHECKPOINT_ARTIFACT!r} artifact "
+                        "in its MLmodel)", where=uri) from None
+    folder = (local / rel).resolve()
+    if not folder.is_relative_to(local.resolve()):
+        raise UserError(f"{uri}: its MLmodel points outside the model folder", where=uri)
+    from raysweep.checkpoint import load
 
-        inner.predictor.model.to(pick_device(device))
-    return inner.predictor
+    return load(folder, device=device)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import run as bench
-from benchmarks import study
+from benchmarks import study_analysis as study
 from raysweep.errors import UserError
 
 

@@ -63,9 +63,9 @@ def parse_tags_with_notes(tags: dict[str, Any]) -> tuple[dict[str, Any], list[st
     iso, bv, bias = num("ISO", True), num("BrightnessValue"), num("ExposureBiasValue")
     tv, av = num("ShutterSpeedValue"), num("ApertureValue")
     if math.isnan(t) and not math.isnan(tv):
-        t = 2.0 ** -tv
+        t = _pow2(-tv)
     if math.isnan(n) and not math.isnan(av):
-        n = 2.0 ** (av / 2)
+        n = _pow2(av / 2)
     if math.isnan(bv):
         bv = apex_brightness(t, n, iso, tv, av)
         if not math.isnan(bv):
@@ -75,6 +75,12 @@ def parse_tags_with_notes(tags: dict[str, Any]) -> tuple[dict[str, Any], list[st
     return {"exposure_time_s": t, "f_number": n, "iso": iso, "brightness_ev": bv,
             "exposure_bias_ev": bias, "white_balance": wb,
             "make": _text(tags.get("Make")), "model": _text(tags.get("Model"))}, notes
+
+
+def _pow2(x: float) -> float:
+    """2**x for an APEX value; NaN (missing) when the tag holds garbage far outside any camera's
+    range (|x| > 64 would be beyond 1e19 s or f/1e19, and 2**1100 overflows a float)."""
+    return 2.0 ** x if abs(x) <= 64 else math.nan
 
 
 def apex_brightness(t: float, n: float, iso: float, tv: float = math.nan,

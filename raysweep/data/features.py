@@ -24,7 +24,7 @@ def meta_matrix(frame: pd.DataFrame) -> np.ndarray:
         return frame[name].to_numpy(dtype=np.float64) if name in frame else np.full(len(frame),
                                                                                       np.nan)
 
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         iso, t = col("iso"), col("exposure_time_s")
         cols = {
             "log2_iso": np.where(iso > 0, np.log2(iso), np.nan),
@@ -33,7 +33,10 @@ def meta_matrix(frame: pd.DataFrame) -> np.ndarray:
             "exposure_bias_ev": col("exposure_bias_ev"),
             "f_number": col("f_number"),
         }
-    return np.stack([cols[n] for n in META_NAMES], axis=1).astype(np.float32)
+        out = np.stack([cols[n] for n in META_NAMES], axis=1).astype(np.float32)
+    # A value no float32 can hold (garbage metadata, an "inf" in a manifest) is unusable: missing.
+    out[~np.isfinite(out)] = np.nan
+    return out
 
 
 def device_text(frame: pd.DataFrame) -> np.ndarray:

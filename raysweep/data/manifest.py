@@ -137,6 +137,10 @@ def check_image_path(rel: str, root: Path) -> str | None:
         return f"image path {rel!r} leaves the dataset folder {root}"
     if not (root / norm).is_file():
         return f"image file {rel!r} does not exist under {root}"
+    real = os.path.realpath(root / norm)
+    if not Path(real).is_relative_to(os.path.realpath(root)):
+        return (f"image path {rel!r} is a link that leaves the dataset folder {root} (to {real}); "
+                "copy the file in, or link the whole dataset folder instead")
     return None
 
 

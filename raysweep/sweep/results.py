@@ -12,6 +12,8 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
+from raysweep.cluster import scrub_secrets
+
 SHOWN = ("val_de00_mean", "val_de00_median", "val_de00_p95")
 
 
@@ -80,7 +82,7 @@ def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
         row["error"] = _last_line(r.error) if r.error else ""
         row["mlflow_run_id"] = runs.get(trial_id, "")
         row["checkpoint"] = r.checkpoint.path if r.checkpoint else ""
-        row["config"] = json.dumps(config, sort_keys=True, default=str)
+        row["config"] = json.dumps(scrub_secrets(config), sort_keys=True, default=str)
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df) and metric in df:
