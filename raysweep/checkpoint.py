@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from raysweep.config import TrainConfig
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
 from raysweep.features import FeatureStats, encode
+from raysweep.fsutil import atomic_dir
 from raysweep.models import build_model
 
 MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "checkpoint.json", "train_state.pt"
@@ -51,21 +50,9 @@ def write(directory: str | os.PathLike, model: torch.nn.Module, cfg: TrainConfig
 
 def save(directory: str | os.PathLike, *args, **kwargs) -> Path:
     """Like `write`, but atomic: a reader sees the old checkpoint or the new one, never half."""
-    final = Path(directory)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp", dir=final.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         write(tmp, *args, **kwargs)
-        old = None
-        if final.exists():
-            old = final.with_name(f".{final.name}.old{os.getpid()}")
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return Path(directory)
 
 
 def read_meta(directory: str | os.PathLike) -> dict:

@@ -36,6 +36,7 @@ from raysweep import baselines, breakdowns, report, stats, summarize
 from raysweep.color import delta_e00, delta_e76
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError, run_cli, setup_logging
+from raysweep.fsutil import atomic_dir
 from raysweep.tracking import TRIAL_TAGS, Tracker, retry
 from raysweep.tracking import tracking_uri as default_tracking_uri
 
@@ -328,25 +329,13 @@ def _baseline_data(base: Prepared, given, champion: Leader, client) -> Prepared:
 
 def _write_outputs(out: Path, inp, summary, table, comp, predictions) -> Path:
     """Everything into a temp folder beside `out`, then renamed into place in one step."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         report.render(inp, tmp)
         summary.to_csv(tmp / "summary.csv", index=False)
         table.to_csv(tmp / "breakdown.csv", index=False)
         comp.to_csv(tmp / "comparisons.csv", index=False)
         predictions.to_csv(tmp / "predictions.csv", index=False, float_format="%.4f")
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return out.resolve()
 
 
 def _log_to_mlflow(result: EvalResult, client, uri: str, exp_id: str, champion: Leader,

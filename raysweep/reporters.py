@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+
+from raysweep.fsutil import atomic_dir
 
 Save = Callable[[str], None]
 
@@ -58,11 +59,8 @@ class LocalReporter(Reporter):
         self.history.append(dict(metrics))
         if save is not None and self.checkpoint_dir:
             final = os.path.abspath(self.checkpoint_dir)
-            parent = os.path.dirname(final)
-            os.makedirs(parent, exist_ok=True)
-            tmp = tempfile.mkdtemp(prefix=".ckpt", dir=parent)
-            save(tmp)
-            _swap_into_place(tmp, final)
+            with atomic_dir(final) as tmp:
+                save(str(tmp))
             self.best_checkpoint = final
 
     @contextlib.contextmanager
@@ -77,91 +75,60 @@ class LocalReporter(Reporter):
         return f"{os.path.abspath(self.checkpoint_dir)}.{name}" if self.checkpoint_dir else None
 
 
-def _swap_into_place(tmp: str, final: str) -> None:
-    old = None
-    if os.path.exists(final):
-        old = f"{final}.old{os.getpid()}"
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+class _RayReporter(Reporter):
+    """Reports through `ray.tune` or `ray.train`: the two expose the same calls."""
 
+    def __init__(self, api):
+        self.api = api  # the ray.tune or ray.train module
 
-class TuneReporter(Reporter):
     def report(self, metrics: dict, save: Save | None = None) -> None:
-        import ray.tune
-
-        if save is None:
-            ray.tune.report(metrics)
+        if save is None or self.rank != 0:
+            # In DDP every rank must call report (it is a barrier); only rank 0 saves.
+            self.api.report(metrics, checkpoint=None)
             return
         with tempfile.TemporaryDirectory(prefix="raysweep-ckpt") as d:
             save(d)
-            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(d))
+            self.api.report(metrics, checkpoint=self.api.Checkpoint.from_directory(d))
 
     @contextlib.contextmanager
     def resume(self):
-        import ray.tune
-
-        checkpoint = ray.tune.get_checkpoint()
+        checkpoint = self.api.get_checkpoint()
         if checkpoint is None:
             yield None
         else:
             with checkpoint.as_directory() as d:
                 yield d
 
-    def marker_path(self, name: str) -> str | None:
+    def _storage(self):
+        return self.api.get_context().get_storage()
+
+    def marker_exists_or_create(self, path: str) -> bool:
+        return _storage_marker(self._storage().storage_filesystem, path)
+
+
+class TuneReporter(_RayReporter):
+    def __init__(self):
         import ray.tune
 
+        super().__init__(ray.tune)
+
+    def marker_path(self, name: str) -> str | None:
         # The trial's folder in the run storage: the same for every attempt of the trial.
         # get_trial_dir() is not: a trial in a reused actor gets another working directory than
         # the same trial restarted in a fresh actor, so a marker there could kill it twice.
-        storage = ray.tune.get_context().get_storage()
-        return f"{storage.trial_fs_path.rstrip('/')}/{name}"
-
-    def marker_exists_or_create(self, path: str) -> bool:
-        import ray.tune
-
-        return _storage_marker(ray.tune.get_context().get_storage().storage_filesystem, path)
+        return f"{self._storage().trial_fs_path.rstrip('/')}/{name}"
 
 
-class TrainReporter(Reporter):
+class TrainReporter(_RayReporter):
     def __init__(self):
         import ray.train
 
+        super().__init__(ray.train)
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
 
-    def report(self, metrics: dict, save: Save | None = None) -> None:
-        import ray.train
-
-        if save is None or self.rank != 0:
-            ray.train.report(metrics, checkpoint=None)  # every rank must call: it is a barrier
-            return
-        with tempfile.TemporaryDirectory(prefix="raysweep-ckpt") as d:
-            save(d)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-
-    @contextlib.contextmanager
-    def resume(self):
-        import ray.train
-
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            yield None
-        else:
-            with checkpoint.as_directory() as d:
-                yield d
-
     def marker_path(self, name: str) -> str | None:
-        import ray.train
-
-        storage = ray.train.get_context().get_storage()
-        return f"{storage.experiment_fs_path.rstrip('/')}/{name}"
-
-    def marker_exists_or_create(self, path: str) -> bool:
-        import ray.train
-
-        return _storage_marker(ray.train.get_context().get_storage().storage_filesystem, path)
+        return f"{self._storage().experiment_fs_path.rstrip('/')}/{name}"
 
 
 def _storage_marker(fs, path: str) -> bool:

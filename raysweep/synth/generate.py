@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from ..errors import UserError
+from ..fsutil import replace_dir
 from .context import Context, GeneratorConfig, build_context
 
 CARD = "dataset.yaml"
@@ -118,9 +119,4 @@ def _replace(tmp: Path, out: Path, overwrite: bool) -> None:
     if out.exists():
         if not overwrite:  # someone else filled it meanwhile: theirs stands
             raise FileExistsError(f"{out} was created by another process meanwhile")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    replace_dir(tmp, out)

@@ -9,8 +9,6 @@ contact sheet of photos.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pandas as pd
 import yaml
 
 from ..errors import UserError
+from ..fsutil import atomic_dir
 from .generate import CARD
 from .measure import METHODS, load_rgb, measure
 from .spectral import delta_e00
@@ -128,17 +127,10 @@ def write_report(dataset: str | Path, oracle_limit: int | None = 300, progress: 
     sample = frame.sample(n=n_oracle, random_state=0) if n_oracle < len(frame) else frame
     orc = evaluate(root / CARD, rows=sample.index.to_numpy(), progress=progress)
 
-    tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=root))
-    try:
+    out = root / "report"
+    with atomic_dir(out) as tmp:
         _plots(frame, tones, root, tmp)
         (tmp / "report.md").write_text(_markdown(card, frame, tones, orc))
-        out = root / "report"
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out / "report.md"
 
 
