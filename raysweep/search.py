@@ -160,14 +160,14 @@ def run_search(space: str | None, data: str | Path | Prepared | None = None, num
     status = "FAILED"
     started = False
     try:
-        prepared = load_data(data, checked.variants, checked.base)
-        info = next(iter(prepared.values())).info
         started = resources.connect(dashboard=workers > 1, log_to_driver=verbose > 0)
         import ray
 
         from raysweep.cluster import check_storage
 
-        check_storage(root)
+        check_storage(root)  # before the data work: a refused sweep should cost nothing more
+        prepared = load_data(data, checked.variants, checked.base)
+        info = next(iter(prepared.values())).info
         pl = resources.plan(num_samples, workers, cpus, gpus, max_concurrent)
         log.info("%s", pl.describe())
         tracker.log(parent, tags={
