@@ -33,6 +33,7 @@ from benchmarks.study_analysis import (
     best,
     ci,
     effects,
+    fusion_verdict,
     group_table,
     markdown,
     plot,
@@ -143,9 +144,9 @@ def run(quick: bool = False) -> str:
                 verdict(r["lo"], r["hi"], expect_negative))
 
     claims = []
-    x = effect_line("fusion: best xattn vs best other fusion")
-    claims.append(("cross-attention is the best fusion", f"winner's fusion: {winner['fusion']}; "
-                   f"best xattn - best other {x[0]}", x[1]))
+    text, said = fusion_verdict(eff)
+    claims.append(("cross-attention is the best fusion", f"winner's fusion (by validation): "
+                   f"{winner['fusion']}; {text}", said))
     claims.append(("background context helps (focused crop with background wins)",
                    *effect_line("background: best adaptive_bg vs best adaptive_nobg")))
     for crop in ("adaptive_bg", "adaptive_nobg"):

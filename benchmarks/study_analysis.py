@@ -57,8 +57,6 @@ def effects(models: pd.DataFrame, errs: dict) -> pd.DataFrame:
     for other in ("concat", "film", "none"):
         pairs.append((f"fusion: best xattn vs best {other}", best(models, fusion="xattn"),
                       best(models, fusion=other)))
-    pairs.append(("fusion: best xattn vs best other fusion", best(models, fusion="xattn"),
-                  best(models, fusion=lambda f: f != "xattn")))
     rows = [{"question": q, "a": a["model"], "b": b["model"],
              **paired_bootstrap(errs[a["model"]], errs[b["model"]], "mean", N_BOOT, 0)}
             for q, a, b in pairs if a is not None and b is not None]
@@ -80,6 +78,23 @@ def verdict(lo: float, hi: float, expect_negative: bool = True) -> str:
         agrees = (hi < 0) == expect_negative
         return "agrees" if agrees else "disagrees"
     return "inconclusive (interval includes 0)"
+
+
+def fusion_verdict(eff: pd.DataFrame) -> tuple[str, str]:
+    """Is xattn the best fusion? Only if its best beats the best of EVERY other fusion."""
+    rows = eff[eff["question"].str.startswith("fusion: best xattn vs best ")]
+    if rows.empty:
+        return "not measured", "-"
+    other = rows["question"].str.removeprefix("fusion: best xattn vs best ")
+    text = "; ".join(f"xattn - {o} {r['diff']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]"
+                     for o, (_, r) in zip(other, rows.iterrows()))
+    beaten = [o for o, lo in zip(other, rows["lo"]) if lo > 0]
+    ties = [o for o, lo, hi in zip(other, rows["lo"], rows["hi"]) if lo <= 0 <= hi]
+    if beaten:
+        return text, f"disagrees ({', '.join(beaten)} beat xattn)"
+    if ties:
+        return text, f"inconclusive (xattn ties {', '.join(ties)})"
+    return text, "agrees"
 
 
 def ci(row, key: str = "mean") -> str:

@@ -89,3 +89,15 @@ def test_groups_are_picked_by_validation_and_compared_on_the_same_photos():
     assert nobg["diff"] == pytest.approx(-1.5)
     inter = eff.loc["interaction: metadata effect without background minus with"]
     assert inter["diff"] == pytest.approx(-0.5)
+
+
+def test_xattn_is_the_best_fusion_only_if_it_beats_every_other():
+    def eff(rows):
+        return pd.DataFrame([{"question": f"fusion: best xattn vs best {o}", "diff": (lo + hi) / 2,
+                              "lo": lo, "hi": hi} for o, lo, hi in rows])
+
+    assert study.fusion_verdict(eff([("concat", -0.4, -0.1), ("film", -0.3, -0.05)]))[1] == "agrees"
+    said = study.fusion_verdict(eff([("concat", -0.4, -0.1), ("film", -0.1, 0.2)]))[1]
+    assert said == "inconclusive (xattn ties film)"
+    said = study.fusion_verdict(eff([("concat", 0.1, 0.3), ("film", -0.1, 0.2)]))[1]
+    assert said.startswith("disagrees (concat")
