@@ -115,7 +115,10 @@ def two_nodes(tmp_path_factory, mlflow_server):
 
         def nodes() -> list[dict]:
             out = ray_cli(["list", "nodes", f"--address={address}", "--format=json"], env)
-            return json.loads(out.stdout) if out.returncode == 0 else []
+            try:
+                return json.loads(out.stdout) if out.returncode == 0 else []
+            except json.JSONDecodeError:  # "No resource in the cluster" while the head starts
+                return []
 
         wait_until(lambda: sum(n["state"] == "ALIVE" for n in nodes()) == 2, 180, "node2",
                    alive=lambda: None if procs[1].poll() is None
