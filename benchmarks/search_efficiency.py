@@ -19,8 +19,10 @@ Solo epoch times are measured in the same run, alone, with `raysweep.train.fit` 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -120,10 +122,12 @@ def time_to(curve: tuple[np.ndarray, np.ndarray], target: float) -> float:
 def run(quick: bool = False) -> str:
     import ray
 
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp()}/bench.db")
     n = 6 if quick else 16
     card = bench_dataset()
     root = tempfile.mkdtemp(prefix="raysweep-bench-")
+    # The sweeps' storage and MLflow store are scratch: removed when the interpreter exits.
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root}/bench.db")
     t_init = time.time()
     ray.init(address="local", num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False,
              log_to_driver=False, configure_logging=False)
