@@ -26,3 +26,14 @@ def ray_local():
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def mlflow_db(tmp_path, monkeypatch):
+    """A private SQLite MLflow store that `MLFLOW_TRACKING_URI` points at; cwd is tmp_path."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)

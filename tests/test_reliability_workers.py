@@ -65,16 +65,6 @@ def space_file(tmp_path):
     return str(path)
 
 
-@pytest.fixture
-def mlflow_db(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(uri)
-
-
 def children_of(client, parent_run_id: str):
     exp = client.get_run(parent_run_id).info.experiment_id
     return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")

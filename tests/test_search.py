@@ -52,16 +52,6 @@ def space_file(tmp_path):
     return str(path)
 
 
-@pytest.fixture
-def mlflow_db(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(uri)
-
-
 def runs_of(client, experiment: str):
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
