@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import load_note
+
 BATCHES = (1, 32)
 PHOTO_SIZE, CROP = 256, 64
 
@@ -79,8 +81,7 @@ def run(quick: bool = False) -> str:
         "forward) shrinks per photo with the batch.\n",
         *table, "",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, no GPU; the 2-core machine was shared with other "
-        "jobs while this ran, so absolute numbers are noisy (compare rows of one run).\n",
+        f"{torch.get_num_threads()} threads, no GPU; {load_note()}.\n",
         f"Command: `{cmd}`\n",
     ])
 

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import load_note
 from raysweep.data.prepare import load_prepared
 
 SETS, TONES, QUICK_TONES, SIZE = 15, 138, 14, 128
@@ -76,8 +77,7 @@ def run(quick: bool = False) -> str:
         + f". CPU time of the 2-worker run (all processes): {cpu2:.1f} s, i.e. about "
         f"{cpu2 / 2:.0f} s of wall time on 2 otherwise idle cores.",
         "",
-        f"Machine: {os.cpu_count()} CPU cores, shared with other jobs while measured (absolute "
-        "times are noisy; the ratio is side by side). Command: "
+        f"Machine: {os.cpu_count()} CPU cores; {load_note()}. Command: "
         f"`python -m benchmarks.prepare_speed{' --quick' if quick else ''}`.",
     ]
     return "\n".join(lines) + "\n"

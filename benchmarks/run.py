@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks import load_note
 from raysweep.errors import UserError, run_cli, setup_logging, unknown_name
 
 HERE = Path(__file__).resolve().parent
@@ -184,9 +185,9 @@ def render(args, sections: dict[str, str], timings: dict[str, tuple[float, str]]
         "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         "",
-        "The machine was shared with other developers' jobs while this ran (load from five other "
-        "sessions): absolute seconds are noisy, ratios measured side by side within one section "
-        "are the numbers to compare. No GPU numbers are claimed here.",
+        f"Each section states the machine's load when it was written; ratios measured side by "
+        f"side within one section are the numbers to compare. No GPU numbers are claimed here. "
+        f"At the end of this run: {load_note()}.",
         "",
     ]
     lines = headline(args.quick) if "study" in timings else []

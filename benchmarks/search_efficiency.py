@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks import load_note
+
 RESULTS = Path(__file__).parent / "results"
 SPACE = "quickstart"
 MAX_EPOCHS, GRACE_PERIOD = 6, 1
@@ -166,8 +168,7 @@ def run(quick: bool = False) -> str:
     plot(c2, c3, target, RESULTS / png)
     cmd = "python -m benchmarks.search_efficiency" + (" --quick" if quick else "")
     machine = (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} "
-               f"cores, Python {sys.version.split()[0]}; shared with five other developers' "
-               "jobs while measured, so absolute seconds are noisy: compare rows, not runs")
+               f"cores, Python {sys.version.split()[0]}; {load_note()}")
     return "\n".join([
         "## Search efficiency: fixed cost per trial, useful work, TPE + ASHA vs random",
         "",

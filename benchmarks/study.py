@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks import load_note
 from benchmarks.study_analysis import (
     N_BOOT,
     best,
@@ -256,7 +257,7 @@ def run(quick: bool = False) -> str:
         "",
         f"Time: search {t_search:.0f} s, test evaluation with baselines {t_eval:.0f} s, oracle "
         f"{t_oracle:.0f} s, whole study {time.time() - t_all:.0f} s, on "
-        f"{len(os.sched_getaffinity(0))} CPU cores shared with other jobs (no GPU).",
+        f"{len(os.sched_getaffinity(0))} CPU cores, no GPU; {load_note()}.",
         "",
         f"Command: `{cmd}` (or as part of `python -m benchmarks.run{' --quick' if quick else ''}`)",
     ])

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import load_note
+
 
 def _cpu_s() -> float:
     r, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -48,7 +50,6 @@ def run(quick: bool = False) -> str:
             _, wall, cpu = _timed(lambda cfg=cfg, workers=workers, out=out: generate(
                 out, cfg, workers=workers, progress=False))
             rows.append((name, n, workers, wall, cpu, f"{n / wall:.1f}"))
-    load = os.getloadavg()
     lines = [
         "## Synthetic dataset generation speed",
         "",
@@ -66,8 +67,7 @@ def run(quick: bool = False) -> str:
         f"CPU per photo: {per_photo_cpu[0]:.1f} ms (parallel run, incl. worker start-up), "
         f"{per_photo_cpu[1]:.1f} ms (one worker).",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; load average at the end {load[0]:.1f} "
-        "(the machine was shared with other jobs: wall times are upper bounds).",
+        f"Python {platform.python_version()}; {load_note()}.",
         "",
         f"Command: `python -m benchmarks.synth_speed{' --quick' if quick else ''}`",
         "",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import load_note
 from raysweep.checkpoint import predict_batch
 from raysweep.color import delta_e00
 from raysweep.config import TrainConfig
@@ -215,8 +216,7 @@ def run(quick: bool = False) -> str:
         "",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPU cores, device {device}, torch "
         f"{torch.__version__}, {cpus} torch thread per arm (the TorchTrainer worker gets {cpus} CPU). "
-        "The machine was shared with other jobs while this ran: compare the ratios (measured "
-        "side by side), not the absolute numbers.",
+        f"{load_note()[0].upper()}{load_note()[1:]}: compare the ratios (measured side by side).",
         "",
         f"Command: `python -m benchmarks.train_throughput{' --quick' if quick else ''}`",
         "",
