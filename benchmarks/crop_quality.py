@@ -10,7 +10,6 @@ hold less of all three than the centre crops of the same kind.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from benchmarks import main as bench_main
 from raysweep.data.crop import VARIANTS
 from raysweep.data.prepare import load_prepared
 
@@ -97,8 +97,4 @@ def run(quick: bool = False) -> str:
 
 
 if __name__ == "__main__":
-    text = run(quick="--quick" in sys.argv)
-    print(text)
-    out = Path(__file__).parent / "results" / "crop_quality.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
+    bench_main("crop_quality", run)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import load_note
+from benchmarks import main as bench_main
 
 BATCHES = (1, 32)
 PHOTO_SIZE, CROP = 256, 64
@@ -87,10 +87,4 @@ def run(quick: bool = False) -> str:
 
 
 if __name__ == "__main__":
-    text = run(quick="--quick" in sys.argv[1:])
-    print(text)
-    out = Path(__file__).resolve().parent / "results" / "predict_latency.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    bench_main("predict_latency", run)

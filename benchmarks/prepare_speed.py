@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks import load_note
+from benchmarks import main as bench_main
 from raysweep.data.prepare import load_prepared
 
 SETS, TONES, QUICK_TONES, SIZE = 15, 138, 14, 128
@@ -84,8 +84,4 @@ def run(quick: bool = False) -> str:
 
 
 if __name__ == "__main__":
-    text = run(quick="--quick" in sys.argv)
-    print(text)
-    out = Path(__file__).parent / "results" / "prepare_speed.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
+    bench_main("prepare_speed", run)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks import load_note
+from benchmarks import main as bench_main
 
 
 def _cpu_s() -> float:
@@ -76,9 +76,4 @@ def run(quick: bool = False) -> str:
 
 
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv[1:]
-    text = run(quick=quick)
-    print(text)
-    out = Path(__file__).parent / "results" / ("synth_speed_quick.md" if quick else "synth_speed.md")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
+    bench_main("synth_speed", run)
