@@ -46,9 +46,14 @@ def _matmul3(x: Tensor, m: list[list[float]]) -> Tensor:
 
 
 def _safe_sqrt(x: Tensor) -> Tensor:
-    """sqrt with a zero (not infinite) gradient at 0, so exact matches and C = 0 stay finite."""
+    """sqrt with a zero (not infinite) gradient at 0, so exact matches and C = 0 stay finite.
+
+    NaN passes through: `NaN > 0` is false, and mapping it to 0 would give a diverged model a
+    perfect colour difference.
+    """
     positive = x > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), 0.0)
+    root = torch.sqrt(torch.where(positive, x, torch.ones_like(x)))
+    return torch.where(positive, root, torch.where(torch.isnan(x), x, torch.zeros_like(x)))
 
 
 def _safe_atan2(y: Tensor, x: Tensor) -> Tensor:

@@ -186,6 +186,8 @@ def maybe_fault(epoch_number: int, reporter: Reporter) -> None:
 def validate(model, tensors, idx, autocast: bool) -> dict:
     pred = ckpt.predict_batch(ckpt.unwrap(model), tensors, idx, autocast=autocast)
     de = delta_e00(pred, tensors["target"][idx].float())
+    # A non-finite prediction is the worst possible answer, never a small one.
+    de = torch.where(torch.isfinite(de), de, torch.full_like(de, math.inf))
     q = torch.quantile(de, torch.tensor([0.5, 0.95], device=de.device))
     mean, median, p95 = torch.stack((de.mean(), q[0], q[1])).tolist()
     return {"val_de00_mean": mean, "val_de00_median": median, "val_de00_p95": p95}
@@ -297,6 +299,12 @@ def _train(cfg: TrainConfig, data, reporter: Reporter) -> FitResult:
         improved = False
         if rank == 0:
             metrics.update(validate(model, tensors, val_idx, use_bf16))
+            if not math.isfinite(metrics["val_de00_mean"]):
+                # Diverged weights must never be checkpointed or ranked; the loss alone does not
+                # catch this (a finite loss can sit beside NaN predictions on other photos).
+                raise NonFiniteLoss(
+                    f"non-finite validation predictions at epoch {epoch + 1} (lr={cfg.lr:g}, "
+                    f"backbone={cfg.backbone}, fusion={cfg.fusion}); lower lr or enable grad_clip")
             improved = best is None or metrics["val_de00_mean"] < best["val_de00_mean"]
         metrics.update(epoch_s=time.perf_counter() - t0, samples_per_s=seen * world / train_s,
                        lr=scheduler.get_last_lr()[0], aux_weight=aux_weight(cfg, epoch))

@@ -140,3 +140,16 @@ def test_low_precision_inputs_are_computed_in_float32(dtype):
     low = color.delta_e00(lab1, lab2)
     assert low.dtype == torch.float32
     assert ((low.double() - ref).abs() / ref.clamp_min(1.0)).max().item() < 1e-4
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("channel", [0, 1, 2])
+def test_de00_of_a_non_finite_colour_is_never_small(bad, channel):
+    # A diverged model (NaN or inf Lab) must not score a perfect 0: it would be ranked best.
+    good = torch.tensor([[50.0, 10.0, 15.0], [60.0, 0.0, 0.0]], dtype=torch.float64)
+    broken = good.clone()
+    broken[:, channel] = bad
+    for a, b in ((broken, good), (good, broken), (broken, broken)):
+        de = color.delta_e00(a, b)
+        assert not torch.isfinite(de).any(), (a, b, de)
+    assert not torch.isfinite(color.delta_e76(broken, good)).any()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -281,3 +282,22 @@ def test_tune_trial_crashes_once_and_resumes(ray_local, data, tmp_path):
     assert result.checkpoint is not None
     with result.checkpoint.as_directory() as d:
         assert json.loads((Path(d) / "checkpoint.json").read_text())["epoch"] >= 1
+
+
+def test_a_diverged_model_is_never_checkpointed_or_ranked(tmp_path):
+    # lr=1e12 without clipping and without an auxiliary loss blows the weights up; before the
+    # fix the dE00 of NaN predictions was 0, so this trial "improved" and was checkpointed.
+    data = make_prepared(n=48, size=16, seed=9)
+    with pytest.raises(NonFiniteLoss):
+        fit(tiny_cfg(lr=1e12, aux_loss="none", grad_clip=0.0, epochs=3), data,
+            checkpoint_dir=str(tmp_path / "ckpt"))
+    for meta in tmp_path.rglob("checkpoint.json"):
+        metrics = json.loads(meta.read_text())["metrics"]
+        assert math.isfinite(metrics["val_de00_mean"]) and metrics["val_de00_mean"] > 0
+
+
+def test_non_finite_validation_predictions_end_the_trial():
+    data = make_prepared(n=48, size=16, seed=10)
+    data.target[data.indices("val")[:1]] = np.nan  # training rows stay clean: the loss is finite
+    with pytest.raises(NonFiniteLoss, match="validation"):
+        fit(tiny_cfg(aux_loss="none", epochs=2), data)
