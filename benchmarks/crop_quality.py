@@ -20,7 +20,7 @@ import yaml
 
 from benchmarks import main as bench_main
 from raysweep.data.crop import VARIANTS
-from raysweep.data.prepare import load_prepared
+from raysweep.data.pipeline import load_prepared
 
 SETS, TONES, QUICK_TONES = 15, 40, 6
 

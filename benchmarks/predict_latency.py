@@ -37,11 +37,12 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def run(quick: bool = False) -> str:
-    from raysweep import checkpoint, predict
-    from raysweep.data.prepare import load_prepared
+    from raysweep.data.pipeline import load_prepared
+    from raysweep.serve import inference
     from raysweep.synth.context import GeneratorConfig
     from raysweep.synth.generate import generate
-    from raysweep.train import fit
+    from raysweep.train import checkpoint
+    from raysweep.train.loop import fit
 
     repeats = 3 if quick else 10
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -57,12 +58,12 @@ def run(quick: bool = False) -> str:
         rows = []
         for batch in BATCHES:
             group = (paths * 2)[:batch]
-            photos = [predict.read_photo(p, CROP) for p in group]
-            photo_ms = _median_ms(lambda g=group: [predict.read_photo(p, CROP) for p in g],
+            photos = [inference.read_photo(p, CROP) for p in group]
+            photo_ms = _median_ms(lambda g=group: [inference.read_photo(p, CROP) for p in g],
                                   repeats) / batch
-            model_ms = _median_ms(lambda ph=photos: predict.predict_photos(predictor, ph),
+            model_ms = _median_ms(lambda ph=photos: inference.predict_photos(predictor, ph),
                                   repeats) / batch
-            prepared, _ = predict.photos_to_prepared(photos, "adaptive_bg", CROP, None,
+            prepared, _ = inference.photos_to_prepared(photos, "adaptive_bg", CROP, None,
                                                      predictor.stats.cameras)
             forward_ms = _median_ms(lambda d=prepared: predictor.predict(d), repeats) / batch
             rows.append((batch, photo_ms, model_ms, forward_ms, photo_ms + model_ms))

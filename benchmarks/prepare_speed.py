@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks import load_note
 from benchmarks import main as bench_main
-from raysweep.data.prepare import load_prepared
+from raysweep.data.pipeline import load_prepared
 
 SETS, TONES, QUICK_TONES, SIZE = 15, 138, 14, 128
 

@@ -54,8 +54,8 @@ def solo_epoch_s(configs: list[dict], card: Path) -> dict[str, float]:
     import torch
 
     from raysweep.config import TrainConfig
-    from raysweep.data.prepare import load_prepared
-    from raysweep.train import fit
+    from raysweep.data.pipeline import load_prepared
+    from raysweep.train.loop import fit
 
     torch.set_num_threads(1)
     out = {}

@@ -84,8 +84,8 @@ def oracle_errors(card: Path, sample_ids: np.ndarray) -> np.ndarray:
 
 
 def run(quick: bool = False) -> str:
-    from raysweep.eval_winners import run_eval_winners
-    from raysweep.stats import summarize
+    from raysweep.evaluate.stats import summarize
+    from raysweep.evaluate.winners import run_eval_winners
     from raysweep.synth import ensure_default_dataset
 
     t_all = time.time()
@@ -169,7 +169,7 @@ def run(quick: bool = False) -> str:
         hit = claims_df[claims_df["verdict"].str.split(" ").str[0] == word]
         if len(hit):
             reading.append(f"**{word.capitalize()}**: " + "; ".join(hit["published claim / target"]))
-    from raysweep.stats import paired_bootstrap
+    from raysweep.evaluate.stats import paired_bootstrap
 
     vs_base = paired_bootstrap(errs[winner["model"]], errs[bases["model"].iloc[0]], "mean", N_BOOT, 0)
     headline = {

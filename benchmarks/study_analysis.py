@@ -37,7 +37,7 @@ def has_meta(features: str) -> bool:
 
 def effects(models: pd.DataFrame, errs: dict) -> pd.DataFrame:
     """Paired bootstrap of mean dE00, A - B on the same test photos (negative: A is better)."""
-    from raysweep.stats import paired_bootstrap
+    from raysweep.evaluate.stats import paired_bootstrap
 
     pairs = []
     for crop in ("adaptive_bg", "adaptive_nobg"):

@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 from benchmarks import load_note
-from raysweep.checkpoint import predict_batch
 from raysweep.color import delta_e00
 from raysweep.config import TrainConfig
-from raysweep.features import encode, fit_stats
-from raysweep.losses import Loss
 from raysweep.models import build_model
-from raysweep.train import LocalReporter, fit, seed_everything
+from raysweep.models.inputs import encode, fit_stats
+from raysweep.train.checkpoint import predict_batch
+from raysweep.train.loop import LocalReporter, fit, seed_everything
+from raysweep.train.losses import Loss
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.md"
 BACKBONES = ("tinycnn", "smallcnn", "resnet18")
@@ -98,8 +98,8 @@ def raysweep_fit(cfg: TrainConfig, data) -> list[tuple[float, float]]:
 
 
 def _trainer_worker(config: dict) -> None:
-    from raysweep.reporters import TrainReporter
-    from raysweep.train import fit as fit_
+    from raysweep.train.loop import fit as fit_
+    from raysweep.train.reporters import TrainReporter
 
     class TimedTrainReporter(TrainReporter):
         clocks = [(time.perf_counter(), time.process_time())]

@@ -144,7 +144,7 @@ def run_search(space: str | None, data: str | Path | Prepared | None = None, num
 
     if data is None and smoke_test:
         data = smoke_dataset()
-    from raysweep.tracking import Tracker, code_version
+    from raysweep.tracking.store import Tracker, code_version
 
     # A resumed sweep logs into the store it started in, wherever it is resumed from.
     uri = saved.get("tracking_uri") if saved and not os.environ.get("MLFLOW_TRACKING_URI") else None
@@ -163,7 +163,7 @@ def run_search(space: str | None, data: str | Path | Prepared | None = None, num
         started = resources.connect(dashboard=workers > 1, log_to_driver=verbose > 0)
         import ray
 
-        from raysweep.cluster import check_storage
+        from raysweep.sweep.storage import check_storage
 
         check_storage(root)  # before the data work: a refused sweep should cost nothing more
         prepared = load_data(data, checked.variants, checked.base)
@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _eval_winners(out: SweepResult) -> int:
     try:
-        from raysweep import eval_winners
+        from raysweep.evaluate import winners as eval_winners
     except ImportError:
         raise UserError("--eval-winners needs raysweep.eval_winners, which this install lacks",
                         fix=f"run it later on the sweep folder {out.path}") from None

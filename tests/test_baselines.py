@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from raysweep import baselines, color
+from raysweep import color
 from raysweep.data.prepared import META_NAMES, Prepared
 from raysweep.errors import UserError
+from raysweep.evaluate import baselines
 
 
 def _de00(a, b):

@@ -56,8 +56,8 @@ def tiny_card(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint_dir(tiny_card, tmp_path_factory):
     """A 1-epoch model trained on the tiny synthetic set (what predict needs)."""
-    from raysweep.data.prepare import load_prepared
-    from raysweep.train import fit
+    from raysweep.data.pipeline import load_prepared
+    from raysweep.train.loop import fit
 
     data = load_prepared(tiny_card, crop="adaptive_bg", size=32, progress=False)
     out = tmp_path_factory.mktemp("model") / "ckpt"

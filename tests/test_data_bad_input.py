@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from raysweep.data.prepare import load_prepared
+from raysweep.data.pipeline import load_prepared
 from raysweep.errors import UserError
 from tests.test_data_fixtures import draw_photo, make_folder, write_card
 

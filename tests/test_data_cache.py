@@ -11,7 +11,7 @@ import pytest
 
 from raysweep.data import images as images_mod
 from raysweep.data.features import require_images
-from raysweep.data.prepare import load_prepared
+from raysweep.data.pipeline import load_prepared
 from raysweep.data.prepared import META_NAMES, Prepared
 from raysweep.errors import UserError
 from tests.test_data_fixtures import make_folder, write_card

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from raysweep.data.exif import apex_brightness, merge, parse_tags, read_exif, to_float
+from raysweep.data.exif_reader import apex_brightness, merge, parse_tags, read_exif, to_float
 from raysweep.data.features import camera_ids, device_text, meta_matrix
 from raysweep.data.prepared import META_NAMES
 from tests.test_data_fixtures import exif_bytes

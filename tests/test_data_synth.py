@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from raysweep.data.prepare import load_prepared
+from raysweep.data.pipeline import load_prepared
 
 synth = pytest.importorskip("raysweep.synth.generate")
 

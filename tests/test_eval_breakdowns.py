@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from raysweep import breakdowns, color
+from raysweep import color
+from raysweep.evaluate import breakdowns
 from tests.fakes import make_prepared
 
 

@@ -7,11 +7,11 @@ import os
 import pandas as pd
 import pytest
 
-from raysweep import eval_winners
-from raysweep.data.prepare import load_prepared
+from raysweep.data.pipeline import load_prepared
 from raysweep.errors import run_cli
-from raysweep.tracking import Tracker
-from raysweep.train import fit
+from raysweep.evaluate import winners as eval_winners
+from raysweep.tracking.store import Tracker
+from raysweep.train.loop import fit
 
 
 @pytest.mark.slow

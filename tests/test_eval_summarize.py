@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raysweep import summarize
 from raysweep.errors import UserError
-from raysweep.tracking import Tracker
+from raysweep.evaluate import trials as summarize
+from raysweep.tracking.store import Tracker
 
 # sweep -> [(trial, fusion, features, val curve per epoch, finished)]
 SWEEPS = {

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raysweep import checkpoint, eval_winners
 from raysweep.errors import UserError
-from raysweep.tracking import Tracker
-from raysweep.train import fit
+from raysweep.evaluate import winners as eval_winners
+from raysweep.tracking.store import Tracker
+from raysweep.train import checkpoint
+from raysweep.train.loop import fit
 from tests.fakes import make_prepared
 
 TRIALS = {
@@ -124,7 +125,7 @@ def test_predictions_csv_matches_checkpoint(sweep, evaluated):
 
 
 def test_registry_round_trip_predicts_like_the_checkpoint(sweep, evaluated):
-    from raysweep.predict import load_predictor
+    from raysweep.serve.loading import load_predictor
 
     assert evaluated.model_uri == "models:/unit@champion"
     reg = load_predictor(evaluated.model_uri, device="cpu")
@@ -138,7 +139,7 @@ def test_registry_round_trip_predicts_like_the_checkpoint(sweep, evaluated):
 def test_evaluation_run_links_parent_and_holds_report(sweep, evaluated):
     from mlflow.tracking import MlflowClient
 
-    from raysweep.tracking import tracking_uri
+    from raysweep.tracking.store import tracking_uri
 
     client = MlflowClient(tracking_uri())
     run = client.get_run(evaluated.eval_run_id)

@@ -20,8 +20,9 @@ import pytest
 import ray
 import yaml
 
-from raysweep import cluster
 from raysweep.errors import UserError
+from raysweep.sweep import storage
+from raysweep.tracking import secrets
 from tests.servers import basic_auth, create_mlflow_user, mlflow_auth_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +190,7 @@ def test_example_env_files_hold_no_secrets():
     for path in [*INFRA.rglob("*.env.example"), INFRA / "kuberay" / "secrets.example.yaml"]:
         for line in path.read_text().splitlines():
             m = re.match(r"\s*([A-Z_]+)\s*[=:]\s*(\S*)", line)
-            if m and cluster.is_secret_key(m.group(1)):
+            if m and secrets.is_secret_key(m.group(1)):
                 assert m.group(2).startswith("CHANGE-ME") or m.group(2) == "...", line
 
 
@@ -246,58 +247,58 @@ ONE_NODE = [{"Alive": True}, {"Alive": False}]
                                   "file:///tmp/raysweep", "memory://x", None, ""])
 def test_local_path_refused_on_multi_node(path):
     with pytest.raises(UserError) as err:
-        cluster.check_storage(path, TWO_NODES, environ={}, may_grow=False)
+        storage.check_storage(path, TWO_NODES, environ={}, may_grow=False)
     msg = err.value.message()
     assert "shared storage" in msg and "2 alive nodes" in msg
-    assert "s3://" in msg and cluster.SHARED_ENV in msg  # says how to fix it
+    assert "s3://" in msg and storage.SHARED_ENV in msg  # says how to fix it
 
 
 @pytest.mark.parametrize("path", ["s3://bucket/raysweep", "gs://bucket/x", "abfs://c@a/x",
                                   "hdfs://nn:8020/x", "S3://Bucket/x"])
 def test_remote_uri_accepted_on_multi_node(path):
-    cluster.check_storage(path, TWO_NODES, environ={}, may_grow=False)
+    storage.check_storage(path, TWO_NODES, environ={}, may_grow=False)
 
 
 def test_local_path_fine_on_one_node_but_not_when_the_cluster_can_grow():
-    cluster.check_storage("/tmp/raysweep", ONE_NODE, environ={}, may_grow=False)
+    storage.check_storage("/tmp/raysweep", ONE_NODE, environ={}, may_grow=False)
     with pytest.raises(UserError, match="autoscaler"):
-        cluster.check_storage("/tmp/raysweep", ONE_NODE, environ={}, may_grow=True)
+        storage.check_storage("/tmp/raysweep", ONE_NODE, environ={}, may_grow=True)
 
 
 def test_shared_flag_and_prefixes(tmp_path):
     shared, other = tmp_path / "shared", tmp_path / "other"
-    cluster.check_storage(str(other), TWO_NODES, environ={cluster.SHARED_ENV: "1"}, may_grow=False)
-    env = {cluster.SHARED_ENV: f"/nonexistent{os.pathsep}{shared}"}
-    cluster.check_storage(str(shared / "run"), TWO_NODES, environ=env, may_grow=False)
+    storage.check_storage(str(other), TWO_NODES, environ={storage.SHARED_ENV: "1"}, may_grow=False)
+    env = {storage.SHARED_ENV: f"/nonexistent{os.pathsep}{shared}"}
+    storage.check_storage(str(shared / "run"), TWO_NODES, environ=env, may_grow=False)
     with pytest.raises(UserError):
-        cluster.check_storage(str(other), TWO_NODES, environ=env, may_grow=False)
+        storage.check_storage(str(other), TWO_NODES, environ=env, may_grow=False)
     with pytest.raises(UserError):
-        cluster.check_storage(str(other), TWO_NODES, environ={cluster.SHARED_ENV: "0"},
+        storage.check_storage(str(other), TWO_NODES, environ={storage.SHARED_ENV: "0"},
                               may_grow=False)
 
 
 def test_network_mounts_are_recognised():
     mounts = [("/", "ext4"), ("/mnt/shared", "nfs4"), ("/mnt/shared/scratch", "xfs")]
-    assert cluster.storage_problem("/mnt/shared/sweeps", True, {}, mounts) is None
-    assert "xfs" in cluster.storage_problem("/mnt/shared/scratch/x", True, {}, mounts)
-    assert "ext4" in cluster.storage_problem("/mnt/sharedx", True, {}, mounts)
+    assert storage.storage_problem("/mnt/shared/sweeps", True, {}, mounts) is None
+    assert "xfs" in storage.storage_problem("/mnt/shared/scratch/x", True, {}, mounts)
+    assert "ext4" in storage.storage_problem("/mnt/sharedx", True, {}, mounts)
 
 
 def test_autoscaler_groups():
     head = {"CPU": 8.0, "GPU": 0.0, "memory": 1e9}
-    assert not cluster.groups_may_add_workers([], head)
-    assert not cluster.groups_may_add_workers([(1, {"CPU": 8})], head)  # the head's own group
-    assert cluster.groups_may_add_workers([(1, {"CPU": 8}), (4, {"CPU": 8, "GPU": 1})], head)
-    assert cluster.groups_may_add_workers([(1, {"CPU": 8}), (1, {"CPU": 8})], head)
-    assert cluster.groups_may_add_workers([(-1, {"CPU": 8, "GPU": 1})], head)
-    assert not cluster.groups_may_add_workers([(1, {"CPU": 8}), (0, {"GPU": 1})], head)
+    assert not storage.groups_may_add_workers([], head)
+    assert not storage.groups_may_add_workers([(1, {"CPU": 8})], head)  # the head's own group
+    assert storage.groups_may_add_workers([(1, {"CPU": 8}), (4, {"CPU": 8, "GPU": 1})], head)
+    assert storage.groups_may_add_workers([(1, {"CPU": 8}), (1, {"CPU": 8})], head)
+    assert storage.groups_may_add_workers([(-1, {"CPU": 8, "GPU": 1})], head)
+    assert not storage.groups_may_add_workers([(1, {"CPU": 8}), (0, {"GPU": 1})], head)
 
 
 def test_check_storage_needs_ray():
     if ray.is_initialized():
         pytest.skip("another test left Ray running")
     with pytest.raises(RuntimeError, match="ray.init"):
-        cluster.check_storage("/tmp/x")
+        storage.check_storage("/tmp/x")
 
 
 @pytest.mark.slow
@@ -307,10 +308,10 @@ def test_check_storage_on_a_real_single_node_ray():
     ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         assert sum(n["Alive"] for n in ray.nodes()) == 1
-        assert not cluster.autoscaler_may_add_nodes(ray.nodes())
-        cluster.check_storage("/tmp/raysweep-single-node")
+        assert not storage.autoscaler_may_add_nodes(ray.nodes())
+        storage.check_storage("/tmp/raysweep-single-node")
         with pytest.raises(UserError, match="autoscaler"):  # the same real nodes, may grow
-            cluster.check_storage("/tmp/raysweep-single-node", may_grow=True)
+            storage.check_storage("/tmp/raysweep-single-node", may_grow=True)
     finally:
         ray.shutdown()
 
@@ -319,20 +320,20 @@ def test_check_storage_on_a_real_single_node_ray():
 
 
 def test_tracking_auth_from_env():
-    auth = cluster.tracking_auth_from_env({
+    auth = secrets.tracking_auth_from_env({
         "MLFLOW_TRACKING_URI": "https://mlflow.example", "MLFLOW_TRACKING_USERNAME": "sweeper",
         "MLFLOW_TRACKING_PASSWORD": "pw-123456"})
     assert auth.username == "sweeper" and auth.has_password
     assert "pw-123456" not in auth.describe() and "pw-123456" not in repr(auth)
-    assert cluster.tracking_auth_from_env({}).tracking_uri is None
+    assert secrets.tracking_auth_from_env({}).tracking_uri is None
 
 
 def test_tracking_auth_refuses_uri_credentials_and_half_config():
     with pytest.raises(UserError, match="contains credentials") as err:
-        cluster.tracking_auth_from_env({"MLFLOW_TRACKING_URI": "https://u:topsecret@h:5000"})
+        secrets.tracking_auth_from_env({"MLFLOW_TRACKING_URI": "https://u:topsecret@h:5000"})
     assert "topsecret" not in err.value.message()
     with pytest.raises(UserError, match="MLFLOW_TRACKING_PASSWORD is not set"):
-        cluster.tracking_auth_from_env({"MLFLOW_TRACKING_USERNAME": "u"})
+        secrets.tracking_auth_from_env({"MLFLOW_TRACKING_USERNAME": "u"})
 
 
 def test_scrub_secrets():
@@ -342,11 +343,11 @@ def test_scrub_secrets():
               "uri": "postgresql://mlflow:pgpass@db:5432/mlflow",
               "note": "key wJalrXUtnFEMI pasted", "list": ["wJalrXUtnFEMI", 3]}
     before = copy.deepcopy(params)
-    out = cluster.scrub_secrets(params, environ=env)
+    out = secrets.scrub_secrets(params, environ=env)
     assert params == before, "scrub_secrets must not mutate its input"
     assert out["lr"] == 0.001 and out["backbone"] == "resnet18"
     assert out["max_tokens"] == 5 and out["author"] == "ann"
     assert out["mlflow_password"] == out["api_key"] == out["nested"]["db_token"] == "***"
     assert out["uri"] == "postgresql://mlflow:***@db:5432/mlflow"
     assert out["list"] == ["***", 3] and out["note"] == "key *** pasted"
-    assert "/root" in cluster.scrub_secrets({"home": "/root"}, environ=env).values()
+    assert "/root" in secrets.scrub_secrets({"home": "/root"}, environ=env).values()

@@ -11,11 +11,11 @@ import torch
 from raysweep import color
 from raysweep.config import FEATURES, FUSIONS, TrainConfig
 from raysweep.errors import UserError
-from raysweep.features import FeatureStats, camera_index, encode, fit_stats, hash_ngrams
-from raysweep.losses import Loss, aux_weight
 from raysweep.models import build_model
 from raysweep.models.backbones import create_backbone
 from raysweep.models.heads import LabHead, LinRGBHead
+from raysweep.models.inputs import FeatureStats, camera_index, encode, fit_stats, hash_ngrams
+from raysweep.train.losses import Loss, aux_weight
 from tests.fakes import make_prepared
 
 

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from raysweep import checkpoint, color, predict
-from raysweep.data.prepare import load_prepared
-from raysweep.train import fit
+from raysweep import color, predict
+from raysweep.data.pipeline import load_prepared
+from raysweep.serve import inference, loading
+from raysweep.train import checkpoint
+from raysweep.train.loop import fit
 
 META_COLS = ["camera", "make", "model", "exposure_time_s", "f_number", "iso", "brightness_ev",
              "exposure_bias_ev"]
@@ -49,13 +51,13 @@ def test_predict_matches_the_prepared_pipeline(trained, tmp_path):
     photos = _meta_csv(tmp_path / "meta.csv", data, idx)
     p = checkpoint.load(trained["ckpt"], device="cpu")
     want = p.predict(data.subset(idx))
-    overrides = predict.read_meta_csv(str(tmp_path / "meta.csv"), photos)
-    got = predict.predict_photos(p, [predict.read_photo(ph, 32) for ph in photos], overrides)
+    overrides = inference.read_meta_csv(str(tmp_path / "meta.csv"), photos)
+    got = inference.predict_photos(p, [inference.read_photo(ph, 32) for ph in photos], overrides)
     np.testing.assert_allclose(got[["L", "a", "b"]].to_numpy(), want, atol=1e-4)
     assert list(got["camera"]) == list(data.camera[idx])
     # the model's inputs themselves, which a barely trained model might not show in its output
-    photo_data, _ = predict.photos_to_prepared(
-        [predict.read_photo(ph, 32) for ph in photos], "adaptive_bg", 32, overrides,
+    photo_data, _ = inference.photos_to_prepared(
+        [inference.read_photo(ph, 32) for ph in photos], "adaptive_bg", 32, overrides,
         p.stats.cameras)
     ref = data.subset(idx)
     np.testing.assert_array_equal(photo_data.images, ref.images)
@@ -109,7 +111,7 @@ def test_unknown_camera_goes_to_the_unknown_bucket(trained, tmp_path, caplog):
     meta = meta.drop(columns=["make", "model"])
     p = checkpoint.load(trained["ckpt"], device="cpu")
     with caplog.at_level(logging.WARNING, logger="raysweep.predict"):
-        out = predict.predict_photos(p, [predict.read_photo(ph, 32) for ph in photos],
+        out = inference.predict_photos(p, [inference.read_photo(ph, 32) for ph in photos],
                                      meta.drop(columns="photo"))
     assert "unknown-camera bucket" in caplog.text and "Pixel 9 Pro" in caplog.text
     assert out["notes"].str.contains("unknown camera").all()
@@ -118,7 +120,7 @@ def test_unknown_camera_goes_to_the_unknown_bucket(trained, tmp_path, caplog):
 
 def test_resolve_cameras():
     vocab = ["canon_eos_5d_mark_ii", "nikon_d5100"]
-    cams, unknown = predict.resolve_cameras(
+    cams, unknown = inference.resolve_cameras(
         np.array(["nikon_d5100", "NIKON-D5100", "Canon Canon EOS 5D Mark II", "Pixel"]), vocab)
     assert list(cams) == ["nikon_d5100", "nikon_d5100", "canon_eos_5d_mark_ii", "Pixel"]
     assert unknown == ["Pixel"]
@@ -127,7 +129,7 @@ def test_resolve_cameras():
 def test_describe_hex_and_ita():
     rgb = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.6, 0.4, 0.2]], dtype=torch.float64)
     lab = color.srgb_to_lab(rgb).numpy()
-    d = predict.describe(lab)
+    d = inference.describe(lab)
     assert list(d["hex"]) == ["#ffffff", "#ff0000", "#996633"]
     assert d["ita_category"][0] == color.ita_category(float(np.degrees(np.arctan2(
         lab[0, 0] - 50, lab[0, 2]))))
@@ -138,16 +140,16 @@ def test_meta_csv_errors(tmp_path):
 
     (tmp_path / "m.csv").write_text("file,iso\na.jpg,100\n")
     with pytest.raises(UserError, match="photo"):
-        predict.read_meta_csv(str(tmp_path / "m.csv"), ["a.jpg"])
+        inference.read_meta_csv(str(tmp_path / "m.csv"), ["a.jpg"])
     (tmp_path / "m.csv").write_text("photo,isoo\na.jpg,100\n")
     with pytest.raises(UserError, match="isoo"):
-        predict.read_meta_csv(str(tmp_path / "m.csv"), ["a.jpg"])
+        inference.read_meta_csv(str(tmp_path / "m.csv"), ["a.jpg"])
 
 
 @pytest.mark.slow
 def test_synthetic_photo_close_to_truth(tmp_path):
     """A model trained on the synthetic set reads held-out JPEGs better than the naive mean."""
-    from raysweep.baselines import make_baseline
+    from raysweep.evaluate.baselines import make_baseline
 
     card = _synth(tmp_path / "syn", sets=6, tones=40)
     data = load_prepared(card, crop="adaptive_bg", size=32, progress=False)
@@ -157,7 +159,7 @@ def test_synthetic_photo_close_to_truth(tmp_path):
     test = data.indices("test")
     photos = [str(tmp_path / "syn" / r) for r in data.frame["image"].iloc[test]]
     p = checkpoint.load(res.checkpoint_dir, device="cpu")
-    out = predict.predict_photos(p, [predict.read_photo(ph, 32) for ph in photos])
+    out = inference.predict_photos(p, [inference.read_photo(ph, 32) for ph in photos])
     truth = torch.as_tensor(data.target[test], dtype=torch.float64)
     de = color.delta_e00(torch.as_tensor(out[["L", "a", "b"]].to_numpy()), truth).numpy()
     naive = make_baseline("naive").predict(data.subset(test))
@@ -172,7 +174,7 @@ def registered(trained, tmp_path_factory):
     """The fixture checkpoint logged and registered as a pyfunc model (local SQLite store)."""
     from mlflow.tracking import MlflowClient
 
-    from raysweep import pyfunc
+    from raysweep.serve import pyfunc
 
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlruns.db'}"
@@ -199,11 +201,11 @@ def test_pyfunc_serves_photos_like_predict(trained, registered, monkeypatch):
     assert list(got.columns) == ["L", "a", "b", "hex", "ita_deg", "ita_category"]
     p = checkpoint.load(trained["ckpt"], device="cpu")
     overrides = frame.drop(columns="image_b64")
-    want = predict.predict_photos(p, [predict.read_photo(ph, 32) for ph in photos], overrides)
+    want = inference.predict_photos(p, [inference.read_photo(ph, 32) for ph in photos], overrides)
     np.testing.assert_allclose(got[["L", "a", "b"]].to_numpy(), want[["L", "a", "b"]].to_numpy(),
                                atol=1e-5)
     # the CLI accepts the registry URI too
-    reg = predict.load_predictor(registered["model"], device="cpu")
+    reg = loading.load_predictor(registered["model"], device="cpu")
     np.testing.assert_allclose(reg.predict(data), p.predict(data), atol=1e-6)
 
 
@@ -219,4 +221,4 @@ def test_pyfunc_rejects_bad_input(trained, registered, monkeypatch):
     with pytest.raises(UserError, match="base64"):
         model.predict(pd.DataFrame({"image_b64": ["%%% not base64"]}))
     with pytest.raises(UserError, match="MLflow model"):
-        predict.load_predictor("models:/no-such-model@champion")
+        loading.load_predictor("models:/no-such-model@champion")

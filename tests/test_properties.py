@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from raysweep import color
 from raysweep.config import TrainConfig
-from raysweep.data import exif as exif_mod
+from raysweep.data import exif_reader as exif_mod
 from raysweep.data import features as data_features
-from raysweep.features import encode, fit_stats
+from raysweep.models.inputs import encode, fit_stats
 from tests.fakes import make_prepared
 
 SETTINGS = settings(max_examples=150, deadline=None)

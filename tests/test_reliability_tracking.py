@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from raysweep import tracking
+from raysweep.tracking import callback
+from raysweep.tracking import store as tracking
 
 
 class FakeTrial(SimpleNamespace):
@@ -49,7 +50,7 @@ def steps(tracker, run_id: str, key: str = "val_de00_mean") -> list[tuple[int, f
 
 
 def test_epochs_replayed_after_a_worker_restart_are_logged_once(tracker):
-    logger = tracking.TrialLogger(tracker, max_epochs=4)
+    logger = callback.TrialLogger(tracker, max_epochs=4)
     trial = FakeTrial(trial_id="t1", config={"lr": 0.01})
     logger.on_trial_start(0, [], trial)
     for epoch in (1, 2, 3):
@@ -66,7 +67,7 @@ def test_epochs_replayed_after_a_worker_restart_are_logged_once(tracker):
 
 
 def test_a_new_driver_does_not_relog_what_the_killed_one_logged(tracker):
-    first = tracking.TrialLogger(tracker, max_epochs=4)
+    first = callback.TrialLogger(tracker, max_epochs=4)
     trial = FakeTrial(trial_id="t2", config={"lr": 0.01})
     saved = pickle.dumps(first)  # Tune's tuner.pkl: written before any trial ran
     first.on_trial_start(0, [], trial)
@@ -82,7 +83,7 @@ def test_a_new_driver_does_not_relog_what_the_killed_one_logged(tracker):
 
 
 def test_orphaned_runs_are_retired_so_each_trial_has_one(tracker):
-    logger = tracking.TrialLogger(tracker, max_epochs=2)
+    logger = callback.TrialLogger(tracker, max_epochs=2)
     for tid in ("a", "b", "lost"):
         logger.on_trial_start(0, [], FakeTrial(trial_id=tid, config={}))
     retired = tracker.retire_orphans({"a", "b"})
@@ -104,7 +105,7 @@ def test_a_dead_store_trips_the_breaker_and_hooks_never_raise(tracker, monkeypat
     client = tracker.client
     monkeypatch.setattr(client, "log_batch", refused)
     monkeypatch.setattr(client, "create_run", refused)
-    logger = tracking.TrialLogger(tracker, max_epochs=2)
+    logger = callback.TrialLogger(tracker, max_epochs=2)
     logger.runs["known"] = tracker.parent_run_id  # any existing run
     logger._loaded = True
     logger._adopted.add("known")
@@ -136,7 +137,7 @@ def test_tracking_server_dying_mid_sweep_loses_no_results(ray_local, tmp_path, m
     server = contextlib.ExitStack()
     url = server.enter_context(mlflow_server(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    original = tracking.TrialLogger.on_trial_complete
+    original = callback.TrialLogger.on_trial_complete
     killed_after: list[str] = []
 
     def complete_then_kill_the_server(self, iteration, trials, trial, **info):
@@ -145,7 +146,7 @@ def test_tracking_server_dying_mid_sweep_loses_no_results(ray_local, tmp_path, m
             killed_after.append(trial.trial_id)
             server.close()  # SIGTERM to the server's process group; it is gone for good
 
-    monkeypatch.setattr(tracking.TrialLogger, "on_trial_complete", complete_then_kill_the_server)
+    monkeypatch.setattr(callback.TrialLogger, "on_trial_complete", complete_then_kill_the_server)
     try:
         out = run_search(str(space), data=make_prepared(n=48, size=16), num_samples=3,
                          max_concurrent=1, storage=str(tmp_path / "runs"), name="dead", seed=0,

@@ -30,8 +30,8 @@ NAN_LR, OOM_LR = 3e-3, 5e-4  # trials above NAN_LR get NaN targets; below OOM_LR
 
 def killed_once_loop(config):
     """The real loop with fault injection on: rank 0 SIGKILLs its process at epoch 2, once per
-    trial (raysweep.train.maybe_fault)."""
-    from raysweep.train import FAULT_ENV, train_loop_per_worker
+    trial (raysweep.train.loop.maybe_fault)."""
+    from raysweep.train.loop import FAULT_ENV, train_loop_per_worker
 
     os.environ[FAULT_ENV] = "2"
     train_loop_per_worker(config)
@@ -43,7 +43,7 @@ def faulty_data_loop(config):
     import ray
     import torch
 
-    from raysweep.train import train_loop_per_worker
+    from raysweep.train.loop import train_loop_per_worker
 
     lr = config["train"]["lr"]
     if lr < OOM_LR:

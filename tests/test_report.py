@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raysweep import breakdowns, report, stats
+from raysweep.evaluate import breakdowns, report, stats
 from tests.fakes import make_prepared
 
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def failing_loop(config):
     """The real loop, except that large learning rates 'diverge' (a stand-in for NaN loss)."""
-    from raysweep.train import NonFiniteLoss, train_loop_per_worker
+    from raysweep.train.loop import NonFiniteLoss, train_loop_per_worker
 
     if config["train"]["lr"] > 1e-3:
         raise NonFiniteLoss(f"non-finite training loss at epoch 1 (lr={config['train']['lr']})")
@@ -39,7 +39,7 @@ def failing_loop(config):
 
 def slow_loop(config):
     """The real loop behind a pause, so that a sweep can be interrupted half-way."""
-    from raysweep.train import train_loop_per_worker
+    from raysweep.train.loop import train_loop_per_worker
 
     time.sleep(1.0)
     train_loop_per_worker(config)

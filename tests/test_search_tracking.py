@@ -10,7 +10,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 
-from raysweep import tracking
+from raysweep.tracking import callback
+from raysweep.tracking import store as tracking
 
 
 class FakeTrial(SimpleNamespace):
@@ -49,7 +50,7 @@ def test_default_store_is_sqlite_in_cwd(tracker, store):
 
 
 def test_trial_lifecycle_finished_and_failed(tracker, tmp_path):
-    logger = tracking.TrialLogger(tracker, max_epochs=4)
+    logger = callback.TrialLogger(tracker, max_epochs=4)
     ok = FakeTrial(trial_id="aaa", config={"lr": 0.01, "backbone": "tinycnn", "epochs": 4,
                                            "db_password": "hunter22"})
     bad = FakeTrial(trial_id="bbb", config={"lr": 1.0, "fusion": "film"},
@@ -91,7 +92,7 @@ def test_trial_lifecycle_finished_and_failed(tracker, tmp_path):
 
 
 def test_restored_logger_reuses_runs(tracker):
-    logger = tracking.TrialLogger(tracker, max_epochs=4)
+    logger = callback.TrialLogger(tracker, max_epochs=4)
     trial = FakeTrial(trial_id="ccc", config={"lr": 0.01})
     logger.on_trial_start(0, [], trial)
     first = logger.runs["ccc"]

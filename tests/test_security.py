@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import torch
 
-from raysweep import checkpoint
 from raysweep.errors import UserError
+from raysweep.train import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "raysweep"
@@ -124,7 +124,7 @@ class Payload:
 @pytest.fixture
 def malicious_checkpoint(tmp_path):
     """A real checkpoint folder whose model.pt is replaced by a code-running pickle."""
-    from raysweep.train import fit
+    from raysweep.train.loop import fit
     from tests.fakes import make_prepared
 
     good = tmp_path / "good"
@@ -158,8 +158,8 @@ def test_a_registered_model_is_read_without_unpickling_its_python_model(tmp_path
     (which mlflow.pyfunc.load_model would unpickle): a poisoned one changes nothing."""
     from mlflow.tracking import MlflowClient
 
-    from raysweep import predict, pyfunc
-    from raysweep.train import fit
+    from raysweep.serve import loading, pyfunc
+    from raysweep.train.loop import fit
     from tests.fakes import make_prepared
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
@@ -177,7 +177,7 @@ def test_a_registered_model_is_read_without_unpickling_its_python_model(tmp_path
     assert pickles, "expected MLflow to have stored the pickled python model"
     for pkl in pickles:  # what an attacker with write access to the artifact store could do
         pkl.write_bytes(__import__("pickle").dumps(Payload(marker)))
-    predictor = predict.load_predictor(model_uri, device="cpu")
+    predictor = loading.load_predictor(model_uri, device="cpu")
     assert not marker.exists()
     assert predictor.predict(data).shape == (len(data), 3)
 
@@ -185,7 +185,7 @@ def test_a_registered_model_is_read_without_unpickling_its_python_model(tmp_path
 # ---- dataset paths -----------------------------------------------------------------------------
 
 def test_a_symlink_out_of_the_dataset_folder_is_rejected(tmp_path):
-    from raysweep.data.prepare import load_prepared
+    from raysweep.data.pipeline import load_prepared
     from tests.test_data_fixtures import make_folder, write_card
 
     root = tmp_path / "ds"
@@ -211,7 +211,8 @@ def test_a_symlink_out_of_the_dataset_folder_is_rejected(tmp_path):
 def test_secrets_never_reach_mlflow_params_or_tags(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from raysweep import tracking
+    from raysweep.tracking import callback
+    from raysweep.tracking import store as tracking
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -221,7 +222,7 @@ def test_secrets_never_reach_mlflow_params_or_tags(tmp_path, monkeypatch):
         tags={"raysweep.note": "uses s3cr3t-pass-42 inside"},
         params={"data": "https://alice:hunter2@example.org/ds", "aws_secret_access_key": "AKIA",
                 "copy_of_password": "s3cr3t-pass-42", "lr": 0.1})
-    logger = tracking.TrialLogger(t, max_epochs=1)
+    logger = callback.TrialLogger(t, max_epochs=1)
     trial = type("T", (), {"trial_id": "x", "config": {"lr": 0.1, "hf_token": "hf_abcdef123"},
                            "__str__": lambda self: "trial_x"})()
     logger.on_trial_start(0, [], trial)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from raysweep import stats
+from raysweep.evaluate import stats
 
 
 def test_point_estimates_match_numpy():

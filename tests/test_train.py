@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from raysweep import checkpoint
 from raysweep.color import delta_e00
 from raysweep.config import TrainConfig
 from raysweep.errors import UserError
-from raysweep.features import encode, fit_stats
-from raysweep.losses import Loss
 from raysweep.models import build_model
-from raysweep.train import (
+from raysweep.models.inputs import encode, fit_stats
+from raysweep.train import checkpoint
+from raysweep.train.loop import (
     FAULT_ENV,
     LocalReporter,
     NonFiniteLoss,
@@ -31,6 +30,7 @@ from raysweep.train import (
     shard,
     train_loop_per_worker,
 )
+from raysweep.train.losses import Loss
 from tests.fakes import make_prepared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,7 +190,7 @@ def test_encoded_data_is_cached_per_process(data):
 
 FAULT_SCRIPT = """
 import sys
-from raysweep.train import fit, LocalReporter
+from raysweep.train.loop import fit, LocalReporter
 from raysweep.config import TrainConfig
 from tests.fakes import make_prepared
 cfg = TrainConfig(backbone="tinycnn", image_size=16, width=8, epochs=3, batch_size=16)
@@ -216,7 +216,7 @@ def _ddp_worker(config):
     """Runs the real loop, then saves this rank's parameters for the test to compare."""
     import ray.train
 
-    from raysweep.train import fit as fit_
+    from raysweep.train.loop import fit as fit_
     result = fit_(TrainConfig.from_dict(config["train"]), config["data"])
     rank = ray.train.get_context().get_world_rank()
     # Parameters, not buffers: BatchNorm running stats are per rank after the last step (DDP

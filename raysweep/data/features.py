@@ -2,7 +2,7 @@
 
 Only transforms with no fitted state live here (logs of ISO and exposure, the patch mean colour,
 camera and device strings). Normalisation is fitted on the training split by the training code
-(raysweep/features.py) and stored with the model, so nothing here can leak the test split.
+(raysweep/models/inputs.py) and stored with the model, so nothing here can leak the test split.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from raysweep.data import crop as cropping
-from raysweep.data.exif import read_exif
+from raysweep.data.exif_reader import read_exif
 
 GRAYSCALE = ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La")
 

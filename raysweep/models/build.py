@@ -1,6 +1,6 @@
 """`build_model(cfg, stats)`: every combination the study compares, by name.
 
-The model takes the batch dict of `raysweep.features.encode` (images as uint8; the float
+The model takes the batch dict of `raysweep.models.inputs.encode` (images as uint8; the float
 conversion and normalisation happen here, on whatever device the batch lives on) and returns
 CIELAB (B, 3).
 """
@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from raysweep.config import TrainConfig
-from raysweep.features import FeatureStats
 from raysweep.models.backbones import create_backbone
 from raysweep.models.fusion import create_fusion
 from raysweep.models.heads import create_head
+from raysweep.models.inputs import FeatureStats
 from raysweep.models.metadata import ConditionEncoder
 
 # ImageNet statistics: what timm weights expect; harmless for models trained from scratch.

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from raysweep.config import TrainConfig
-from raysweep.features import FeatureStats
+from raysweep.models.inputs import FeatureStats
 
 TEXT_PROJ = 16  # the device-string embedding is squeezed to this before the MLP
 CAMERA_DROPOUT = 0.1  # share of training rows shown as "unknown camera" so bucket 0 is trained

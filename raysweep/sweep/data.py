@@ -23,7 +23,7 @@ def load_data(data: str | Path | Prepared | None, variants: list[tuple[str, int]
             raise UserError(f"the given dataset is prepared as {have}, but the space asks for "
                             f"{missing}", fix="fix crop and image_size with --set")
         return {have: data}
-    from raysweep.data.prepare import load_prepared
+    from raysweep.data.pipeline import load_prepared
 
     if data is None:
         data = default_dataset()

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from raysweep.cluster import scrub_secrets
+from raysweep.tracking.secrets import scrub_secrets
 
 SHOWN = ("val_de00_mean", "val_de00_median", "val_de00_p95")
 

@@ -1,6 +1,6 @@
 """The Tune trainables: what one trial runs.
 
-A single-worker trial runs THE training loop (`raysweep.train.train_loop_per_worker`) directly in
+A single-worker trial runs THE training loop (`raysweep.train.loop.train_loop_per_worker`) directly in
 the Tune trial process. With `reuse_actors=True` that process, its warmed-up torch (and CUDA
 context) and its cached copy of the dataset serve trial after trial; starting a TorchTrainer per
 trial instead costs tens of seconds against sub-second epochs on this data. Only a trial that

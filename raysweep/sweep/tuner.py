@@ -18,7 +18,7 @@ def build_tuner(*, sp: spaces.Space, overrides: dict, refs: dict, pl: resources.
     from ray.tune.search.optuna import OptunaSearch
 
     from raysweep.sweep.trainable import run_ddp_trial, run_trial, trial_name
-    from raysweep.tracking import TrialLogger
+    from raysweep.tracking.callback import TrialLogger
 
     if pl.workers == 1:
         fn = tune.with_parameters(run_trial, data=refs, loop=loop,

@@ -45,7 +45,7 @@ def signature():
 
 class RaysweepModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from raysweep import checkpoint
+        from raysweep.train import checkpoint
 
         self.predictor = checkpoint.load(context.artifacts[CHECKPOINT_ARTIFACT], device="cpu")
 
@@ -55,7 +55,7 @@ class RaysweepModel(mlflow.pyfunc.PythonModel):
 
 def predict_frame(predictor, frame: pd.DataFrame) -> pd.DataFrame:
     from raysweep.data.prepared import Prepared
-    from raysweep.predict import describe, geometry, predict_photos, read_photo
+    from raysweep.serve.inference import describe, geometry, predict_photos, read_photo
 
     frame = frame.reset_index(drop=True)
     overrides = frame.drop(columns=[c for c in ("image_b64",) if c in frame.columns])
@@ -174,6 +174,6 @@ def load_pyfunc_predictor(uri: str, device: str = "auto"):
     folder = (local / rel).resolve()
     if not folder.is_relative_to(local.resolve()):
         raise UserError(f"{uri}: its MLmodel points outside the model folder", where=uri)
-    from raysweep.checkpoint import load
+    from raysweep.train.checkpoint import load
 
     return load(folder, device=device)

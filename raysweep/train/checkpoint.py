@@ -19,9 +19,9 @@ import torch
 from raysweep.config import TrainConfig
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
-from raysweep.features import FeatureStats, encode
 from raysweep.fsutil import atomic_dir
 from raysweep.models import build_model
+from raysweep.models.inputs import FeatureStats, encode
 
 MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "checkpoint.json", "train_state.pt"
 FORMAT = 1

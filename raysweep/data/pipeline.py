@@ -12,13 +12,10 @@ rejects.csv: a row is never dropped silently.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_all_start_methods, get_context
@@ -28,12 +25,13 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from raysweep.config import CROPS, SPLIT_BY
-from raysweep.data import cache, exif, features, images, manifest, splits
-from raysweep.data.card import CARD_NAME, Card, card_path, check_illuminant, load_card, write_card
+from raysweep.config import CROPS
+from raysweep.data import cache, features, images, manifest, splits
+from raysweep.data import exif_reader as exif
+from raysweep.data.card import CARD_NAME, Card, check_illuminant, load_card, write_card
 from raysweep.data.crop import VARIANTS, CropParams
 from raysweep.data.prepared import META_NAMES, Prepared
-from raysweep.errors import UserError, run_cli, setup_logging, unknown_name
+from raysweep.errors import UserError, unknown_name
 
 log = logging.getLogger(__name__)
 
@@ -275,90 +273,3 @@ def card_from_labels(images_dir: str | Path, labels: str | Path, columns: str = 
     write_card(card)
     load_card(path)  # validates the mapping against the contract before any work
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m raysweep.prepare", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_argument_group("dataset (a card, or images + labels to write one)")
-    src.add_argument("--card", help="dataset.yaml or the folder holding it")
-    src.add_argument("--images", help="folder of photos (the card is written there)")
-    src.add_argument("--labels", help="CSV or Parquet of labels (with --images)")
-    src.add_argument("--columns", default="", help='"theirs=contract,..." e.g. "L-true=target_L"')
-    src.add_argument("--illuminant", default="D65", help="ground truth convention: D65 or D50")
-    src.add_argument("--card-out", help="where --images/--labels writes the card")
-    ap.add_argument("--size", type=int, default=128, help="crop side in pixels (default 128)")
-    ap.add_argument("--skip-bad", action="store_true",
-                    help="leave bad rows out and list them in rejects.csv instead of stopping")
-    ap.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
-    ap.add_argument("--debug-crops", type=int, default=0, metavar="N",
-                    help="write N overlay PNGs showing where and why each crop was cut")
-    ap.add_argument("--cache-dir", help="default: <dataset>/.raysweep_cache")
-    ap.add_argument("--split-by", default="tone_id", choices=SPLIT_BY)
-    ap.add_argument("--val-fraction", type=float, default=0.15)
-    ap.add_argument("--test-fraction", type=float, default=0.15)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--smoke-test", action="store_true",
-                    help="prepare a tiny drawn folder twice (second run from the cache) and exit")
-    ap.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
-    args = ap.parse_args(argv)
-    setup_logging(args.debug)
-    if args.smoke_test:
-        return _smoke_test(args)
-    if bool(args.card) == bool(args.images or args.labels):
-        raise UserError("give either --card, or --images and --labels", where="arguments",
-                        fix="see python -m raysweep.prepare --help")
-    if args.card:
-        card = card_path(args.card)
-    else:
-        if not (args.images and args.labels):
-            raise UserError("--images and --labels go together", where="arguments")
-        card = card_from_labels(args.images, args.labels, args.columns, args.illuminant,
-                                args.card_out, args.skip_bad)
-        print(f"wrote {card}", file=sys.stderr)
-    t0 = time.perf_counter()
-    data = load_prepared(card, size=args.size, split_by=args.split_by,
-                         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                         seed=args.seed, cache_dir=args.cache_dir,
-                         skip_bad=True if args.skip_bad else None, workers=args.workers,
-                         progress=not args.no_progress)
-    info = data.info
-    counts = ", ".join(f"{k} {len(data.indices(k))}" for k in ("train", "val", "test"))
-    mode = "tabular (no images)" if info["tabular"] else f"4 crop variants at {args.size} px"
-    print(f"prepared {len(data)} rows, {mode}, "
-          f"{'from the cache' if info['cached'] else 'in %.1f s' % (time.perf_counter() - t0)}"
-          f"\n  cache: {Path(info['cache_dir']) / info['cache_key'] / str(args.size)}"
-          f"\n  split {info['split_id']} ({counts}): {info['split_file']}"
-          f"\n  content hash: {info['content_hash']}")
-    if info.get("rejects_file"):
-        print(f"  skipped {info['n_rejected']} bad row(s): {info['rejects_file']}")
-    if args.debug_crops:
-        out = Path(info["cache_dir"]) / "debug_crops"
-        written = write_debug_crops(load_card(card), data.frame, args.debug_crops, out,
-                                    CropParams(size=args.size))
-        print(f"  {len(written)} debug overlay(s) in {out}")
-    return 0
-
-
-def _smoke_test(args) -> int:
-    from raysweep.data.demo import FOREIGN, make_folder
-
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        labels, _ = make_folder(root, n=8, size=96)
-        card = card_from_labels(root, labels, FOREIGN)
-        t0 = time.perf_counter()
-        first = load_prepared(card, size=32, workers=1, progress=False)
-        t1 = time.perf_counter()
-        second = load_prepared(card, size=32, workers=1, progress=False)
-        t2 = time.perf_counter()
-        ok = second.info["cached"] and np.array_equal(first.images, second.images) and \
-            first.images.shape == (8, 3, 32, 32)
-        print(f"smoke test {'passed' if ok else 'FAILED'}: 8 photos prepared in {t1 - t0:.2f} s, "
-              f"cached load {t2 - t1:.3f} s")
-        return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))

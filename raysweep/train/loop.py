@@ -1,7 +1,7 @@
 """THE training loop: used by search, evaluation, benchmarks and tests, on CPU, GPU or DDP.
 
 `train_loop_per_worker(config)` is the Ray entry point; `fit(cfg, data)` the plain-Python one;
-both run `_train`. Where results go is the reporter's business (raysweep.reporters), picked from
+both run `_train`. Where results go is the reporter's business (raysweep.train.reporters), picked from
 the Ray context, so the same code runs in a Tune trial process (single worker, no TorchTrainer
 start) and in a Ray Train V2 TorchTrainer (DDP, each rank its own shard of the training split).
 
@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from raysweep import checkpoint as ckpt
 from raysweep.color import delta_e00
 from raysweep.config import TrainConfig
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
-from raysweep.features import FeatureStats, encode, fit_stats
-from raysweep.losses import Loss, aux_weight
 from raysweep.models import build_model
-from raysweep.reporters import LocalReporter, Reporter, TrainReporter, pick_reporter
+from raysweep.models.inputs import FeatureStats, encode, fit_stats
+from raysweep.train import checkpoint as ckpt
+from raysweep.train.losses import Loss, aux_weight
+from raysweep.train.reporters import LocalReporter, Reporter, TrainReporter, pick_reporter
 
 FAULT_ENV = "RAYSWEEP_FAULT_EPOCH"
 MAX_CACHED = 2  # datasets (and their device copies) kept per process

@@ -252,7 +252,7 @@ BASELINES = {
 
 def make_baseline(name: str):
     if name not in BASELINES:
-        raise unknown_name("baseline", name, list(BASELINES), where="raysweep.baselines")
+        raise unknown_name("baseline", name, list(BASELINES), where="raysweep.evaluate.baselines")
     return BASELINES[name]()
 
 

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from raysweep import color, stats
+from raysweep import color
 from raysweep.data.prepared import Prepared
+from raysweep.evaluate import stats
 
 DIMENSIONS = ("camera", "set_id", "exposure", "illuminant", "skin_tone")
 EXPOSURE_REGIMES = ("under", "normal", "over")

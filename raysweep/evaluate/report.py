@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from raysweep.breakdowns import DIMENSIONS
+from raysweep.evaluate.breakdowns import DIMENSIONS
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ReportInput:
     title: str
     champion: str  # model name whose plots are drawn
     summary: pd.DataFrame  # one row per model: model, kind, mean, mean_lo, ..., de76_mean, ...
-    breakdown: pd.DataFrame  # raysweep.breakdowns.breakdown() output
+    breakdown: pd.DataFrame  # raysweep.evaluate.breakdowns.breakdown() output
     comparisons: pd.DataFrame  # question, a, b, diff, lo, hi, p_value
     target: np.ndarray  # (N, 3) true Lab of the evaluated photos
     preds: dict[str, np.ndarray]  # model -> (N, 3) Lab

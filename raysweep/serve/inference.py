@@ -1,0 +1,211 @@
+"""`python -m raysweep.predict PHOTO...`: Lab, sRGB hex and skin-tone category of new photos.
+
+    python -m raysweep.predict a.jpg b.jpg --model models:/fusion@champion
+    python -m raysweep.predict photos/*.jpg --model runs/ckpt --meta meta.csv --format json
+
+Each photo goes through the same steps as a prepared dataset (raysweep.data: EXIF, patch
+analysis, crop at the model's crop and size) and then through the model. `--meta` adds or
+overrides metadata per photo (a CSV with a `photo` column holding the file name or path and any
+contract columns: camera, iso, exposure_time_s, f_number, brightness_ev, exposure_bias_ev,
+make, model, mean_L/a/b). The CSV wins over EXIF, as the manifest does in `prepare`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from raysweep import color
+from raysweep.data import crop as cropping
+from raysweep.data import exif_reader as exif_mod
+from raysweep.data import features as data_features
+from raysweep.data import images
+from raysweep.data.prepared import Prepared
+from raysweep.errors import UserError
+
+log = logging.getLogger("raysweep.predict")
+FORMATS = ("table", "csv", "json")
+OVERRIDE_COLUMNS = ("camera", "make", "model", "exposure_time_s", "f_number", "iso",
+                    "brightness_ev", "exposure_bias_ev", "mean_L", "mean_a", "mean_b")
+OUTPUT_COLUMNS = ("photo", "L", "a", "b", "hex", "ita_deg", "ita_category", "camera", "notes")
+
+
+@dataclass
+class Photo:
+    """One processed photo: the same unit of work a prepare worker produces."""
+
+    name: str
+    crops: dict[str, np.ndarray]  # variant -> (3, size, size) uint8
+    mean_lab: np.ndarray  # (3,) patch mean from the crop analysis
+    exif: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def read_photo(source: str | Path | bytes, size: int, name: str | None = None) -> Photo:
+    """Decode, read EXIF and crop one photo (path or encoded bytes) exactly as `prepare` does.
+
+    An unreadable photo is a UserError naming it, with the reason raysweep.data.images gives.
+    """
+    name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    if isinstance(source, bytes):
+        with tempfile.NamedTemporaryFile(suffix=".img") as f:
+            f.write(source)
+            f.flush()
+            r = images.process((0, f.name, cropping.CropParams(size=size)))
+    else:
+        r = images.process((0, str(source), cropping.CropParams(size=size)))
+    if r["error"]:
+        raise UserError(f"cannot use photo {name}: {r['error']}", where=name,
+                        fix="pass a colour JPEG, PNG or TIFF at least as large as the crop")
+    notes = list(r["warnings"]) + list(r["exif_notes"])
+    if r["status"] != "patch found":
+        notes.append(r["status"])
+    return Photo(name=name, crops=r["crops"], mean_lab=r["mean_lab"], exif=r["exif"], notes=notes)
+
+
+def _normal(s: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", s.lower())
+
+
+def resolve_cameras(cameras: np.ndarray, vocabulary: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Map camera ids onto the model's vocabulary (exact, then ignoring case and punctuation).
+
+    An id the model never saw keeps its name, so the model's unknown-camera bucket takes it,
+    and the returned warning says so.
+    """
+    vocab = {_normal(v): v for v in vocabulary}
+    out, unknown = [], []
+    for cam in cameras:
+        cam = str(cam)
+        # EXIF gives "NIKON CORPORATION NIKON D5100" where a manifest said "nikon_d5100": accept
+        # a vocabulary id contained in the device text when exactly one is
+        inside = [v for k, v in vocab.items() if k and k in _normal(cam)]
+        if cam in vocabulary:
+            out.append(cam)
+        elif _normal(cam) in vocab:
+            out.append(vocab[_normal(cam)])
+        elif len(inside) == 1:
+            log.info("camera %r taken as the model's %r", cam, inside[0])
+            out.append(inside[0])
+        else:
+            out.append(cam)
+            unknown.append(cam)
+    return np.array(out, dtype=object).astype(str), sorted(set(unknown))
+
+
+def photos_to_prepared(photos: Sequence[Photo], crop: str, size: int,
+                       overrides: pd.DataFrame | None = None,
+                       cameras: Sequence[str] = ()) -> tuple[Prepared, list[list[str]]]:
+    """Photos -> a `Prepared` (target NaN, split "test") plus per-photo notes.
+
+    `overrides` is aligned with `photos` (same length), NaN/"" where not given.
+    """
+    rows, notes = [], []
+    for i, ph in enumerate(photos):
+        given: dict = {}
+        if overrides is not None:
+            for col in OVERRIDE_COLUMNS:
+                v = overrides.iloc[i][col] if col in overrides.columns else None
+                if not (v is None or (isinstance(v, float) and np.isnan(v)) or v == ""):
+                    given[col] = v
+        values, _ = exif_mod.merge(given, ph.exif)  # the CSV wins, EXIF fills the gaps
+        rows.append({"sample_id": ph.name, **given, **values})
+        notes.append(list(ph.notes))
+    frame = pd.DataFrame(rows)
+    for col in OVERRIDE_COLUMNS[3:]:
+        if col in frame:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    mean_lab, _ = data_features.mean_lab(frame, np.stack([p.mean_lab for p in photos]))
+    camera, unknown = resolve_cameras(data_features.camera_ids(frame), cameras)
+    for cam in unknown:
+        log.warning("camera %r is not one the model was trained on (%s): it goes to the "
+                    "unknown-camera bucket, expect larger errors; pass --meta with a `camera` "
+                    "column to name a known one", cam, ", ".join(cameras) or "none")
+        for i, c in enumerate(camera):
+            if c == cam:
+                notes[i].append(f"unknown camera {cam!r}")
+    n = len(photos)
+    data = Prepared(
+        sample_id=np.array([p.name for p in photos]).astype(str),
+        images=np.stack([p.crops[crop] for p in photos]),
+        mean_lab=mean_lab, meta=data_features.meta_matrix(frame), camera=camera,
+        device=data_features.device_text(frame), target=np.full((n, 3), np.nan, np.float32),
+        split=np.array(["test"] * n), frame=frame, info={"crop": crop, "size": size},
+    )
+    return data, notes
+
+
+def describe(lab: np.ndarray) -> pd.DataFrame:
+    """Lab -> the user-facing columns: L, a, b, hex (clipped to the sRGB gamut), ITA, category."""
+    t = torch.as_tensor(np.asarray(lab, dtype=np.float64))
+    rgb = color.lab_to_srgb(t).clamp(0, 1).numpy()
+    angle = color.ita(t).numpy()
+    codes = np.round(rgb * 255).astype(int)
+    return pd.DataFrame({
+        "L": lab[:, 0], "a": lab[:, 1], "b": lab[:, 2],
+        "hex": ["#{:02x}{:02x}{:02x}".format(*c) for c in codes],
+        "ita_deg": angle, "ita_category": [color.ita_category(float(a)) for a in angle],
+    })
+
+
+def geometry(predictor) -> tuple[str, int]:
+    """The crop variant and size the model was trained on (what its photos must be cut to)."""
+    crop = predictor.meta.get("crop") or predictor.cfg.crop
+    return crop, int(predictor.meta.get("size") or predictor.cfg.image_size)
+
+
+def predict_photos(predictor, photos: Sequence[Photo], overrides: pd.DataFrame | None = None
+                   ) -> pd.DataFrame:
+    crop, size = geometry(predictor)
+    data, notes = photos_to_prepared(photos, crop, size, overrides, predictor.stats.cameras)
+    lab = predictor.predict(data)
+    out = describe(lab)
+    out.insert(0, "photo", [p.name for p in photos])
+    out["camera"] = data.camera
+    out["notes"] = ["; ".join(n) for n in notes]
+    return out
+
+
+def read_meta_csv(path: str, photos: Sequence[str]) -> pd.DataFrame:
+    """Rows of the --meta CSV aligned with `photos` (by exact path, then by file name)."""
+    try:
+        meta = pd.read_csv(path, dtype={"camera": str, "make": str, "model": str})
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read --meta {path}: {e}", where=path) from None
+    if "photo" not in meta.columns:
+        raise UserError("the --meta CSV has no `photo` column", where=path,
+                        fix="add a `photo` column with each photo's file name or path")
+    unknown = [c for c in meta.columns if c != "photo" and c not in OVERRIDE_COLUMNS]
+    if unknown:
+        raise UserError(f"--meta has unknown columns {unknown}", where=path,
+                        fix=f"use photo plus any of: {', '.join(OVERRIDE_COLUMNS)}")
+    by_path = {str(p): i for i, p in enumerate(meta["photo"])}
+    by_name = {Path(str(p)).name: i for i, p in enumerate(meta["photo"])}
+    idx = [by_path.get(p, by_name.get(Path(p).name, -1)) for p in photos]
+    missing = [p for p, i in zip(photos, idx) if i < 0]
+    if missing:
+        log.warning("--meta has no row for %s: EXIF only", ", ".join(missing))
+    empty = pd.Series([np.nan] * len(meta.columns), index=meta.columns)
+    rows = [meta.iloc[i] if i >= 0 else empty for i in idx]
+    return pd.DataFrame(rows).reset_index(drop=True).drop(columns="photo")
+
+
+def format_output(df: pd.DataFrame, fmt: str) -> str:
+    df = df.loc[:, [c for c in OUTPUT_COLUMNS if c in df.columns]]
+    if fmt == "csv":
+        return df.to_csv(index=False, float_format="%.3f")
+    if fmt == "json":
+        return json.dumps(json.loads(df.to_json(orient="records", double_precision=4)), indent=1)
+    shown = df.copy()
+    for c in ("L", "a", "b", "ita_deg"):
+        shown[c] = shown[c].map(lambda v: f"{v:.2f}")
+    return shown.to_string(index=False)
