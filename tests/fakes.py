@@ -86,9 +86,15 @@ def make_prepared(n: int = 48, size: int = 16, tabular: bool = False, seed: int 
         digest.update(np.ascontiguousarray(arr).tobytes())
     content_hash = digest.hexdigest()[:16]
     split_id = hashlib.sha256("".join(split).encode()).hexdigest()[:12]
+    # A grey surround photographed with the same exposure: log(patch / ring) recovers the true
+    # colour up to a constant, as a neutral background does in a real photo.
+    ring_p50 = np.repeat((0.5 * 2.0 ** (bias / 2.0))[:, None], 3, axis=1)
+    patch = np.clip(shown, 1e-4, 1.0)
+    ring = np.concatenate([0.9 * ring_p50, ring_p50, 1.1 * ring_p50,
+                           np.log(patch / ring_p50)], axis=1).astype(np.float32)
     return Prepared(
         sample_id=sample_id, images=images, mean_lab=mean_lab, meta=meta, camera=camera,
-        device=device, target=target, split=split, frame=frame,
+        device=device, target=target, split=split, frame=frame, ring=ring,
         info={"content_hash": content_hash, "split_file": "", "split_id": split_id,
               "crop": None if tabular else crop, "size": None if tabular else size,
               "card": f"<fake seed={seed}>"},

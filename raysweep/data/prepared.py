@@ -16,6 +16,14 @@ import pandas as pd
 # Continuous metadata after fixed, stateless transforms (see raysweep.data.features).
 META_NAMES = ("log2_iso", "log2_exposure_s", "brightness_ev", "exposure_bias_ev", "f_number")
 SPLITS = ("train", "val", "test")
+# Background-ring statistics around the patch (see raysweep.data.ring): the light reference the
+# photo itself carries. Linear RGB percentiles of the ring, then log(patch / ring median).
+RING_NAMES = (
+    "ring_r_p10", "ring_g_p10", "ring_b_p10",
+    "ring_r_p50", "ring_g_p50", "ring_b_p50",
+    "ring_r_p90", "ring_g_p90", "ring_b_p90",
+    "log_patch_over_ring_r", "log_patch_over_ring_g", "log_patch_over_ring_b",
+)
 
 
 @dataclass
@@ -31,14 +39,17 @@ class Prepared:
     frame: pd.DataFrame  # the manifest rows, aligned with the arrays (index 0..N-1)
     meta_names: tuple[str, ...] = META_NAMES
     info: dict = field(default_factory=dict)  # content_hash, split_file, split_id, crop, size, card
+    ring: np.ndarray | None = None  # (N, len(RING_NAMES)) float32; NaN where no ring was found
 
     def __post_init__(self) -> None:
         n = len(self.sample_id)
         for name in ("mean_lab", "meta", "camera", "device", "target", "split"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"Prepared.{name} has {len(getattr(self, name))} rows, expected {n}")
-        if self.images is not None and len(self.images) != n:
-            raise ValueError(f"Prepared.images has {len(self.images)} rows, expected {n}")
+        for name in ("images", "ring"):
+            arr = getattr(self, name)
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"Prepared.{name} has {len(arr)} rows, expected {n}")
 
     def __len__(self) -> int:
         return len(self.sample_id)
@@ -59,4 +70,5 @@ class Prepared:
             frame=self.frame.iloc[idx].reset_index(drop=True),
             meta_names=self.meta_names,
             info=dict(self.info),
+            ring=None if self.ring is None else self.ring[idx],
         )
