@@ -23,7 +23,7 @@ import yaml
 from raysweep.errors import UserError
 from raysweep.sweep import storage
 from raysweep.tracking import secrets
-from tests.servers import basic_auth, create_mlflow_user, mlflow_auth_server
+from tests.servers import basic_auth, create_mlflow_user, mlflow_auth_server, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -202,10 +202,12 @@ def test_start_server_names_a_missing_setting():
     assert "MLFLOW_BACKEND_STORE_URI is not set" in out.stderr
 
 
-def http(url: str, user: str | None = None, password: str | None = None) -> tuple[int, str]:
+def http(url: str, user: str | None = None, password: str | None = None,
+         timeout: float = 120) -> tuple[int, str]:
+    # generous: on a loaded 2-core machine the auth app's first requests took over 10 s
     req = urllib.request.Request(url, headers=basic_auth(user, password) if user else {})
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -217,6 +219,10 @@ def test_start_server_enforces_basic_auth(tmp_path):
     """The real script and server: anonymous requests are refused, env credentials work."""
     with mlflow_auth_server(tmp_path) as (base, admin_pw):
         search = f"{base}/api/2.0/mlflow/experiments/search?max_results=1"
+        # /health answers before the auth app has built its tables: poll the API itself until
+        # it answers the admin (short per-try timeouts, a generous overall deadline)
+        wait_until(lambda: http(search, "admin", admin_pw, timeout=30)[0] == 200, 300,
+                   "mlflow auth API")
         assert http(search)[0] == 401
         assert http(search, "admin", "wrong")[0] == 401
         assert http(search, "admin", admin_pw)[0] == 200
@@ -351,3 +357,13 @@ def test_scrub_secrets():
     assert out["uri"] == "postgresql://mlflow:***@db:5432/mlflow"
     assert out["list"] == ["***", 3] and out["note"] == "key *** pasted"
     assert "/root" in secrets.scrub_secrets({"home": "/root"}, environ=env).values()
+
+
+def test_scrub_secrets_keeps_the_working_directory():
+    """PWD/OLDPWD hold paths, not passwords: a path under them must be logged as it is."""
+    env = {"PWD": "/home/ann/project", "OLDPWD": "/home/ann", "DB_PWD": "s3cr3t-value"}
+    out = secrets.scrub_secrets({"data": "/home/ann/project/data/synth", "home": "/home/ann",
+                                 "note": "pw s3cr3t-value"}, environ=env)
+    assert out["data"] == "/home/ann/project/data/synth"
+    assert out["home"] == "/home/ann"
+    assert out["note"] == "pw ***"

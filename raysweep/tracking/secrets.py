@@ -86,6 +86,10 @@ _SECRET_WORDS = frozenset({"password", "passwd", "pwd", "secret", "token", "apik
                            "credential", "credentials", "passphrase"})
 _SECRET_PAIRS = ("api_key", "access_key", "private_key", "auth_key", "secret_key")
 REDACTED = "***"
+# Shell variables whose names contain a secret word but hold no secret: PWD is the working
+# directory (`pwd` is a secret word for keys like db_pwd), and scrubbing its value blanked every
+# path under it out of the logged params.
+_NOT_SECRET_ENV = frozenset({"PWD", "OLDPWD"})
 
 
 def is_secret_key(key: str) -> bool:
@@ -109,7 +113,8 @@ def scrub_secrets(d: Mapping[str, Any], environ: Mapping[str, str] | None = None
     """A copy of `d` that is safe to log: secret-looking keys, passwords in URIs, and any value
     equal to a secret in the environment are replaced by '***'. Nested dicts/lists included."""
     env = os.environ if environ is None else environ
-    known = {v for k, v in env.items() if v and len(v) >= 6 and is_secret_key(k)}
+    known = {v for k, v in env.items()
+             if v and len(v) >= 6 and k.upper() not in _NOT_SECRET_ENV and is_secret_key(k)}
 
     def clean(key: str | None, value: Any) -> Any:
         if key is not None and is_secret_key(key) and value not in (None, ""):
