@@ -2,7 +2,8 @@
 
 Layout under the cache folder (default <dataset>/.raysweep_cache):
 
-    <key>/<size>/table.npz      ids, targets, meta, mean Lab, camera, device, the frame
+    <key>/<size>/table.npz      ids, targets, meta, mean Lab, background-ring statistics
+                                (raysweep.data.ring), camera, device, the frame
                                 (Parquet bytes), info and the rejected rows, in one file
     <key>/<size>/<variant>.npy  (N, 3, size, size) uint8 crops, one plain array per variant
     <key>/<size>/rejects.csv    the bad rows with their reasons (when there are any)
@@ -28,8 +29,8 @@ import pandas as pd
 
 from raysweep.data.crop import VARIANTS, CropParams
 
-PREP_VERSION = 1  # bump when cropping or feature code changes what a cache holds
-TABLE_ARRAYS = ("sample_id", "mean_lab", "meta", "camera", "device", "target")
+PREP_VERSION = 2  # bump when cropping or feature code changes what a cache holds (2: ring)
+TABLE_ARRAYS = ("sample_id", "mean_lab", "meta", "ring", "camera", "device", "target")
 
 
 def cache_key(content_hash: str, root: Path, images: list[str], params: CropParams) -> str:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from raysweep.data.ring import ring_stats
+
 VARIANTS = ("center_bg", "center_nobg", "adaptive_bg", "adaptive_nobg")
 
 
@@ -46,6 +48,7 @@ class Analysis:
     status: str  # "patch found" or why the fallback was used
     bad_fraction: float  # share of bad pixels inside the adaptive_nobg window
     mean_lab: np.ndarray  # (3,) mean colour of the good pixels of the window, CIELAB D65
+    ring: np.ndarray  # (len(RING_NAMES),) background-ring statistics (raysweep.data.ring)
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # analysis-scale masks (debug)
 
 
@@ -108,9 +111,14 @@ def analyse(rgb: np.ndarray, p: CropParams = CropParams(), keep_maps: bool = Fal
     bx = boxes["adaptive_nobg"]
     px = srgb_to_linear(rgb[bx[1]:bx[3], bx[0]:bx[2]].astype(np.float64) / 255)
     px = px[good] if good.any() else px.reshape(-1, 3)
-    mean_lab = linear_to_lab(px.reshape(-1, 3).mean(0)).astype(np.float32)
+    patch_linear = px.reshape(-1, 3).mean(0)
+    mean_lab = linear_to_lab(patch_linear).astype(np.float32)
+    # The surround of the found patch, up to the adaptive_bg box: the photo's light reference.
+    ring = ring_stats(rgb, pbox, boxes["adaptive_bg"], patch_linear,
+                      found=status.startswith("patch found"))
     return Analysis(boxes=boxes, patch_box=pbox, status=status, bad_fraction=frac,
-                    mean_lab=mean_lab, maps={"mask": mask, **maps} if keep_maps else {})
+                    mean_lab=mean_lab, ring=ring,
+                    maps={"mask": mask, **maps} if keep_maps else {})
 
 
 def cut(rgb: np.ndarray, boxes: dict[str, tuple[int, int, int, int]], size: int

@@ -87,7 +87,7 @@ def process(task: tuple[int, str, cropping.CropParams]) -> dict[str, Any]:
         return out
     out.update(crops=cropping.cut(rgb, a.boxes, params.size), boxes=a.boxes,
                patch_box=a.patch_box, status=a.status, bad_fraction=a.bad_fraction,
-               mean_lab=a.mean_lab, height=rgb.shape[0], width=rgb.shape[1],
+               mean_lab=a.mean_lab, ring=a.ring, height=rgb.shape[0], width=rgb.shape[1],
                cpu_s=time.process_time() - t0)
     return out
 

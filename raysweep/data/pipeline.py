@@ -26,11 +26,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from raysweep.config import CROPS
-from raysweep.data import cache, features, images, manifest, splits
+from raysweep.data import cache, features, images, manifest, ring, splits
 from raysweep.data import exif_reader as exif
 from raysweep.data.card import CARD_NAME, Card, check_illuminant, load_card, write_card
 from raysweep.data.crop import VARIANTS, CropParams
-from raysweep.data.prepared import META_NAMES, Prepared
+from raysweep.data.prepared import META_NAMES, RING_NAMES, Prepared
 from raysweep.errors import UserError, unknown_name
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ def load_prepared(source: str | Path, crop: str = "adaptive_bg", size: int = 64,
             "crop": None if info["tabular"] else crop, "size": size, "split_by": split_by}
     return Prepared(sample_id=arrays["sample_id"], images=imgs, mean_lab=arrays["mean_lab"],
                     meta=arrays["meta"], camera=arrays["camera"], device=arrays["device"],
-                    target=arrays["target"], split=split, frame=frame, info=info)
+                    target=arrays["target"], split=split, frame=frame, info=info,
+                    ring=arrays["ring"] if info.get("has_ring") else None)
 
 
 def prepare(card: Card, size: int = 128, cache_dir: str | Path | None = None,
@@ -138,13 +139,24 @@ def _build(card: Card, frame: pd.DataFrame, bad: dict[int, list[str]], folder: P
                                              ) if keep.any() else np.zeros((0, 3))
     mean_lab, mean_src = features.mean_lab(out, measured)
     out["mean_source"] = mean_src
+    # Photos: measured around each found patch. Spreadsheets: only if they carry the columns.
+    if tabular:
+        rings = ring.from_frame(out)
+    else:
+        rings = np.stack([results[i]["ring"] for i in np.flatnonzero(keep)]) if keep.any() \
+            else None
+    has_ring = rings is not None
+    if rings is None:
+        rings = np.full((len(out), len(RING_NAMES)), np.nan, np.float32)
     arrays = {"sample_id": out["sample_id"].to_numpy().astype(str), "mean_lab": mean_lab,
-              "meta": features.meta_matrix(out), "camera": features.camera_ids(out),
+              "meta": features.meta_matrix(out), "ring": rings.astype(np.float32),
+              "camera": features.camera_ids(out),
               "device": features.device_text(out),
               "target": out[list(manifest.TARGET)].to_numpy(np.float32)}
     _log_warnings(out)
     info = {"card": str(card.path), "size": params.size, "tabular": tabular, "n_rows": int(n),
             "n_kept": int(keep.sum()), "n_rejected": len(rejects), "meta_names": list(META_NAMES),
+            "has_ring": has_ring, "ring_names": list(RING_NAMES),
             "prep_version": cache.PREP_VERSION, "prepare_s": round(time.perf_counter() - t0, 2),
             "worker_cpu_s": round(worker_cpu, 2),
             "params": vars(params)}
