@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from raysweep.errors import UserError
+from raysweep import summarize as summarize_cli
 from raysweep.evaluate import trials as summarize
 from raysweep.tracking.store import Tracker
 
@@ -75,7 +76,7 @@ def test_compare_two_sweeps_side_by_side(store):
 
 
 def test_cli_writes_csv_and_markdown(store, tmp_path, capsys):
-    assert summarize.main(["--experiment", "study", "--out", str(tmp_path / "s")]) == 0
+    assert summarize_cli.main(["--experiment", "study", "--out", str(tmp_path / "s")]) == 0
     runs = pd.read_csv(tmp_path / "s" / "runs.csv")
     assert len(runs) == 5
     md = (tmp_path / "s" / "summary.md").read_text()
