@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raysweep.errors import UserError
 from raysweep import summarize as summarize_cli
+from raysweep.errors import UserError
 from raysweep.evaluate import trials as summarize
 from raysweep.tracking.store import Tracker
 
