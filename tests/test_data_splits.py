@@ -71,3 +71,55 @@ def test_split_file_roundtrip(tmp_path):
     again, same_id = splits.write(df.sample_id.to_numpy(), s, tmp_path, {"by": "tone_id"})
     assert (again, same_id) == (path, split_id)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def _sessions(n_cams=3, per_cam=(2, 2, 5), photos=20):
+    """Sessions s<cam>_<k>; camera c has per_cam[c] sessions (like a real phone dataset)."""
+    rows = [{"sample_id": f"c{c}s{k}p{p}", "tone_id": f"t{p}", "set_id": f"c{c}_{k}",
+             "camera": f"cam{c}"} for c in range(n_cams) for k in range(per_cam[c])
+            for p in range(photos)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_set_split_keeps_every_camera_in_training(seed):
+    df = _sessions()
+    s = splits.assign(df, "set_id", 0.15, 0.15, seed=seed, content_hash="h")
+    assert set(df["camera"][s == "train"]) == {"cam0", "cam1", "cam2"}
+    assert {"val", "test"} <= set(s)
+    per_group = pd.Series(s).groupby(df["set_id"].to_numpy()).nunique()
+    assert (per_group == 1).all()
+
+
+def test_set_split_spreads_held_out_sessions_over_cameras():
+    # 3 cameras x 5 sessions: the 4 held-out sessions are not all of one camera
+    df = _sessions(per_cam=(5, 5, 5))
+    for seed in range(6):
+        s = splits.assign(df, "set_id", 0.15, 0.15, seed=seed, content_hash="h")
+        assert df["camera"][s != "train"].nunique() >= 2
+
+
+def test_set_split_refuses_when_no_session_can_leave():
+    with pytest.raises(UserError, match="single session.*split_by=camera"):
+        splits.assign(_sessions(per_cam=(1, 1, 1)), "set_id", 0.15, 0.15)
+
+
+def test_set_split_file_says_which_sessions_went_where(tmp_path, caplog):
+    import logging
+
+    from raysweep.data.pipeline import load_prepared
+
+    df = _sessions(per_cam=(2, 2, 3), photos=6).assign(
+        target_L=50.0, target_a=10.0, target_b=15.0, mean_L=48.0, mean_a=9.0, mean_b=14.0)
+    df.to_csv(tmp_path / "m.csv", index=False)
+    (tmp_path / "dataset.yaml").write_text("manifest: m.csv\n")
+    with caplog.at_level(logging.INFO, logger="raysweep.data.pipeline"):
+        data = load_prepared(tmp_path, split_by="set_id", progress=False)
+    header = splits.read(data.info["split_file"])[1]
+    went = header["groups"]
+    assert sorted(sum(went.values(), [])) == sorted(df["set_id"].unique())
+    for name, groups in went.items():
+        assert set(data.frame["set_id"][data.split == name].astype(str)) == set(groups)
+    assert set(header["cameras"]["train"]) == {"cam0", "cam1", "cam2"}
+    assert any("split_by=set_id: train" in r.message and went["test"][0] in r.message
+               for r in caplog.records)

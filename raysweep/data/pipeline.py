@@ -54,6 +54,13 @@ def load_prepared(source: str | Path, crop: str = "adaptive_bg", size: int = 64,
     split_dir = Path(info["cache_dir"]) / "splits"
     header = {"by": split_by, "val_fraction": val_fraction, "test_fraction": test_fraction,
               "seed": seed, "content_hash": info["content_hash"], "card": str(card.path)}
+    if split_by in ("set_id", "camera"):  # few groups: say which went where
+        went = splits.groups_by_split(frame, split_by, split)
+        header["groups"] = went
+        header["cameras"] = {k: sorted(set(arrays["camera"][split == k])) for k in went}
+        log.info("split_by=%s: %s", split_by, "; ".join(
+            f"{k} {', '.join(v) or '-'} (cameras {', '.join(header['cameras'][k]) or '-'})"
+            for k, v in went.items()))
     split_file, split_id = splits.write(arrays["sample_id"], split, split_dir, header)
     imgs = None if info["tabular"] else cache.load_variant(folder, crop, size)
     if "split" in frame and split_by != "column":  # keep the manifest's own column visible

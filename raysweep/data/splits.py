@@ -1,9 +1,11 @@
 """Train/val/test splits grouped by the physical sample, deterministic and written down.
 
 Grouping by `tone_id` keeps every photo of one skin tone in one split, so the test measures
-tones the model never saw; `set_id` holds out capture sessions, `camera` whole cameras. The
-assignment depends only on the seed, the grouping and the manifest's content hash (not on file
-order or machine), and it is written to a split file whose id every run records.
+tones the model never saw; `set_id` holds out capture sessions (new light, as a new photo in the
+field brings) while keeping at least one session of EVERY camera in training, so that it measures
+unseen sessions, not unseen cameras; `camera` holds out whole cameras. The assignment depends
+only on the seed, the grouping and the manifest's content hash (not on file order or machine),
+and it is written to a split file whose id every run records, with the groups of each split.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from raysweep.config import SPLIT_BY
+from raysweep.data.features import camera_ids
 from raysweep.data.prepared import SPLITS
 from raysweep.errors import UserError, unknown_name
 
@@ -24,7 +27,12 @@ from raysweep.errors import UserError, unknown_name
 def assign(frame: pd.DataFrame, by: str = "tone_id", val_fraction: float = 0.15,
            test_fraction: float = 0.15, seed: int = 0, content_hash: str = "") -> np.ndarray:
     """(N,) split names. Groups are shuffled, then cut where the cumulative row share crosses
-    test_fraction and test+val fractions; a non-zero fraction always gets at least one group."""
+    test_fraction and test+val fractions; a non-zero fraction always gets at least one group.
+
+    by="set_id" is stratified by camera: one session of every camera is kept for training, and
+    the other sessions are laid out camera by camera in turn before the cut, so held-out
+    sessions spread over the cameras instead of taking all of one camera's.
+    """
     if by not in SPLIT_BY:
         raise unknown_name("split_by", by, SPLIT_BY, where="splits")
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -47,13 +55,23 @@ def assign(frame: pd.DataFrame, by: str = "tone_id", val_fraction: float = 0.15,
     rng = np.random.default_rng(int.from_bytes(
         hashlib.sha256(f"{seed}|{by}|{content_hash}".encode()).digest()[:8], "little"))
     order = groups[rng.permutation(len(groups))]
+    movable = len(order)  # groups at positions >= movable always stay in train
+    if by == "set_id":
+        order, movable = _stratify_by_camera(order, keys, camera_ids(frame))
+        if movable == 0 and (val_fraction > 0 or test_fraction > 0):
+            raise UserError(
+                f"every camera has a single session ({len(groups)} set_id value(s)), so no "
+                "session can be held out while keeping every camera in training",
+                where="splits", fix="add sessions, use split_by=camera to measure unseen "
+                                    "cameras, or split_by=tone_id")
     sizes = keys.value_counts().reindex(order).to_numpy()
     mid = (np.cumsum(sizes) - sizes / 2) / sizes.sum()  # each group's centre on the 0..1 line
     label = np.where(mid < test_fraction, "test",
                      np.where(mid < test_fraction + val_fraction, "val", "train")).astype(object)
+    label[movable:] = "train"
     for name, frac in (("test", test_fraction), ("val", val_fraction)):
         if frac > 0 and not (label == name).any():
-            free = np.flatnonzero(label == "train")
+            free = np.flatnonzero(label[:movable] == "train")
             if len(free):
                 label[free[0]] = name
     if not (label == "train").any() or (val_fraction > 0 and not (label == "val").any()) or \
@@ -62,6 +80,33 @@ def assign(frame: pd.DataFrame, by: str = "tone_id", val_fraction: float = 0.15,
                         where="splits", fix="add groups, lower val/test fractions to 0, or split "
                                             "by another column")
     return keys.map(dict(zip(order, label))).to_numpy().astype(str)
+
+
+def _stratify_by_camera(order: np.ndarray, keys: pd.Series, cameras: np.ndarray
+                        ) -> tuple[np.ndarray, int]:
+    """(groups re-ordered, number that may leave train): the held-out candidates first, camera
+    by camera in turn (round robin, in shuffled order), then one kept session per camera."""
+    cam = pd.Series(cameras, index=keys.index).groupby(keys.to_numpy()).agg(
+        lambda c: c.value_counts().index[0])  # a session's camera: its most common one
+    queues: dict[str, list] = {}
+    for g in order:
+        queues.setdefault(str(cam[g]), []).append(g)
+    kept = [q[0] for q in queues.values()]
+    rest = [q[1:] for q in queues.values()]
+    pool = [q[r] for r in range(max(map(len, rest), default=0)) for q in rest if r < len(q)]
+    return np.array(pool + kept, dtype=order.dtype), len(pool)
+
+
+def groups_by_split(frame: pd.DataFrame, by: str, split: np.ndarray) -> dict[str, list[str]]:
+    """{split: sorted group values}: which sessions (or cameras, tones) went where."""
+    if by not in frame.columns:
+        return {}
+    keys = frame[by].astype(str).str.strip().to_numpy()
+    return {name: sorted(set(keys[split == name]), key=_natural) for name in SPLITS}
+
+
+def _natural(v: str):
+    return (0, int(v), "") if v.lstrip("-").isdigit() else (1, 0, v)
 
 
 def _explicit(frame: pd.DataFrame) -> np.ndarray:
