@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from raysweep.errors import UserError, run_cli, setup_logging
 from raysweep.serve.inference import (
     FORMATS,
+    INVALID,
     format_output,
     geometry,
     predict_photos,
@@ -64,7 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = read_meta_csv(args.meta, names) if args.meta else None
     out = predict_photos(predictor, photos, overrides)
     print(format_output(out, args.format))
-    return 1 if failed else 0
+    invalid = out.loc[out["ita_category"] == INVALID, "photo"].tolist()
+    if invalid:
+        # the rows stay in the output, flagged, but the command must not look successful
+        log.error("the model gave no finite colour for %d of %d photos (%s): it has diverged; "
+                  "use another model (re-run eval_winners, which refuses such models)",
+                  len(invalid), len(out), ", ".join(invalid[:5]))
+    return 1 if failed or invalid else 0
 
 
 if __name__ == "__main__":

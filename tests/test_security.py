@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from raysweep.errors import UserError
 from raysweep.train import checkpoint
@@ -173,13 +174,26 @@ def test_a_registered_model_is_read_without_unpickling_its_python_model(tmp_path
     run = client.create_run(exp).info.run_id
     model_uri = pyfunc.register_champion(tmp_path / "ckpt", "sec", run, uri)
     marker = tmp_path / "pwned"
-    pickles = list((tmp_path / "art").rglob("python_model.pkl"))
-    assert pickles, "expected MLflow to have stored the pickled python model"
-    for pkl in pickles:  # what an attacker with write access to the artifact store could do
-        pkl.write_bytes(__import__("pickle").dumps(Payload(marker)))
+    # models from code: no pickled python model is stored at all ...
+    assert not list((tmp_path / "art").rglob("python_model.pkl"))
+    mlmodels = list((tmp_path / "art").rglob("MLmodel"))
+    assert mlmodels
+    for mlmodel in mlmodels:
+        conf = yaml.safe_load(mlmodel.read_text())["flavors"]["python_function"]
+        assert "python_model" not in conf and conf["model_code_path"].endswith("model_code.py")
+        # ... and one planted by an attacker with write access to the artifact store is never read
+        (mlmodel.parent / "python_model.pkl").write_bytes(
+            __import__("pickle").dumps(Payload(marker)))
     predictor = loading.load_predictor(model_uri, device="cpu")
     assert not marker.exists()
     assert predictor.predict(data).shape == (len(data), 3)
+    # MLflow's own loader, with pickle deserialisation forbidden, loads it too and runs nothing
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    assert not marker.exists()
+    assert model.metadata.flavors["python_function"].get("model_code_path")
 
 
 # ---- dataset paths -----------------------------------------------------------------------------

@@ -77,6 +77,7 @@ def resolve_sweep(client, spec: str | None = None, experiment: str | None = None
 def best_metric(client, run_id: str, metric: str = METRIC) -> tuple[float, int]:
     """(best value, its epoch) from the run's metric history; (nan, 0) if never logged."""
     history = retry(client.get_metric_history, run_id, metric)
+    # only finite epochs count: NaN or inf (diverged weights) is the worst score, never a best
     values = [(m.value, m.step) for m in history if np.isfinite(m.value)]
     if not values:
         return float("nan"), 0
@@ -120,7 +121,10 @@ def runs_frame(client, experiment_id: str, parent_run: str | None = None,
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=cols)
-    return df.sort_values(METRIC, na_position="last").reset_index(drop=True)
+    # finished runs first, then the rest (a failed run's best epoch may be finite); unscored last
+    df = df.sort_values(METRIC, na_position="last", kind="stable")
+    return df.sort_values("status", key=lambda s: s != "FINISHED", kind="stable"
+                          ).reset_index(drop=True)
 
 
 def group_table(df: pd.DataFrame, by: str, per_sweep: bool = False) -> pd.DataFrame:

@@ -76,7 +76,9 @@ class EvalResult:
 
 def pick_leaders(runs: pd.DataFrame, top_k: int, per_group: Sequence[str]) -> pd.DataFrame:
     """Top k finished runs by validation score, plus the best of every group value."""
-    ok = runs[(runs["status"] == "FINISHED") & runs[trials.METRIC].notna()]
+    # a NaN or infinite validation score (diverged weights) can never lead
+    score = pd.to_numeric(runs[trials.METRIC], errors="coerce")
+    ok = runs[(runs["status"] == "FINISHED") & np.isfinite(score)]
     ok = ok.sort_values(trials.METRIC).reset_index(drop=True)
     why: dict[str, list[str]] = {}
     for rank, rid in enumerate(ok["run_id"].head(top_k)):
@@ -231,7 +233,7 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
 
     work = Path(tempfile.mkdtemp(prefix="raysweep-eval-"))
     try:
-        leaders, loaded, eval_data = [], {}, None
+        leaders, loaded, eval_data, refused = [], {}, None, []
         from tqdm import tqdm
 
         for row in tqdm(list(picked.itertuples()), desc="leaders", unit="run", file=sys.stderr,
@@ -267,10 +269,21 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
                 raise UserError(f"run {ld.run_id} was evaluated on other photos than the first "
                                 "leader (different split)", fix="evaluate one sweep at a time")
             ld.pred = ld.predictor.predict(sub)
+            if not np.isfinite(ld.pred).all():
+                # diverged weights: a NaN colour scores no error at all in a naive mean, so the
+                # leader is refused here rather than ranked (it can never be champion)
+                bad = int((~np.isfinite(ld.pred).all(axis=1)).sum())
+                log.warning("run %s predicts non-finite Lab for %d of %d %s photos: refused as "
+                            "a leader", ld.run_id, bad, len(ld.pred), split)
+                refused.append(f"{ld.name} refused: non-finite predictions on {bad} of "
+                               f"{len(ld.pred)} {split} photos")
+                continue
             leaders.append(ld)
         if not leaders:
-            raise UserError(f"none of the {len(picked)} leaders has a checkpoint artifact",
-                            fix="check that the sweep logged `checkpoint/` (MLflow UI)")
+            raise UserError(f"none of the {len(picked)} leaders has a checkpoint artifact "
+                            "with finite predictions", where="; ".join(refused) or None,
+                            fix="check that the sweep logged `checkpoint/` (MLflow UI) and that "
+                                "its trials did not diverge (lower lr, enable grad_clip)")
         leaders.sort(key=lambda ld: ld.val)
         preds = {ld.name: ld.pred for ld in leaders}
         kinds = {ld.name: "model" for ld in leaders}
@@ -300,7 +313,7 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
                                 f"{eval_data.info.get('content_hash')})",
                      "champion": f"{champion.name}, chosen by validation dE00 {champion.val:.3f}",
                      "intervals": f"percentile bootstrap, {n_boot} resamples, seed {seed}"},
-            notes=[f"{k} skipped: {v}" for k, v in skipped.items()])
+            notes=[f"{k} skipped: {v}" for k, v in skipped.items()] + refused)
         predictions = predictions_frame(eval_data, preds, kinds, errs)
         out_dir = _write_outputs(Path(out), inp, summary, table, comp, predictions)
         result = EvalResult(out_dir, champion.name, summary, table, comp, predictions)
@@ -363,6 +376,9 @@ def _log_to_mlflow(result: EvalResult, client, uri: str, exp_id: str, champion: 
         return
     from raysweep.serve.pyfunc import register_champion
 
-    result.model_uri = register_champion(champion.checkpoint_dir, registry_name(study), rid, uri)
-    tracker.end(rid)
+    try:
+        result.model_uri = register_champion(champion.checkpoint_dir, registry_name(study), rid,
+                                             uri, scores=metrics)
+    finally:
+        tracker.end(rid)
     log.info("registered the champion as %s", result.model_uri)

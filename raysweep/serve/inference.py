@@ -144,16 +144,36 @@ def photos_to_prepared(photos: Sequence[Photo], crop: str, size: int,
     return data, notes
 
 
+INVALID = "invalid"
+NON_FINITE_NOTE = "the model's output is not a finite colour (diverged weights): no prediction"
+
+
+def finite_rows(lab: np.ndarray) -> np.ndarray:
+    """(N,) True where all three Lab values are finite numbers."""
+    return np.isfinite(np.asarray(lab, dtype=np.float64)).all(axis=1)
+
+
 def describe(lab: np.ndarray) -> pd.DataFrame:
-    """Lab -> the user-facing columns: L, a, b, hex (clipped to the sRGB gamut), ITA, category."""
-    t = torch.as_tensor(np.asarray(lab, dtype=np.float64))
+    """Lab -> the user-facing columns: L, a, b, hex (clipped to the sRGB gamut), ITA, category.
+
+    A row whose Lab is not finite (a diverged model) gets NaN numbers, an empty hex and the
+    category "invalid": a NaN cast to int would print as "#-8000000000000000..." and NaN angles
+    fall through to the darkest category.
+    """
+    lab = np.asarray(lab, dtype=np.float64)
+    ok = finite_rows(lab)
+    safe = np.where(ok[:, None], lab, 0.0)
+    t = torch.as_tensor(safe)
     rgb = color.lab_to_srgb(t).clamp(0, 1).numpy()
-    angle = color.ita(t).numpy()
+    angle = np.where(ok, color.ita(t).numpy(), np.nan)
     codes = np.round(rgb * 255).astype(int)
     return pd.DataFrame({
-        "L": lab[:, 0], "a": lab[:, 1], "b": lab[:, 2],
-        "hex": ["#{:02x}{:02x}{:02x}".format(*c) for c in codes],
-        "ita_deg": angle, "ita_category": [color.ita_category(float(a)) for a in angle],
+        "L": np.where(ok, lab[:, 0], np.nan), "a": np.where(ok, lab[:, 1], np.nan),
+        "b": np.where(ok, lab[:, 2], np.nan),
+        "hex": ["#{:02x}{:02x}{:02x}".format(*c) if good else "" for c, good in zip(codes, ok)],
+        "ita_deg": angle,
+        "ita_category": [color.ita_category(float(a)) if good else INVALID
+                         for a, good in zip(angle, ok)],
     })
 
 
@@ -169,6 +189,8 @@ def predict_photos(predictor, photos: Sequence[Photo], overrides: pd.DataFrame |
     data, notes = photos_to_prepared(photos, crop, size, overrides, predictor.stats.cameras)
     lab = predictor.predict(data)
     out = describe(lab)
+    for i in np.flatnonzero(~finite_rows(lab)):
+        notes[i].append(NON_FINITE_NOTE)
     out.insert(0, "photo", [p.name for p in photos])
     out["camera"] = data.camera
     out["notes"] = ["; ".join(n) for n in notes]
@@ -207,5 +229,5 @@ def format_output(df: pd.DataFrame, fmt: str) -> str:
         return json.dumps(json.loads(df.to_json(orient="records", double_precision=4)), indent=1)
     shown = df.copy()
     for c in ("L", "a", "b", "ita_deg"):
-        shown[c] = shown[c].map(lambda v: f"{v:.2f}")
+        shown[c] = shown[c].map(lambda v: f"{v:.2f}" if np.isfinite(v) else "-")
     return shown.to_string(index=False)

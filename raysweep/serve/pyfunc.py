@@ -6,7 +6,10 @@ over the photo's EXIF. A tabular model (features mean+meta, meta, mean) needs no
 `mean_L/a/b` and the metadata columns are enough. Output: L, a, b, hex, ita_deg, ita_category.
 
 The checkpoint travels as the model's artifact and the raysweep package as its code, so serving
-needs only the environment, not this repository.
+needs only the environment, not this repository. The model is logged from code (model_code.py,
+MLflow's "models from code"), never as a cloudpickled object: loading it unpickles nothing.
+`RaysweepModel` holds a Predictor and `predict_frame` turns one request into one DataFrame; new
+output columns belong in `predict_frame` (and `signature`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import math
 import warnings
 from pathlib import Path
 
@@ -21,6 +25,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+import raysweep.tracking.store  # noqa: F401 - bounds MLflow's HTTP retries (about 25 s, not 252)
 from raysweep.errors import UserError
 
 CHECKPOINT_ARTIFACT = "checkpoint"
@@ -128,7 +133,7 @@ def log_pyfunc(checkpoint_dir: str | Path, registered_name: str | None = None,
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
         # explicit requirements: mlflow's inference would load the model in a subprocess
         return mlflow.pyfunc.log_model(
-            name=name, python_model=RaysweepModel(),
+            name=name, python_model=str(Path(__file__).with_name("model_code.py")),
             artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
             code_paths=[str(Path(raysweep.__file__).parent)],
             signature=signature(), pip_requirements=reqs,
@@ -137,10 +142,20 @@ def log_pyfunc(checkpoint_dir: str | Path, registered_name: str | None = None,
 
 
 def register_champion(checkpoint_dir: str | Path, name: str, run_id: str, uri: str,
-                      alias: str = "champion") -> str:
+                      alias: str = "champion", scores: dict | None = None) -> str:
     """Log the checkpoint as a pyfunc in run `run_id`, register it as `name` and point `alias`
-    at the new version; returns the URI `models:/NAME@ALIAS`."""
+    at the new version; returns the URI `models:/NAME@ALIAS`.
+
+    `scores` (the evaluation's metrics) must all be finite: a model whose scores are NaN or inf
+    has diverged and is refused before anything is registered.
+    """
     from mlflow.tracking import MlflowClient
+
+    bad = {k: v for k, v in (scores or {}).items() if not math.isfinite(float(v))}
+    if bad:
+        raise UserError(f"refusing to register {name}@{alias}: its scores are not finite ({bad})",
+                        where=str(checkpoint_dir),
+                        fix="the model has diverged; lower lr or enable grad_clip and re-run")
 
     with using_store(uri), mlflow.start_run(run_id=run_id):
         info = log_pyfunc(checkpoint_dir, registered_name=name)

@@ -58,26 +58,33 @@ def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
           runs: dict[str, str]) -> pd.DataFrame:
     """One row per trial (best epoch by `metric`), best first; failed trials last."""
     rows = []
+    states = _tune_states(results)
     for r in results:
         config = r.config or {}
         history = r.metrics_dataframe
         metrics = r.metrics or {}
         # The folder name is set by us (trial_<id>); metrics can be empty for failed trials.
         trial_id = Path(r.path).name.removeprefix("trial_") if r.path else metrics.get("trial_id")
-        row: dict[str, Any] = {"trial_id": trial_id,
-                               "status": "FAILED" if r.error else "FINISHED"}
-        if history is not None and metric in history and history[metric].notna().any():
-            best = history.loc[history[metric].idxmin() if mode == "min"
-                               else history[metric].idxmax()]
+        row: dict[str, Any] = {"trial_id": trial_id, "status": _status(r, states)}
+        # Only finite epochs can be a trial's best: a NaN or inf score (diverged weights) is
+        # the worst answer, never a small one, and must not rank anywhere.
+        scored = _finite(history, metric)
+        if scored is not None:
+            best = scored.loc[scored[metric].idxmin() if mode == "min"
+                              else scored[metric].idxmax()]
             epochs = int(history["training_iteration"].max())
             row.update({k: float(best[k]) for k in SHOWN if k in best})
             row[metric] = float(best[metric])
             row["best_epoch"] = int(best.get("epoch", best["training_iteration"]))
         else:
-            epochs = 0
+            epochs = int(history["training_iteration"].max()) if history is not None and \
+                "training_iteration" in history and len(history) else 0
+            row.update({k: math.nan for k in (*SHOWN, metric)})
         row["epochs_run"] = epochs
         planned = min(int(config.get("epochs", max_epochs)), max_epochs)
-        row["stopped_early"] = (not r.error) and epochs < planned
+        # only a trial that Tune ended before its budget was stopped early; one still running
+        # when the sweep was interrupted is INTERRUPTED, whatever its epoch count
+        row["stopped_early"] = row["status"] == "FINISHED" and epochs < planned
         row.update({k: config.get(k) for k in searched})
         row["error"] = _last_line(r.error) if r.error else ""
         row["mlflow_run_id"] = runs.get(trial_id, "")
@@ -86,9 +93,36 @@ def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
         rows.append(row)
     df = pd.DataFrame(rows)
     if len(df) and metric in df:
-        df = df.sort_values(metric, ascending=mode == "min", na_position="last")
+        # finished trials first, then failed ones; within each, best first and unscored last
+        df["_failed"] = df["status"] == "FAILED"
+        df = df.sort_values(metric, ascending=mode == "min", na_position="last", kind="stable")
+        df = df.sort_values("_failed", kind="stable").drop(columns="_failed")
     df.insert(0, "rank", range(1, len(df) + 1))
     return df.reset_index(drop=True)
+
+
+def _tune_states(results) -> dict[str, str]:
+    """Trial path -> Tune status (TERMINATED, ERROR, RUNNING, ...) when `results` is a ResultGrid;
+    a plain list of Results carries none."""
+    analysis = getattr(results, "_experiment_analysis", None)
+    trials = getattr(analysis, "trials", None) or []
+    return {str(t.path): str(t.status) for t in trials if getattr(t, "path", None)}
+
+
+def _status(result, states: dict[str, str]) -> str:
+    if result.error:
+        return "FAILED"
+    state = states.get(str(result.path), "TERMINATED")
+    return "FINISHED" if state == "TERMINATED" else "FAILED" if state == "ERROR" else "INTERRUPTED"
+
+
+def _finite(history: pd.DataFrame | None, metric: str) -> pd.DataFrame | None:
+    """The epochs of `history` with a finite `metric`; None when there is none."""
+    if history is None or metric not in history:
+        return None
+    values = pd.to_numeric(history[metric], errors="coerce")
+    ok = history[values.map(lambda v: math.isfinite(v) if pd.notna(v) else False)]
+    return ok if len(ok) else None
 
 
 def _last_line(error: BaseException) -> str:

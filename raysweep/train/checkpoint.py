@@ -55,12 +55,24 @@ def save(directory: str | os.PathLike, *args, **kwargs) -> Path:
     return Path(directory)
 
 
+_REWRITE = "point at an intact folder written by raysweep training (re-download or re-train it)"
+
+
 def read_meta(directory: str | os.PathLike) -> dict:
     path = Path(directory) / META_FILE
     if not path.is_file():
         raise UserError(f"{directory} is not a raysweep checkpoint (no {META_FILE})",
                         where=str(directory), fix="point at a folder written by raysweep training")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"the checkpoint's {META_FILE} is unreadable or not JSON ({e})",
+                        where=str(path), fix=_REWRITE) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or \
+            not isinstance(meta.get("stats"), dict):
+        raise UserError(f"the checkpoint's {META_FILE} lacks its `config` or `stats` block",
+                        where=str(path), fix=_REWRITE)
+    return meta
 
 
 def load_train_state(directory: str | os.PathLike) -> dict | None:
@@ -130,10 +142,17 @@ class Predictor:
 
 def load(directory: str | os.PathLike, device: str = "auto") -> Predictor:
     meta = read_meta(directory)
-    cfg = TrainConfig.from_dict(meta["config"], where=f"{directory}/{META_FILE}")
-    stats = FeatureStats.from_dict(meta["stats"])
-    model = build_model(cfg, stats)
+    where = f"{directory}/{META_FILE}"
+    cfg = TrainConfig.from_dict(meta["config"], where=where)
+    try:
+        stats = FeatureStats.from_dict(meta["stats"])
+        model = build_model(cfg, stats)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"the checkpoint's feature statistics are incomplete or malformed "
+                        f"({type(e).__name__}: {e})", where=where, fix=_REWRITE) from None
     path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise UserError(f"the checkpoint has no {MODEL_FILE}", where=str(directory), fix=_REWRITE)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refused an object that is no tensor
@@ -141,6 +160,18 @@ def load(directory: str | os.PathLike, device: str = "auto") -> Predictor:
                         f"which could run code when unpickled ({str(e).splitlines()[-1][:200]})",
                         where=str(path),
                         fix="load only checkpoints written by raysweep training") from None
-    model.load_state_dict(state)
+    except (RuntimeError, EOFError, OSError, ValueError) as e:  # empty or truncated file
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{MODEL_FILE} is empty, truncated or not a torch file ({reason})",
+                        where=str(path), fix=_REWRITE) from None
+    if not isinstance(state, dict):
+        raise UserError(f"{MODEL_FILE} holds a {type(state).__name__}, not a state dict",
+                        where=str(path), fix=_REWRITE)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # missing keys or tensors of the wrong shape
+        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise UserError(f"the weights in {MODEL_FILE} do not fit the model its {META_FILE} "
+                        f"describes ({first[:200]})", where=str(path), fix=_REWRITE) from None
     model.to(pick_device(device)).eval()
     return Predictor(model, cfg, stats, meta)
