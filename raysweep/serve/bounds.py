@@ -1,0 +1,269 @@
+"""Error bounds: "dE00 <= B with 90% confidence" on every prediction (split-conformal).
+
+Calibration uses the VALIDATION split only (the test split measures coverage, it never tunes it).
+The validation photos are cut in two by tone (or by row where there is no tone id):
+
+1. on the first half a small ridge regression learns a per-photo difficulty sigma(x) from what
+   a new photo also has (camera, metadata, patch mean, the prediction, the size of the correction
+   the model made, background statistics, clipping): log(dE00 + c) ~ features;
+2. on the second half the conformal scores s = dE00 / sigma(x) are kept, and the bound for a new
+   photo is B(x) = q * sigma(x) with q the ceil((n+1) level)-th smallest score.
+
+Step 2 alone carries the guarantee: for a photo exchangeable with the calibration half, P(dE00 <=
+B) >= level whatever sigma is, so a poor difficulty model makes the bound wider, never wrong. The
+sorted scores are stored, so any level can be asked for later; with too few validation photos to
+split, sigma is 1 (one constant bound). `calibration.json` next to a checkpoint's
+`checkpoint.json` holds all of it plus the training ranges for the OOD flags (raysweep.serve.ood).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from raysweep.color import delta_e00
+from raysweep.data.prepared import Prepared
+from raysweep.serve import ood
+
+FILE = "calibration.json"
+LEVEL = 0.9
+FORMAT = 1
+MIN_SPLIT = 40  # below this many validation photos, no difficulty model: a constant bound
+ALPHAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # ridge penalties tried by 5-fold CV
+
+
+def conformal_quantile(scores, level: float) -> float:
+    """The ceil((n + 1) level)-th smallest score: the split-conformal threshold (inf if n is too
+    small for the level)."""
+    s = np.sort(np.asarray(scores, np.float64))
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    k = math.ceil((len(s) + 1) * level)
+    return float("inf") if k > len(s) else float(s[k - 1])
+
+
+def errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return delta_e00(torch.as_tensor(np.asarray(pred, np.float64)),
+                     torch.as_tensor(np.asarray(target, np.float64))).numpy()
+
+
+def features(data: Prepared, pred: np.ndarray, cameras: list[str], background: str = "none"
+             ) -> tuple[np.ndarray, list[str]]:
+    """(N, F) raw difficulty features (NaN where unknown) and their names."""
+    cols: dict[str, np.ndarray] = {}
+    cam = np.asarray(data.camera).astype(str)
+    for c in cameras:
+        cols[f"camera={c}"] = (cam == c).astype(np.float64)
+    for j, name in enumerate(data.meta_names):
+        v = data.meta[:, j].astype(np.float64)
+        cols[name] = v
+        cols[f"{name}_missing"] = (~np.isfinite(v)).astype(np.float64)
+    for j, ch in enumerate("Lab"):
+        cols[f"mean_{ch}"] = data.mean_lab[:, j].astype(np.float64)
+        cols[f"pred_{ch}"] = np.asarray(pred, np.float64)[:, j]
+    # how far the model moved the measured colour: a big correction is a hard photo
+    ok = np.isfinite(data.mean_lab).all(1)
+    corr = np.full(len(data), np.nan)
+    if ok.any():
+        corr[ok] = errors(pred[ok], data.mean_lab[ok])
+    cols["log_correction"] = np.log1p(corr)
+    if background != "none":
+        bg, _ = ood.background_features(data, background)
+        if bg is not None:
+            for j, name in enumerate(("bg_log_r_g", "bg_log_b_g", "bg_texture")):
+                cols[name] = bg[:, j]
+    share = ood.clipped_share(data)
+    if share is not None:
+        cols["clipped_share"] = share
+    names = list(cols)
+    return np.stack([cols[n] for n in names], axis=1), names
+
+
+@dataclass
+class Difficulty:
+    """sigma(x) = max(floor, exp(intercept + standardised(x) @ coef)): a ridge on log error."""
+
+    names: list[str]
+    mean: list[float]
+    std: list[float]
+    coef: list[float]
+    intercept: float
+    floor: float
+    alpha: float = 1.0
+
+    def sigma(self, x: np.ndarray, names: list[str]) -> np.ndarray:
+        # a feature the fit saw but this data lacks (e.g. no background) is its training mean
+        idx = {n: i for i, n in enumerate(names)}
+        z = np.zeros((len(x), len(self.names)))
+        for j, n in enumerate(self.names):
+            if n in idx:
+                v = (x[:, idx[n]] - self.mean[j]) / self.std[j]
+                z[:, j] = np.where(np.isfinite(v), v, 0.0)
+        return np.maximum(self.floor, np.exp(self.intercept + z @ np.asarray(self.coef)))
+
+    @classmethod
+    def fit(cls, x: np.ndarray, names: list[str], err: np.ndarray, seed: int = 0) -> Difficulty:
+        mean = np.nanmean(np.where(np.isfinite(x), x, np.nan), axis=0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        std = np.nanstd(np.where(np.isfinite(x), x, np.nan), axis=0)
+        std = np.where(np.isfinite(std) & (std > 1e-9), std, 1.0)
+        z = np.nan_to_num((x - mean) / std)
+        c = 0.1 * max(float(np.median(err)), 1e-3)  # keeps log() of near-zero errors finite
+        y = np.log(err + c)
+        alpha = _cv_alpha(z, y, seed)
+        coef, b = _ridge(z, y, alpha)
+        fitted = np.exp(b + z @ coef)
+        return cls(names=list(names), mean=mean.tolist(), std=std.tolist(), coef=coef.tolist(),
+                   intercept=float(b), floor=float(0.25 * np.median(fitted)), alpha=alpha)
+
+
+def _ridge(z: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    b = float(y.mean())
+    a = z.T @ z + alpha * np.eye(z.shape[1])
+    return np.linalg.solve(a, z.T @ (y - b)), b
+
+
+def _cv_alpha(z: np.ndarray, y: np.ndarray, seed: int) -> float:
+    folds = np.random.default_rng(seed).permutation(len(y)) % 5
+    best, best_err = ALPHAS[0], np.inf
+    for alpha in ALPHAS:
+        sse = 0.0
+        for k in range(5):
+            tr, te = folds != k, folds == k
+            coef, b = _ridge(z[tr], y[tr], alpha)
+            sse += float(((b + z[te] @ coef - y[te]) ** 2).sum())
+        if sse < best_err:
+            best, best_err = alpha, sse
+    return best
+
+
+@dataclass
+class Calibration:
+    level: float  # the default level; any other can be asked of `bound`
+    scores: list[float]  # sorted conformal scores dE00 / sigma on the calibration half
+    ranges: ood.TrainingRanges
+    difficulty: Difficulty | None = None  # None: sigma = 1, a constant bound
+    info: dict = field(default_factory=dict)
+
+    def quantile(self, level: float | None = None) -> float:
+        return conformal_quantile(self.scores, level or self.level)
+
+    def sigma(self, data: Prepared, pred: np.ndarray) -> np.ndarray:
+        if self.difficulty is None:
+            return np.ones(len(data))
+        x, names = features(data, pred, self.ranges.cameras, self.ranges.background_kind)
+        return self.difficulty.sigma(x, names)
+
+    def bound(self, data: Prepared, pred: np.ndarray, level: float | None = None) -> np.ndarray:
+        """(N,) dE00 bound per row at `level` (default: the calibrated level)."""
+        return self.quantile(level) * self.sigma(data, pred)
+
+    def to_dict(self) -> dict:
+        d = self.difficulty
+        return {"format": FORMAT, "level": self.level, "scores": [round(s, 6) for s in self.scores],
+                "ranges": self.ranges.to_dict(), "info": self.info,
+                "difficulty": None if d is None else d.__dict__}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        diff = d.get("difficulty")
+        return cls(level=float(d["level"]), scores=list(d["scores"]),
+                   ranges=ood.TrainingRanges.from_dict(d["ranges"]),
+                   difficulty=None if diff is None else Difficulty(**diff),
+                   info=dict(d.get("info", {})))
+
+
+def _halves(val: Prepared, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validation rows -> (fit, calibrate) index arrays, split by tone so that the calibration
+    half's tones are new to the difficulty model, as the test tones are."""
+    rng = np.random.default_rng(seed)
+    groups = val.frame["tone_id"].astype(str).to_numpy() if "tone_id" in val.frame.columns \
+        else np.arange(len(val)).astype(str)
+    uniq = np.unique(groups)
+    chosen = set(rng.permutation(uniq)[: len(uniq) // 2])
+    fit = np.array([g in chosen for g in groups])
+    return np.flatnonzero(fit), np.flatnonzero(~fit)
+
+
+def calibrate(val: Prepared, pred_val: np.ndarray, train: Prepared, level: float = LEVEL,
+              cameras: list[str] | None = None, scaled: bool = True, seed: int = 0,
+              info: dict | None = None) -> Calibration:
+    """Calibrate the bound on the validation rows `val` (with the model's predictions) and
+    record the training split's ranges for the OOD flags."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    ranges = ood.fit_ranges(train, cameras, seed=seed)
+    err = errors(pred_val, val.target)
+    if not np.isfinite(err).all():
+        raise ValueError("validation errors are not finite: the model or targets hold NaN")
+    info = {**(info or {}), "n_val": len(val)}
+    if scaled and len(val) >= MIN_SPLIT:
+        fit_idx, cal_idx = _halves(val, seed)
+        x, names = features(val, pred_val, ranges.cameras, ranges.background_kind)
+        diff = Difficulty.fit(x[fit_idx], names, err[fit_idx], seed)
+        sigma = diff.sigma(x[cal_idx], names)
+        scores = np.sort(err[cal_idx] / sigma)
+        info.update(method="scaled split-conformal", n_fit=len(fit_idx), n_cal=len(cal_idx))
+    else:
+        diff, scores = None, np.sort(err)
+        info.update(method="constant split-conformal", n_fit=0, n_cal=len(err))
+    return Calibration(level=level, scores=scores.tolist(), ranges=ranges, difficulty=diff,
+                       info=info)
+
+
+def write(cal: Calibration, directory: str | os.PathLike) -> Path:
+    path = Path(directory) / FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cal.to_dict(), indent=1, default=float))
+    tmp.replace(path)
+    return path
+
+
+def read(directory: str | os.PathLike) -> Calibration | None:
+    """The calibration stored next to a checkpoint, or None when it has none."""
+    path = Path(directory) / FILE
+    if not path.is_file():
+        return None
+    from raysweep.errors import UserError
+
+    try:
+        return Calibration.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a readable calibration ({type(e).__name__}: {e})",
+                        where=str(path), fix="re-run `python -m raysweep.eval_winners`, which "
+                        "writes it, or delete the file to predict without bounds") from None
+
+
+def attach(predictor, directory: str | os.PathLike):
+    """Give a loaded Predictor its stored calibration (None when the checkpoint has none)."""
+    predictor.calibration = read(directory)
+    return predictor
+
+
+def trust_columns(predictor, data: Prepared, lab: np.ndarray,
+                  statuses: list[str] | None = None, level: float | None = None) -> pd.DataFrame:
+    """de00_bound, bound_level, one column per OOD flag, `flags` and `unchecked` per row.
+
+    Without a calibration the bound is NaN and only the flags that need no training ranges
+    (camera vocabulary, patch found, clipping) are checked.
+    """
+    cal = getattr(predictor, "calibration", None)
+    if cal is None:
+        ranges = ood.TrainingRanges(cameras=list(predictor.stats.cameras), meta={})
+        bound, lvl = np.full(len(data), np.nan), float("nan")
+    else:
+        ranges, lvl = cal.ranges, float(level or cal.level)
+        bound = cal.bound(data, lab, lvl)
+    out = pd.DataFrame({"de00_bound": bound, "bound_level": lvl})
+    flags = ood.flag(data, ranges, statuses)
+    if cal is None:
+        flags["unchecked"] = [";".join(filter(None, [u, "metadata ranges (no calibration)"]))
+                              for u in flags["unchecked"]]
+    return pd.concat([out, flags], axis=1)

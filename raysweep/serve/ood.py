@@ -1,0 +1,222 @@
+"""Out-of-distribution flags: which photos are unlike the ones the model was trained on.
+
+A flag is a named reason not to trust a prediction as much as its error bound says (the bound
+was calibrated on photos like the training ones). `fit_ranges` records what the training split
+looked like (camera vocabulary, metadata ranges, background statistics); `flag` checks new rows
+against it. Flags that cannot be checked for a row (no metadata, no background pixels) are named
+in the `unchecked` column instead of being silently reported as fine.
+
+Flags: unseen_camera, exposure_out_of_range, iso_out_of_range, brightness_out_of_range,
+patch_not_found, clipped_patch, unusual_background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from raysweep.data.prepared import RING_NAMES, Prepared
+
+FLAGS = ("unseen_camera", "exposure_out_of_range", "iso_out_of_range", "brightness_out_of_range",
+         "patch_not_found", "clipped_patch", "unusual_background")
+# flag -> (META_NAMES column, margin beyond the training min/max). Margins are half a stop for
+# ISO and shutter (the quantisation step of a camera is a third) and one EV for BrightnessValue,
+# whose EXIF noise is large: a photo just past the edge of training is not yet "unlike" it.
+META_RANGES = {"exposure_out_of_range": ("log2_exposure_s", 0.5),
+               "iso_out_of_range": ("log2_iso", 0.5),
+               "brightness_out_of_range": ("brightness_ev", 1.0)}
+CLIP_LEVEL = 250  # uint8: a channel this high is (nearly) saturated
+CLIP_SHARE = 0.25  # share of the patch's pixels that may be clipped before the patch is
+BG_NEIGHBOURS = 5  # background distance = to the k-th nearest training photo
+BG_MARGIN = 2.0  # times the training photos' own 99th-percentile neighbour distance
+BG_MAX_POINTS = 3000  # training background points kept (stored in calibration.json)
+EPS = 1e-4
+
+
+@dataclass
+class TrainingRanges:
+    """What the training split looked like; JSON-serialisable, stored in calibration.json."""
+
+    cameras: list[str]
+    meta: dict[str, list[float]]  # META_NAMES column -> [lo, hi] (margins included)
+    background_kind: str = "none"  # "ring" (Prepared.ring), "border" (crop border) or "none"
+    background_points: list[list[float]] = field(default_factory=list)  # standardised
+    background_center: list[float] = field(default_factory=list)
+    background_scale: list[float] = field(default_factory=list)
+    background_threshold: float = float("inf")
+    n_train: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainingRanges:
+        return cls(**d)
+
+
+def _linear(u8: np.ndarray) -> np.ndarray:
+    c = u8.astype(np.float32) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _chroma(r: np.ndarray, g: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray
+            ) -> np.ndarray:
+    """(N, 3): the background's chromaticity log(r/g), log(b/g) and its texture log(p90/p10)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.stack([np.log((r + EPS) / (g + EPS)), np.log((b + EPS) / (g + EPS)),
+                        np.log((hi + EPS) / (lo + EPS))], axis=1)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def background_features(data: Prepared, kind: str | None = None) -> tuple[np.ndarray | None, str]:
+    """Background statistics per row and where they came from.
+
+    The prepared ring statistics when the data has them (raysweep.data ring); otherwise the
+    border of a crop that includes background context (`*_bg`); otherwise none.
+    """
+    if data.ring is not None and kind in (None, "ring"):
+        ring = np.asarray(data.ring, np.float64)
+        col = {n: i for i, n in enumerate(RING_NAMES)}
+        return _chroma(ring[:, col["ring_r_p50"]], ring[:, col["ring_g_p50"]],
+                       ring[:, col["ring_b_p50"]], ring[:, col["ring_g_p10"]],
+                       ring[:, col["ring_g_p90"]]), "ring"
+    crop = str(data.info.get("crop") or "")
+    if data.images is not None and crop.endswith("_bg") and kind in (None, "border"):
+        size = data.images.shape[-1]
+        w = max(1, size // 8)
+        mask = np.zeros((size, size), bool)
+        mask[:w], mask[-w:], mask[:, :w], mask[:, -w:] = True, True, True, True
+        px = _linear(data.images[:, :, mask])  # (N, 3, P)
+        med = np.median(px, axis=2)
+        g_lo, g_hi = np.percentile(px[:, 1], [10, 90], axis=1)
+        return _chroma(med[:, 0], med[:, 1], med[:, 2], g_lo, g_hi), "border"
+    return None, "none"
+
+
+def clipped_share(data: Prepared) -> np.ndarray | None:
+    """Share of the patch's pixels (the crop's central half) with a channel at CLIP_LEVEL or above."""
+    if data.images is None:
+        return None
+    s = data.images.shape[-1]
+    c = data.images[:, :, s // 4: s - s // 4, s // 4: s - s // 4]
+    return (c >= CLIP_LEVEL).any(axis=1).reshape(len(c), -1).mean(axis=1)
+
+
+def _knn_distance(queries: np.ndarray, points: np.ndarray, k: int, skip_self: bool = False
+                  ) -> np.ndarray:
+    k = min(k + int(skip_self), len(points))
+    out = np.empty(len(queries))
+    for start in range(0, len(queries), 512):  # bounded memory: 512 x 3000 distances at a time
+        q = queries[start:start + 512]
+        d = np.sqrt(((q[:, None, :] - points[None, :, :]) ** 2).sum(-1))
+        out[start:start + 512] = np.partition(d, k - 1, axis=1)[:, k - 1]
+    return out
+
+
+def fit_ranges(train: Prepared, cameras: Sequence[str] | None = None, seed: int = 0
+               ) -> TrainingRanges:
+    """The training split's camera vocabulary, metadata ranges and background cloud."""
+    meta: dict[str, list[float]] = {}
+    names = list(train.meta_names)
+    for _, (col, margin) in META_RANGES.items():
+        if col not in names:
+            continue
+        v = train.meta[:, names.index(col)].astype(np.float64)
+        v = v[np.isfinite(v)]
+        if len(v):
+            meta[col] = [float(v.min() - margin), float(v.max() + margin)]
+    cams = sorted(set(map(str, cameras if cameras is not None else train.camera)))
+    out = TrainingRanges(cameras=cams, meta=meta, n_train=len(train))
+    feats, kind = background_features(train)
+    if feats is not None:
+        ok = np.isfinite(feats).all(1)
+        pts = feats[ok]
+        if len(pts) > BG_NEIGHBOURS + 1:
+            center = np.median(pts, axis=0)
+            scale = np.maximum(pts.std(axis=0), 0.02)  # a near-constant column must not explode
+            z = (pts - center) / scale
+            if len(z) > BG_MAX_POINTS:
+                z = z[np.random.default_rng(seed).choice(len(z), BG_MAX_POINTS, replace=False)]
+            own = _knn_distance(z, z, BG_NEIGHBOURS, skip_self=True)
+            out.background_kind = kind
+            out.background_points = np.round(z, 4).tolist()
+            out.background_center = center.tolist()
+            out.background_scale = scale.tolist()
+            out.background_threshold = float(BG_MARGIN * np.percentile(own, 99))
+    return out
+
+
+def patch_status(data: Prepared) -> list[str] | None:
+    """The crop analysis' status per row, where `prepare` recorded it in the frame."""
+    if "crop_status" in data.frame.columns:
+        return data.frame["crop_status"].fillna("").astype(str).tolist()
+    return None
+
+
+def flag(data: Prepared, ranges: TrainingRanges, statuses: Sequence[str] | None = None
+         ) -> pd.DataFrame:
+    """One boolean column per flag, `flags` (the raised ones, ";"-joined) and `unchecked`.
+
+    `statuses` is the crop analysis' status per row ("patch found" or why not); by default the
+    frame's `crop_status` column.
+    """
+    n = len(data)
+    out = {f: np.zeros(n, bool) for f in FLAGS}
+    unchecked = [[] for _ in range(n)]
+    out["unseen_camera"] = ~np.isin(np.asarray(data.camera).astype(str), ranges.cameras)
+    names = list(data.meta_names)
+    for name, (col, _) in META_RANGES.items():
+        if col not in names or col not in ranges.meta:
+            continue
+        v = data.meta[:, names.index(col)].astype(np.float64)
+        lo, hi = ranges.meta[col]
+        with np.errstate(invalid="ignore"):
+            out[name] = np.isfinite(v) & ((v < lo) | (v > hi))
+        for i in np.flatnonzero(~np.isfinite(v)):
+            unchecked[i].append(name)
+    statuses = statuses if statuses is not None else patch_status(data)
+    if statuses is not None:
+        st = [str(s) for s in statuses]
+        out["patch_not_found"] = np.array([bool(s) and not s.startswith("patch found")
+                                           for s in st])
+        out["clipped_patch"] |= np.array(["clipped" in s for s in st])
+    share = clipped_share(data)
+    if share is not None:
+        out["clipped_patch"] |= share > CLIP_SHARE
+    elif statuses is None:
+        for u in unchecked:
+            u += ["patch_not_found", "clipped_patch"]
+    if ranges.background_kind != "none":
+        feats, _ = background_features(data, ranges.background_kind)
+        if feats is None:
+            for u in unchecked:
+                u.append("unusual_background")
+        else:
+            ok = np.isfinite(feats).all(1)
+            z = (feats[ok] - np.asarray(ranges.background_center)) / \
+                np.asarray(ranges.background_scale)
+            pts = np.asarray(ranges.background_points, np.float64)
+            dist = _knn_distance(z, pts, BG_NEIGHBOURS) if len(z) else np.zeros(0)
+            out["unusual_background"][ok] = dist > ranges.background_threshold
+            for i in np.flatnonzero(~ok):
+                unchecked[i].append("unusual_background")
+    else:
+        for u in unchecked:
+            u.append("unusual_background")
+    frame = pd.DataFrame(out)
+    frame["flags"] = [";".join(f for f in FLAGS if frame.at[i, f]) for i in range(n)]
+    frame["unchecked"] = [";".join(u) for u in unchecked]
+    return frame
+
+
+def summary_line(flags: pd.DataFrame) -> str:
+    """'12 photos, 3 flagged (unseen_camera 2, clipped_patch 1)': how many, and why."""
+    n = len(flags)
+    raised = flags[list(FLAGS)].any(axis=1) if n else pd.Series([], dtype=bool)
+    why = ", ".join(f"{f} {int(flags[f].sum())}" for f in FLAGS if n and flags[f].any())
+    return f"{n} photo{'s' if n != 1 else ''}, {int(raised.sum())} flagged" + \
+        (f" ({why})" if why else "")
