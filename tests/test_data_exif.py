@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from raysweep.data.exif_reader import apex_brightness, merge, parse_tags, read_exif, to_float
+from raysweep.data.exif_reader import (
+    apex_brightness,
+    merge,
+    parse_tags,
+    parse_tags_with_notes,
+    read_exif,
+    to_float,
+)
 from raysweep.data.features import camera_ids, device_text, meta_matrix
 from raysweep.data.prepared import META_NAMES
 from tests.test_data_fixtures import exif_bytes
@@ -77,3 +84,34 @@ def test_meta_matrix_transforms_and_keeps_nan():
     assert np.isnan(m[1, [0, 2, 4]]).all() and m[1, 1] == -6  # missing stays NaN, not 0
     assert device_text(frame).tolist() == ["Apple iPhone 12", ""]
     assert camera_ids(frame).tolist() == ["Apple iPhone 12", "unknown"]
+
+
+def test_finite_garbage_is_missing_with_a_note():
+    """Corrupt tags that are finite numbers (0xFFFFFFFF/1, -2^31) must not become inputs: one
+    such photo stretched the f-number and brightness normalisation spreads to about 1e9."""
+    values, notes = parse_tags_with_notes({"FNumber": (4294967295, 1), "ExposureBiasValue": (-2**31, 1),
+                                "ExposureTime": (1, 125), "ISO": 100,
+                                "BrightnessValue": (4294967295, 1)})
+    assert math.isnan(values["f_number"]) and math.isnan(values["exposure_bias_ev"])
+    assert math.isnan(values["brightness_ev"])  # no f-number left to rebuild it from
+    assert values["exposure_time_s"] == 1 / 125 and values["iso"] == 100
+    text = " ".join(notes)
+    assert "FNumber=4.29497e+09 is outside the plausible range" in text
+    assert "ExposureBiasValue" in text and "BrightnessValue" in text
+    # the edges of real cameras stay
+    edge = parse_tags({"FNumber": (7, 10), "ISO": 3280000, "ExposureTime": (1800, 1),
+                       "ExposureBiasValue": (-5, 1), "BrightnessValue": (-12, 1)})
+    assert edge["f_number"] == 0.7 and edge["iso"] == 3280000
+    assert edge["exposure_time_s"] == 1800 and edge["exposure_bias_ev"] == -5
+    assert edge["brightness_ev"] == -12
+    # APEX-derived values are held to the same ranges
+    derived, notes = parse_tags_with_notes({"ShutterSpeedValue": (-40, 1), "ISO": 100})
+    assert math.isnan(derived["exposure_time_s"]) and "ShutterSpeedValue" in " ".join(notes)
+
+
+def test_finite_garbage_leaves_the_normalisation_of_clean_rows_alone():
+    clean = [parse_tags({"FNumber": (n, 10), "ISO": 100, "ExposureTime": (1, 100)})
+             for n in (18, 28, 40, 56)]
+    bad = parse_tags({"FNumber": (4294967295, 1), "ISO": 100, "ExposureTime": (1, 100)})
+    f = np.array([r["f_number"] for r in [*clean, bad]], float)
+    assert np.nanstd(f) < 2.0

@@ -1,7 +1,7 @@
 """Camera metadata from EXIF, merged with the manifest (the manifest wins).
 
 A missing value stays NaN and is flagged: a zero ISO or a zero exposure would be a confident,
-wrong input to the model. Rationals with a zero denominator (some phones write 0/0 for unknown)
+wrong input to the model. So does a finite value no camera can record (PLAUSIBLE, per field). Rationals with a zero denominator (some phones write 0/0 for unknown)
 are missing, not infinite. When BrightnessValue is absent it is rebuilt from its APEX parts,
 Bv = Av + Tv - Sv, which is how cameras compute it.
 """
@@ -21,6 +21,18 @@ TAGS = {  # EXIF tag ids (0th IFD for Make/Model, Exif IFD for the rest)
     "ShutterSpeedValue": 37377, "ApertureValue": 37378, "BrightnessValue": 37379,
     "ExposureBiasValue": 37380, "WhiteBalance": 41987,
 }
+# What any real camera can record, per contract field: a finite value outside is a corrupt or
+# "unknown" tag (0xFFFFFFFF/1, -2^31), not a measurement. Kept, one such photo would stretch the
+# feature's normalisation spread by orders of magnitude and flatten it for every clean row.
+PLAUSIBLE = {
+    "exposure_time_s": (1e-6, 3600.0),   # 1/1,000,000 s (electronic shutters) to an hour
+    "f_number": (0.5, 128.0),            # the fastest lenses made to pinhole-like apertures
+    "iso": (1.0, 1e7),                   # ISO 1 to beyond the highest boosted sensitivities
+    "brightness_ev": (-30.0, 30.0),      # APEX Bv: moonless night to direct sun, with margin
+    "exposure_bias_ev": (-15.0, 15.0),   # cameras offer about +/-5 EV
+}
+TAG_OF = {"exposure_time_s": "ExposureTime", "f_number": "FNumber", "iso": "ISO",
+          "brightness_ev": "BrightnessValue", "exposure_bias_ev": "ExposureBiasValue"}
 EXIF_IFD = 0x8769
 WHITE_BALANCE = {0: "auto", 1: "manual"}
 
@@ -59,15 +71,27 @@ def parse_tags_with_notes(tags: dict[str, Any]) -> tuple[dict[str, Any], list[st
             x = math.nan
         return x
 
-    t, n = num("ExposureTime", True), num("FNumber", True)
-    iso, bv, bias = num("ISO", True), num("BrightnessValue"), num("ExposureBiasValue")
+    def plausible(field: str, x: float, source: str | None = None) -> float:
+        lo, hi = PLAUSIBLE[field]
+        if math.isnan(x) or lo <= x <= hi:
+            return x
+        notes.append(f"{source or TAG_OF[field]}={x:g} is outside the plausible range "
+                     f"[{lo:g}, {hi:g}]: treated as missing")
+        return math.nan
+
+    t = plausible("exposure_time_s", num("ExposureTime", True))
+    n = plausible("f_number", num("FNumber", True))
+    iso = plausible("iso", num("ISO", True))
+    bv = plausible("brightness_ev", num("BrightnessValue"))
+    bias = plausible("exposure_bias_ev", num("ExposureBiasValue"))
     tv, av = num("ShutterSpeedValue"), num("ApertureValue")
     if math.isnan(t) and not math.isnan(tv):
-        t = _pow2(-tv)
+        t = plausible("exposure_time_s", _pow2(-tv), "exposure time from ShutterSpeedValue")
     if math.isnan(n) and not math.isnan(av):
-        n = _pow2(av / 2)
+        n = plausible("f_number", _pow2(av / 2), "f-number from ApertureValue")
     if math.isnan(bv):
-        bv = apex_brightness(t, n, iso, tv, av)
+        bv = plausible("brightness_ev", apex_brightness(t, n, iso, tv, av),
+                       "BrightnessValue rebuilt from APEX parts")
         if not math.isnan(bv):
             notes.append("BrightnessValue rebuilt from APEX parts")
     wb = tags.get("WhiteBalance")
