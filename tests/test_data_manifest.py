@@ -86,3 +86,27 @@ def test_fraction_shutter_speeds_parse(tmp_path):
     df, problems, _ = read_manifest(load_card(tmp_path))
     np.testing.assert_allclose(df["exposure_time_s"], [1 / 125, 0.5])
     assert problems == {} and find_bad_rows(df, tmp_path, problems) == {}
+
+
+def test_columns_differing_only_by_case_are_one_clear_error(tmp_path):
+    """`Target_L` beside `target_L` used to crash with an AttributeError traceback."""
+    pd.DataFrame({"sample_id": ["a"], "image": ["x.jpg"], "Target_L": [50], "target_L": [51],
+                  "target_a": [10], "target_b": [12]}).to_csv(tmp_path / "m.csv", index=False)
+    (tmp_path / "dataset.yaml").write_text("manifest: m.csv\n")
+    with pytest.raises(UserError, match="Target_L and target_L -> target_L") as e:
+        read_manifest(load_card(tmp_path))
+    assert "keep one of each" in e.value.message()
+
+
+def test_latin1_and_semicolon_manifests_get_a_hint(tmp_path):
+    (tmp_path / "dataset.yaml").write_text("manifest: m.csv\n")
+    (tmp_path / "m.csv").write_bytes("sample_id,image,target_L,target_a,target_b,note\n"
+                                     "a,x.jpg,50,10,12,café crème\n".encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8.*Latin-1") as e:
+        read_manifest(load_card(tmp_path))
+    assert "iconv" in e.value.message()
+    (tmp_path / "m.csv").write_text("sample_id;image;target_L;target_a;target_b\n"
+                                    "a;x.jpg;50;10;12\n")
+    with pytest.raises(UserError, match="semicolon-separated") as e:
+        read_manifest(load_card(tmp_path))
+    assert "comma" in e.value.message()

@@ -174,9 +174,23 @@ def _read_table(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         if path.suffix.lower() in (".csv", ".tsv", ".txt"):
             # Everything as text first: "007" stays an id and "1/125" stays parseable.
-            return pd.read_csv(path, dtype=str, sep=None if path.suffix.lower() != ".csv"
-                               else ",", engine="python" if path.suffix.lower() != ".csv"
-                               else "c", keep_default_na=True)
+            df = pd.read_csv(path, dtype=str, sep=None if path.suffix.lower() != ".csv"
+                             else ",", engine="python" if path.suffix.lower() != ".csv"
+                             else "c", keep_default_na=True)
+            if len(df.columns) == 1 and ";" in str(df.columns[0]):
+                raise UserError("the manifest looks semicolon-separated (one column named "
+                                f"{str(df.columns[0])[:80]!r})", where=str(path),
+                                fix="save it with commas as separators (a spreadsheet's "
+                                    "'CSV (comma delimited)'), or name it .tsv/.txt so the "
+                                    "separator is detected")
+            return df
+    except UnicodeDecodeError as e:
+        raise UserError(f"the manifest is not UTF-8 text ({e.reason} at byte {e.start}; Latin-1 "
+                        "or Windows-1252 files look like this)", where=str(path),
+                        fix="re-save it as UTF-8 (a spreadsheet's 'CSV UTF-8'), e.g. "
+                            f"`iconv -f latin1 -t utf-8 {path.name} > utf8.csv`") from None
+    except UserError:
+        raise
     except Exception as e:  # pandas raises many types for a malformed file
         raise UserError(f"cannot read the manifest: {e}", where=str(path)) from None
     raise UserError(f"manifest {path.name} is neither CSV nor Parquet", where=str(path),
@@ -201,6 +215,16 @@ def _column_mapping(columns: list[str], card: Card) -> dict[str, str]:
     if clash:
         raise UserError(f"column(s) {clash} would be overwritten by the card's mapping",
                         where=f"{card.path}: columns", fix="map only one column onto each name")
+    final: dict[str, list[str]] = {}
+    for c in columns:  # `Target_L` beside `target_L`: two columns would become one name
+        final.setdefault(str(mapping.get(c, c)), []).append(str(c))
+    dupes = {k: v for k, v in final.items() if len(v) > 1}
+    if dupes:
+        shown = "; ".join(f"{' and '.join(v)} -> {k}" for k, v in dupes.items())
+        raise UserError(f"manifest columns differ only by case or spelling and would become one "
+                        f"column: {shown}", where=str(card.manifest),
+                        fix="keep one of each (delete or rename the other), or map the one to "
+                            f"use under `columns:` in {card.path}")
     return mapping
 
 
