@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ray import tune
 
+from raysweep import _compat
 from raysweep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -144,16 +145,12 @@ def orphaned_placement_groups() -> list:
     tells us which ones are orphans, dashboard or not.
     """
     from ray import ActorID, PlacementGroupID
-    from ray._private.state import state
-    from ray.core.generated import gcs_pb2
     from ray.util.placement_group import PlacementGroup
 
     orphans = []
-    for raw in state._connect_and_get_accessor().get_placement_group_table():
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
-        live = pg.state in (gcs_pb2.PlacementGroupTableData.CREATED,
-                            gcs_pb2.PlacementGroupTableData.PENDING,
-                            gcs_pb2.PlacementGroupTableData.RESCHEDULING)
+    live_states = _compat.placement_group_live_states()
+    for pg in _compat.placement_group_table():
+        live = pg.state in live_states
         # Groups made by a driver (Tune's own, per trial) have no creator actor: leave them.
         made_by_actor = pg.creator_actor_id and not ActorID(pg.creator_actor_id).is_nil()
         if live and not pg.is_detached and made_by_actor and pg.creator_actor_dead:

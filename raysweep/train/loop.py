@@ -30,10 +30,10 @@ from raysweep.config import TrainConfig
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
 from raysweep.models import build_model
-from raysweep.models.inputs import FeatureStats, encode, fit_stats
+from raysweep.models.inputs import FeatureStats, encode, fit_stats, input_key
 from raysweep.train import checkpoint as ckpt
 from raysweep.train.losses import Loss, aux_weight
-from raysweep.train.reporters import LocalReporter, Reporter, TrainReporter, pick_reporter
+from raysweep.train.reporters import LocalReporter, Reporter, pick_reporter
 
 FAULT_ENV = "RAYSWEEP_FAULT_EPOCH"
 MAX_CACHED = 2  # datasets (and their device copies) kept per process
@@ -90,7 +90,7 @@ def device_tensors(data: Prepared, stats: FeatureStats, cfg: TrainConfig,
                    device: torch.device) -> dict[str, torch.Tensor]:
     dkey = data_key(data)
     key = None if dkey is None else (dkey, json.dumps(stats.to_dict(), sort_keys=True),
-                                     cfg.uses_image, cfg.uses_meta, cfg.uses_mean, str(device))
+                                     *input_key(cfg), str(device))
     if key is not None and key in _TENSORS:
         return _TENSORS[key]
     tensors = {k: v.to(device) for k, v in encode(data, stats, cfg).items()}
@@ -193,136 +193,163 @@ def validate(model, tensors, idx, autocast: bool) -> dict:
     return {"val_de00_mean": mean, "val_de00_median": median, "val_de00_p95": p95}
 
 
-def _device(cfg: TrainConfig, reporter: Reporter) -> torch.device:
-    if isinstance(reporter, TrainReporter) and cfg.device != "cpu":
-        import ray.train.torch
+# ---- the loop: setup -> epochs -> result ------------------------------------------------------------
 
-        return ray.train.torch.get_device()
-    return ckpt.pick_device(cfg.device)
+@dataclass
+class _Run:
+    """What the epochs need, built once by `_setup` (the same on every rank)."""
+
+    cfg: TrainConfig
+    reporter: Reporter
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    stats: FeatureStats
+    tensors: dict[str, torch.Tensor]
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    steps_per_epoch: int
+    info: dict
+    start_epoch: int = 0
+    best: dict | None = None
+    loss_fn: Loss = None
+    aug_gen: torch.Generator = None
+    perm_gen: torch.Generator = field(default_factory=torch.Generator)
+
+    @property
+    def bf16(self) -> bool:
+        return self.cfg.bf16 and self.device.type == "cuda"
 
 
-# ---- the loop --------------------------------------------------------------------------------------
-
-def _train(cfg: TrainConfig, data, reporter: Reporter) -> FitResult:
+def _setup(cfg: TrainConfig, data, reporter: Reporter) -> _Run:
+    """Data on the device, the model (resumed if a checkpoint exists, prepared by the reporter),
+    its optimizer and scheduler."""
     data = resolve_data(data)
     check_data(cfg, data)
-    rank, world = reporter.rank, reporter.world_size
-    device = _device(cfg, reporter)
-    cuda = device.type == "cuda"
-    use_bf16 = cfg.bf16 and cuda
+    device = reporter.device(cfg)
     seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
 
     stats = fit_stats(data, cfg)
     model = build_model(cfg, stats)
-    tensors = device_tensors(data, stats, cfg, device)
     train_idx = torch.as_tensor(data.indices("train"), device=device)
-    val_idx = torch.as_tensor(data.indices("val"), device=device)
-    per_rank = math.ceil(len(train_idx) / world)
+    per_rank = math.ceil(len(train_idx) / reporter.world_size)
     steps_per_epoch = max(1, math.ceil(per_rank / cfg.batch_size))
-    info = {**data.info, "size": None if data.images is None else int(data.images.shape[-1])}
-
-    start_epoch, best, train_state = 0, None, None
+    train_state = None
     with reporter.resume() as path:
         if path:
             model.load_state_dict(torch.load(os.path.join(path, ckpt.MODEL_FILE),
                                              map_location="cpu", weights_only=True))
             train_state = ckpt.load_train_state(path)
-    if cuda:
+    if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
         model.channels_last = True
-    if isinstance(reporter, TrainReporter):
-        import ray.train.torch
-
-        model = ray.train.torch.prepare_model(model, move_to_device=device)
-    else:
-        model = model.to(device)
+    model = reporter.prepare(model, device)
     optimizer = make_optimizer(cfg, model, device)
     scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
+    run = _Run(cfg, reporter, device, model, optimizer, scheduler, stats,
+               tensors=device_tensors(data, stats, cfg, device), train_idx=train_idx,
+               val_idx=torch.as_tensor(data.indices("val"), device=device),
+               steps_per_epoch=steps_per_epoch, loss_fn=Loss(cfg),
+               aug_gen=torch.Generator(device=device),
+               info={**data.info,
+                     "size": None if data.images is None else int(data.images.shape[-1])})
     if train_state is not None:
         optimizer.load_state_dict(train_state["optimizer"])
         scheduler.load_state_dict(train_state["scheduler"])
-        start_epoch, best = int(train_state["epoch"]), train_state["best"]
+        run.start_epoch, run.best = int(train_state["epoch"]), train_state["best"]
+    return run
 
-    loss_fn = Loss(cfg)
-    aug_gen = torch.Generator(device=device)
-    perm_gen = torch.Generator()
-    history: list[dict] = []
-    for epoch in range(start_epoch, cfg.epochs):
-        maybe_fault(epoch + 1, reporter)
-        t0 = time.perf_counter()
-        model.train()
-        # Every random stream is re-seeded from (seed, epoch, rank) so that a resumed run repeats
-        # the uninterrupted one exactly; the shuffle ignores the rank so that shards partition it.
-        perm_gen.manual_seed(cfg.seed * 100_003 + epoch)
-        aug_gen.manual_seed(cfg.seed * 100_003 + epoch * 101 + rank)
-        torch.manual_seed(cfg.seed * 100_003 + epoch * 101 + rank + 7)  # dropout
-        mine = shard(torch.randperm(len(train_idx), generator=perm_gen), rank, world).to(device)
-        loss_sum = torch.zeros((), device=device)
-        bad_batch = torch.full((), -1, device=device)
-        seen = 0
-        for step in range(steps_per_epoch):
-            idx = train_idx[mine[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
-            if len(idx) < 2 and step > 0:
-                break  # a batch of one breaks BatchNorm; the same on every rank
-            batch = {k: v[idx] for k, v in tensors.items()}
-            if cfg.augment and "image" in batch:
-                batch["image"] = augment(batch["image"], aug_gen)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                pred = model(batch)
-            loss, _ = loss_fn(pred, batch["target"], epoch + step / steps_per_epoch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss = loss.detach()
-            bad_batch = torch.where(~torch.isfinite(loss) & (bad_batch < 0), step, bad_batch)
-            loss_sum += loss * len(idx)
-            seen += len(idx)
-            if not cuda and bad_batch >= 0:
-                break  # on the CPU checking costs nothing: stop at once
-        bad = int(bad_batch)  # on a GPU the one device sync of the epoch
-        if bad >= 0:
+
+def _train_one_epoch(run: _Run, epoch: int) -> tuple[float, int]:
+    """One pass over this rank's shard: (mean training loss over all ranks, samples seen)."""
+    cfg, model, device = run.cfg, run.model, run.device
+    rank, world = run.reporter.rank, run.reporter.world_size
+    model.train()
+    # Every random stream is re-seeded from (seed, epoch, rank) so that a resumed run repeats
+    # the uninterrupted one exactly; the shuffle ignores the rank so that shards partition it.
+    run.perm_gen.manual_seed(cfg.seed * 100_003 + epoch)
+    run.aug_gen.manual_seed(cfg.seed * 100_003 + epoch * 101 + rank)
+    torch.manual_seed(cfg.seed * 100_003 + epoch * 101 + rank + 7)  # dropout
+    order = torch.randperm(len(run.train_idx), generator=run.perm_gen)
+    mine = shard(order, rank, world).to(device)
+    loss_sum = torch.zeros((), device=device)
+    bad_batch = torch.full((), -1, device=device)
+    seen = 0
+    for step in range(run.steps_per_epoch):
+        idx = run.train_idx[mine[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+        if len(idx) < 2 and step > 0:
+            break  # a batch of one breaks BatchNorm; the same on every rank
+        batch = {k: v[idx] for k, v in run.tensors.items()}
+        if cfg.augment and "image" in batch:
+            batch["image"] = augment(batch["image"], run.aug_gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=run.bf16):
+            pred = model(batch)
+        loss, _ = run.loss_fn(pred, batch["target"], epoch + step / run.steps_per_epoch)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        run.optimizer.step()
+        run.scheduler.step()
+        loss = loss.detach()
+        bad_batch = torch.where(~torch.isfinite(loss) & (bad_batch < 0), step, bad_batch)
+        loss_sum += loss * len(idx)
+        seen += len(idx)
+        if device.type != "cuda" and bad_batch >= 0:
+            break  # on the CPU checking costs nothing: stop at once
+    bad = int(bad_batch)  # on a GPU the one device sync of the epoch
+    if bad >= 0:
+        raise NonFiniteLoss(
+            f"non-finite training loss at epoch {epoch + 1}, batch {bad} (lr={cfg.lr:g}, "
+            f"backbone={cfg.backbone}, fusion={cfg.fusion}); lower lr, enable grad_clip, or "
+            "check the data for NaN targets")
+    train_loss = loss_sum / max(seen, 1)
+    if world > 1 and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(train_loss)
+        train_loss /= world
+    return float(train_loss), seen
+
+
+def _epoch(run: _Run, epoch: int) -> dict:
+    """Train, validate (rank 0), report, and hand the reporter a checkpoint if it improved."""
+    cfg, reporter = run.cfg, run.reporter
+    maybe_fault(epoch + 1, reporter)
+    t0 = time.perf_counter()
+    train_loss, seen = _train_one_epoch(run, epoch)
+    train_s = time.perf_counter() - t0
+    metrics = {"epoch": epoch + 1, "train_loss": train_loss}
+    improved = False
+    if reporter.rank == 0:
+        metrics.update(validate(run.model, run.tensors, run.val_idx, run.bf16))
+        if not math.isfinite(metrics["val_de00_mean"]):
+            # Diverged weights must never be checkpointed or ranked; the loss alone does not
+            # catch this (a finite loss can sit beside NaN predictions on other photos).
             raise NonFiniteLoss(
-                f"non-finite training loss at epoch {epoch + 1}, batch {bad} (lr={cfg.lr:g}, "
-                f"backbone={cfg.backbone}, fusion={cfg.fusion}); lower lr, enable grad_clip, or "
-                "check the data for NaN targets")
-        train_loss = loss_sum / max(seen, 1)
-        if world > 1 and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(train_loss)
-            train_loss /= world
-        train_loss = float(train_loss)
-        train_s = time.perf_counter() - t0
+                f"non-finite validation predictions at epoch {epoch + 1} (lr={cfg.lr:g}, "
+                f"backbone={cfg.backbone}, fusion={cfg.fusion}); lower lr or enable grad_clip")
+        improved = run.best is None or metrics["val_de00_mean"] < run.best["val_de00_mean"]
+    metrics.update(epoch_s=time.perf_counter() - t0,
+                   samples_per_s=seen * reporter.world_size / train_s,
+                   lr=run.scheduler.get_last_lr()[0], aux_weight=aux_weight(cfg, epoch))
+    if improved:
+        run.best = dict(metrics)
 
-        metrics = {"epoch": epoch + 1, "train_loss": train_loss}
-        improved = False
-        if rank == 0:
-            metrics.update(validate(model, tensors, val_idx, use_bf16))
-            if not math.isfinite(metrics["val_de00_mean"]):
-                # Diverged weights must never be checkpointed or ranked; the loss alone does not
-                # catch this (a finite loss can sit beside NaN predictions on other photos).
-                raise NonFiniteLoss(
-                    f"non-finite validation predictions at epoch {epoch + 1} (lr={cfg.lr:g}, "
-                    f"backbone={cfg.backbone}, fusion={cfg.fusion}); lower lr or enable grad_clip")
-            improved = best is None or metrics["val_de00_mean"] < best["val_de00_mean"]
-        metrics.update(epoch_s=time.perf_counter() - t0, samples_per_s=seen * world / train_s,
-                       lr=scheduler.get_last_lr()[0], aux_weight=aux_weight(cfg, epoch))
-        if improved:
-            best = dict(metrics)
+    def save(directory: str, best=run.best) -> None:
+        state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                 "epoch": epoch + 1, "best": best}
+        ckpt.write(directory, run.model, cfg, run.stats, run.info, epoch + 1, metrics,
+                   train_state=state)
 
-        def save(directory: str, metrics=metrics, epoch=epoch, best=best) -> None:
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "epoch": epoch + 1, "best": best}
-            ckpt.write(directory, model, cfg, stats, info, epoch + 1, metrics, train_state=state)
+    reporter.report(metrics, save if improved else None)
+    return metrics
 
-        if rank == 0:
-            history.append(metrics)
-        reporter.report(metrics, save if improved else None)
 
-    best_dir = reporter.best_checkpoint if isinstance(reporter, LocalReporter) else None
-    return FitResult(best=best or {}, history=history, checkpoint_dir=best_dir,
-                     model=ckpt.unwrap(model))
+def _train(cfg: TrainConfig, data, reporter: Reporter) -> FitResult:
+    run = _setup(cfg, data, reporter)
+    history = [_epoch(run, epoch) for epoch in range(run.start_epoch, cfg.epochs)]
+    return FitResult(best=run.best or {}, history=history if reporter.rank == 0 else [],
+                     checkpoint_dir=reporter.best_checkpoint, model=ckpt.unwrap(run.model))
 
 
 def fit(cfg: TrainConfig | dict, data, reporter: Reporter | None = None,
@@ -336,8 +363,8 @@ def fit(cfg: TrainConfig | dict, data, reporter: Reporter | None = None,
         cfg = TrainConfig.from_dict(cfg)
     if reporter is None:
         reporter = pick_reporter(checkpoint_dir)
-    elif checkpoint_dir and isinstance(reporter, LocalReporter) and not reporter.checkpoint_dir:
-        reporter.checkpoint_dir = checkpoint_dir
+    else:
+        reporter.default_checkpoint_dir(checkpoint_dir)
     return _train(cfg, data, reporter)
 
 

@@ -1,7 +1,11 @@
 """Where the training loop's per-epoch results and checkpoints go: memory, Tune, or Train.
 
 The loop calls `report(metrics, save)`, where `save(dir)` writes a checkpoint into a folder, and
-`resume()` for the checkpoint to continue from. Three implementations:
+`resume()` for the checkpoint to continue from. A reporter also owns what depends on where the
+loop runs, so the loop never asks which reporter it has: `device(cfg)` (a Train worker gets the
+GPU Ray assigned it), `prepare(model, device)` (a Train worker wraps the model in DDP) and
+`best_checkpoint` (a folder only a local run has; under Ray the checkpoints are Ray's).
+Three implementations:
 
 - `LocalReporter`: plain Python (tests, eval, benchmarks); history in memory, the best
   checkpoint written atomically to a folder if one is given.
@@ -20,13 +24,27 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 
+import torch
+
+from raysweep import _compat
 from raysweep.fsutil import atomic_dir
+from raysweep.train.checkpoint import pick_device
 
 Save = Callable[[str], None]
 
 
 class Reporter:
     rank, world_size = 0, 1
+    best_checkpoint: str | None = None  # the best checkpoint's folder, where the caller can read it
+
+    def device(self, cfg) -> torch.device:
+        return pick_device(cfg.device)
+
+    def prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        return model.to(device)
+
+    def default_checkpoint_dir(self, path: str | None) -> None:
+        """Where to write the best checkpoint when the caller did not say (local runs only)."""
 
     def report(self, metrics: dict, save: Save | None = None) -> None:
         raise NotImplementedError
@@ -54,6 +72,10 @@ class LocalReporter(Reporter):
         self.resume_from = resume_from
         self.history: list[dict] = []
         self.best_checkpoint: str | None = None
+
+    def default_checkpoint_dir(self, path: str | None) -> None:
+        if path and not self.checkpoint_dir:
+            self.checkpoint_dir = path
 
     def report(self, metrics: dict, save: Save | None = None) -> None:
         self.history.append(dict(metrics))
@@ -127,6 +149,18 @@ class TrainReporter(_RayReporter):
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
 
+    def device(self, cfg) -> torch.device:
+        if cfg.device == "cpu":
+            return super().device(cfg)
+        import ray.train.torch
+
+        return ray.train.torch.get_device()  # the GPU Ray assigned to this rank
+
+    def prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model, move_to_device=device)  # DDP
+
     def marker_path(self, name: str) -> str | None:
         return f"{self._storage().experiment_fs_path.rstrip('/')}/{name}"
 
@@ -153,18 +187,9 @@ def _in_train_worker() -> bool:
         return False
 
 
-def _in_tune_trial() -> bool:
-    try:
-        from ray.tune.trainable.trainable_fn_utils import _in_tune_session  # no public probe
-
-        return bool(_in_tune_session())
-    except ImportError:
-        return False
-
-
 def pick_reporter(checkpoint_dir: str | None = None) -> Reporter:
     """The reporter for the calling process: Tune trial, Train worker, or plain Python."""
-    if _in_tune_trial():
+    if _compat.in_tune_session():
         return TuneReporter()
     if _in_train_worker():
         return TrainReporter()

@@ -1,0 +1,83 @@
+"""Every private Ray and MLflow API raysweep uses, in one place, each behind a small function.
+
+Tested with ray 2.60.0 and mlflow 3.17.2 (the upper bounds in pyproject.toml stop at the next
+minor releases, which may move these). When an upgrade breaks one of them,
+tests/test_compat.py fails naming the function; fix it here and nowhere else.
+
+Why each is private and not replaced by a public API:
+- `in_tune_session`: Ray has no public "am I inside a Tune function trainable?" probe;
+  `ray.tune.get_context()` answers outside a trial too.
+- `placement_group_table` / `cluster_config`: the GCS tables. The public State API needs the
+  dashboard, which a small or test cluster runs without; the GCS always answers.
+- `mlflow_store_uris` / `restore_mlflow_store_uris`: MLflow sets its fluent API's store with
+  `set_tracking_uri` but has no public getter that tells "never set" from "the default", which
+  a library call needs to put the caller's process back as it found it.
+
+Ray is imported inside the functions: the read-only commands (summarize, eval_winners' reading
+path) import this module's MLflow half and must not pay for Ray.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+TESTED = {"ray": "2.60.0", "mlflow": "3.17.2"}
+
+
+# ---- Ray -------------------------------------------------------------------------------------
+
+def in_tune_session() -> bool:
+    """True inside a Ray Tune function trainable (not a Train worker, not plain Python)."""
+    import sys
+
+    if "ray.tune" not in sys.modules:  # nothing imported Tune: certainly not in a trial
+        return False
+    # A moved private name must fail loudly here (tests/test_compat.py), not read as "no".
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    return bool(_in_tune_session())
+
+
+def placement_group_table() -> Iterator[Any]:
+    """The GCS placement-group table as protobuf `PlacementGroupTableData` records."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        yield gcs_pb2.PlacementGroupTableData.FromString(raw)
+
+
+def placement_group_live_states() -> tuple[int, ...]:
+    """The `PlacementGroupTableData.state` values of a group that holds or awaits resources."""
+    from ray.core.generated import gcs_pb2
+
+    t = gcs_pb2.PlacementGroupTableData
+    return (t.CREATED, t.PENDING, t.RESCHEDULING)
+
+
+def cluster_config() -> Any:
+    """The autoscaler's cluster config from the GCS (node groups and their max counts), or
+    None when no autoscaler reported one (a plain `ray start` / `ray.init()` cluster)."""
+    from ray._private.state import state
+
+    return state.get_cluster_config()
+
+
+# ---- MLflow ----------------------------------------------------------------------------------
+
+def mlflow_store_uris() -> tuple[str | None, str | None]:
+    """(tracking, registry) URIs the fluent API was explicitly set to; None where never set."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return (getattr(tracking_utils, "_tracking_uri", None),
+            getattr(registry_utils, "_registry_uri", None))
+
+
+def restore_mlflow_store_uris(uris: tuple[str | None, str | None]) -> None:
+    """Put back what `mlflow_store_uris()` returned, "never set" included."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    tracking_utils._tracking_uri, registry_utils._registry_uri = uris
