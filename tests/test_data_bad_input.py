@@ -186,3 +186,25 @@ def test_one_message_lists_every_bad_row(tmp_path):
     assert "--skip-bad" in msg and "rejects.csv" in msg
     data = load_prepared(card, size=32, progress=False, skip_bad=True)
     assert sorted(data.sample_id) == ["s001", "s003", "s005"]
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels: what a decompression bomb shows
+    Pillow before a single pixel is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_named_as_such(tmp_path):
+    card = _folder(tmp_path, lambda lb, r: _image(lb, r, 2, png_claiming(20000, 20000),
+                                                  "bomb.png"))
+    data, rejects = _rejected(card, "s002", "decompression bomb")
+    assert not rejects["reason"].str.contains("corrupt or truncated").any()

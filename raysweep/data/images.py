@@ -60,7 +60,11 @@ def decode(path: Path, min_side: int = 0) -> tuple[np.ndarray, dict, list[str], 
         raise BadImage(f"image file {path} does not exist") from None
     except UnidentifiedImageError:
         raise BadImage("not a readable image (corrupt file or unknown format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        # refused before decoding, by Pillow's pixel limit: the file is not corrupt, it is huge
+        raise BadImage(f"image too large to decode safely, refused as a possible decompression "
+                       f"bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise BadImage(f"corrupt or truncated image data ({e})") from None
     if depth16:
         warnings.append("16-bit PNG reduced to 8 bits per channel")
