@@ -17,9 +17,17 @@ from raysweep.errors import UserError, unknown_name
 
 CROPS = ("center_bg", "center_nobg", "adaptive_bg", "adaptive_nobg")
 FUSIONS = ("none", "concat", "film", "xattn")
-FEATURES = ("image", "image+mean", "image+meta", "image+mean+meta", "mean+meta", "meta", "mean")
+# A preset is a "+"-joined set of input blocks, always written in this order: the image, the
+# measured patch mean colour, the background-ring statistics, the camera metadata.
+FEATURE_BLOCKS = ("image", "mean", "ring", "meta")
+FEATURES = tuple("+".join(b for i, b in enumerate(FEATURE_BLOCKS) if mask >> i & 1)
+                 for mask in range(1, 2 ** len(FEATURE_BLOCKS)))
 IMAGE_FEATURES = tuple(f for f in FEATURES if f.startswith("image"))
-HEADS = ("lab", "linrgb")
+# lab / linrgb predict the colour; ccm / residual correct the measured patch colour (needs `mean`).
+HEADS = ("lab", "linrgb", "ccm", "residual")
+CORRECTING_HEADS = ("ccm", "residual")
+IMAGE_SPACES = ("srgb", "linear", "log")  # what the CNN sees: sRGB code values or linear light
+POOLINGS = ("avg", "patch_surround")  # one global average, or patch and surround apart
 OPTIMIZERS = ("adamw", "sgd")
 AUX_LOSSES = ("none", "mse_lab", "huber_lab", "mse_linrgb", "huber_linrgb")
 AUX_SCHEDULES = ("constant", "linear_decay", "cosine_decay")
@@ -45,6 +53,8 @@ class TrainConfig:
     text_embed: str = "none"
     dropout: float = 0.1
     head: str = "lab"
+    image_space: str = "srgb"
+    pooling: str = "avg"
     weights_path: str = ""  # local timm weights file; never downloaded
     # optimisation
     optimizer: str = "adamw"
@@ -106,12 +116,22 @@ class TrainConfig:
     def uses_mean(self) -> bool:
         return "mean" in self.features.split("+")
 
+    @property
+    def uses_ring(self) -> bool:
+        return "ring" in self.features.split("+")
+
+    @property
+    def uses_cond(self) -> bool:
+        """Whether the preset has any non-image input to condition on."""
+        return self.uses_meta or self.uses_mean or self.uses_ring
+
     def validate(self, where: str = "training config") -> None:
         choices = {
             "fusion": FUSIONS, "features": FEATURES, "crop": CROPS, "head": HEADS,
             "optimizer": OPTIMIZERS, "aux_loss": AUX_LOSSES, "aux_schedule": AUX_SCHEDULES,
             "reduction": REDUCTIONS, "text_embed": TEXT_EMBEDS, "split_by": SPLIT_BY,
-            "device": ("auto", "cpu", "cuda"),
+            "device": ("auto", "cpu", "cuda"), "image_space": IMAGE_SPACES,
+            "pooling": POOLINGS,
         }
         for name, options in choices.items():
             value = getattr(self, name)
@@ -145,8 +165,16 @@ class TrainConfig:
             raise UserError(f"features={self.features!r} has no image, so fusion={self.fusion!r}"
                             " cannot apply", where=where,
                             fix="use fusion=none (the tabular MLP) for non-image presets")
-        if self.uses_image and self.fusion in ("film", "xattn") and not self.uses_meta and \
-                not self.uses_mean:
+        if self.head in CORRECTING_HEADS and not self.uses_mean:
+            raise UserError(f"head={self.head!r} corrects the measured patch colour, but "
+                            f"features={self.features!r} has no mean block", where=where,
+                            fix="add mean to features (e.g. mean+ring+meta) or use head=lab")
+        if self.pooling == "patch_surround" and (not self.uses_image or
+                                                 self.crop.endswith("_nobg")):
+            raise UserError(f"pooling=patch_surround needs an image crop with background, not "
+                            f"features={self.features!r}, crop={self.crop!r}", where=where,
+                            fix="use a *_bg crop with an image preset, or pooling=avg")
+        if self.uses_image and self.fusion in ("film", "xattn") and not self.uses_cond:
             raise UserError(f"fusion={self.fusion!r} needs a non-image input to condition on, but "
                             f"features={self.features!r}", where=where,
                             fix="add meta or mean to features, or use fusion=none")

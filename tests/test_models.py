@@ -70,12 +70,11 @@ def test_forward_backward_every_combination(backbone, features, fusion, images, 
     # The conditioning inputs must reach the output exactly when the fusion uses them.
     model.eval()
     _perturb(model)
-    uses_cond = (cfg.uses_meta or cfg.uses_mean) and (not cfg.uses_image or fusion != "none")
+    uses_cond = cfg.uses_cond and (not cfg.uses_image or fusion != "none")
     changed = {k: v for k, v in batch.items()}
-    if "meta" in changed:
-        changed["meta"] = changed["meta"] + 1.0
-    if "mean" in changed:
-        changed["mean"] = changed["mean"] + 1.0
+    for key in ("meta", "mean", "ring"):
+        if key in changed:
+            changed[key] = changed[key] + 1.0
     with torch.no_grad():
         diff = (model(batch) - model(changed)).abs().max()
     assert (diff > 1e-4) == uses_cond, f"conditioning effect {float(diff)}"

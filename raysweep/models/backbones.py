@@ -1,7 +1,8 @@
 """Image backbones by name: one interface for our small CNNs and every timm model.
 
 `create_backbone(name)` returns a `Backbone` whose forward gives the list of feature maps (one
-per stage, coarsest last) and the pooled features of the last one. FiLM needs to modulate a
+per stage, coarsest last) and the pooled features of the last one (a global average of width
+`pooled_dim`, unless `set_pool` installs another pooling, e.g. raysweep.models.pooling). FiLM needs to modulate a
 stage's output *before* the next stage sees it, so every backbone names its stage modules and a
 forward hook applies the (scale, shift) passed to `forward(x, film=...)`; this works unchanged
 for timm's `features_only` wrappers, whose stages are ordinary submodules.
@@ -27,7 +28,9 @@ class Backbone(nn.Module):
         super().__init__()
         self.body = body
         self.channels = list(channels)
-        self.num_features = self.channels[-1]
+        self.num_features = self.channels[-1]  # channels of the last feature map
+        self.pool: nn.Module | None = None  # None: global average
+        self.pooled_dim = self.num_features
         # Stages a hook can reach; a timm wrapper that hides its stages (ViT getters) has None.
         self.hookable = [stage is not None for stage in stages]
         self._film: Film | None = None
@@ -55,7 +58,11 @@ class Backbone(nn.Module):
             feats = list(self.body(x))
         finally:
             self._film = None
-        return feats, feats[-1].mean(dim=(2, 3))
+        pooled = feats[-1].mean(dim=(2, 3)) if self.pool is None else self.pool(feats[-1])
+        return feats, pooled
+
+    def set_pool(self, pool: nn.Module, pooled_dim: int) -> None:
+        self.pool, self.pooled_dim = pool, pooled_dim
 
 
 class ConvStages(nn.Module):

@@ -30,7 +30,7 @@ class NoFusion(nn.Module):
     def __init__(self, backbone: Backbone, cond_dim: int, cfg: TrainConfig):
         super().__init__()
         self.backbone = backbone
-        self.out_dim = backbone.num_features
+        self.out_dim = backbone.pooled_dim
         self.uses_cond = False
 
     def forward(self, x, cond):
@@ -41,7 +41,7 @@ class Concat(nn.Module):
     def __init__(self, backbone: Backbone, cond_dim: int, cfg: TrainConfig):
         super().__init__()
         self.backbone = backbone
-        self.out_dim = backbone.num_features + cond_dim
+        self.out_dim = backbone.pooled_dim + cond_dim
         self.uses_cond = cond_dim > 0
 
     def forward(self, x, cond):
@@ -66,7 +66,7 @@ class Film(nn.Module):
         for lin in self.gen:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
-        self.out_dim = backbone.num_features
+        self.out_dim = backbone.pooled_dim
         self.uses_cond = True
 
     def forward(self, x, cond):
@@ -102,7 +102,7 @@ class XAttn(nn.Module):
         self.norm_q, self.norm_kv = nn.LayerNorm(d), nn.LayerNorm(d)
         self.attn = nn.MultiheadAttention(d, heads, dropout=cfg.dropout, batch_first=True)
         self.ff = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
-        self.out_dim = backbone.num_features + XATTN_TOKENS * d
+        self.out_dim = backbone.pooled_dim + XATTN_TOKENS * d
         self.uses_cond = True
 
     def forward(self, x, cond):

@@ -1,8 +1,9 @@
 """Prepared arrays -> model tensors, with normalisation fitted on the training split only.
 
 `FeatureStats` is everything a trained model needs to turn a new `Prepared` into the tensors it
-was trained on: metadata mean/std, the camera vocabulary, the text-embedding settings and the
-training target mean (used to start the head near the answer). It travels inside the checkpoint
+was trained on: metadata, mean-colour and ring mean/std, the image channel statistics of the
+linear/log input spaces, the camera vocabulary, the text-embedding settings and the training
+target mean (used to start the head near the answer). It travels inside the checkpoint
 as a plain JSON dict, so prediction never sees validation or test statistics.
 
 Missing metadata is never a silent zero: each continuous column gets a 0/1 missing flag, and only
@@ -19,13 +20,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from raysweep.config import TrainConfig
-from raysweep.data.prepared import Prepared
+from raysweep.config import CORRECTING_HEADS, TrainConfig
+from raysweep.data.prepared import RING_NAMES, Prepared
 from raysweep.errors import UserError
 
 HASH_DIM = 64  # width of the hashed character n-gram vector of the device string
 NGRAMS = (2, 3, 4)
 SENTENCE_MODEL_ENV = "RAYSWEEP_TEXT_MODEL"  # local sentence-transformers model folder
+LOG_EPS = 1e-3  # log input space: log(linear + eps), so black code values stay finite
 
 
 @dataclass
@@ -42,6 +44,11 @@ class FeatureStats:
     text_model: str = ""  # sentence encoder folder when text_embed == "sentence"
     n_train: int = 0
     extra: dict = field(default_factory=dict)
+    # Later additions default to empty so that checkpoints written before them still load.
+    ring_mean: list[float] = field(default_factory=list)
+    ring_std: list[float] = field(default_factory=list)
+    image_mean: list[float] = field(default_factory=list)  # per channel, in the input space
+    image_std: list[float] = field(default_factory=list)
 
     @property
     def n_meta_inputs(self) -> int:
@@ -81,6 +88,12 @@ def fit_stats(data: Prepared, cfg: TrainConfig) -> FeatureStats:
     meta_mean, meta_std = _nan_mean_std(data.meta[train])
     lab_mean, lab_std = _nan_mean_std(data.mean_lab[train])
     target_mean = np.asarray(data.target[train], dtype=np.float64).mean(0).tolist()
+    ring_mean, ring_std = [], []
+    if cfg.uses_ring:
+        ring_mean, ring_std = _nan_mean_std(require_ring(data)[train])
+    image_mean, image_std = [], []
+    if cfg.uses_image and data.images is not None and cfg.image_space != "srgb":
+        image_mean, image_std = _image_channel_stats(data.images[train], cfg.image_space)
     cameras = sorted({str(c) for c in data.camera[train]})
     text_dim, text_model = 0, ""
     if cfg.text_embed == "hash":
@@ -92,8 +105,54 @@ def fit_stats(data: Prepared, cfg: TrainConfig) -> FeatureStats:
         meta_names=list(data.meta_names), meta_mean=meta_mean, meta_std=meta_std,
         mean_lab_mean=lab_mean, mean_lab_std=lab_std, target_mean=target_mean,
         cameras=cameras, text_embed=cfg.text_embed, text_dim=text_dim, text_model=text_model,
-        n_train=int(len(train)),
+        n_train=int(len(train)), ring_mean=ring_mean, ring_std=ring_std,
+        image_mean=image_mean, image_std=image_std,
     )
+
+
+def image_lut(space: str) -> np.ndarray:
+    """(256,) float32: the value a uint8 sRGB code becomes in the image input space."""
+    v = np.arange(256, dtype=np.float64) / 255.0
+    if space == "srgb":
+        return v.astype(np.float32)
+    lin = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+    if space == "linear":
+        return lin.astype(np.float32)
+    if space == "log":
+        return np.log(lin + LOG_EPS).astype(np.float32)
+    raise ValueError(f"unknown image_space {space!r}")
+
+
+def _image_channel_stats(images: np.ndarray, space: str) -> tuple[list[float], list[float]]:
+    """Exact per-channel mean/std of the transformed training images, from code histograms."""
+    lut = image_lut(space).astype(np.float64)
+    mean, std = [], []
+    for c in range(images.shape[1]):
+        hist = np.bincount(images[:, c].ravel(), minlength=256).astype(np.float64)
+        p = hist / max(hist.sum(), 1.0)
+        m = float(p @ lut)
+        s = float(np.sqrt(max(p @ (lut - m) ** 2, 0.0)))
+        mean.append(m)
+        std.append(s if s > 1e-6 else 1.0)
+    return mean, std
+
+
+def require_ring(data: Prepared) -> np.ndarray:
+    if data.ring is None:
+        raise UserError(
+            "this preset uses the background-ring statistics (ring), but the data has none",
+            where=f"dataset {data.info.get('card', '?')}",
+            fix=f"prepare the data with a raysweep that computes them (or, in tabular mode, give "
+                f"the columns {', '.join(RING_NAMES)}), or pick a preset without ring")
+    if data.ring.shape[1:] != (len(RING_NAMES),):
+        raise ValueError(f"Prepared.ring must be (N, {len(RING_NAMES)}), got {data.ring.shape}")
+    return data.ring
+
+
+def input_key(cfg: TrainConfig) -> tuple:
+    """What decides which tensors `encode` returns (for caches of encoded datasets)."""
+    return (cfg.uses_image, cfg.uses_meta, cfg.uses_mean, cfg.uses_ring,
+            cfg.head in CORRECTING_HEADS)
 
 
 def _normalise_with_flags(x: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
@@ -114,7 +173,10 @@ def encode(data: Prepared, stats: FeatureStats, cfg: TrainConfig) -> dict[str, t
 
     Keys: `image` (N,3,S,S) uint8 for image presets; `meta` (N, 2M) and `camera` (N,) and, with
     a text embedding, `text` (N, D) for presets with meta; `mean` (N, 6) normalised mean Lab plus
-    missing flags for presets with mean; always `target` (N, 3) Lab.
+    missing flags for presets with mean; `ring` (N, 2R) normalised ring statistics plus missing
+    flags for presets with ring; `measured` (N, 3) the raw measured patch Lab for the heads that
+    correct it (a missing one replaced by the training mean; its flag is in `mean`); always
+    `target` (N, 3) Lab.
     """
     out: dict[str, torch.Tensor] = {"target": _tensor(np.asarray(data.target, np.float32))}
     if cfg.uses_image:
@@ -140,6 +202,14 @@ def encode(data: Prepared, stats: FeatureStats, cfg: TrainConfig) -> dict[str, t
     if cfg.uses_mean:
         out["mean"] = torch.from_numpy(_normalise_with_flags(data.mean_lab, stats.mean_lab_mean,
                                                              stats.mean_lab_std))
+    if cfg.uses_ring:
+        out["ring"] = torch.from_numpy(_normalise_with_flags(require_ring(data), stats.ring_mean,
+                                                             stats.ring_std))
+    if cfg.head in CORRECTING_HEADS:
+        measured = np.array(data.mean_lab, dtype=np.float32)
+        gap = ~np.isfinite(measured).all(axis=1)
+        measured[gap] = np.asarray(stats.mean_lab_mean, np.float32)
+        out["measured"] = torch.from_numpy(measured)
     return out
 
 

@@ -1,8 +1,9 @@
-"""The non-image inputs -> one conditioning vector: metadata, camera, device text, mean Lab.
+"""The non-image inputs -> one conditioning vector: metadata, camera, device text, mean Lab, ring.
 
 Which inputs exist follows the feature preset: `meta` brings the continuous EXIF columns with
 their missing flags, the camera embedding and (optionally) the device-string embedding; `mean`
-brings the patch mean Lab with its missing flags. Everything goes through one small MLP so that
+brings the patch mean Lab with its missing flags; `ring` the background-ring statistics (the
+light reference around the patch) with theirs. Everything goes through one small MLP so that
 the fusions downstream see a single `out_dim`-wide vector.
 """
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from raysweep.config import TrainConfig
+from raysweep.data.prepared import RING_NAMES
 from raysweep.models.inputs import FeatureStats
 
 TEXT_PROJ = 16  # the device-string embedding is squeezed to this before the MLP
@@ -21,7 +23,7 @@ CAMERA_DROPOUT = 0.1  # share of training rows shown as "unknown camera" so buck
 class ConditionEncoder(nn.Module):
     def __init__(self, cfg: TrainConfig, stats: FeatureStats):
         super().__init__()
-        self.uses_meta, self.uses_mean = cfg.uses_meta, cfg.uses_mean
+        self.uses_meta, self.uses_mean, self.uses_ring = cfg.uses_meta, cfg.uses_mean, cfg.uses_ring
         n_in = 0
         if self.uses_meta:
             n_in += stats.n_meta_inputs
@@ -34,6 +36,8 @@ class ConditionEncoder(nn.Module):
                 n_in += TEXT_PROJ
         if self.uses_mean:
             n_in += 6  # normalised L, a, b and their missing flags
+        if self.uses_ring:
+            n_in += 2 * len(RING_NAMES)  # normalised statistics and their missing flags
         self.n_in = n_in
         self.out_dim = cfg.meta_hidden
         self.mlp = nn.Sequential(
@@ -53,4 +57,6 @@ class ConditionEncoder(nn.Module):
                 parts.append(self.text(batch["text"]))
         if self.uses_mean:
             parts.append(batch["mean"])
+        if self.uses_ring:
+            parts.append(batch["ring"])
         return self.mlp(torch.cat(parts, dim=1))
