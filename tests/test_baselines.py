@@ -17,23 +17,32 @@ def _de00(a, b):
 
 
 def make_scene(n=120, size=24, seed=0, cast=0.25, exposure_sd=0.3, matrix=None, ring=None,
-               bg_refl=0.18, crop="adaptive_bg", camera_offset=False):
+               bg_refl=0.18, crop="adaptive_bg", camera_offset=False, n_sets=4,
+               session_cast=False, coloured_sets=(), with_ring=False):
     """Skin patches on a neutral grey background, lit by a coloured light, seen by a camera.
 
     camera linear RGB = matrix @ (reflectance * light gains * exposure); the background ring has
     reflectance `bg_refl` in every channel, so it sees the light's colour and nothing else.
+    session_cast: the light's colour is one per session (set_id = row % n_sets), as in a real
+    capture session; coloured_sets: sessions whose background is a coloured cloth instead;
+    with_ring: fill Prepared.ring as prepare would (linear ring percentiles, log patch/ring).
     """
     rng = np.random.default_rng(seed)
     target = np.column_stack([rng.uniform(35, 70, n), rng.uniform(5, 18, n),
                               rng.uniform(9, 23, n)])
     refl = np.clip(baselines.lab_to_linear(target), 0, None)
-    gains = np.exp(rng.normal(0, cast, (n, 3)))
+    set_id = np.arange(n) % n_sets
+    gains = np.exp(rng.normal(0, cast, (n_sets if session_cast else n, 3)))
+    gains = gains[set_id] if session_cast else gains
     gains[:, 1] = 1.0
     scale = np.exp(rng.normal(0, exposure_sd, n))[:, None]
     light = gains * scale * 0.9
     m = np.eye(3) if matrix is None else np.asarray(matrix)
     skin = (refl * light) @ m.T
-    grey = (bg_refl * light) @ m.T
+    cloth = np.array([0.45, 0.12, 0.05])  # a red-brown cloth
+    coloured = np.isin(set_id, coloured_sets)
+    bg = np.where(coloured[:, None], cloth, bg_refl)
+    grey = (bg * light) @ m.T
     ring = baselines.DEFAULT_RING_FRACTION if ring is None else ring
     w = int(round(size * ring)) if crop.endswith("_bg") else 0
     img = np.repeat(grey[:, :, None, None], size, 2).repeat(size, 3)
@@ -48,10 +57,16 @@ def make_scene(n=120, size=24, seed=0, cast=0.25, exposure_sd=0.3, matrix=None, 
                                         "cam_c": [0, -3, 5]}[c] for c in camera])
     meta = np.full((n, len(META_NAMES)), np.nan, dtype=np.float32)
     split = np.where(np.arange(n) < 0.7 * n, "train", "test")
-    frame = pd.DataFrame({"sample_id": [f"p{i}" for i in range(n)], "set_id": np.arange(n) % 4})
+    meta[:, 1] = -np.log2(scale[:, 0])  # the exposure time that made the brightness (EXIF)
+    frame = pd.DataFrame({"sample_id": [f"p{i}" for i in range(n)], "set_id": set_id,
+                          "background_type": np.where(coloured, "coloured", "grey_card")})
+    ring_block = None
+    if with_ring:
+        ring_block = np.column_stack([0.95 * grey, grey, 1.05 * grey,
+                                      np.log(np.maximum(skin, 1e-4) / grey)]).astype(np.float32)
     return Prepared(sample_id=frame["sample_id"].to_numpy(), images=images, mean_lab=mean_lab,
                     meta=meta, camera=camera, device=camera, target=target.astype(np.float32),
-                    split=split, frame=frame, info={"crop": crop, "size": size})
+                    split=split, frame=frame, info={"crop": crop, "size": size}, ring=ring_block)
 
 
 def _split(p):
@@ -122,7 +137,52 @@ def test_run_baselines_skips_what_data_cannot_support():
     tab_train, tab_test = train.subset(np.arange(len(train))), test.subset(np.arange(len(test)))
     tab_train.images = tab_test.images = None
     preds, skipped = baselines.run_baselines(tab_train, tab_test)
-    assert set(skipped) == {"grey_world", "bg_reference"}
+    assert set(skipped) == {"grey_world", "bg_reference", "gbm_context"}
+    assert "ring" in skipped["gbm_context"]
+
+
+def test_per_session_recovers_a_known_per_session_colour_cast():
+    # 6 sessions, each with its own strong colour cast; the exposure varies photo by photo
+    p = make_scene(n=360, n_sets=6, cast=0.35, exposure_sd=0.4, session_cast=True,
+                   with_ring=True, seed=1)
+    rng = np.random.default_rng(0)
+    p.split[:] = np.where(rng.random(len(p)) < 0.75, "train", "test")  # every session seen
+    train, test = _split(p)
+    naive = _mean_err("naive", train, test)
+    per_session = _mean_err("per_session", train, test)
+    assert naive > 5.0  # the casts are large
+    assert per_session < 0.6, per_session  # measured 0.41 (naive 11.7, gbm 3.0)
+    assert per_session < 0.5 * _mean_err("gbm", train, test)
+
+
+def test_per_session_is_skipped_for_unseen_sessions():
+    p = make_scene(n=120, n_sets=6, session_cast=True, with_ring=True)
+    p.split[:] = np.where(p.frame["set_id"].to_numpy() < 4, "train", "test")
+    preds, skipped = baselines.run_baselines(*_split(p), names=["naive", "per_session"])
+    assert "per_session" not in preds and "never seen in training" in skipped["per_session"]
+
+
+def test_gbm_context_uses_the_ring_as_light_reference():
+    p = make_scene(n=600, cast=0.2, exposure_sd=0.5, with_ring=True, seed=2)
+    p.meta[:] = np.nan  # no EXIF: only the ring tells the exposure and the light
+    train, test = _split(p)
+    # measured: gbm 7.5, gbm_context 1.3
+    assert _mean_err("gbm_context", train, test) < 0.6 * _mean_err("gbm", train, test)
+
+
+def test_bg_reference_only_where_the_background_is_neutral():
+    p = make_scene(n=160, n_sets=4, coloured_sets=(1, 3), with_ring=True)
+    train, test = _split(p)
+    model = baselines.make_baseline("bg_reference").fit(train)
+    pred = model.predict(test)
+    coloured = test.frame["background_type"].to_numpy() == "coloured"
+    naive = baselines.make_baseline("naive").predict(test)
+    np.testing.assert_allclose(pred[coloured], naive[coloured], atol=1e-6)
+    assert _de00(pred[~coloured], test.target[~coloured]).mean() < 1.0
+    # without the neutral-only rule, the coloured cloth ruins the reference
+    raw = baselines.linear_to_lab(model._corrected(test) * model.k)
+    assert _de00(raw[coloured], test.target[coloured]).mean() > \
+        2 * _de00(naive[coloured], test.target[coloured]).mean()
 
 
 def test_missing_mean_lab_is_filled_from_the_image():

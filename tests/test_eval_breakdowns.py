@@ -48,7 +48,23 @@ def test_breakdown_numbers_are_the_groups_own(data):
     assert cam.loc["cam_a", "mean"] == pytest.approx(err[data.camera == "cam_a"].mean())
     assert cam.loc["cam_b", "mean"] == pytest.approx(err[data.camera == "cam_b"].mean())
     assert cam["n"].sum() == len(data)
-    assert set(table.dimension) == {"camera", "set_id", "exposure", "skin_tone"}
+    assert set(table.dimension) == {"camera", "set_id", "background", "exposure", "skin_tone"}
     tones = table[(table.dimension == "skin_tone") & (table.model == "m")]["group"].tolist()
     assert tones == [t for t in color.ITA_CATEGORIES if t in tones]  # light to dark
     assert (table.mean_lo <= table["mean"]).all() and (table["mean"] <= table.mean_hi).all()
+
+
+def test_background_from_the_manifest_else_from_the_ring(data):
+    # the fake's ring is grey (p50 equal in every channel): neutral as it looks
+    assert set(breakdowns.background_type(data)) == {"neutral ring"}
+    data.ring[:5, 3] *= 3.0  # a reddish surround
+    data.ring[5, :] = np.nan  # no patch found: no ring
+    kinds = breakdowns.background_type(data)
+    assert set(kinds[:5]) == {"coloured ring"} and kinds[5] == "no ring"
+    assert breakdowns.is_neutral(kinds).tolist() == [k == "neutral ring" for k in kinds]
+    data.frame["background_type"] = np.where(np.arange(len(data)) % 3, "grey_card", "coloured")
+    kinds = breakdowns.background_type(data)  # the manifest says what the surface was
+    assert set(kinds) == {"grey_card", "coloured"}
+    assert breakdowns.is_neutral(kinds).tolist() == [k == "grey_card" for k in kinds]
+    data.ring, data.frame = None, data.frame.drop(columns="background_type")
+    assert breakdowns.background_type(data) is None

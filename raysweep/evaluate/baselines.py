@@ -6,11 +6,20 @@ one. Each baseline is `fit(train: Prepared) -> self` then `predict(test: Prepare
 - `naive`: the patch mean sRGB -> Lab as measured from the photo (`Prepared.mean_lab`).
 - `grey_world`: von Kries gains that make the whole crop's mean neutral, then an exposure
   normalisation by that mean's luminance; one scale (the assumed scene reflectance) is fitted.
-- `bg_reference`: the same with the background ring of a `*_bg` crop as the neutral reference
-  (a grey card or paper in about half the synthetic sets, a coloured surface otherwise).
+- `bg_reference`: the same with the background ring as the neutral reference (its median from
+  prepare's ring statistics, else the ring of a `*_bg` crop), ONLY on photos whose background is
+  neutral (the manifest's `background_type`, else as the ring looks); the other photos get the
+  naive answer, since dividing by a coloured surface paints its complement onto the skin. The
+  report's breakdown by background shows both kinds.
 - `root_poly`: Finlayson, Mackiewicz & Hurlbert (2015) degree-2 root-polynomial colour correction
   from the patch's linear RGB to XYZ, fitted by least squares on the training split.
 - `gbm`: gradient-boosted trees (one per Lab channel) on the `mean+meta` features and camera id.
+- `gbm_context`: the same trees given the background-ring statistics too (linear percentiles of
+  the surround, log patch / ring): the light reference the photo carries.
+- `per_session`: a quadratic ridge regression per capture session (`set_id`) on log linear patch
+  RGB, log ring median and EXIF. Within one session the light and the camera are fixed, so a
+  small smooth map suffices; it is only defined for sessions seen in training, so on a split that
+  holds sessions out it is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import torch
 from raysweep import color
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError, unknown_name
+from raysweep.evaluate.breakdowns import background_type, is_neutral
 
 # Background ring of an adaptive_bg crop as a fraction of its side (bg_margin 0.25 per edge);
 # only used if raysweep.data.crop cannot be imported. See _ring_fraction.
@@ -137,7 +147,12 @@ class _ReferenceWhiteBalance:
     region = "whole"
     k = 1.0
 
-    def _corrected(self, data: Prepared) -> np.ndarray:
+    def _reference(self, data: Prepared) -> tuple[np.ndarray, np.ndarray]:
+        """(patch linear RGB, reference linear RGB), each (N, 3)."""
+        if self.region == "bg" and data.ring is not None:
+            from raysweep.data.ring import p50
+
+            return _patch_linear(data), p50(data.ring).astype(np.float64)
         if data.images is None:
             raise UserError(f"the {self.region} reference needs images, this dataset is tabular",
                             where="baselines", fix="run image baselines on an image dataset")
@@ -147,23 +162,35 @@ class _ReferenceWhiteBalance:
                             fix="load the data with crop=adaptive_bg or center_bg")
         ring = _ring_fraction(data)
         whole, patch, bg = region_means(data.images, ring)
-        ref = bg if self.region == "bg" else whole
-        ref = np.maximum(ref, 1e-6)  # a black reference would blow up the gains
+        return patch, (bg if self.region == "bg" else whole)
+
+    def _usable(self, data: Prepared) -> np.ndarray:
+        """Rows whose reference may be taken as neutral (every row for the whole crop)."""
+        return np.ones(len(data), bool)
+
+    def _corrected(self, data: Prepared) -> np.ndarray:
+        patch, ref = self._reference(data)
+        ref = np.maximum(np.nan_to_num(ref, nan=1e-6), 1e-6)  # a black reference: huge gains
         return patch / ref
 
     def fit(self, train: Prepared) -> _ReferenceWhiteBalance:
-        corrected = self._corrected(train)
-        y_true = color.lab_to_xyz(_t(train.target)).numpy()[:, 1]
+        use = self._usable(train)
+        corrected = self._corrected(train)[use]
+        y_true = color.lab_to_xyz(_t(train.target[use])).numpy()[:, 1]
         y_pred = luminance(corrected)
         ok = (y_pred > 1e-9) & np.isfinite(y_pred)
         if not ok.any():
-            raise UserError("white balance reference is black on every training photo",
-                            where="baselines")
+            raise UserError("white balance reference is black (or absent) on every training "
+                            "photo", where="baselines")
         self.k = float(np.median(y_true[ok] / y_pred[ok]))
         return self
 
     def predict(self, test: Prepared) -> np.ndarray:
-        return linear_to_lab(self._corrected(test) * self.k)
+        out = linear_to_lab(self._corrected(test) * self.k)
+        use = self._usable(test)
+        if not use.all():
+            out[~use] = Naive().predict(test.subset(np.flatnonzero(~use)))
+        return out
 
 
 class GreyWorld(_ReferenceWhiteBalance):
@@ -173,9 +200,27 @@ class GreyWorld(_ReferenceWhiteBalance):
 
 
 class BackgroundReference(_ReferenceWhiteBalance):
-    """The background ring of a `*_bg` crop as the neutral reference."""
+    """The background ring as the reference, where the background is neutral; naive elsewhere."""
 
     region = "bg"
+
+    @staticmethod
+    def why_not(train: Prepared, test: Prepared) -> str | None:
+        if test.ring is None and (test.images is None or not _has_bg(test)):
+            return f"needs ring statistics or a *_bg crop, data has {test.info.get('crop')!r}"
+        if background_type(train) is None or background_type(test) is None:
+            return "cannot tell neutral backgrounds from coloured ones (no background_type " \
+                   "column, no ring statistics)"
+        if not is_neutral(background_type(train)).any():
+            return "no training photo has a neutral background"
+        return None
+
+    def _usable(self, data: Prepared) -> np.ndarray:
+        kinds = background_type(data)
+        use = is_neutral(kinds) if kinds is not None else np.ones(len(data), bool)
+        if data.ring is not None:
+            use &= np.isfinite(data.ring).all(1)
+        return use
 
 
 def root_poly_features(lin: np.ndarray) -> np.ndarray:
@@ -212,9 +257,12 @@ class GradientBoosted:
         self.params = dict(max_iter=max_iter, learning_rate=learning_rate, random_state=seed,
                            early_stopping=False)
 
+    def _context(self, data: Prepared) -> list[np.ndarray]:
+        return [data.mean_lab, data.meta]
+
     def _features(self, data: Prepared) -> np.ndarray:
         cam = np.array([self.cameras.get(c, np.nan) for c in data.camera], dtype=np.float64)
-        x = np.column_stack([data.mean_lab, data.meta, cam]).astype(np.float64)
+        x = np.column_stack([*self._context(data), cam]).astype(np.float64)
         return x[:, self.keep]
 
     def fit(self, train: Prepared) -> GradientBoosted:
@@ -241,12 +289,120 @@ class GradientBoosted:
         return np.stack([m.predict(x) for m in self.models], axis=1)
 
 
+def ring_features(data: Prepared) -> np.ndarray:
+    """(N, 12) log ring percentiles and log patch/ring ratios; NaN where no ring (or no block)."""
+    if data.ring is None:
+        return np.full((len(data), 12), np.nan)
+    r = data.ring.astype(np.float64)
+    return np.column_stack([np.log(np.maximum(r[:, :9], 1e-4)), r[:, 9:]])
+
+
+class GradientBoostedContext(GradientBoosted):
+    """Gradient boosting given the light reference too: patch, ring statistics, EXIF, camera."""
+
+    @staticmethod
+    def why_not(train: Prepared, test: Prepared) -> str | None:
+        if train.ring is None or test.ring is None:
+            return "needs ring statistics (photos prepared by raysweep, or ring_* columns)"
+        return None
+
+    def _context(self, data: Prepared) -> list[np.ndarray]:
+        return [data.mean_lab, ring_features(data), data.meta]
+
+
+def _nanmedian(x: np.ndarray) -> np.ndarray:
+    """Column medians; NaN (no warning) for a column with no value at all."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(x, axis=0)
+
+
+def sessions(data: Prepared) -> np.ndarray | None:
+    if "set_id" not in data.frame.columns:
+        return None
+    return data.frame["set_id"].astype(str).str.strip().to_numpy()
+
+
+class PerSession:
+    """A quadratic ridge per capture session: log linear patch RGB, log ring median, EXIF -> Lab.
+
+    Each session's columns are imputed with its training medians, columns constant within the
+    session are dropped, the rest standardised and expanded to degree 2; the ridge strength is
+    chosen per session by efficient leave-one-out (RidgeCV). A session's own light and camera are
+    thereby learnt from its own training photos, which is what a lab would do with a reference
+    chart per session, and why the method says nothing about a session it has not seen.
+    """
+
+    needs_images = False
+    alphas = np.logspace(-3, 3, 13)
+
+    @staticmethod
+    def why_not(train: Prepared, test: Prepared) -> str | None:
+        seen, want = sessions(train), sessions(test)
+        if seen is None or want is None:
+            return "needs a set_id column (capture sessions)"
+        unseen = sorted(set(want) - set(seen))
+        if unseen:
+            return (f"{len(unseen)} of {len(set(want))} test session(s) were never seen in "
+                    f"training ({', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}): "
+                    "a per-session fit says nothing about a new session")
+        return None
+
+    @staticmethod
+    def _inputs(data: Prepared) -> np.ndarray:
+        patch = np.log(np.maximum(_patch_linear(data), 1e-4))
+        ring = ring_features(data)[:, 3:6]  # log ring median
+        return np.column_stack([patch, ring, data.meta]).astype(np.float64)
+
+    def fit(self, train: Prepared) -> PerSession:
+        from sklearn.linear_model import RidgeCV
+
+        x, s = self._inputs(train), sessions(train)
+        self.models = {}
+        pooled = _nanmedian(x)
+        for sid in np.unique(s):
+            rows = s == sid
+            xs = x[rows]
+            med = _nanmedian(xs)
+            fill = np.where(np.isfinite(med), med, pooled)
+            xs = np.where(np.isfinite(xs), xs, fill)
+            sd = xs.std(0)
+            keep = np.isfinite(sd) & (sd > 1e-6)
+            mu, sd = xs[:, keep].mean(0), sd[keep]
+            z = self._expand((xs[:, keep] - mu) / sd)
+            model = RidgeCV(alphas=self.alphas).fit(z, train.target[rows].astype(np.float64))
+            self.models[sid] = (fill, keep, mu, sd, model)
+        return self
+
+    @staticmethod
+    def _expand(z: np.ndarray) -> np.ndarray:
+        iu = np.triu_indices(z.shape[1])
+        return np.column_stack([z, (z[:, :, None] * z[:, None, :])[:, iu[0], iu[1]]])
+
+    def predict(self, test: Prepared) -> np.ndarray:
+        x, s = self._inputs(test), sessions(test)
+        out = np.full((len(test), 3), np.nan)
+        for sid in np.unique(s):
+            if sid not in self.models:
+                raise UserError(f"session {sid} was not in the training split",
+                                where="baseline per_session", fix="see PerSession.why_not")
+            fill, keep, mu, sd, model = self.models[sid]
+            rows = s == sid
+            xs = np.where(np.isfinite(x[rows]), x[rows], fill)
+            out[rows] = model.predict(self._expand((xs[:, keep] - mu) / sd))
+        return out
+
+
 BASELINES = {
     "naive": Naive,
     "grey_world": GreyWorld,
     "bg_reference": BackgroundReference,
     "root_poly": RootPolynomial,
     "gbm": GradientBoosted,
+    "gbm_context": GradientBoostedContext,
+    "per_session": PerSession,
 }
 
 
@@ -264,8 +420,9 @@ def run_baselines(train: Prepared, test: Prepared, names=None) -> tuple[dict[str
         if model.needs_images and test.images is None:
             skipped[name] = "needs images (tabular dataset)"
             continue
-        if name == "bg_reference" and not _has_bg(test):
-            skipped[name] = f"needs a *_bg crop, data has {test.info.get('crop')!r}"
+        why = model.why_not(train, test) if hasattr(model, "why_not") else None
+        if why:
+            skipped[name] = why
             continue
         preds[name] = np.asarray(model.fit(train).predict(test), dtype=np.float64)
     return preds, skipped

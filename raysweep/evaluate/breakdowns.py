@@ -1,7 +1,8 @@
 """Per-group error metrics: where a model fails, not only how much on average.
 
-Dimensions: camera, capture set, exposure regime (under / normal / over), illuminant (synthetic
-latents only) and skin tone (ITA category of the TRUE colour, light to dark). Skin tone is binned
+Dimensions: camera, capture set, background (the manifest's `background_type`, else neutral or
+coloured as the background ring looks), exposure regime (under / normal / over), illuminant
+(synthetic latents only) and skin tone (ITA category of the TRUE colour, light to dark). Skin tone is binned
 on the ground truth, never on the prediction, so a model that makes dark skin look lighter is
 still counted against dark skin.
 """
@@ -16,7 +17,7 @@ from raysweep import color
 from raysweep.data.prepared import Prepared
 from raysweep.evaluate import stats
 
-DIMENSIONS = ("camera", "set_id", "exposure", "illuminant", "skin_tone")
+DIMENSIONS = ("camera", "set_id", "background", "exposure", "illuminant", "skin_tone")
 EXPOSURE_REGIMES = ("under", "normal", "over")
 EXPOSURE_THRESHOLD_EV = 0.5  # |error| above this is under/over: a visible step on a JPEG
 
@@ -27,6 +28,12 @@ ILLUMINANT_KIND_COLUMNS = ("illuminant_kind", "illuminant_type", "light_kind", "
 CCT_COLUMNS = ("cct_k", "illuminant_cct", "cct")
 CCT_BINS = ((0, 3500, "warm <3500K"), (3500, 5500, "neutral 3500-5500K"),
             (5500, np.inf, "cool >5500K"))
+BACKGROUND_COLUMNS = ("background_type", "background_kind", "background")
+NEUTRAL_WORDS = ("grey", "gray", "neutral", "white", "paper")  # a background_type value that
+# names one of these is a neutral surface (grey card, white paper); anything else is coloured
+# A ring whose linear median channels differ by less than this (log max/min) looks neutral: the
+# camera's white balance has already pulled a grey surround close to grey, a coloured cloth stays.
+NEUTRAL_RING_LOG_SPREAD = 0.3
 
 
 def skin_tone(target_lab: np.ndarray) -> np.ndarray:
@@ -74,12 +81,38 @@ def illuminant_group(data: Prepared) -> np.ndarray | None:
     return out
 
 
+def background_type(data: Prepared) -> np.ndarray | None:
+    """The background kind per row: the manifest's column, else as the ring looks, else None."""
+    found = _frame_column(data, BACKGROUND_COLUMNS)
+    if found is not None and not pd.api.types.is_numeric_dtype(found[1]):
+        return found[1].fillna("unknown").astype(str).to_numpy(dtype=object)
+    if data.ring is None:
+        return None
+    from raysweep.data.ring import p50
+
+    med = np.maximum(p50(data.ring).astype(np.float64), 1e-4)
+    with np.errstate(invalid="ignore"):
+        spread = np.log(med.max(1) / med.min(1))
+    out = np.where(spread < NEUTRAL_RING_LOG_SPREAD, "neutral ring", "coloured ring").astype(object)
+    out[~np.isfinite(spread)] = "no ring"
+    return out
+
+
+def is_neutral(kinds: np.ndarray) -> np.ndarray:
+    """(N,) bool: which background kinds (background_type()) are neutral surfaces."""
+    low = pd.Series(kinds, dtype=str).str.lower()
+    neutral = low.str.contains("|".join(NEUTRAL_WORDS)) & ~low.str.startswith("colo") & \
+        ~low.isin(["no ring", "unknown"])
+    return np.array(neutral, dtype=bool)  # a writable copy
+
+
 def group_labels(data: Prepared) -> dict[str, np.ndarray]:
     """Dimension -> (N,) group label per row; dimensions the data cannot support are left out."""
     labels: dict[str, np.ndarray | None] = {
         "camera": np.asarray(data.camera, dtype=object),
         "set_id": (data.frame["set_id"].astype(str).to_numpy(dtype=object)
                    if "set_id" in data.frame.columns else None),
+        "background": background_type(data),
         "exposure": exposure_regime(data),
         "illuminant": illuminant_group(data),
         "skin_tone": skin_tone(data.target),
