@@ -91,6 +91,9 @@ def run_search(space: str | None, data: str | Path | Prepared | None = None, num
         card_path(data)  # a missing dataset fails here, before a run is opened in MLflow
     root = storage_root(storage)
     # -- everything the user can get wrong, before Ray starts ------------------------------
+    from raysweep.sweep.storage import check_storage, check_writable
+
+    check_writable(root)
     saved = None
     if resume:
         if not name:
@@ -144,11 +147,42 @@ def run_search(space: str | None, data: str | Path | Prepared | None = None, num
 
     if data is None and smoke_test:
         data = smoke_dataset()
-    from raysweep.tracking.store import Tracker, code_version
+    from raysweep.tracking.store import Tracker
 
     # A resumed sweep logs into the store it started in, wherever it is resumed from.
     uri = saved.get("tracking_uri") if saved and not os.environ.get("MLFLOW_TRACKING_URI") else None
     tracker = Tracker(sp.name, name, uri=uri)
+    # -- Ray: the cluster decides the storage check and the plan, before MLflow hears of it --
+    started = resources.connect(dashboard=workers > 1, log_to_driver=verbose > 0)
+    asked = False
+    try:
+        check_storage(root)  # a refused sweep costs no data work and leaves no FAILED run
+        pl = resources.plan(num_samples, workers, cpus, gpus, max_concurrent)
+        log.info("%s", pl.describe())
+        asked = resources.request_first_wave(pl)
+        return _run(sp, name, tracker, data, checked, overrides, pl, loop=loop, root=root,
+                    path=path, num_samples=num_samples, seed=seed, sets=sets,
+                    smoke_test=smoke_test, max_epochs=max_epochs, grace=grace, rf=rf,
+                    metric=metric, mode=mode, workers=workers, saved=saved, resume=resume,
+                    max_failures=max_failures, verbose=verbose, searcher=searcher,
+                    early_stopping=early_stopping)
+    finally:
+        if asked:
+            resources.release_request()
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _run(sp, name, tracker, data, checked, overrides, pl, *, loop, root, path, num_samples,
+         seed, sets, smoke_test, max_epochs, grace, rf, metric, mode, workers, saved, resume,
+         max_failures, verbose, searcher, early_stopping) -> SweepResult:
+    """Open the MLflow parent run, prepare the data, run Tune, write the leaderboard."""
+    import ray
+
+    from raysweep.tracking.store import code_version
+
     settings = {"space": sp.name, "space_source": sp.source, "sets": list(sets), "seed": seed,
                 "num_samples": num_samples, "smoke_test": smoke_test, "max_epochs": max_epochs,
                 "grace_period": grace, "reduction_factor": rf, "metric": metric, "mode": mode,
@@ -158,18 +192,9 @@ def run_search(space: str | None, data: str | Path | Prepared | None = None, num
                                         "raysweep.question": sp.question},
                                   params=settings, run_id=saved and saved.get("parent_run_id"))
     status = "FAILED"
-    started = False
     try:
-        started = resources.connect(dashboard=workers > 1, log_to_driver=verbose > 0)
-        import ray
-
-        from raysweep.sweep.storage import check_storage
-
-        check_storage(root)  # before the data work: a refused sweep should cost nothing more
         prepared = load_data(data, checked.variants, checked.base)
         info = next(iter(prepared.values())).info
-        pl = resources.plan(num_samples, workers, cpus, gpus, max_concurrent)
-        log.info("%s", pl.describe())
         tracker.log(parent, tags={
             "raysweep.dataset_hash": str(info.get("content_hash", "")),
             "raysweep.split_file": str(info.get("split_file", "")),
@@ -221,10 +246,6 @@ def run_search(space: str | None, data: str | Path | Prepared | None = None, num
         raise
     finally:
         tracker.end(parent, status)
-        if started:
-            import ray
-
-            ray.shutdown()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,12 +255,22 @@ def build_parser() -> argparse.ArgumentParser:
                                    ".py file; with --resume, default: the sweep's own")
     p.add_argument("--data", help="dataset card or folder (default: the synthetic dataset)")
     p.add_argument("--num-samples", type=int, help="trials to run (default: the space's)")
-    p.add_argument("--max-concurrent", type=int, help="trials at once (default: what fits)")
+    p.add_argument("--max-concurrent", type=int,
+                   help="trials at once (default: what fits; on an autoscaling cluster, what "
+                        "its node groups hold at their maximum size)")
     p.add_argument("--workers-per-trial", type=int, help="DDP workers per trial (default 1)")
     p.add_argument("--gpus-per-trial", type=float,
-                   help="GPU share per trial (default 0.25 on GPU clusters, else 0)")
-    p.add_argument("--cpus-per-worker", type=float, help="CPUs per trial worker (default 1)")
-    p.add_argument("--storage", help=f"checkpoint storage path or URI (default {DEFAULT_STORAGE})")
+                   help="GPUs for the whole trial, split evenly across its workers: 0.25 "
+                        "packs 4 one-worker trials on a GPU; with --workers-per-trial 4, "
+                        "pass 4 for one GPU per worker (default: 0.25 for one worker, 1 per "
+                        "worker for DDP, when the cluster or its node groups have GPUs; "
+                        "else 0)")
+    p.add_argument("--cpus-per-worker", type=float,
+                   help="CPUs for each worker of a trial (default 1; one-worker trials: the "
+                        "trial's CPUs)")
+    p.add_argument("--storage", help="checkpoint storage: a folder, or a URI such as "
+                   f"s3://BUCKET/raysweep (default {DEFAULT_STORAGE}; a cluster with more "
+                   "than one node needs shared storage, see infra/README.md)")
     p.add_argument("--name", help="sweep name (default: SPACE-DATE-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the sweep --name")
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")

@@ -2,7 +2,12 @@
 
 Concurrency comes from what the cluster really has. A local Ray gets more logical CPUs than the
 machine has cores (Tune's own actors must never starve the trials), so on a laptop the number of
-trials at once is capped by the physical cores instead of the logical CPUs.
+trials at once is capped by the physical cores instead of the logical CPUs. A cluster that can
+grow (raysweep.sweep.cluster) is planned from the flags and its node groups instead, and its
+autoscaler is asked for the first wave of trials up front.
+
+Resource flags, one meaning each: --gpus-per-trial is the trial's total GPU share (split evenly
+across its workers), --cpus-per-worker is per Ray Train worker (= per trial for one worker).
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ray import tune
 
 from raysweep import _compat
 from raysweep.errors import UserError
+from raysweep.sweep.cluster import Shape
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +32,13 @@ log = logging.getLogger(__name__)
 class Plan:
     workers: int  # Ray Train workers per trial; 1 = the loop runs in the Tune trial itself
     cpus_per_worker: float
-    gpus_per_worker: float
+    gpus_per_worker: float  # --gpus-per-trial / workers: the flag is the trial's total
     max_concurrent: int
     cluster_cpus: float
     cluster_gpus: float
     local: bool  # the cluster is this one machine: its cores, not logical CPUs, bound concurrency
+    grows: bool = False  # an autoscaler may add nodes: planned from the flags, not what is up
+    why: str = ""  # one clause: where the concurrency and the GPU share came from
 
     def trial_resources(self) -> dict[str, float]:
         """What Tune reserves for the trial actor."""
@@ -37,14 +46,29 @@ class Plan:
             return {"cpu": self.cpus_per_worker, "gpu": self.gpus_per_worker}
         # Multi-worker: the trial only drives a TorchTrainer, whose workers reserve their own
         # placement group; the driver still needs a (small) CPU share to be scheduled at all.
-        return {"cpu": 0.1, "gpu": 0}
+        return {"cpu": DDP_DRIVER_CPU, "gpu": 0}
+
+    def first_wave(self) -> list[dict[str, float]]:
+        """Resource bundles of the trials that should start at once (for the autoscaler)."""
+        worker = {"CPU": self.cpus_per_worker,
+                  **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
+        per_trial = [dict(worker) for _ in range(self.workers)]
+        if self.workers > 1:
+            per_trial.append({"CPU": DDP_DRIVER_CPU})
+        return [b for _ in range(self.max_concurrent) for b in per_trial]
 
     def describe(self) -> str:
         per = f"{self.cpus_per_worker:g} CPU" + (f" + {self.gpus_per_worker:g} GPU"
                                                  if self.gpus_per_worker else "")
         mode = "in the trial process" if self.workers == 1 else f"{self.workers} DDP workers"
-        return (f"{self.max_concurrent} trial(s) at once, each {mode} with {per} per worker "
-                f"(cluster: {self.cluster_cpus:g} CPU, {self.cluster_gpus:g} GPU)")
+        now = f"cluster now: {self.cluster_cpus:g} CPU, {self.cluster_gpus:g} GPU"
+        return (f"planned {self.max_concurrent} trial(s) at once, each {mode} with {per} per "
+                f"worker ({now}; {self.why})" if self.why else
+                f"planned {self.max_concurrent} trial(s) at once, each {mode} with {per} per "
+                f"worker ({now})")
+
+
+DDP_DRIVER_CPU = 0.1
 
 
 def connect(num_cpus: int | None = None, dashboard: bool = True,
@@ -91,49 +115,147 @@ def only_this_machine() -> bool:
 def plan(num_samples: int, workers: int = 1, cpus_per_worker: float = 1.0,
          gpus_per_trial: float | None = None, max_concurrent: int | None = None,
          local: bool | None = None, cpus: float | None = None,
-         gpus: float | None = None) -> Plan:
+         gpus: float | None = None, growth: Shape | None = None) -> Plan:
     """Resources per trial and how many trials run at once.
 
-    `gpus_per_trial` is the whole trial's share (split across its workers); None picks 1/4 of a
-    GPU per single-worker trial when the cluster has GPUs (small models do not fill one) and a
-    whole GPU per worker for DDP trials.
+    `gpus_per_trial` is the whole trial's share, split evenly across its workers (one meaning
+    for one worker and for DDP). None picks 1/4 of a GPU per single-worker trial when the
+    cluster has (or its node groups have) GPUs, since small models do not fill one, and one
+    GPU per worker for DDP trials. On a cluster that can grow (`growth.may_grow`), the flags
+    are trusted and concurrency comes from the node groups' maximum size, not from what is up.
     """
-    if local is None:
-        local = only_this_machine()
-    if cpus is None or gpus is None:
+    if growth is None:
         import ray
 
-        total = ray.cluster_resources()
-        cpus = total.get("CPU", 0.0) if cpus is None else cpus
-        gpus = total.get("GPU", 0.0) if gpus is None else gpus
+        from raysweep.sweep.cluster import shape
+
+        growth = shape() if cpus is None and gpus is None else None
+        if local is None:
+            local = only_this_machine()
+        if cpus is None or gpus is None:
+            total = ray.cluster_resources()
+            cpus = total.get("CPU", 0.0) if cpus is None else cpus
+            gpus = total.get("GPU", 0.0) if gpus is None else gpus
+    else:
+        cpus = growth.cpus if cpus is None else cpus
+        gpus = growth.gpus if gpus is None else gpus
+        local = bool(local)
     if workers < 1:
         raise UserError(f"--workers-per-trial must be >= 1, got {workers}")
     if cpus_per_worker <= 0:
         raise UserError(f"--cpus-per-worker must be > 0, got {cpus_per_worker}")
+    if gpus_per_trial is not None and gpus_per_trial < 0:
+        raise UserError(f"--gpus-per-trial must be >= 0, got {gpus_per_trial:g}")
+    if growth is not None and growth.may_grow:
+        return _plan_growing(num_samples, workers, cpus_per_worker, gpus_per_trial,
+                             max_concurrent, cpus, gpus, growth)
     if gpus_per_trial is None:
-        gpus_per_trial = 0.0 if gpus == 0 else (0.25 if workers == 1 else float(workers))
+        gpus_per_trial = 0.0 if gpus == 0 else default_gpus(workers)
     if gpus_per_trial > 0 and gpus == 0:
         raise UserError(f"--gpus-per-trial {gpus_per_trial:g} asks for GPUs, but the Ray "
-                        "cluster has none", fix="drop --gpus-per-trial or use a GPU cluster")
+                        "cluster has none and no autoscaler that could add GPU nodes",
+                        fix="drop --gpus-per-trial or use a GPU cluster")
     gpus_per_worker = gpus_per_trial / workers
     # The real parallelism of a local Ray is its cores, not its (inflated) logical CPUs.
     usable = min(cpus, float(cores())) if local else cpus
-    limits = [math.floor(usable / (cpus_per_worker * workers) + 1e-9)]
-    if gpus_per_worker > 0:
-        limits.append(math.floor(gpus / (gpus_per_worker * workers) + 1e-9))
-    fits = max(0, min(limits))
+    fits = trials_that_fit(usable, gpus, workers, cpus_per_worker, gpus_per_worker)
     if fits == 0 and not local:
         raise UserError(f"one trial needs {workers} x ({cpus_per_worker:g} CPU, "
                         f"{gpus_per_worker:g} GPU) but the cluster has {cpus:g} CPU, {gpus:g} GPU",
                         fix="lower --workers-per-trial / --cpus-per-worker / --gpus-per-trial")
     concurrent = max(1, fits)
+    why = "what fits on this machine's cores" if local else "what fits on the nodes up now"
     if max_concurrent:
         if max_concurrent > concurrent:
             log.warning("--max-concurrent %d is more than the %d trial(s) the resources fit; "
                         "the rest will queue", max_concurrent, concurrent)
-        concurrent = max_concurrent
+        concurrent, why = max_concurrent, "--max-concurrent"
     return Plan(workers, cpus_per_worker, gpus_per_worker, min(concurrent, num_samples),
-                cpus, gpus, local)
+                cpus, gpus, local, why=why)
+
+
+def default_gpus(workers: int) -> float:
+    """--gpus-per-trial when not given on a GPU cluster: a quarter GPU for a one-worker trial
+    (small models share a device), one GPU per worker for DDP."""
+    return 0.25 if workers == 1 else float(workers)
+
+
+def trials_that_fit(cpus: float, gpus: float, workers: int, cpus_per_worker: float,
+                    gpus_per_worker: float) -> int:
+    """Whole trials that fit into (cpus, gpus) at once."""
+    limits = [math.floor(cpus / (cpus_per_worker * workers) + 1e-9)]
+    if gpus_per_worker > 0:
+        limits.append(math.floor(gpus / (gpus_per_worker * workers) + 1e-9))
+    return max(0, min(limits))
+
+
+def _plan_growing(num_samples: int, workers: int, cpus_per_worker: float,
+                  gpus_per_trial: float | None, max_concurrent: int | None, cpus: float,
+                  gpus: float, growth: Shape) -> Plan:
+    """Plan for a cluster whose autoscaler adds nodes: never conclude from what is up now."""
+    groups = growth.groups
+    group_gpus = any(g.resources.get("GPU", 0) > 0 for g in groups)
+    if gpus_per_trial is None:
+        # GPUs known to exist (now or in a node group) get used; unknown groups: CPU trials,
+        # and the plan line says how to ask for GPUs.
+        gpus_per_trial = default_gpus(workers) if gpus > 0 or group_gpus else 0.0
+    gpus_per_worker = gpus_per_trial / workers
+    if groups and gpus_per_worker > 0 and not group_gpus and gpus == 0:
+        raise UserError(f"--gpus-per-trial {gpus_per_trial:g} asks for GPUs, but no node group "
+                        f"of this cluster has any ({growth.reason})",
+                        fix="drop --gpus-per-trial, or add a GPU worker group to the cluster")
+    if groups and all(g.max_workers >= 0 for g in groups):
+        # Per-worker bin packing: a DDP trial may spread its workers over nodes.
+        capacity = sum(g.max_workers * _workers_per_node(g.resources, cpus_per_worker,
+                                                         gpus_per_worker) for g in groups)
+        capacity += _workers_per_node({"CPU": cpus, "GPU": gpus}, cpus_per_worker,
+                                      gpus_per_worker) if cpus else 0
+        fits, why = capacity // workers, f"the most its node groups hold; {growth.reason}"
+        if fits == 0:
+            raise UserError(f"one trial needs {workers} x ({cpus_per_worker:g} CPU, "
+                            f"{gpus_per_worker:g} GPU), more than any node group offers "
+                            f"({growth.reason})",
+                            fix="lower --workers-per-trial / --cpus-per-worker / "
+                                "--gpus-per-trial, or add a larger node group")
+    else:
+        fits, why = num_samples, f"node group sizes unknown: as many as the autoscaler "                                  f"adds; {growth.reason}"
+    if max_concurrent:
+        fits, why = max_concurrent, f"--max-concurrent; {growth.reason}"
+    if gpus_per_worker == 0 and not group_gpus and gpus == 0:
+        why += "; CPU trials: pass --gpus-per-trial for GPU worker nodes"
+    return Plan(workers, cpus_per_worker, gpus_per_worker, max(1, min(fits, num_samples)),
+                cpus, gpus, local=False, grows=True, why=why)
+
+
+def _workers_per_node(resources: Mapping[str, float], cpus_per_worker: float,
+                      gpus_per_worker: float) -> int:
+    return trials_that_fit(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), 1,
+                           cpus_per_worker, gpus_per_worker)
+
+
+def request_first_wave(pl: Plan) -> bool:
+    """Ask the autoscaler for the nodes of the first wave of trials, so GPU nodes start
+    booting now instead of after Tune has queued its trials. The request persists until
+    `release_request()`. Returns True when a request was made."""
+    if not pl.grows:
+        return False
+    from ray.autoscaler.sdk import request_resources
+
+    bundles = pl.first_wave()
+    request_resources(bundles=bundles)
+    log.info("asked the autoscaler for the first wave: %d bundle(s) of %s", len(bundles),
+             bundles[0] if bundles else {})
+    return True
+
+
+def release_request() -> None:
+    """Withdraw `request_first_wave`'s standing request so idle nodes can be removed."""
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[])
+    except Exception as e:  # noqa: BLE001 - the cluster is going away anyway
+        log.debug("could not withdraw the autoscaler request: %s", e)
 
 
 def orphaned_placement_groups() -> list:

@@ -74,27 +74,36 @@ def storage_problem(storage_path: str | os.PathLike | None, multi_node: bool,
 def check_storage(storage_path: str | os.PathLike | None,
                   nodes: Sequence[Mapping[str, Any]] | None = None,
                   environ: Mapping[str, str] | None = None,
-                  may_grow: bool | None = None) -> None:
+                  may_grow: bool | None = None, why_grow: str = "") -> None:
     """Refuse a node-local checkpoint path on a multi-node (or autoscaling) Ray cluster.
 
-    Call it after `ray.init`, before the Tuner starts. `nodes` defaults to `ray.nodes()`; a
-    cluster counts as multi-node when more than one node is alive or when its autoscaler may
-    add worker nodes (a head-only cluster with min 0 GPU workers has one node at submit time).
+    Call it after `ray.init`, before the Tuner starts and before any MLflow run is opened.
+    `nodes` defaults to `ray.nodes()`; a cluster counts as multi-node when more than one node
+    is alive or when its autoscaler may add worker nodes (raysweep.sweep.cluster decides; a
+    head-only cluster with GPU workers from 0 has one node at submit time).
     """
-    if nodes is None:
-        import ray
+    if nodes is None or may_grow is None:
+        from raysweep.sweep import cluster
 
-        if not ray.is_initialized():
-            raise RuntimeError("check_storage() needs a connected Ray: call it after ray.init()")
-        nodes = ray.nodes()
-    if may_grow is None:
-        may_grow = autoscaler_may_add_nodes(nodes)
+        if nodes is None:
+            import ray
+
+            if not ray.is_initialized():
+                raise RuntimeError("check_storage() needs a connected Ray: call it after "
+                                   "ray.init()")
+            nodes = ray.nodes()
+        if may_grow is None:
+            groups, source = cluster.declared_groups(environ)
+            types = [] if groups else cluster.autoscaler_node_types(cluster._autoscaler_status())
+            found = cluster.decide(nodes, groups, source, types)
+            may_grow, why_grow = found.may_grow, found.reason
     alive = sum(1 for n in nodes if n.get("Alive", n.get("alive", False)))
     multi = alive > 1 or may_grow
     problem = storage_problem(storage_path, multi, environ)
     if problem is None:
         return
-    size = f"{alive} alive nodes" if alive > 1 else "an autoscaler that can add worker nodes"
+    size = f"{alive} alive nodes" if alive > 1 else \
+        "an autoscaler that can add worker nodes" + (f" ({why_grow})" if why_grow else "")
     raise UserError(
         f"checkpoints must live on shared storage, but {problem} and this Ray cluster has "
         f"{size}: trials on other nodes could not save or restore their checkpoints there",
@@ -104,6 +113,31 @@ def check_storage(storage_path: str | os.PathLike | None,
             f"every node mounts at the same path (NFS, EFS, Lustre) and set {SHARED_ENV}=1 "
             f"(or {SHARED_ENV}=/that/mount) to say so",
     )
+
+
+def check_writable(storage_path: str) -> None:
+    """Refuse a local --storage that is not a writable folder, before Ray starts: found
+    later, it costs a Ray start, the data preparation and a FAILED run in MLflow.
+
+    Creates the folder (as Tune would) and a probe file in it; remote URIs are left to Tune.
+    """
+    scheme = urlsplit(storage_path).scheme.lower()
+    if "://" in storage_path and scheme not in ("file", "local"):
+        return
+    path = Path(urlsplit(storage_path).path if "://" in storage_path else storage_path)
+    path = path.expanduser()
+    fix = "pass --storage with a folder you can write to (it is created if missing)"
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--storage {storage_path} is a file, not a folder",
+                        where="--storage", fix=fix)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".raysweep-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to --storage {storage_path}: {e.strerror or e}",
+                        where="--storage", fix=fix) from None
 
 
 def marked_shared(path: Path, flag: str) -> bool:
@@ -141,45 +175,47 @@ def mount_fstype(path: Path, mounts: Sequence[tuple[str, str]]) -> str | None:
     return fstype
 
 
-def autoscaler_may_add_nodes(nodes: Sequence[Mapping[str, Any]] = ()) -> bool:
-    """True when the running cluster's autoscaler may launch worker nodes.
+# ---------------------------------------------------------------------------------------------
+# checkpoints on any pyarrow file system
 
-    The cluster launcher and KubeRay report their node groups to the GCS; a plain `ray.init()`
-    or `ray start` cluster reports none. The API is private, so any failure means "unknown"
-    and the node count alone decides.
+
+def local_checkpoint_dir(ckpt: Any) -> str | None:
+    """The folder of a checkpoint that is on this machine's disk, else None.
+
+    `ckpt` is a Tune/Train Checkpoint (path + file system) or a path string.
     """
-    try:
-        from ray._private.state import state
-
-        config = state.get_cluster_config()
-    except Exception as e:  # noqa: BLE001 - private API; its absence must not break a sweep
-        log.debug("no autoscaler config: %s", e)
-        return False
-    if config is None:
-        return False
-    groups = [(g.max_count, dict(g.resources)) for g in config.node_group_configs]
-    head = next((n.get("Resources", {}) for n in nodes
-                 if "node:__internal_head__" in n.get("Resources", {})), None)
-    return groups_may_add_workers(groups, head)
+    fs = getattr(ckpt, "filesystem", None)
+    path = getattr(ckpt, "path", ckpt)
+    if fs is not None and getattr(fs, "type_name", "local") != "local":
+        return None
+    path = str(path).removeprefix("file://")
+    return path if "://" not in path and os.path.isdir(path) else None
 
 
-def groups_may_add_workers(groups: Sequence[tuple[int, Mapping[str, float]]],
-                           head_resources: Mapping[str, float] | None) -> bool:
-    """Pure: does any node group (max_count, resources) allow a worker node?
+def checkpoint_location(ckpt: Any, storage: str | None):
+    """(pyarrow file system, path) of a checkpoint wherever it is.
 
-    A group with max_count 1 and the head's CPU/GPU shape is the head's own group (the
-    autoscaler lists it too) and cannot add a node; max_count -1 means unlimited.
+    A Checkpoint carries its file system. A bare path is a URI, or (what Ray Train reports for
+    DDP trials) a scheme-less path on the sweep's `storage` file system: on S3 Tune's paths are
+    "bucket/prefix/...", which alone would be read as a local relative path.
     """
-    def shape(r: Mapping[str, float]) -> tuple[float, float]:
-        return float(r.get("CPU", 0)), float(r.get("GPU", 0))
+    import pyarrow.fs
 
-    head_skipped = False
-    for max_count, resources in groups:
-        if max_count == 0:
-            continue
-        if max_count == 1 and not head_skipped and head_resources is not None and \
-                shape(resources) == shape(head_resources):
-            head_skipped = True
-            continue
-        return True
-    return False
+    fs = getattr(ckpt, "filesystem", None)
+    path = str(getattr(ckpt, "path", ckpt))
+    if fs is not None:
+        return fs, path
+    if "://" in path:
+        return pyarrow.fs.FileSystem.from_uri(path)
+    if storage and "://" in storage and not storage.startswith("file://"):
+        fs, _ = pyarrow.fs.FileSystem.from_uri(storage)
+        return fs, path
+    return pyarrow.fs.LocalFileSystem(), path
+
+
+def fetch_checkpoint(ckpt: Any, storage: str | None, dst: str) -> str:
+    """Copy a checkpoint (any file system) into the local folder `dst`; returns dst."""
+    from ray.train import Checkpoint
+
+    fs, path = checkpoint_location(ckpt, storage)
+    return Checkpoint(path, filesystem=fs).to_directory(dst)

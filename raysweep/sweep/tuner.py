@@ -36,7 +36,8 @@ def build_tuner(*, sp: spaces.Space, overrides: dict, refs: dict, pl: resources.
         return tune.Tuner.restore(path, trainable, resume_unfinished=True)
     # Per-trial result files feed the leaderboard; named here so that an environment turning
     # Tune's default loggers off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) cannot empty it.
-    callbacks = [TrialLogger(tracker, max_epochs), results.Progress(num_samples, metric, mode),
+    callbacks = [TrialLogger(tracker, max_epochs, storage=root),
+                 results.Progress(num_samples, metric, mode),
                  CSVLoggerCallback(), JsonLoggerCallback()]
     if pl.workers > 1:
         callbacks.append(resources.PlacementGroupJanitor())
