@@ -67,10 +67,12 @@ def timed(hook):
 class TrialLogger(tune.Callback):
     """Tune callback: one nested MLflow run per trial, written from the driver."""
 
-    def __init__(self, tracker: Tracker, max_epochs: int):
+    def __init__(self, tracker: Tracker, max_epochs: int, storage: str | None = None):
         self.tracker, self.max_epochs = tracker, max_epochs
+        self.storage = storage  # the sweep's --storage: the file system of DDP checkpoint paths
         self.runs: dict[str, str] = {}
-        self.checkpoints: dict[str, str] = {}
+        # trial id -> its best checkpoint: a Tune Checkpoint (path + file system) or a path
+        self.checkpoints: dict[str, object] = {}
         self.last_epoch: dict[str, int] = {}  # the last epoch logged per trial
         self._loaded = False
         self._adopted: set[str] = set()  # runs of an earlier driver whose epochs were looked up
@@ -120,7 +122,8 @@ class TrialLogger(tune.Callback):
     @timed
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         # The loop reports a checkpoint only when validation improved: the last one is the best.
-        self.checkpoints[trial.trial_id] = checkpoint.path
+        # Kept whole: on S3 its path has no scheme, only its file system says where it is.
+        self.checkpoints[trial.trial_id] = checkpoint
 
     @timed
     def on_trial_recover(self, iteration, trials, trial, **info):
@@ -149,18 +152,19 @@ class TrialLogger(tune.Callback):
         self.tracker.end(run_id, "FAILED")
 
     def _log_checkpoint(self, trial, run_id: str) -> None:
-        path = self.checkpoints.get(trial.trial_id)
-        if not path:
-            return
-        if os.path.isdir(path):
-            self.tracker.log_artifacts(run_id, path, "checkpoint")
-            return
-        from ray.train import Checkpoint  # remote storage (s3://, gs://): fetch it first
+        from raysweep.sweep.storage import fetch_checkpoint, local_checkpoint_dir
 
-        with tempfile.TemporaryDirectory() as tmp:
+        ckpt = self.checkpoints.get(trial.trial_id)
+        if not ckpt:
+            return
+        local = local_checkpoint_dir(ckpt)
+        if local:
+            self.tracker.log_artifacts(run_id, local, "checkpoint")
+            return
+        with tempfile.TemporaryDirectory() as tmp:  # remote storage (s3://, gs://): fetch it
             try:
-                Checkpoint(path).to_directory(tmp)
+                fetch_checkpoint(ckpt, self.storage, tmp)
             except Exception as e:  # noqa: BLE001
-                log.warning("could not fetch checkpoint %s: %s", path, e)
+                log.warning("could not fetch checkpoint %s: %s", getattr(ckpt, "path", ckpt), e)
                 return
             self.tracker.log_artifacts(run_id, tmp, "checkpoint")
