@@ -122,6 +122,75 @@ def test_a_dead_store_trips_the_breaker_and_hooks_never_raise(tracker, monkeypat
     assert len(calls) == 8
 
 
+def test_an_outage_is_said_once_and_its_end_once(tracker, monkeypatch, caplog):
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    client = tracker.client
+    real = client.log_batch
+    down = [True]
+
+    def flaky(*args, **kwargs):
+        if down[0]:
+            raise ConnectionError("connection refused")
+        return real(*args, **kwargs)
+
+    logger = callback.TrialLogger(tracker, max_epochs=9)
+    trial = FakeTrial(trial_id="o", config={})
+    logger.on_trial_start(0, [], trial)
+    monkeypatch.setattr(client, "log_batch", flaky)
+    caplog.set_level("DEBUG", logger="raysweep")
+    for epoch in (1, 2, 3):
+        logger.on_trial_result(0, [], trial, result(epoch, 5.0))
+        tracker._down_until = 0.0  # every call tries again: still one warning
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, [w.getMessage() for w in warnings] and "unreachable" in warnings[0].getMessage()
+    assert tracker.skipped == 3
+    down[0] = False
+    logger.on_trial_result(0, [], trial, result(4, 5.0))
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and "answers again" in warnings[1].getMessage()
+    assert steps(tracker, logger.runs["o"]) == [(4, 5.0)]
+
+
+def test_a_refused_write_still_ends_the_run(tracker, monkeypatch):
+    """One hook, one policy: a permanent error in the tags does not leave the run RUNNING."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    client = tracker.client
+    real = client.log_batch
+
+    def refuse_tags(run_id, metrics=(), params=(), tags=()):
+        if tags:
+            raise MlflowException("tag refused", error_code=INVALID_PARAMETER_VALUE)
+        return real(run_id, metrics=metrics, params=params, tags=tags)
+
+    logger = callback.TrialLogger(tracker, max_epochs=2)
+    trial = FakeTrial(trial_id="r", config={})
+    logger.on_trial_start(0, [], trial)
+    monkeypatch.setattr(client, "log_batch", refuse_tags)
+    logger.on_trial_complete(0, [], trial)  # must not raise
+    assert MlflowClient(tracker.uri).get_run(logger.runs["r"]).info.status == "FINISHED"
+    assert tracker.failures == 0 and tracker.skipped == 1  # refused, not unreachable
+
+
+def test_read_only_commands_do_not_import_ray_or_touch_the_environment():
+    """summarize and eval_winners' reading path start without Ray (seconds, and no Ray needed
+    on a laptop that only reads a tracking server); no import changes os.environ."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; before = dict(os.environ); "
+            "import raysweep.summarize, raysweep.evaluate.trials, raysweep.tracking.store; "
+            "sys.argv = ['summarize', '--help']; import runpy\n"
+            "try: runpy.run_module('raysweep.summarize', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')), "
+            "sorted(k for k in os.environ if before.get(k) != os.environ[k]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=240, check=True).stdout.strip().splitlines()[-1]
+    assert out == "[] []", out
+
+
 @pytest.mark.slow
 @pytest.mark.cluster
 def test_tracking_server_dying_mid_sweep_loses_no_results(ray_local, tmp_path, monkeypatch):

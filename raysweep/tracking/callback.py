@@ -1,20 +1,24 @@
-"""MLflow conventions in one place; every MLflow call of a sweep goes through here.
+"""The Tune callback that logs a sweep's trials to MLflow from the driver (Tune's process).
 
-Experiment = study (search space) name. One parent run per sweep invocation, tagged with what is
-needed to reproduce and compare it; one nested child run per Tune trial with the flattened
-TrainConfig as params, per-epoch metrics (step = epoch), the tags people filter on (`backbone`,
-`fusion`, `crop`, `features`) and the best checkpoint under artifact path `checkpoint/`.
-Logged from the driver only (a Tune callback), so one store serves a whole cluster and trial
-processes need no MLflow access. `MLFLOW_TRACKING_URI` wins; otherwise `sqlite:///<cwd>/mlruns.db`
-with artifacts in `<cwd>/mlartifacts`.
+One nested MLflow run per trial under the sweep's parent run (raysweep.tracking.store holds the
+conventions and the failure policy). Each hook is one step of the policy: the hook's body runs
+in `Tracker.best_effort`, so a tracking failure is retried, circuit-broken and said once there,
+and never reaches Tune (an exception in a callback would end the whole sweep).
 
-A flaky tracking server must not kill a sweep that has been training for hours: calls are
-retried with backoff, and a logging call that still fails is reported and skipped. Only the
-first call (creating the parent run) fails loudly, before any trial starts.
+Why not Ray's `MLflowLoggerCallback` or MLflow's autologging: they cannot do what a resumable
+sweep on a cluster needs, which is all the custom code here is for:
+- nested child runs under one parent per sweep, found again by a resumed driver (`run_id`);
+- epochs replayed after a restart from an older checkpoint (a killed worker or driver) must not
+  be logged twice (`last_epoch`, `Tracker.last_logged_epoch`);
+- runs orphaned by a driver killed before Tune's snapshot are retired (`Tracker.retire_orphans`);
+- the best (not the last) checkpoint, wherever the storage is, as the run's artifact.
+
+This is the only tracking module that imports Ray.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -23,7 +27,7 @@ from pathlib import Path
 
 from ray import tune
 
-from raysweep.tracking.store import Tracker, TrackingUnavailable, epoch_metrics
+from raysweep.tracking.store import Tracker, epoch_metrics
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +49,16 @@ def _summary(text: str) -> str:
     return lines[-1][:500] if lines else text[:500]
 
 
-def timed(hook):
-    """Add the hook's run time to tracker.seconds: logging runs in Tune's driver loop, so its
-    cost is part of every trial's fixed cost (reported by the benchmark). And never let a
-    tracking failure reach Tune: an exception in a callback would end the whole sweep."""
-    def wrapper(self, *args, **kwargs):
+def hook(fn):
+    """A Tune hook as one step of the tracking policy (`Tracker.best_effort`), timed: logging
+    runs in Tune's driver loop, so its cost is part of every trial's fixed cost (reported by
+    the benchmark as tracker.seconds)."""
+    @functools.wraps(fn)
+    def wrapper(self, iteration, trials, trial, *args, **kwargs):
         t0 = time.perf_counter()
         try:
-            return hook(self, *args, **kwargs)
-        except TrackingUnavailable as e:
-            log.debug("%s skipped: %s", hook.__name__, e)
-        except Exception as e:  # noqa: BLE001 - the trial's results are in Tune's files
-            log.warning("MLflow logging (%s) failed and was skipped: %s", hook.__name__, e)
+            with self.tracker.best_effort(f"{fn.__name__} of trial {trial.trial_id}"):
+                fn(self, iteration, trials, trial, *args, **kwargs)
         finally:
             self.tracker.seconds = getattr(self.tracker, "seconds", 0.0) + \
                 time.perf_counter() - t0
@@ -97,15 +99,11 @@ class TrialLogger(tune.Callback):
             self._adopted.add(tid)
         return self.runs[tid]
 
-    @timed
+    @hook
     def on_trial_start(self, iteration, trials, trial, **info):
-        try:
-            run_id = self.run_id(trial)
-            self.tracker.call(self.tracker.client.update_run, run_id, status="RUNNING")
-        except Exception as e:  # noqa: BLE001 - tracking trouble must not stop the sweep
-            log.warning("could not open the MLflow run of trial %s: %s", trial.trial_id, e)
+        self.tracker.call(self.tracker.client.update_run, self.run_id(trial), status="RUNNING")
 
-    @timed
+    @hook
     def on_trial_result(self, iteration, trials, trial, result, **info):
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         if result.get("checkpoint_path"):  # a DDP trial: Train reports its checkpoint's path
@@ -117,39 +115,43 @@ class TrialLogger(tune.Callback):
             log.debug("trial %s: epoch %d already logged, skipped", trial.trial_id, step)
             return
         self.last_epoch[trial.trial_id] = step
-        self.tracker.log(run_id, metrics=epoch_metrics(result), step=step, strict=False)
+        self.tracker.log(run_id, metrics=epoch_metrics(result), step=step)
 
-    @timed
+    @hook
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         # The loop reports a checkpoint only when validation improved: the last one is the best.
         # Kept whole: on S3 its path has no scheme, only its file system says where it is.
         self.checkpoints[trial.trial_id] = checkpoint
 
-    @timed
+    @hook
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self.tracker.log(self.run_id(trial), strict=False,
+        self.tracker.log(self.run_id(trial),
                          tags={"raysweep.recoveries": str(trial.num_failures),
                                "raysweep.last_error": _summary(_error_text(trial))})
 
-    @timed
+    @hook
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
         epochs = self.last_epoch.get(trial.trial_id, 0)
         planned = int(trial.config.get("epochs", self.max_epochs))
-        self.tracker.log(run_id, strict=False, tags={
-            "raysweep.stopped_early": str(epochs < min(planned, self.max_epochs)).lower(),
-            "raysweep.epochs_run": str(epochs)})
-        self._log_checkpoint(trial, run_id)
-        self.tracker.end(run_id, "FINISHED")
+        try:  # a refused tag or upload must not leave the run RUNNING
+            self.tracker.log(run_id, tags={
+                "raysweep.stopped_early": str(epochs < min(planned, self.max_epochs)).lower(),
+                "raysweep.epochs_run": str(epochs)})
+            self._log_checkpoint(trial, run_id)
+        finally:
+            self.tracker.end(run_id, "FINISHED", strict=True)
 
-    @timed
+    @hook
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
         text = _error_text(trial)
-        self.tracker.log(run_id, strict=False, tags={"raysweep.error": _summary(text)})
-        self.tracker.log_text(run_id, text, "error.txt")
-        self._log_checkpoint(trial, run_id)
-        self.tracker.end(run_id, "FAILED")
+        try:  # a refused tag or upload must not leave the run RUNNING
+            self.tracker.log(run_id, tags={"raysweep.error": _summary(text)})
+            self.tracker.log_text(run_id, text, "error.txt", strict=True)
+            self._log_checkpoint(trial, run_id)
+        finally:
+            self.tracker.end(run_id, "FAILED", strict=True)
 
     def _log_checkpoint(self, trial, run_id: str) -> None:
         from raysweep.sweep.storage import fetch_checkpoint, local_checkpoint_dir

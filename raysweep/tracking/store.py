@@ -8,9 +8,17 @@ Logged from the driver only (a Tune callback), so one store serves a whole clust
 processes need no MLflow access. `MLFLOW_TRACKING_URI` wins; otherwise `sqlite:///<cwd>/mlruns.db`
 with artifacts in `<cwd>/mlartifacts`.
 
-A flaky tracking server must not kill a sweep that has been training for hours: calls are
-retried with backoff, and a logging call that still fails is reported and skipped. Only the
-first call (creating the parent run) fails loudly, before any trial starts.
+One failure policy, in `Tracker.call` and `Tracker.best_effort` and nowhere else: a call is
+retried with backoff (`retry`); a call that fails every retry opens a circuit breaker, so calls
+in the next COOLDOWN_S are skipped without trying (a dead server must not cost every epoch of
+every trial a round of retries in Tune's driver loop); the outage is said once, as one warning.
+Methods raise; the caller that must not stop (a Tune hook, the end of a sweep) wraps its whole
+step in one `best_effort`, so an exception is caught at one level only. Creating the parent run
+is the one call that fails loudly (a UserError), before any trial starts.
+
+No Ray here: the read-only commands (summarize, eval_winners) import this module, and the Tune
+callback lives in callback.py. Nothing changes the environment at import; MLflow's HTTP
+defaults are set when a store is opened (`open_client`).
 """
 
 from __future__ import annotations
@@ -43,11 +51,23 @@ PERMANENT = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS",
                        "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "PERMISSION_DENIED",
                        "UNAUTHENTICATED", "BAD_REQUEST"})
 
-# MLflow's own HTTP client retries for minutes by default; ours below is shorter and visible.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-# One progress bar per downloaded checkpoint buries the leaderboard; ours show the progress.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Set when a store is opened, unless the user set them. MLflow's own HTTP client retries for
+# minutes by default; ours (retry) is shorter and visible. One progress bar per downloaded
+# checkpoint buries the leaderboard; ours show the progress.
+MLFLOW_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+                   "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
+def open_client(uri: str | None = None):
+    """An MlflowClient for `uri` (default: tracking_uri()), with raysweep's HTTP defaults.
+
+    MLflow reads these settings from the environment at request time only, so they are set
+    here, on first use, and never override what the user exported."""
+    from mlflow.tracking import MlflowClient
+
+    for key, value in MLFLOW_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    return MlflowClient(tracking_uri=uri or tracking_uri())
 
 
 def tracking_uri() -> str:
@@ -84,7 +104,7 @@ def retry(fn: Callable, *args: Any, attempts: int = 4, delay: float = 0.5, **kwa
             if attempt == attempts - 1:
                 raise
             err = e
-        log.warning("MLflow call %s failed (%s); retrying in %.1fs",
+        log.info("MLflow call %s failed (%s); retrying in %.1fs",
                     getattr(fn, "__name__", fn), err, delay * 2 ** attempt)
         time.sleep(delay * 2 ** attempt)
 
@@ -147,6 +167,8 @@ class Tracker:
     # After a call fails all its retries, calls are skipped for this long: a dead server must
     # not cost every epoch of every trial a full round of retries in Tune's driver loop.
     COOLDOWN_S = 60.0
+    NOTHING_LOST = ("Nothing is lost: every trial's metrics are also in its folder under the "
+                    "sweep's storage (result.json, progress.csv).")
 
     def __init__(self, experiment: str, sweep_name: str, uri: str | None = None):
         self.experiment, self.sweep_name = experiment, sweep_name
@@ -156,37 +178,60 @@ class Tracker:
         self.failures = 0  # calls that failed every retry
         self._client = None
         self._experiment_id: str | None = None
+        self.skipped = 0  # steps given up by best_effort
         self._down_until = 0.0
+        self._outage_said = False  # the outage warning is said once per outage
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_client": None, "_down_until": 0.0}
+        return {**self.__dict__, "_client": None, "_down_until": 0.0, "_outage_said": False}
 
     def call(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        """`retry(fn, ...)` behind a circuit breaker (see COOLDOWN_S)."""
+        """`retry(fn, ...)` behind the circuit breaker (see COOLDOWN_S). Raises what failed, or
+        TrackingUnavailable without trying while the breaker is open."""
         from mlflow.exceptions import MlflowException
 
         if time.monotonic() < self._down_until:
             raise TrackingUnavailable(f"the MLflow tracking store {self.uri} failed less than "
                                       f"{self.COOLDOWN_S:.0f} s ago; call skipped")
         try:
-            return retry(fn, *args, **kwargs)
+            result = retry(fn, *args, **kwargs)
         except Exception as e:
             if isinstance(e, MlflowException) and e.error_code in PERMANENT:
                 raise  # a refused request, not an unreachable store
             self.failures += 1
             self._down_until = time.monotonic() + self.COOLDOWN_S
-            log.warning("the MLflow tracking store %s is unreachable (%s); tracking calls are "
-                        "skipped for %.0f s. Nothing is lost: every trial's metrics are also in "
-                        "its folder under the sweep's storage (result.json, progress.csv).",
-                        self.uri, e, self.COOLDOWN_S)
-            raise
+            if not self._outage_said:
+                self._outage_said = True
+                log.warning("the MLflow tracking store %s is unreachable (%s); tracking calls "
+                            "are skipped for %.0f s at a time until it answers. %s",
+                            self.uri, e, self.COOLDOWN_S, self.NOTHING_LOST)
+            raise TrackingUnavailable(f"the MLflow tracking store {self.uri} is unreachable: "
+                                      f"{e}") from e
+        if self._outage_said:
+            self._outage_said = False
+            log.warning("the MLflow tracking store %s answers again; %d tracking step(s) were "
+                        "skipped meanwhile", self.uri, self.skipped)
+        return result
+
+    @contextlib.contextmanager
+    def best_effort(self, what: str):
+        """The last step of the policy: a failed step is skipped and said at most once.
+
+        An outage was already announced by `call` (once); a refused request (a permanent MLflow
+        error, a bug) is logged with what was being done."""
+        try:
+            yield
+        except TrackingUnavailable as e:
+            self.skipped += 1
+            log.debug("%s skipped: %s", what, e)
+        except Exception as e:  # noqa: BLE001 - the one place tracking errors are swallowed
+            self.skipped += 1
+            log.warning("MLflow: %s failed and was skipped: %s", what, e)
 
     @property
     def client(self):
         if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.uri)
+            self._client = open_client(self.uri)
         return self._client
 
     @property
@@ -259,8 +304,8 @@ class Tracker:
         """
         orphans = [run for tid, run in self.children().items() if tid not in trial_ids]
         for run_id in orphans:
-            self.log(run_id, tags={"raysweep.orphaned": "true"}, strict=False)
-            self.end(run_id, "KILLED")
+            self.log(run_id, tags={"raysweep.orphaned": "true"})
+            self.end(run_id, "KILLED", strict=True)
             self.call(self.client.delete_run, run_id)
         if orphans:
             log.warning("retired %d MLflow run(s) of trials lost with an earlier driver (their "
@@ -275,6 +320,10 @@ class Tracker:
         self.log(run.info.run_id, params=flat_params(config))
         return run.info.run_id
 
+    # Writes raise unless strict=False, which runs them in `best_effort`. The defaults are the
+    # callers' long-standing ones: metrics strict, finishing writes (artifacts, text, status)
+    # best effort, so a report or a sweep's end is never lost to the store.
+
     def log(self, run_id: str, metrics: Mapping[str, float] | None = None, step: int = 0,
             params: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
             strict: bool = True) -> None:
@@ -282,31 +331,23 @@ class Tracker:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        try:
+        with self._policy(strict, f"logging to run {run_id}"):
             self.call(self.client.log_batch, run_id,
-                  metrics=[Metric(k, v, now, step) for k, v in (metrics or {}).items()],
-                  params=[Param(k, v[:6000]) for k, v in (params or {}).items()],
-                  tags=[RunTag(k, v[:5000]) for k, v in (tags or {}).items()])
-        except Exception as e:
-            if strict:
-                raise
-            if not isinstance(e, TrackingUnavailable):
-                log.warning("MLflow logging for run %s failed and was skipped: %s", run_id, e)
+                      metrics=[Metric(k, v, now, step) for k, v in (metrics or {}).items()],
+                      params=[Param(k, v[:6000]) for k, v in (params or {}).items()],
+                      tags=[RunTag(k, v[:5000]) for k, v in (tags or {}).items()])
 
-    def log_artifacts(self, run_id: str, local_dir: str, path: str) -> None:
-        try:
+    def log_artifacts(self, run_id: str, local_dir: str, path: str, strict: bool = False) -> None:
+        with self._policy(strict, f"uploading {local_dir} to run {run_id}"):
             self.call(self.client.log_artifacts, run_id, local_dir, path)
-        except Exception as e:  # noqa: BLE001 - the trial's result must not be lost to this
-            log.warning("could not upload %s to MLflow run %s: %s", local_dir, run_id, e)
 
-    def log_text(self, run_id: str, text: str, name: str) -> None:
-        try:
+    def log_text(self, run_id: str, text: str, name: str, strict: bool = False) -> None:
+        with self._policy(strict, f"uploading {name} to run {run_id}"):
             self.call(self.client.log_text, run_id, text, name)
-        except Exception as e:  # noqa: BLE001
-            log.warning("could not upload %s to MLflow run %s: %s", name, run_id, e)
 
-    def end(self, run_id: str, status: str = "FINISHED") -> None:
-        try:
+    def end(self, run_id: str, status: str = "FINISHED", strict: bool = False) -> None:
+        with self._policy(strict, f"marking run {run_id} {status}"):
             self.call(self.client.set_terminated, run_id, status=status)
-        except Exception as e:  # noqa: BLE001
-            log.warning("could not mark MLflow run %s %s: %s", run_id, status, e)
+
+    def _policy(self, strict: bool, what: str):
+        return contextlib.nullcontext() if strict else self.best_effort(what)
