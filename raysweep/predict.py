@@ -8,6 +8,13 @@ analysis, crop at the model's crop and size) and then through the model. `--meta
 overrides metadata per photo (a CSV with a `photo` column holding the file name or path and any
 contract columns: camera, iso, exposure_time_s, f_number, brightness_ev, exposure_bias_ev,
 make, model, mean_L/a/b). The CSV wins over EXIF, as the manifest does in `prepare`.
+
+Every prediction carries an error bound, "dE00 <= B" at the level the champion was calibrated at
+(`--level` asks for another), and named flags for photos unlike the training data (unseen_camera,
+exposure/iso/brightness_out_of_range, patch_not_found, clipped_patch, unusual_background); a
+summary line on stderr says how many were flagged and why. A PHOTO may also be a folder (its
+images) or a manifest (CSV/Parquet with an `image` or `photo` column, or a dataset.yaml): then
+the per-photo results go to a CSV (`--out`, default predictions.csv).
 """
 
 from __future__ import annotations
@@ -16,11 +23,16 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
 
 from raysweep.errors import UserError, run_cli, setup_logging
+from raysweep.serve import bounds, ood
 from raysweep.serve.inference import (
     FORMATS,
     INVALID,
+    OVERRIDE_COLUMNS,
     format_output,
     geometry,
     predict_photos,
@@ -43,10 +55,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--keep-going", action="store_true",
                     help="skip unreadable photos (reported on stderr) instead of stopping")
+    ap.add_argument("--level", type=float, default=None,
+                    help="confidence level of the dE00 bound (default: the calibrated one, 0.9)")
+    ap.add_argument("--out", help="write the per-photo CSV here (default for a folder or "
+                                  "manifest input: predictions.csv)")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
     setup_logging(args.debug)
+    if args.level is not None and not 0 < args.level < 1:
+        raise UserError(f"--level must be between 0 and 1, got {args.level}", fix="e.g. --level 0.95")
     predictor = load_predictor(args.model, device=args.device)
+    if not hasattr(predictor, "calibration") and Path(args.model).is_dir():
+        bounds.attach(predictor, args.model)  # the calibration.json eval_winners stored with it
+    if getattr(predictor, "calibration", None) is None:
+        log.warning("%s has no calibration.json: no error bound (run `python -m "
+                    "raysweep.eval_winners` to calibrate the champion)", args.model)
+    args.photos, listed, batch = expand_inputs(args.photos)
     _, size = geometry(predictor)
     photos, names, failed = [], [], []
     from tqdm import tqdm
@@ -63,8 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not photos:
         raise UserError("no readable photo among the arguments", fix="check the paths")
     overrides = read_meta_csv(args.meta, names) if args.meta else None
-    out = predict_photos(predictor, photos, overrides)
-    print(format_output(out, args.format))
+    if listed is not None:  # a manifest's own metadata columns, as --meta would give them
+        given = listed.set_index("photo").loc[names].reset_index(drop=True)
+        overrides = given if overrides is None else overrides.combine_first(given)
+    out = predict_photos(predictor, photos, overrides, level=args.level)
+    target = args.out or ("predictions.csv" if batch else None)
+    if target:
+        out.to_csv(target, index=False, float_format="%.4f")
+        log.info("wrote %d predictions with bounds and flags to %s", len(out), target)
+    if not batch or args.format != "table":
+        print(format_output(out, args.format))
+    print(ood.summary_line(out), file=sys.stderr)
     invalid = out.loc[out["ita_category"] == INVALID, "photo"].tolist()
     if invalid:
         # the rows stay in the output, flagged, but the command must not look successful
@@ -72,6 +105,65 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "use another model (re-run eval_winners, which refuses such models)",
                   len(invalid), len(out), ", ".join(invalid[:5]))
     return 1 if failed or invalid else 0
+
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+def expand_inputs(items: Sequence[str]) -> tuple[list[str], pd.DataFrame | None, bool]:
+    """PHOTO arguments -> (photo paths, a manifest's metadata per photo or None, batch?).
+
+    A folder gives its images (sorted); a .csv/.parquet manifest or a dataset.yaml gives its
+    `image` (or `photo`) column, relative to its folder, and its contract metadata columns.
+    """
+    photos, frames, batch = [], [], False
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"no photos in folder {item}", where=item,
+                                fix=f"put {', '.join(IMAGE_SUFFIXES)} files in it")
+            photos += found
+            batch = True
+        elif p.suffix.lower() in (".csv", ".parquet", ".yaml", ".yml"):
+            frame = _manifest_photos(p)
+            photos += frame["photo"].tolist()
+            frames.append(frame)
+            batch = True
+        else:
+            photos.append(item)
+    listed = None
+    if frames:
+        listed = pd.concat(frames, ignore_index=True)
+        extra = pd.DataFrame({"photo": [x for x in photos if x not in set(listed["photo"])]})
+        listed = pd.concat([listed, extra], ignore_index=True).drop_duplicates("photo")
+    return photos, listed, batch
+
+
+def _manifest_photos(path: Path) -> pd.DataFrame:
+    """`photo` (absolute path) and the contract metadata columns of a manifest or card."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        from raysweep.data.card import load_card
+        from raysweep.data.manifest import read_manifest
+
+        card = load_card(path)
+        frame, root = read_manifest(card)[0], card.root
+    else:
+        try:
+            frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else \
+                pd.read_csv(path, dtype={"camera": str, "make": str, "model": str})
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read manifest {path}: {e}", where=str(path)) from None
+        root = path.parent
+    col = "image" if "image" in frame.columns else "photo" if "photo" in frame.columns else None
+    if col is None:
+        raise UserError(f"manifest {path} has no `image` or `photo` column", where=str(path),
+                        fix="name the column holding each photo's path `image`")
+    out = frame[[c for c in OVERRIDE_COLUMNS if c in frame.columns]].copy()
+    out.insert(0, "photo", [str(root / str(v)) for v in frame[col]])
+    return out.reset_index(drop=True)
 
 
 if __name__ == "__main__":

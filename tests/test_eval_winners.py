@@ -136,6 +136,40 @@ def test_registry_round_trip_predicts_like_the_checkpoint(sweep, evaluated):
     np.testing.assert_allclose(reg.predict(data), direct.predict(data), atol=1e-5)
 
 
+def test_champion_calibration_coverage_and_registered_bound(sweep, evaluated):
+    """The champion's bound is calibrated on validation, stored with it (report folder and the
+    registered model) and its coverage on the test photos is in the report."""
+    from raysweep.serve import bounds
+    from raysweep.serve.loading import load_predictor
+
+    out, data = evaluated.out_dir, sweep["data"]
+    cal = bounds.read(out)
+    assert cal is not None and cal.level == 0.9
+    n_val = int((data.split == "val").sum())
+    assert cal.info["n_val"] == n_val and cal.info["champion_run"]
+    cov = pd.read_csv(out / "coverage.csv")
+    assert cov.iloc[0]["dimension"] == "overall"
+    assert cov.iloc[0]["n"] == int((data.split == "test").sum())
+    assert {"camera", "skin_tone", "set_id"} <= set(cov["dimension"])
+    trust = pd.read_csv(out / "trust.csv", dtype={"sample_id": str})
+    assert set(trust["sample_id"]) == set(data.sample_id[data.split == "test"])
+    assert (trust["covered"] == (trust["de00"] <= trust["de00_bound"])).all()
+    md = (out / "report.md").read_text()
+    assert "within their bound" in md and "reliability.png" in md
+    assert (out / "reliability.png").is_file()
+    reg = load_predictor(evaluated.model_uri, device="cpu")
+    assert reg.calibration is not None and reg.calibration.scores == cal.scores
+
+
+def test_no_coverage_on_the_split_that_calibrates(sweep):
+    res = eval_winners.run_eval_winners(
+        parent_run=sweep["parent"], top_k=1, per_group=(), split="val", data=sweep["data"],
+        out=sweep["root"] / "val_cov", log_run=False, n_boot=50, baseline_names=["naive"])
+    assert not (res.out_dir / "coverage.csv").exists()
+    assert (res.out_dir / "calibration.json").is_file()
+    assert "not reported on the validation split" in (res.out_dir / "report.md").read_text()
+
+
 def test_evaluation_run_links_parent_and_holds_report(sweep, evaluated):
     from mlflow.tracking import MlflowClient
 

@@ -118,6 +118,69 @@ def test_unknown_camera_goes_to_the_unknown_bucket(trained, tmp_path, caplog):
     assert np.isfinite(out[["L", "a", "b"]].to_numpy()).all()
 
 
+@pytest.fixture(scope="module")
+def calibrated(trained, tmp_path_factory):
+    """A copy of the fixture checkpoint with a calibration.json (plumbing, not statistics:
+    calibrated on every non-training photo at 80% so that a few photos suffice)."""
+    import shutil
+
+    from raysweep.serve import bounds
+
+    data = trained["data"]
+    ckpt = tmp_path_factory.mktemp("calibrated") / "ckpt"
+    shutil.copytree(trained["ckpt"], ckpt)
+    p = checkpoint.load(ckpt, device="cpu")
+    rest = data.subset(np.flatnonzero(data.split != "train"))
+    cal = bounds.calibrate(rest, p.predict(rest), data.subset(data.indices("train")), level=0.8)
+    bounds.write(cal, ckpt)
+    return ckpt
+
+
+def test_folder_input_writes_a_csv_with_bounds_flags_and_a_summary(trained, calibrated,
+                                                                   tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for r in trained["data"].frame["image"][:4]:
+        shutil.copy(trained["root"] / "syn" / r, folder)
+    out = tmp_path / "p.csv"
+    assert predict.main([str(folder), "--model", str(calibrated), "--out", str(out)]) == 0
+    got = pd.read_csv(out, keep_default_na=False)
+    assert len(got) == 4 and (got["bound_level"] == 0.8).all()
+    bound = got["de00_bound"].astype(float)
+    assert np.isfinite(bound).all() and (bound > 0).all()
+    assert {"flags", "unchecked", "unseen_camera", "iso_out_of_range"} <= set(got.columns)
+    captured = capsys.readouterr()
+    assert captured.out == ""  # a folder's table goes to the CSV; the summary to stderr
+    assert "4 photos, " in captured.err and "flagged" in captured.err
+    # another level from the same calibration: a wider bound at 95%
+    assert predict.main([str(folder), "--model", str(calibrated), "--out", str(out),
+                         "--level", "0.9"]) == 0
+    assert (pd.read_csv(out)["de00_bound"] >= bound - 1e-6).all()
+
+
+def test_manifest_input_flags_crafted_photos(trained, calibrated, tmp_path, capsys):
+    data = trained["data"]
+    rows = data.frame.iloc[:3]
+    manifest = pd.DataFrame({"image": rows["image"], "camera": list(data.camera[:3]),
+                             "iso": rows["iso"].astype(float)})
+    manifest.loc[manifest.index[0], "camera"] = "Pixel 9 Pro"  # never seen in training
+    manifest.loc[manifest.index[1], "iso"] = 16 * float(data.frame["iso"].max())
+    path = trained["root"] / "syn" / "crafted.csv"
+    manifest.to_csv(path, index=False)
+    assert predict.main([str(path), "--model", str(calibrated), "--format", "json",
+                         "--out", str(tmp_path / "p.csv")]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)
+    assert "unseen_camera" in rows[0]["flags"] and isinstance(rows[0]["flags"], list)
+    assert "iso_out_of_range" in rows[1]["flags"]
+    assert "unseen_camera" in captured.err and "iso_out_of_range 1" in captured.err
+    table = inference.format_output(pd.read_csv(tmp_path / "p.csv", keep_default_na=False),
+                                    "table")
+    assert "<= " in table and "(80%)" in table
+
+
 def test_resolve_cameras():
     vocab = ["canon_eos_5d_mark_ii", "nikon_d5100"]
     cams, unknown = inference.resolve_cameras(
@@ -198,7 +261,10 @@ def test_pyfunc_serves_photos_like_predict(trained, registered, monkeypatch):
         "image_b64": [base64.b64encode(open(p, "rb").read()).decode() for p in photos],
         "camera": list(data.camera[:3]), "iso": data.frame["iso"][:3].astype(float)})
     got = model.predict(frame)  # with the signature enforced, as `mlflow models serve` does
-    assert list(got.columns) == ["L", "a", "b", "hex", "ita_deg", "ita_category"]
+    assert list(got.columns[:6]) == ["L", "a", "b", "hex", "ita_deg", "ita_category"]
+    # the trust columns: no calibration.json with this checkpoint, so no bound, but the flags
+    assert {"de00_bound", "flags", "unseen_camera", "clipped_patch"} <= set(got.columns)
+    assert got["de00_bound"].isna().all() and not got["unseen_camera"].any()
     p = checkpoint.load(trained["ckpt"], device="cpu")
     overrides = frame.drop(columns="image_b64")
     want = inference.predict_photos(p, [inference.read_photo(ph, 32) for ph in photos], overrides)

@@ -9,6 +9,8 @@ each OOD flag was raised. Groups with fewer than MIN_GROUP photos are reported b
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +98,79 @@ def table_for_report(cov: pd.DataFrame) -> pd.DataFrame:
                                        for r in cov.itertuples()],
         "note": ["" if e else f"fewer than {MIN_GROUP} photos" for e in cov["enough"]],
     })
+
+
+TRUST_DIMENSIONS = ("camera", "skin_tone", "set_id")
+
+
+@dataclass
+class Assessment:
+    """A calibrated bound checked on photos it never saw (the test split)."""
+
+    table: pd.DataFrame  # coverage_table
+    curve: pd.DataFrame  # reliability
+    flags: pd.DataFrame  # raysweep.serve.ood.flag per photo
+    rates: pd.DataFrame  # flag_rates
+    error: np.ndarray
+    bound: np.ndarray
+    photos: pd.DataFrame  # per photo: id, groups, de00, bound, covered, flags
+    level: float = 0.9
+    info: dict = field(default_factory=dict)  # the calibration's method and sizes
+
+
+def assess(cal, data, pred: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Assessment:
+    """Coverage of `cal`'s bound on `data` (with ground truth) by camera, ITA group and session,
+    the reliability curve, and how often each OOD flag fires on these photos."""
+    from raysweep.evaluate.breakdowns import group_labels
+    from raysweep.serve import bounds, ood
+
+    err = bounds.errors(pred, data.target)
+    bound = cal.bound(data, pred)
+    groups = {k: v for k, v in group_labels(data).items() if k in TRUST_DIMENSIONS}
+    table = coverage_table(err, bound, groups, cal.level, n_boot, seed)
+    levels = sorted(set(LEVELS) | {cal.level})
+    curve = reliability(err, lambda lv: cal.bound(data, pred, lv), levels, n_boot, seed)
+    flags = ood.flag(data, cal.ranges)
+    photos = pd.DataFrame({"sample_id": data.sample_id, **groups, "de00": err,
+                           "de00_bound": bound, "covered": err <= bound,
+                           "flags": flags["flags"], "unchecked": flags["unchecked"]})
+    return Assessment(table, curve, flags, flag_rates(flags, ood.FLAGS), err, bound, photos,
+                      cal.level, dict(cal.info))
+
+
+def champion_trust(predictor, data, split: str, level: float, n_boot: int = 1000,
+                   seed: int = 0, info: dict | None = None):
+    """Calibrate `predictor`'s bound on `data`'s validation split (ranges from its training
+    split) and check it on `split`. Returns (Calibration or None, Assessment or None, note)."""
+    from raysweep.serve import bounds
+
+    val, train = data.subset(data.indices("val")), data.subset(data.indices("train"))
+    if len(val) < math.ceil(1 / (1 - level)):
+        return None, None, (f"no error bound: {len(val)} validation photos cannot calibrate a "
+                            f"{level:.0%} bound")
+    cal = bounds.calibrate(val, predictor.predict(val), train, level,
+                           cameras=list(predictor.stats.cameras), seed=seed, info=info)
+    if split == "val":  # the bound was calibrated on these very photos: coverage would be circular
+        return cal, None, "bound coverage is not reported on the validation split (it calibrates it)"
+    ev = data.subset(data.indices(split))
+    return cal, assess(cal, ev, predictor.predict(ev), n_boot, seed), None
+
+
+def draw(a: Assessment, out: Path) -> dict[str, Path]:
+    return {"reliability.png": plot_reliability(a.curve, Path(out) / "reliability.png")}
+
+
+def report_sections(a: Assessment) -> list[tuple[str, object]]:
+    """(heading, content) pairs for raysweep.evaluate.report: coverage, flags, reliability."""
+    what = (f"Champion's {a.level:.0%} dE00 bound ({a.info.get('method', 'split-conformal')}, "
+            f"calibrated on {a.info.get('n_cal', '?')} validation photos): share of these photos "
+            "within their bound")
+    return [(what, table_for_report(a.table)),
+            ("OOD flags raised on these photos", a.rates.assign(
+                share=a.rates["share"].map(lambda v: f"{v:.1%}"))),
+            ("Reliability of the bound (observed vs nominal)", Path("reliability.png"))]
+
+
+def write_files(a: Assessment, out: Path) -> None:
+    a.table.to_csv(Path(out) / "coverage.csv", index=False)
+    a.photos.to_csv(Path(out) / "trust.csv", index=False, float_format="%.4f")

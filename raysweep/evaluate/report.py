@@ -32,6 +32,7 @@ class ReportInput:
     errors: dict[str, np.ndarray]  # model -> (N,) dE00
     context: dict[str, str] = field(default_factory=dict)  # dataset, split, runs, ...
     notes: list[str] = field(default_factory=list)
+    trust: object = None  # raysweep.evaluate.coverage.Assessment of the champion's error bound
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -220,6 +221,10 @@ def _sections(inp: ReportInput) -> list[tuple[str, object]]:
                              breakdown_table(inp, dim)))
     for name, (title, _) in PLOTS.items():
         sections.append((title, Path(name)))
+    if inp.trust is not None:  # the champion's error bound, checked on these photos
+        from raysweep.evaluate import coverage
+
+        sections += coverage.report_sections(inp.trust)
     if inp.notes:
         sections.append(("Notes", "\n".join(f"- {n}" for n in inp.notes)))
     return sections
@@ -229,6 +234,10 @@ def render(inp: ReportInput, out_dir: str | Path) -> dict[str, Path]:
     """Draw the plots and write report.md and report.html into `out_dir` (which must exist)."""
     out = Path(out_dir)
     written = {name: fn(inp, out / name) for name, (_, fn) in PLOTS.items()}
+    if inp.trust is not None:
+        from raysweep.evaluate import coverage
+
+        written.update(coverage.draw(inp.trust, out))
     md = [f"# {inp.title}\n"]
     body = [f"<h1>{html.escape(inp.title)}</h1>"]
     for heading, content in _sections(inp):

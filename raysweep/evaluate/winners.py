@@ -34,8 +34,9 @@ import torch
 from raysweep.color import delta_e00, delta_e76
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
-from raysweep.evaluate import baselines, breakdowns, report, stats, trials
+from raysweep.evaluate import baselines, breakdowns, coverage, report, stats, trials
 from raysweep.fsutil import atomic_dir
+from raysweep.serve import bounds
 from raysweep.tracking.store import TRIAL_TAGS, Tracker, retry
 from raysweep.tracking.store import tracking_uri as default_tracking_uri
 
@@ -54,6 +55,7 @@ class Leader:
     predictor: object = None  # raysweep.train.checkpoint.Predictor
     checkpoint_dir: Path | None = None
     pred: np.ndarray | None = None  # (N, 3) Lab on the evaluated split
+    data: Prepared | None = None  # the whole dataset as this leader was trained on it
 
     @property
     def name(self) -> str:
@@ -211,7 +213,8 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
                      out: str | Path = "winners", log_run: bool = True, register: bool = True,
                      n_boot: int = 2000,
                      seed: int = 0, tracking_uri: str | None = None,
-                     baseline_names: Sequence[str] | None = None) -> EvalResult:
+                     baseline_names: Sequence[str] | None = None,
+                     level: float = 0.9) -> EvalResult:
     for dim in per_group:
         if dim not in GROUP_DIMS:
             from raysweep.errors import unknown_name
@@ -262,6 +265,7 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
                                                 seed=key[5])
                 d = loaded[key]
             check_identity(d, meta, ld.run_id)
+            ld.data = d
             sub = d.subset(d.indices(split))
             if eval_data is None:
                 eval_data, base_data = sub, d
@@ -303,6 +307,10 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
         comp = comparisons(leaders, errs, best_base, n_boot, seed)
         table = breakdowns.breakdown(errs, eval_data, n_boot=max(200, n_boot // 4), seed=seed)
         champion = leaders[0]
+        # the champion's error bound: calibrated on validation, its coverage checked on `split`
+        cal, trust, trust_note = coverage.champion_trust(
+            champion.predictor, champion.data, split, level, max(200, n_boot // 4), seed,
+            info={"champion_run": champion.run_id, "split_id": eval_data.info.get("split_id")})
         inp = report.ReportInput(
             title=f"Winners of {label} on the {split} split", champion=champion.name,
             summary=summary, breakdown=table, comparisons=comp, target=eval_data.target,
@@ -313,9 +321,12 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
                                 f"{eval_data.info.get('content_hash')})",
                      "champion": f"{champion.name}, chosen by validation dE00 {champion.val:.3f}",
                      "intervals": f"percentile bootstrap, {n_boot} resamples, seed {seed}"},
-            notes=[f"{k} skipped: {v}" for k, v in skipped.items()] + refused)
+            notes=[f"{k} skipped: {v}" for k, v in skipped.items()] + refused
+            + [trust_note] * bool(trust_note), trust=trust)
         predictions = predictions_frame(eval_data, preds, kinds, errs)
-        out_dir = _write_outputs(Path(out), inp, summary, table, comp, predictions)
+        if cal is not None:  # stored with the champion: registration and predict carry it
+            bounds.write(cal, champion.checkpoint_dir)
+        out_dir = _write_outputs(Path(out), inp, summary, table, comp, predictions, cal)
         result = EvalResult(out_dir, champion.name, summary, table, comp, predictions)
         if log_run:
             _log_to_mlflow(result, client, uri, exp_id, champion, leaders, split, study,
@@ -339,10 +350,14 @@ def _baseline_data(base: Prepared, given, champion: Leader, client) -> Prepared:
                          test_fraction=cfg.test_fraction, seed=cfg.seed)
 
 
-def _write_outputs(out: Path, inp, summary, table, comp, predictions) -> Path:
+def _write_outputs(out: Path, inp, summary, table, comp, predictions, cal=None) -> Path:
     """Everything into a temp folder beside `out`, then renamed into place in one step."""
     with atomic_dir(out) as tmp:
         report.render(inp, tmp)
+        if cal is not None:
+            bounds.write(cal, tmp)
+        if inp.trust is not None:
+            coverage.write_files(inp.trust, tmp)
         summary.to_csv(tmp / "summary.csv", index=False)
         table.to_csv(tmp / "breakdown.csv", index=False)
         comp.to_csv(tmp / "comparisons.csv", index=False)

@@ -261,6 +261,7 @@ def trust_columns(predictor, data: Prepared, lab: np.ndarray,
     else:
         ranges, lvl = cal.ranges, float(level or cal.level)
         bound = cal.bound(data, lab, lvl)
+        bound[~np.isfinite(np.asarray(lab, np.float64)).all(axis=1)] = np.nan  # no colour, no bound
     out = pd.DataFrame({"de00_bound": bound, "bound_level": lvl})
     flags = ood.flag(data, ranges, statuses)
     if cal is None:

@@ -37,6 +37,8 @@ FORMATS = ("table", "csv", "json")
 OVERRIDE_COLUMNS = ("camera", "make", "model", "exposure_time_s", "f_number", "iso",
                     "brightness_ev", "exposure_bias_ev", "mean_L", "mean_a", "mean_b")
 OUTPUT_COLUMNS = ("photo", "L", "a", "b", "hex", "ita_deg", "ita_category", "camera", "notes")
+# the error bound and OOD flags (raysweep.serve.bounds, raysweep.serve.ood) shown after the colour
+TRUST_COLUMNS = ("de00_bound", "bound_level", "flags", "unchecked")
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Photo:
     mean_lab: np.ndarray  # (3,) patch mean from the crop analysis
     exif: dict
     notes: list[str] = field(default_factory=list)
+    status: str = "patch found"  # the crop analysis' verdict (the patch_not_found flag)
 
 
 def read_photo(source: str | Path | bytes, size: int, name: str | None = None) -> Photo:
@@ -69,7 +72,8 @@ def read_photo(source: str | Path | bytes, size: int, name: str | None = None) -
     notes = list(r["warnings"]) + list(r["exif_notes"])
     if r["status"] != "patch found":
         notes.append(r["status"])
-    return Photo(name=name, crops=r["crops"], mean_lab=r["mean_lab"], exif=r["exif"], notes=notes)
+    return Photo(name=name, crops=r["crops"], mean_lab=r["mean_lab"], exif=r["exif"], notes=notes,
+                 status=r["status"])
 
 
 def _normal(s: str) -> str:
@@ -183,8 +187,9 @@ def geometry(predictor) -> tuple[str, int]:
     return crop, int(predictor.meta.get("size") or predictor.cfg.image_size)
 
 
-def predict_photos(predictor, photos: Sequence[Photo], overrides: pd.DataFrame | None = None
-                   ) -> pd.DataFrame:
+def predict_photos(predictor, photos: Sequence[Photo], overrides: pd.DataFrame | None = None,
+                   level: float | None = None) -> pd.DataFrame:
+    """Colour, error bound at `level` (default: the calibrated one) and OOD flags per photo."""
     crop, size = geometry(predictor)
     data, notes = photos_to_prepared(photos, crop, size, overrides, predictor.stats.cameras)
     lab = predictor.predict(data)
@@ -194,7 +199,10 @@ def predict_photos(predictor, photos: Sequence[Photo], overrides: pd.DataFrame |
     out.insert(0, "photo", [p.name for p in photos])
     out["camera"] = data.camera
     out["notes"] = ["; ".join(n) for n in notes]
-    return out
+    from raysweep.serve.bounds import trust_columns
+
+    trust = trust_columns(predictor, data, lab, [p.status for p in photos], level)
+    return pd.concat([out, trust], axis=1)
 
 
 def read_meta_csv(path: str, photos: Sequence[str]) -> pd.DataFrame:
@@ -222,12 +230,22 @@ def read_meta_csv(path: str, photos: Sequence[str]) -> pd.DataFrame:
 
 
 def format_output(df: pd.DataFrame, fmt: str) -> str:
-    df = df.loc[:, [c for c in OUTPUT_COLUMNS if c in df.columns]]
+    df = df.loc[:, [c for c in OUTPUT_COLUMNS + TRUST_COLUMNS if c in df.columns]]
     if fmt == "csv":
         return df.to_csv(index=False, float_format="%.3f")
     if fmt == "json":
-        return json.dumps(json.loads(df.to_json(orient="records", double_precision=4)), indent=1)
+        records = json.loads(df.to_json(orient="records", double_precision=4))
+        for r in records:  # lists in JSON, ";"-joined in CSV and the table
+            for c in ("flags", "unchecked"):
+                if c in r:
+                    r[c] = [f for f in str(r[c] or "").split(";") if f]
+        return json.dumps(records, indent=1)
     shown = df.copy()
+    if "de00_bound" in shown:  # "<= 2.31 (90%)": the bound reads as a statement
+        shown["de00_bound"] = [f"<= {b:.2f} ({lv:.0%})" if np.isfinite(b) else "-"
+                               for b, lv in zip(shown["de00_bound"], shown["bound_level"])]
+        shown = shown.drop(columns=["bound_level", "unchecked"], errors="ignore")
+        shown["flags"] = shown["flags"].replace("", "-")
     for c in ("L", "a", "b", "ita_deg"):
         shown[c] = shown[c].map(lambda v: f"{v:.2f}" if np.isfinite(v) else "-")
     return shown.to_string(index=False)

@@ -27,8 +27,11 @@ import pandas as pd
 
 import raysweep.tracking.store  # noqa: F401 - bounds MLflow's HTTP retries (about 25 s, not 252)
 from raysweep.errors import UserError
+from raysweep.serve import bounds
+from raysweep.serve.ood import FLAGS
 
 CHECKPOINT_ARTIFACT = "checkpoint"
+TRUST_OUTPUT = ("de00_bound", "bound_level", "flags", "unchecked", *FLAGS)
 TEXT_INPUTS = ("image_b64", "camera", "make", "model")
 NUMBER_INPUTS = ("exposure_time_s", "f_number", "iso", "brightness_ev", "exposure_bias_ev",
                  "mean_L", "mean_a", "mean_b")
@@ -44,7 +47,11 @@ def signature():
                     + [ColSpec("double", c, required=False) for c in NUMBER_INPUTS])
     outputs = Schema([ColSpec("double", "L"), ColSpec("double", "a"), ColSpec("double", "b"),
                       ColSpec("string", "hex"), ColSpec("double", "ita_deg"),
-                      ColSpec("string", "ita_category")])
+                      ColSpec("string", "ita_category")]
+                     # the error bound and OOD flags (raysweep.serve.bounds / ood)
+                     + [ColSpec("double", "de00_bound"), ColSpec("double", "bound_level"),
+                        ColSpec("string", "flags"), ColSpec("string", "unchecked")]
+                     + [ColSpec("boolean", f) for f in FLAGS])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -53,6 +60,7 @@ class RaysweepModel(mlflow.pyfunc.PythonModel):
         from raysweep.train import checkpoint
 
         self.predictor = checkpoint.load(context.artifacts[CHECKPOINT_ARTIFACT], device="cpu")
+        bounds.attach(self.predictor, context.artifacts[CHECKPOINT_ARTIFACT])  # calibration.json
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return predict_frame(self.predictor, pd.DataFrame(model_input))
@@ -80,7 +88,7 @@ def predict_frame(predictor, frame: pd.DataFrame) -> pd.DataFrame:
                                 where="pyfunc input") from None
             photos.append(read_photo(raw, geometry(predictor)[1], name=f"row{i}"))
         out = predict_photos(predictor, photos, overrides)
-        return out[["L", "a", "b", "hex", "ita_deg", "ita_category"]]
+        return out[["L", "a", "b", "hex", "ita_deg", "ita_category", *TRUST_OUTPUT]]
     # tabular: the metadata and mean colour columns are the whole input
     from raysweep.data import features as data_features
 
@@ -91,7 +99,9 @@ def predict_frame(predictor, frame: pd.DataFrame) -> pd.DataFrame:
         meta=data_features.meta_matrix(frame), camera=data_features.camera_ids(frame),
         device=data_features.device_text(frame), target=np.full((n, 3), np.nan, np.float32),
         split=np.array(["test"] * n), frame=frame, info={})
-    return describe(predictor.predict(data))
+    lab = predictor.predict(data)
+    trust = bounds.trust_columns(predictor, data, lab)
+    return pd.concat([describe(lab), trust[list(TRUST_OUTPUT)]], axis=1)
 
 
 @contextlib.contextmanager
@@ -191,4 +201,4 @@ def load_pyfunc_predictor(uri: str, device: str = "auto"):
         raise UserError(f"{uri}: its MLmodel points outside the model folder", where=uri)
     from raysweep.train.checkpoint import load
 
-    return load(folder, device=device)
+    return bounds.attach(load(folder, device=device), folder)  # with its calibration.json
