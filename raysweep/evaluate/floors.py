@@ -1,0 +1,105 @@
+"""Floors: how low the error could go, shown next to every learned result, each with what it knows.
+
+A floor is the generator's oracle at one tier of knowledge, scored on the same photos as the
+models (synthetic datasets only: the oracle rebuilds the generator from the card's
+`generated_by` block). The tiers say how much of a gap is reachable:
+
+- `oracle:latents`: every per-photo hidden variable (light, exposure, white-balance gains,
+  shading, shadow and specular maps). No photo reveals these; it bounds the data, not a model.
+- `oracle:exif`: the camera pipeline and the exposure read from EXIF; nothing about the light.
+- `oracle:observable`: the exposure from EXIF and the session's light estimated from the
+  background ring; no per-photo hidden noise. What a model could at best reach from the photo.
+
+The tiers are computed by `raysweep.synth.oracle` (the synth area owns them); this module only
+calls it: `evaluate(card, rows=..., tier=...)` when the oracle takes a tier, else `evaluate(card,
+rows)` for the latents tier alone. A tier the oracle does not offer is listed as not available.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from raysweep.data.prepared import Prepared
+
+log = logging.getLogger(__name__)
+
+TIERS = ("latents", "exif", "observable")
+KNOWS = {  # one line each, shown next to the number (the oracle's own KNOWS wins when it has one)
+    "latents": "every per-photo hidden variable (light, exposure, white-balance gains, shading, "
+               "shadow and specular maps): unreachable, it bounds the data",
+    "exif": "the camera pipeline and the exposure from EXIF; nothing about the light",
+    "observable": "the exposure from EXIF and the session's light from the background ring; no "
+                  "per-photo hidden noise: the best a model could do from the photo",
+}
+
+
+@dataclass
+class Floors:
+    preds: dict[str, np.ndarray] = field(default_factory=dict)  # "oracle:<tier>" -> (N, 3) Lab
+    knows: dict[str, str] = field(default_factory=dict)  # "oracle:<tier>" -> one line
+    skipped: dict[str, str] = field(default_factory=dict)  # "oracle:<tier>" -> why not
+
+
+def synthetic_card(data: Prepared) -> Path | None:
+    """The dataset card when the data came from raysweep.synth, else None."""
+    card = data.info.get("card")
+    if not card or str(card).startswith("<"):
+        return None
+    path = Path(card)
+    path = path / "dataset.yaml" if path.is_dir() else path
+    try:
+        meta = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    gen = (meta or {}).get("generated_by") if isinstance(meta, dict) else None
+    return path if isinstance(gen, dict) and gen.get("tool") == "raysweep.synth" else None
+
+
+def _tier_call(oracle, tier: str):
+    """A function rows -> oracle frame for `tier`, or None when the oracle lacks it."""
+    params = inspect.signature(oracle.evaluate).parameters
+    if "tier" in params:
+        offered = getattr(oracle, "TIERS", TIERS)
+        if tier not in offered:
+            return None
+        return lambda card, rows: oracle.evaluate(card, rows=rows, tier=tier)
+    return (lambda card, rows: oracle.evaluate(card, rows=rows)) if tier == "latents" else None
+
+
+def run_floors(data: Prepared, tiers=TIERS) -> Floors:
+    """The oracle floors on `data`'s rows (in its order); empty with reasons when not synthetic."""
+    out = Floors()
+    card = synthetic_card(data)
+    if card is None:
+        for t in tiers:
+            out.skipped[f"oracle:{t}"] = "the dataset is not synthetic: no generator to ask"
+        return out
+    from raysweep.synth import oracle
+
+    manifest = pd.read_csv(card.parent / yaml.safe_load(card.read_text())["manifest"],
+                           usecols=["sample_id"])
+    pos = pd.Series(np.arange(len(manifest)), index=manifest["sample_id"].astype(str))
+    rows = pos.reindex(data.sample_id.astype(str)).to_numpy()
+    if np.isnan(rows.astype(float)).any():
+        for t in tiers:
+            out.skipped[f"oracle:{t}"] = "rows are missing from the generator's manifest"
+        return out
+    knows = {**KNOWS, **getattr(oracle, "KNOWS", {})}
+    for tier in tiers:
+        name = f"oracle:{tier}"
+        call = _tier_call(oracle, tier)
+        if call is None:
+            out.skipped[name] = f"raysweep.synth.oracle offers no {tier!r} tier yet"
+            continue
+        res = call(card, rows.astype(int)).set_index("sample_id")
+        out.preds[name] = res.loc[list(data.sample_id.astype(str)),
+                                  ["oracle_L", "oracle_a", "oracle_b"]].to_numpy(np.float64)
+        out.knows[name] = knows[tier]
+    return out

@@ -1,0 +1,66 @@
+"""Floors: the generator's oracle tiers on the evaluated photos, each with what it knows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raysweep.evaluate import floors
+from raysweep.evaluate.winners import errors_of
+from tests.fakes import make_prepared
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    from raysweep.data.pipeline import load_prepared
+    from raysweep.synth import ensure_default_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    card = ensure_default_dataset(root / "data", sets=3, tones=6, size=96, progress=False)
+    return load_prepared(card, crop="adaptive_bg", size=32, progress=False, workers=1)
+
+
+def test_not_synthetic_means_no_floor_and_says_why():
+    f = floors.run_floors(make_prepared(n=12))
+    assert not f.preds and set(f.skipped) == {f"oracle:{t}" for t in floors.TIERS}
+    assert all("not synthetic" in why for why in f.skipped.values())
+
+
+def test_latents_floor_on_the_evaluated_rows(synthetic):
+    test = synthetic.subset(np.arange(len(synthetic))[::-1][:8])  # any order, any subset
+    f = floors.run_floors(test)
+    assert "oracle:latents" in f.preds
+    for name, pred in f.preds.items():
+        assert pred.shape == (len(test), 3) and np.isfinite(pred).all()
+        assert f.knows[name] and name not in f.skipped
+    for name in set(f"oracle:{t}" for t in floors.TIERS) - set(f.preds):
+        assert f.skipped[name]  # a tier the oracle lacks is named, not dropped silently
+    # the latents oracle reads the colour back far better than the camera does
+    e = errors_of(f.preds["oracle:latents"], test.target)[0]
+    naive = errors_of(test.mean_lab, test.target)[0]
+    assert e.mean() < 0.5 * naive.mean()
+
+
+def test_tiers_are_asked_by_name_and_state_what_they_know(synthetic, monkeypatch):
+    from raysweep.synth import oracle
+
+    asked = []
+
+    def fake_evaluate(card, rows=None, tier="latents"):
+        asked.append(tier)
+        frame = pd.read_csv(card.parent / "manifest.csv").iloc[np.asarray(rows)]
+        out = frame[["sample_id"]].copy()
+        out[["oracle_L", "oracle_a", "oracle_b"]] = {"latents": 1.0, "exif": 2.0,
+                                                      "observable": 3.0}[tier]
+        return out
+
+    monkeypatch.setattr(oracle, "evaluate", fake_evaluate)
+    monkeypatch.setattr(oracle, "TIERS", ("latents", "observable"), raising=False)
+    monkeypatch.setattr(oracle, "KNOWS", {"observable": "ring and EXIF only"}, raising=False)
+    f = floors.run_floors(synthetic)
+    assert asked == ["latents", "observable"]
+    assert f.preds["oracle:observable"][0, 0] == 3.0 and f.preds["oracle:latents"][0, 0] == 1.0
+    assert f.knows["oracle:observable"] == "ring and EXIF only"
+    assert f.knows["oracle:latents"] == floors.KNOWS["latents"]
+    assert "no 'exif' tier" in f.skipped["oracle:exif"]
