@@ -1,9 +1,14 @@
-"""Shared test fixtures.
+"""Shared test fixtures, and the timeouts.
 
-`ray_local` is module-scoped: `ray.init` costs about 10 s, so each test module that needs Ray
-shares one instance. `address="local"` makes sure a test never joins a cluster that another test
-started with `ray start`; 8 logical CPUs keep Tune trials and their drivers from starving on a
-2-core machine.
+`ray_local` is SESSION-scoped: one Ray for the whole run (`ray.init` costs about 10 s per start
+on 2 cores, and six modules used to start their own). `address="local"` makes sure a test never
+joins a cluster that another test started with `ray start`; 8 logical CPUs keep Tune trials and
+their drivers from starving on a 2-core machine. Code under test that calls
+`resources.connect()` finds this Ray running and leaves it up. A test that needs a Ray of
+another shape runs it in a subprocess (`ray start` / a driver process), never `ray.init` here.
+
+Every test has a timeout (pyproject: `timeout`), so a hung Ray test fails instead of hanging CI;
+tests marked `slow` get SLOW_TIMEOUT_S unless they set their own `pytest.mark.timeout`.
 """
 
 from __future__ import annotations
@@ -15,13 +20,27 @@ import pytest
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
+SLOW_TIMEOUT_S = 900
 
-@pytest.fixture(scope="module")
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     import ray
 
+    if ray.is_initialized():  # a test started one without this fixture: share it
+        yield ray
+        return
+    # As resources.connect() does for a sweep: Train's controller polls workers every 2 s by
+    # default, which blocks every per-epoch report of a sub-second epoch. Workers inherit it.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.05")
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+             configure_logging=False, _node_ip_address="127.0.0.1")
     try:
         yield ray
     finally:

@@ -60,6 +60,7 @@ def runs_of(client, experiment: str):
     return parents, children
 
 
+@pytest.mark.slow  # a real sweep
 def test_four_trials_asha_stops_one_and_mlflow_holds_them(ray_local, space_file, mlflow_db,
                                                           tmp_path):
     out = run_search(space_file, data=make_prepared(n=64, size=16), num_samples=4,
