@@ -1,5 +1,6 @@
 """`python -m raysweep.eval_winners`: the sweep's leaders, re-evaluated on photos no selection saw.
 
+    python -m raysweep.eval_winners                 # the most recent sweep
     python -m raysweep.eval_winners --experiment fusion --top-k 3 --out winners/
 
 Leaders are chosen by their best VALIDATION dE00 (MLflow metric history of FINISHED trial runs):
@@ -26,8 +27,9 @@ from raysweep.evaluate.winners import run_eval_winners
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m raysweep.eval_winners", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    who = ap.add_mutually_exclusive_group(required=True)
-    who.add_argument("--experiment", help="the study (MLflow experiment): all its sweeps")
+    who = ap.add_mutually_exclusive_group()
+    who.add_argument("--experiment", help="the study (MLflow experiment): all its sweeps "
+                                          "(default: the most recent sweep, named in the log)")
     who.add_argument("--parent-run", help="one sweep, by its MLflow parent run id")
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--per-group", default=",".join(("fusion", "backbone", "features", "crop")),

@@ -1,5 +1,6 @@
 """`python -m raysweep.predict PHOTO...`: Lab, sRGB hex and skin-tone category of new photos.
 
+    python -m raysweep.predict a.jpg b.jpg       # the most recently registered champion
     python -m raysweep.predict a.jpg b.jpg --model models:/fusion@champion
     python -m raysweep.predict photos/*.jpg --model runs/ckpt --meta meta.csv --format json
 
@@ -39,7 +40,7 @@ from raysweep.serve.inference import (
     read_meta_csv,
     read_photo,
 )
-from raysweep.serve.loading import load_predictor
+from raysweep.serve.loading import latest_champion, load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m raysweep.predict", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("photos", nargs="+", metavar="PHOTO")
-    ap.add_argument("--model", default="models:/fusion@champion",
-                    help="models:/NAME@champion, runs:/ID/model or a checkpoint folder")
+    ap.add_argument("--model", help="models:/NAME@champion, runs:/ID/model or a checkpoint "
+                                    "folder (default: the most recently registered champion)")
     ap.add_argument("--meta", help="CSV of per-photo metadata (column `photo` + contract columns)")
     ap.add_argument("--format", choices=FORMATS, default="table")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -64,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.debug)
     if args.level is not None and not 0 < args.level < 1:
         raise UserError(f"--level must be between 0 and 1, got {args.level}", fix="e.g. --level 0.95")
+    if not args.model:
+        args.model = latest_champion()
+        log.info("no --model: using the most recently registered champion, %s", args.model)
     predictor = load_predictor(args.model, device=args.device)
     if not hasattr(predictor, "calibration") and Path(args.model).is_dir():
         bounds.attach(predictor, args.model)  # the calibration.json eval_winners stored with it

@@ -14,6 +14,7 @@ This module is also where eval_winners finds its candidates (`runs_frame`).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -26,6 +27,7 @@ import pandas as pd
 from raysweep.errors import UserError
 from raysweep.tracking.store import TRIAL_TAGS, retry, tracking_uri
 
+log = logging.getLogger("raysweep.trials")
 METRIC = "val_de00_mean"
 GROUPS = ("fusion", "backbone", "features", "crop")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -54,7 +56,7 @@ def resolve_sweep(client, spec: str | None = None, experiment: str | None = None
         return run.info.experiment_id, parent_run, run.data.tags.get(
             "raysweep.sweep_name", run.info.run_name or parent_run)
     if not spec_exp:
-        raise UserError("no sweep named", fix="pass --experiment NAME or --parent-run ID")
+        return latest_sweep(client)
     exp = retry(client.get_experiment_by_name, spec_exp)
     if exp is None:
         names = [e.name for e in retry(client.search_experiments)]
@@ -72,6 +74,25 @@ def resolve_sweep(client, spec: str | None = None, experiment: str | None = None
                         where=spec, fix="run `python -m raysweep.summarize --experiment "
                                         f"{spec_exp}` to see its sweeps")
     return exp.experiment_id, runs[0].info.run_id, spec
+
+
+def latest_sweep(client) -> tuple[str, str, str]:
+    """The most recently started sweep in the store, as resolve_sweep returns it; said in the
+    log, so a command run without naming a sweep tells which one it used."""
+    exps = [e.experiment_id for e in retry(client.search_experiments)]
+    runs = retry(client.search_runs, exps, filter_string="tags.`raysweep.role` = 'sweep'",
+                 order_by=["attributes.start_time DESC"], max_results=1) if exps else []
+    if not runs:
+        raise UserError(f"no sweep in {client.tracking_uri}", where="the MLflow store",
+                        fix="run one (`python -m raysweep.search --space quickstart`), set "
+                            "MLFLOW_TRACKING_URI to the store the sweep used, or pass "
+                            "--experiment NAME / --parent-run ID")
+    run = runs[0]
+    name = run.data.tags.get("raysweep.sweep_name", run.info.run_name or run.info.run_id)
+    exp = retry(client.get_experiment, run.info.experiment_id).name
+    log.info("no sweep named: using the most recent one, %s@%s (parent run %s)", exp, name,
+             run.info.run_id)
+    return run.info.experiment_id, run.info.run_id, f"{exp}@{name}"
 
 
 def best_metric(client, run_id: str, metric: str = METRIC) -> tuple[float, int]:
@@ -104,11 +125,12 @@ def runs_frame(client, experiment_id: str, parent_run: str | None = None,
             except Exception:  # noqa: BLE001 - a deleted parent leaves its children readable
                 parents[parent] = parent
         best, epoch = best_metric(client, r.info.run_id)
+        groups = {k: tags.get(k, params.get(k, "")) for k in TRIAL_TAGS}
         rows.append({
             "sweep": label or parents.get(parent, parent), "sweep_name": parents.get(parent, ""),
             "parent_run_id": parent, "run_id": r.info.run_id,
             "trial_id": tags.get("raysweep.trial_id", ""), "status": r.info.status,
-            **{k: tags.get(k, params.get(k, "")) for k in TRIAL_TAGS},
+            **used_groups(groups),
             METRIC: best, "best_epoch": epoch,
             "val_de00_median": r.data.metrics.get("val_de00_median", np.nan),
             "epochs_run": tags.get("raysweep.epochs_run", ""),
@@ -125,6 +147,15 @@ def runs_frame(client, experiment_id: str, parent_run: str | None = None,
     df = df.sort_values(METRIC, na_position="last", kind="stable")
     return df.sort_values("status", key=lambda s: s != "FINISHED", kind="stable"
                           ).reset_index(drop=True)
+
+
+def used_groups(groups: dict) -> dict:
+    """A tabular trial's (no image in its features) backbone and crop are config defaults it
+    never used: shown as "-", so that no tabular model is labelled or grouped as a CNN."""
+    features = str(groups.get("features") or "")
+    if features and "image" not in features.split("+"):
+        return {**groups, "backbone": "-", "crop": "-"}
+    return groups
 
 
 def group_table(df: pd.DataFrame, by: str, per_sweep: bool = False) -> pd.DataFrame:

@@ -25,7 +25,6 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-import raysweep.tracking.store  # noqa: F401 - bounds MLflow's HTTP retries (about 25 s, not 252)
 from raysweep.errors import UserError
 from raysweep.serve import bounds
 from raysweep.serve.ood import FLAGS
@@ -183,8 +182,14 @@ def load_pyfunc_predictor(uri: str, device: str = "auto"):
     import mlflow.artifacts
     import yaml
 
+    from raysweep.tracking.store import open_client, store_errors, tracking_uri
+
+    open_client()  # raysweep's bounded MLflow HTTP retries: ~10 s when the server is down, not 252
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        with store_errors(tracking_uri(), where=f"MLFLOW_TRACKING_URI, loading {uri}"):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except UserError:
+        raise
     except Exception as e:  # mlflow raises several types for a missing model or registry
         raise UserError(f"cannot load MLflow model {uri}: {type(e).__name__}: {e}", where=uri,
                         fix="check MLFLOW_TRACKING_URI and the model name/alias "
