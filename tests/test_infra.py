@@ -290,14 +290,15 @@ def test_network_mounts_are_recognised():
     assert "ext4" in storage.storage_problem("/mnt/sharedx", True, {}, mounts)
 
 
-def test_autoscaler_groups():
-    head = {"CPU": 8.0, "GPU": 0.0, "memory": 1e9}
-    assert not storage.groups_may_add_workers([], head)
-    assert not storage.groups_may_add_workers([(1, {"CPU": 8})], head)  # the head's own group
-    assert storage.groups_may_add_workers([(1, {"CPU": 8}), (4, {"CPU": 8, "GPU": 1})], head)
-    assert storage.groups_may_add_workers([(1, {"CPU": 8}), (1, {"CPU": 8})], head)
-    assert storage.groups_may_add_workers([(-1, {"CPU": 8, "GPU": 1})], head)
-    assert not storage.groups_may_add_workers([(1, {"CPU": 8}), (0, {"GPU": 1})], head)
+def test_growable_cluster_counts_as_multi_node():
+    head = [{"Alive": True, "Resources": {"CPU": 0.0, "memory": 1e9}}]
+    with pytest.raises(UserError, match="no CPU and no GPU"):  # a CPU-less head: it must grow
+        storage.check_storage("/tmp/raysweep", head, environ={})
+    groups = {"RAYSWEEP_NODE_GROUPS": '{"gpu": {"max_workers": 2, "resources": {"GPU": 1}}}'}
+    big_head = [{"Alive": True, "Resources": {"CPU": 8.0}}]
+    storage.check_storage("/tmp/raysweep", big_head, environ={})
+    with pytest.raises(UserError, match="node groups"):
+        storage.check_storage("/tmp/raysweep", big_head, environ=groups)
 
 
 def test_check_storage_needs_ray():
@@ -308,18 +309,16 @@ def test_check_storage_needs_ray():
 
 
 @pytest.mark.slow
-def test_check_storage_on_a_real_single_node_ray():
-    """ray.nodes() and the autoscaler query on a real Ray; the two-node refusal on a real
-    cluster is exercised end to end in tests/test_multinode.py."""
-    ray.init(address="local", num_cpus=1, include_dashboard=False, _node_ip_address="127.0.0.1")
-    try:
-        assert sum(n["Alive"] for n in ray.nodes()) == 1
-        assert not storage.autoscaler_may_add_nodes(ray.nodes())
-        storage.check_storage("/tmp/raysweep-single-node")
-        with pytest.raises(UserError, match="autoscaler"):  # the same real nodes, may grow
-            storage.check_storage("/tmp/raysweep-single-node", may_grow=True)
-    finally:
-        ray.shutdown()
+def test_check_storage_on_a_real_single_node_ray(ray_local):
+    """ray.nodes() and the autoscaler query on a real Ray (the session's); the two-node refusal
+    on a real cluster is exercised end to end in tests/test_multinode.py."""
+    assert sum(n["Alive"] for n in ray.nodes()) == 1
+    from raysweep.sweep import cluster
+
+    assert not cluster.shape(environ={}).may_grow  # a plain Ray reports no node types
+    storage.check_storage("/tmp/raysweep-single-node", environ={})
+    with pytest.raises(UserError, match="autoscaler"):  # the same real nodes, may grow
+        storage.check_storage("/tmp/raysweep-single-node", may_grow=True)
 
 
 # ------------------------------------------------------------------ credentials
