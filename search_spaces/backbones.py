@@ -6,17 +6,18 @@ Trained from scratch (no weights are downloaded); on a GPU, small models share a
 Scientific: backbone (smallcnn, resnet18, efficientnet_b0, mobilenetv3_large_100,
 convnext_tiny).
 Nuisance: lr, weight_decay, batch_size, optimizer.
-Fixed: concat fusion, image+meta features, adaptive_bg crop at 128 px, 30 epochs,
-loss dE00 + MSE(Lab) decaying, split by tone_id.
+Fixed: concat fusion, image+mean+ring+meta features with the residual head, linear-light input,
+adaptive_bg crop at 128 px, 40 epochs, loss dE00 + MSE(Lab) decaying, split by tone_id.
+(sRGB input would suit ImageNet weights better; with weights_path set, pin image_space=srgb.)
 """
 
-MAX_EPOCHS = 30
+MAX_EPOCHS = 40
 GRACE_PERIOD = 3
 REDUCTION_FACTOR = 3
 NUM_SAMPLES = 40
 GPUS_PER_TRIAL = None  # 0.25 on a GPU cluster, CPU only otherwise
-FIXED = {"fusion": "concat", "features": "image+meta", "crop": "adaptive_bg",
-         "image_size": 128, "epochs": MAX_EPOCHS}
+FIXED = {"fusion": "concat", "features": "image+mean+ring+meta", "head": "residual",
+         "image_space": "linear", "crop": "adaptive_bg", "image_size": 128, "epochs": MAX_EPOCHS}
 
 
 def define_by_run(trial):

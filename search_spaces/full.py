@@ -6,20 +6,23 @@ Conditional parameters apply only where they mean something: fusion only for ima
 film, attention sizes only for xattn, the auxiliary weight only with an auxiliary loss, and
 non-image presets (mean+meta, meta, mean) use the tabular MLP.
 
-Scientific: features, crop (4 variants), backbone, fusion.
+Scientific: features (every preset, with and without the ring block), crop (4 variants),
+backbone, fusion, head (correcting heads only where the preset has the mean colour), image_space,
+pooling (patch_surround only on a crop with background).
 Nuisance: image_size, lr, weight_decay, dropout, optimizer, batch_size, aux_loss, aux_weight,
 film_stages, xattn_heads, xattn_dim.
-Fixed: 40 epochs, aux_schedule linear_decay, head lab, split by tone_id.
+Fixed: 60 epochs (ASHA grace 5), aux_schedule linear_decay, split by tone_id.
 """
 
-MAX_EPOCHS = 40
-GRACE_PERIOD = 3
+MAX_EPOCHS = 60
+GRACE_PERIOD = 5
 REDUCTION_FACTOR = 3
 NUM_SAMPLES = 256
-FIXED = {"epochs": MAX_EPOCHS, "aux_schedule": "linear_decay", "head": "lab"}
+FIXED = {"epochs": MAX_EPOCHS, "aux_schedule": "linear_decay"}
 
-IMAGE = ["image", "image+mean", "image+meta", "image+mean+meta"]
-TABULAR = ["mean+meta", "meta", "mean"]
+IMAGE = ["image", "image+mean", "image+meta", "image+mean+meta", "image+mean+ring+meta",
+         "image+ring+meta"]
+TABULAR = ["mean+meta", "meta", "mean", "mean+ring+meta", "ring+meta"]
 
 
 def define_by_run(trial):
@@ -36,12 +39,17 @@ def define_by_run(trial):
     out["aux_loss"] = aux
     if aux != "none":
         out["aux_weight"] = trial.suggest_float("aux_weight", 0.01, 1.0, log=True)
+    heads = ["lab", "linrgb"] + (["residual", "ccm"] if "mean" in features.split("+") else [])
+    out["head"] = trial.suggest_categorical(f"head_{len(heads)}", heads)
     if features in TABULAR:
         out["fusion"] = "none"  # the tabular MLP; crop and size do not apply
         return out
     out["crop"] = trial.suggest_categorical(
         "crop", ["center_bg", "center_nobg", "adaptive_bg", "adaptive_nobg"])
     out["image_size"] = trial.suggest_categorical("image_size", [64, 128])
+    out["image_space"] = trial.suggest_categorical("image_space", ["srgb", "linear", "log"])
+    if out["crop"].endswith("_bg"):
+        out["pooling"] = trial.suggest_categorical("pooling", ["avg", "patch_surround"])
     out["backbone"] = trial.suggest_categorical(
         "backbone", ["smallcnn", "resnet18", "efficientnet_b0", "mobilenetv3_large_100",
                      "convnext_tiny"])

@@ -13,7 +13,7 @@ from raysweep.errors import UserError
 from raysweep.search import main as search_main
 from raysweep.sweep import spaces
 
-BUILTIN = ["backbones", "full", "fusion", "losses", "quickstart"]
+BUILTIN = ["backbones", "full", "fusion", "losses", "quickstart", "study", "tabular"]
 
 
 def test_builtin_spaces_are_listed():
@@ -69,9 +69,9 @@ def test_set_fixes_a_searched_parameter_and_is_typed():
 def test_define_by_run_wrapper_pickles_for_resume():
     sp = spaces.load_space("quickstart")
     fn = pickle.loads(pickle.dumps(spaces.DefineByRun(sp.define_by_run, sp.FIXED, {"lr": 0.01})))
-    out = fn(optuna.trial.FixedTrial({"features": "image", "backbone": "tinycnn",
+    out = fn(optuna.trial.FixedTrial({"features": "image+mean+ring+meta", "head": "ccm",
                                       "weight_decay": 1e-4}))
-    assert out["lr"] == 0.01 and out["fusion"] == "none" and out["image_size"] == 32
+    assert out["lr"] == 0.01 and out["head"] == "ccm" and out["image_size"] == 32
 
 
 def test_user_space_file(tmp_path):
@@ -109,8 +109,8 @@ def test_bad_space_fails_with_a_clear_message(tmp_path, body, message):
     (["--space", "quickstart", "--set", "learning_rate=1e-3"], "unknown parameter 'learning_rate'"),
     (["--space", "quickstart", "--set", "lr=fast"], "lr='fast' is not a valid float"),
     (["--space", "quickstart", "--set", "lr=-1"], "lr must be positive"),
-    (["--space", "quickstart", "--set", "fusion=film", "--set", "features=image"],
-     "needs a non-image input"),
+    (["--space", "quickstart", "--set", "fusion=film", "--set", "features=image", "--set",
+      "head=lab"], "needs a non-image input"),
     (["--space", "quickstart", "--set", "crop"], "is not key=value"),
     (["--space", "quickstart", "--resume"], "--resume needs the --name"),
 ])

@@ -90,7 +90,7 @@ def fit_stats(data: Prepared, cfg: TrainConfig) -> FeatureStats:
     target_mean = np.asarray(data.target[train], dtype=np.float64).mean(0).tolist()
     ring_mean, ring_std = [], []
     if cfg.uses_ring:
-        ring_mean, ring_std = _nan_mean_std(require_ring(data)[train])
+        ring_mean, ring_std = _nan_mean_std(ring_inputs(data)[train])
     image_mean, image_std = [], []
     if cfg.uses_image and data.images is not None and cfg.image_space != "srgb":
         image_mean, image_std = _image_channel_stats(data.images[train], cfg.image_space)
@@ -149,6 +149,17 @@ def require_ring(data: Prepared) -> np.ndarray:
     return data.ring
 
 
+def ring_inputs(data: Prepared) -> np.ndarray:
+    """The ring block as the networks see it: log of the linear percentiles (exposure and light
+    act multiplicatively, so they become shifts) next to the log patch/ring ratios as they are."""
+    ring = require_ring(data).astype(np.float32)
+    n_pct = len(RING_NAMES) - 3
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pct = np.log(np.maximum(ring[:, :n_pct], 1e-4))
+    pct[~np.isfinite(ring[:, :n_pct])] = np.nan  # missing stays missing (flagged), never log(eps)
+    return np.concatenate([pct, ring[:, n_pct:]], axis=1)
+
+
 def input_key(cfg: TrainConfig) -> tuple:
     """What decides which tensors `encode` returns (for caches of encoded datasets)."""
     return (cfg.uses_image, cfg.uses_meta, cfg.uses_mean, cfg.uses_ring,
@@ -203,7 +214,7 @@ def encode(data: Prepared, stats: FeatureStats, cfg: TrainConfig) -> dict[str, t
         out["mean"] = torch.from_numpy(_normalise_with_flags(data.mean_lab, stats.mean_lab_mean,
                                                              stats.mean_lab_std))
     if cfg.uses_ring:
-        out["ring"] = torch.from_numpy(_normalise_with_flags(require_ring(data), stats.ring_mean,
+        out["ring"] = torch.from_numpy(_normalise_with_flags(ring_inputs(data), stats.ring_mean,
                                                              stats.ring_std))
     if cfg.head in CORRECTING_HEADS:
         measured = np.array(data.mean_lab, dtype=np.float32)
