@@ -159,6 +159,10 @@ def test_champion_calibration_coverage_and_registered_bound(sweep, evaluated):
     assert (out / "reliability.png").is_file()
     reg = load_predictor(evaluated.model_uri, device="cpu")
     assert reg.calibration is not None and reg.calibration.scores == cal.scores
+    from mlflow.tracking import MlflowClient
+
+    logged = MlflowClient().get_run(evaluated.eval_run_id).data.metrics
+    assert logged["test_bound_coverage"] == pytest.approx(cov.iloc[0]["coverage"])
 
 
 def test_no_coverage_on_the_split_that_calibrates(sweep):

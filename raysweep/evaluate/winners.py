@@ -60,9 +60,8 @@ class Leader:
     @property
     def name(self) -> str:
         t = self.tags
-        used = [str(t.get(k)) for k in ("backbone", "fusion", "features", "crop")
-                if t.get(k) not in (None, "", "-")]  # a tabular run: no backbone, no crop
-        return f"{self.trial_id or self.run_id[:8]} ({'/'.join(used)})"
+        return f"{self.trial_id or self.run_id[:8]} ({t.get('backbone')}/{t.get('fusion')}/" \
+               f"{t.get('features')}/{t.get('crop')})"
 
 
 @dataclass
@@ -75,6 +74,7 @@ class EvalResult:
     predictions: pd.DataFrame
     eval_run_id: str | None = None
     model_uri: str | None = None
+    coverage: pd.DataFrame | None = None  # the champion's bound on the split (evaluate.coverage)
 
 
 def pick_leaders(runs: pd.DataFrame, top_k: int, per_group: Sequence[str]) -> pd.DataFrame:
@@ -88,8 +88,7 @@ def pick_leaders(runs: pd.DataFrame, top_k: int, per_group: Sequence[str]) -> pd
         why.setdefault(rid, []).append(f"top {rank + 1}")
     for dim in per_group:
         for value, g in ok.groupby(dim, sort=True):
-            if value != "-":  # "-": a dimension the run never used (a tabular run's backbone)
-                why.setdefault(g["run_id"].iloc[0], []).append(f"best {dim}={value}")
+            why.setdefault(g["run_id"].iloc[0], []).append(f"best {dim}={value}")
     picked = ok[ok["run_id"].isin(why)].copy()
     picked["why"] = picked["run_id"].map(lambda r: ", ".join(why[r]))
     return picked
@@ -329,7 +328,8 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
         if cal is not None:  # stored with the champion: registration and predict carry it
             bounds.write(cal, champion.checkpoint_dir)
         out_dir = _write_outputs(Path(out), inp, summary, table, comp, predictions, cal)
-        result = EvalResult(out_dir, champion.name, summary, table, comp, predictions)
+        result = EvalResult(out_dir, champion.name, summary, table, comp, predictions,
+                            coverage=None if trust is None else trust.table)
         if log_run:
             _log_to_mlflow(result, client, uri, exp_id, champion, leaders, split, study,
                            register)
@@ -383,6 +383,10 @@ def _log_to_mlflow(result: EvalResult, client, uri: str, exp_id: str, champion: 
     metrics = {f"{split}_de00_{k}": float(s.loc[champion.name, k]) for k in
                ("mean", "mean_lo", "mean_hi", "median", "p95")}
     metrics[f"{split}_de76_mean"] = float(s.loc[champion.name, "de76_mean"])
+    if result.coverage is not None:  # the bound's coverage and sharpness, overall
+        overall = result.coverage.iloc[0]
+        metrics[f"{split}_bound_coverage"] = float(overall["coverage"])
+        metrics[f"{split}_bound_median"] = float(overall["median_bound"])
     for name, row in s[s["kind"] == "baseline"].iterrows():
         metrics[f"{name.replace(':', '_')}_de00_mean"] = float(row["mean"])
     tracker.log(rid, metrics=metrics)
