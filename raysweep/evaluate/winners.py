@@ -60,8 +60,9 @@ class Leader:
     @property
     def name(self) -> str:
         t = self.tags
-        return f"{self.trial_id or self.run_id[:8]} ({t.get('backbone')}/{t.get('fusion')}/" \
-               f"{t.get('features')}/{t.get('crop')})"
+        used = [str(t.get(k)) for k in ("backbone", "fusion", "features", "crop")
+                if t.get(k) not in (None, "", "-")]  # a tabular run: no backbone, no crop
+        return f"{self.trial_id or self.run_id[:8]} ({'/'.join(used)})"
 
 
 @dataclass
@@ -88,7 +89,8 @@ def pick_leaders(runs: pd.DataFrame, top_k: int, per_group: Sequence[str]) -> pd
         why.setdefault(rid, []).append(f"top {rank + 1}")
     for dim in per_group:
         for value, g in ok.groupby(dim, sort=True):
-            why.setdefault(g["run_id"].iloc[0], []).append(f"best {dim}={value}")
+            if value != "-":  # "-": a dimension the run never used (a tabular run's backbone)
+                why.setdefault(g["run_id"].iloc[0], []).append(f"best {dim}={value}")
     picked = ok[ok["run_id"].isin(why)].copy()
     picked["why"] = picked["run_id"].map(lambda r: ", ".join(why[r]))
     return picked
