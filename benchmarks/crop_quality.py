@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from benchmarks import Section
 from benchmarks import main as bench_main
 from raysweep.data.crop import VARIANTS
 from raysweep.data.pipeline import load_prepared
@@ -50,7 +51,7 @@ def measure(card: Path, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False) -> Section:
     from raysweep.synth.context import GeneratorConfig
     from raysweep.synth.generate import generate
 
@@ -90,10 +91,12 @@ def run(quick: bool = False) -> str:
         f"mostly clipped swatches); adaptive_nobg holds > 0.01 more shadow than center_nobg in "
         f"{worse:.1%} of photos. The `*_bg` variants keep background on purpose.",
         "",
-        f"Command: `python -m benchmarks.crop_quality{' --quick' if quick else ''}` (2-core "
-        "shared machine; the numbers are geometry, not timing).",
+        f"Command: `python -m benchmarks.crop_quality{' --quick' if quick else ''}` (the "
+        "numbers are geometry, not timing: they do not depend on the machine).",
     ]
-    return "\n".join(lines) + "\n"
+    return Section("\n".join(lines) + "\n", {
+        "variants": table.reset_index(), "patch_found": found, "geometric_fallback": geometric,
+        "adaptive_more_shadow": worse, "photos": len(data)})
 
 
 if __name__ == "__main__":

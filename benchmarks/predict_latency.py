@@ -11,7 +11,6 @@ the model is trained for one epoch only.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import load_note
+from benchmarks import Section, describe_machine, load_note, machine
 from benchmarks import main as bench_main
 
 BATCHES = (1, 32)
@@ -36,7 +35,7 @@ def _median_ms(fn, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False) -> Section:
     from raysweep.data.pipeline import load_prepared
     from raysweep.serve import inference
     from raysweep.synth.context import GeneratorConfig
@@ -73,7 +72,9 @@ def run(quick: bool = False) -> str:
         table.append(f"| {batch} | {photo_ms:.1f} | {model_ms:.2f} | {forward_ms:.2f} | "
                      f"{total:.1f} | {1000 / total:.0f} |")
     cmd = "python -m benchmarks.predict_latency" + (" --quick" if quick else "")
-    return "\n".join([
+    return Section(data={"rows": [dict(zip(("batch", "photo_ms", "model_ms", "forward_ms",
+                                            "total_ms"), r, strict=True)) for r in rows],
+                         "repeats": repeats, "machine": machine()}, markdown="\n".join([
         "## Prediction latency (smallcnn, CPU)\n",
         f"Median of {repeats} repeats after a warm-up; {PHOTO_SIZE} px synthetic JPEGs with EXIF, "
         f"crop adaptive_bg at {CROP} px, features image+mean+meta, fusion concat. The photo "
@@ -81,10 +82,10 @@ def run(quick: bool = False) -> str:
         "stage (`predict_photos` minus the photo reading: Prepared assembly, feature encoding, "
         "forward) shrinks per photo with the batch.\n",
         *table, "",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, no GPU; {load_note()}.\n",
+        f"Machine: {describe_machine()}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, run on the CPU; {load_note()}.\n",
         f"Command: `{cmd}`\n",
-    ])
+    ]))
 
 
 if __name__ == "__main__":

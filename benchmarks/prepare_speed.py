@@ -1,6 +1,6 @@
 """Time `prepare` on the default synthetic set: 2,070 photos at 256 px, all four crop variants.
 
-Target: at most 60 s on a 2-core machine, and a second load from the cache near-instant. The
+Target: at most 60 s on 2 cores, and a second load from the cache near-instant. The
 same folder is prepared with 2 worker processes and with 1 (fresh cache folders), so the
 parallel speed-up is a ratio measured side by side.
 
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import load_note
+from benchmarks import Section, describe_machine, load_note, machine
 from benchmarks import main as bench_main
 from raysweep.data.pipeline import load_prepared
 
@@ -34,7 +34,7 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False) -> Section:
     from raysweep.synth.context import GeneratorConfig
     from raysweep.synth.generate import generate
 
@@ -77,10 +77,13 @@ def run(quick: bool = False) -> str:
         + f". CPU time of the 2-worker run (all processes): {cpu2:.1f} s, i.e. about "
         f"{cpu2 / 2:.0f} s of wall time on 2 otherwise idle cores.",
         "",
-        f"Machine: {os.cpu_count()} CPU cores; {load_note()}. Command: "
+        f"Machine: {describe_machine()}; {load_note()}. Command: "
         f"`python -m benchmarks.prepare_speed{' --quick' if quick else ''}`.",
     ]
-    return "\n".join(lines) + "\n"
+    cols = ("workers", "photos", "cold_s", "cold_cpu_s", "warm_s", "cache_mb", "load_before")
+    return Section("\n".join(lines) + "\n", {
+        "rows": [dict(zip(cols, r, strict=True)) for r in rows], "speedup_2_workers": speedup,
+        "generate_s": gen_s, "machine": machine()})
 
 
 if __name__ == "__main__":

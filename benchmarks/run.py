@@ -1,15 +1,18 @@
 """`python -m benchmarks.run`: every benchmark and the study, into one benchmarks/RESULTS.md.
 
-    python -m benchmarks.run --quick                      # this 2-core machine, ~30 minutes
+    python -m benchmarks.run --quick                      # small sizes: ~30 minutes on 2 cores
     python -m benchmarks.run                              # full sizes (the study wants a GPU)
     python -m benchmarks.run --quick --only study         # refresh one section, keep the rest
+    python -m benchmarks.run --gpu                        # the study on one GPU, its own section
 
 Each benchmark module's `run(quick)` runs in its own child process (a fresh interpreter: Ray,
 MLflow settings and environment variables of one benchmark cannot leak into the next, and a crash
-costs one section, not the file). RESULTS.md gets the machine, date, versions, git commit, the
-command behind every section, and the sections themselves; it is written to a temporary name and
-renamed into place. With --only/--skip the sections not run are carried over from the existing
-file.
+costs one section, not the file) and returns a `benchmarks.Section`: its numbers, kept in
+results/<name>[_quick].json, and their Markdown. RESULTS.md gets the machine (read from it),
+date, versions, git commit, the command behind every section, and the sections themselves; it is
+written to a temporary name and renamed into place. With --only/--skip the sections not run are
+carried over from the existing file. A quick run never replaces full-size results: when the
+output file holds a full run, a quick run writes RESULTS_quick.md beside it instead.
 """
 
 from __future__ import annotations
@@ -28,17 +31,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import load_note
+from benchmarks import describe_machine, load_note, machine, write_section
 from raysweep.errors import UserError, run_cli, setup_logging, unknown_name
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 BENCHMARKS = ("synth_speed", "prepare_speed", "crop_quality", "train_throughput",
-              "search_efficiency", "predict_latency", "study")
+              "search_efficiency", "predict_latency", "trust", "study")
 PACKAGES = {"python": None, "torch": "torch", "ray": "ray", "optuna": "optuna",
             "mlflow": "mlflow", "timm": "timm", "colour": "colour-science", "numpy": "numpy"}
 BEGIN, END = "<!-- section: {} -->", "<!-- /section: {} -->"
+GPU_BENCHMARK = "gpu_study"  # only with --gpu, never in a CPU run
 
 
 def versions() -> dict[str, str]:
@@ -52,31 +56,6 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[name] = "not installed"
     return out
-
-
-def machine() -> str:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    mem = ""
-    try:
-        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-        mem = f", {kb / 2**20:.0f} GiB RAM"
-    except (OSError, AttributeError):
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        cpu = model.group(1).strip() if model else cpu
-    except OSError:
-        pass
-    gpu = "no GPU"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    except Exception:  # noqa: BLE001 - a broken CUDA install: report no GPU, not a crash
-        pass
-    return f"{cpu}, {cores} cores{mem}, {gpu}, {platform.platform()}"
 
 
 def git_commit() -> str:
@@ -117,9 +96,15 @@ def run_child(name: str, quick: bool, log_dir: Path) -> tuple[str, float, str]:
 def child(name: str, quick: bool, out: str) -> int:
     import importlib
 
-    text = importlib.import_module(f"benchmarks.{name}").run(quick=quick)
-    Path(out).write_text(text)
+    section = importlib.import_module(f"benchmarks.{name}").run(quick=quick)
+    write_section(name, quick, section)  # results/<name>[_quick].md and .json (its numbers)
+    Path(out).write_text(str(section))
     return 0
+
+
+def is_full_run(path: Path) -> bool:
+    """True when `path` holds the results of a full-size run (which a quick run must keep)."""
+    return path.exists() and "(full mode)" in path.read_text().split("\n## ", 1)[0]
 
 
 def link_figures(text: str) -> str:
@@ -169,6 +154,9 @@ def headline(quick: bool) -> list[str]:
 def render(args, sections: dict[str, str], timings: dict[str, tuple[float, str]]) -> str:
     mode = "--quick" if args.quick else "full"
     v = versions()
+    here = machine()
+    gpu_note = (f"GPU numbers come from {', '.join(here['gpus'])}." if here["gpus"] else
+                "This machine has no GPU, so no GPU numbers are claimed here.")
     rows = ["| section | command | wall s (this run) | status |", "| --- | --- | --- | --- |"]
     for name in BENCHMARKS:
         if name in timings:
@@ -181,12 +169,12 @@ def render(args, sections: dict[str, str], timings: dict[str, tuple[float, str]]
         "# raysweep benchmarks and study results",
         "",
         f"Generated by `{args.command}` on {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} "
-        f"({mode} mode). Machine: {machine()}. Git commit: {git_commit()}.",
+        f"({mode} mode). Machine: {describe_machine(here)}. Git commit: {git_commit()}.",
         "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         "",
         f"Each section states the machine's load when it was written; ratios measured side by "
-        f"side within one section are the numbers to compare. No GPU numbers are claimed here. "
+        f"side within one section are the numbers to compare. {gpu_note} "
         f"At the end of this run: {load_note()}.",
         "",
     ]
@@ -199,17 +187,16 @@ def render(args, sections: dict[str, str], timings: dict[str, tuple[float, str]]
              "## Running the full study on a GPU machine", "",
              "`python -m benchmarks.run` (without --quick) runs the study at full size: 80 trials "
              "(20 cells x 4 nuisance draws, smallcnn width 32 at 64 px, 30 epochs, ASHA grace 10). "
-             "That is hours on this CPU machine and is meant for a GPU machine. Such a machine "
+             "That is hours on a CPU and is meant for a GPU machine. Such a machine "
              "may have no package index: carry Ray and Optuna with the recipe in "
              "`shared/gpu/README.md` (`bash ../shared/gpu/make-ray-bundle.sh .devcarry`, then "
              "there: unpack into /tmp/site, `export PYTHONPATH=/tmp/site:$PWD`), plus wheels of "
              "what the study also imports (colour-science, mlflow with its SQL store: sqlalchemy "
              "and alembic, scikit-learn for the gbm baseline); check with `python3 -c \"import "
              "ray, optuna, mlflow, colour, sklearn\"`, then run `python3 -m benchmarks.run --only "
-             "study` and keep the RESULTS.md it writes (its header names the GPU). "
-             "No GPU run has been made for this file.", ""]
+             "study` and keep the RESULTS.md it writes (its header names the GPU).", ""]
     body = []
-    for name in BENCHMARKS:
+    for name in (*BENCHMARKS, GPU_BENCHMARK):
         if name in sections:
             body += [BEGIN.format(name), sections[name].strip(), END.format(name), ""]
     return "\n".join(head + body).rstrip() + "\n"
@@ -234,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="default benchmarks/RESULTS.md")
     ap.add_argument("--only", help=f"comma list of: {', '.join(BENCHMARKS)}")
     ap.add_argument("--skip", help="comma list of benchmarks to leave out")
+    ap.add_argument("--gpu", action="store_true",
+                    help="only the full study on this machine's GPU (<= 10 min), its own section")
     ap.add_argument("--debug", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -244,11 +233,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.debug)
     only, skip = parse_names(args.only, "--only"), parse_names(args.skip, "--skip")
     chosen = [n for n in (only or BENCHMARKS) if n not in skip]
+    if args.gpu:
+        from benchmarks.gpu_study import require_gpu
+
+        try:
+            require_gpu()
+        except UserError as e:
+            print(f"error: {e.message()}", file=sys.stderr)  # one line: nothing to run here
+            return 1
+        chosen = only = [GPU_BENCHMARK]  # the other sections are carried over
     if not chosen:
         raise UserError("--only and --skip leave no benchmark to run",
                         fix=f"choose among: {', '.join(BENCHMARKS)}")
     args.command = "python -m benchmarks.run " + " ".join(raw)
     out = Path(args.out).resolve()
+    if args.quick and is_full_run(out):
+        out = out.with_name(f"{out.stem}_quick{out.suffix}")
+        print(f"{args.out} holds a full-size run; this quick run goes to {out}", file=sys.stderr)
     sections = old_sections(out) if (only or skip) else {}
     timings: dict[str, tuple[float, str]] = {}
     failed = []

@@ -1,6 +1,6 @@
 """How much of a sweep's wall time is training, and does TPE + ASHA beat random search?
 
-Three sweeps of the `quickstart` space on a synthetic dataset, on this machine's CPUs:
+Three sweeps of the `quickstart` space on a synthetic dataset, on the CPUs of the machine it runs on:
 
 1. TPE + ASHA, one trial at a time: the per-trial fixed cost, (wall - training) / trials,
    where training = the sum over every epoch the sweep ran of that model's solo epoch time.
@@ -18,12 +18,9 @@ Solo epoch times are measured in the same run, alone, with `raysweep.train.fit` 
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks import load_note
+from benchmarks import RESULTS, Section, describe_machine, load_note, machine, md_table, result_path
+from benchmarks import main as bench_main
 
-RESULTS = Path(__file__).parent / "results"
 SPACE = "quickstart"
 MAX_EPOCHS, GRACE_PERIOD = 6, 1
 
@@ -121,7 +118,7 @@ def time_to(curve: tuple[np.ndarray, np.ndarray], target: float) -> float:
     return float(t[hit[0]]) if len(hit) else float("nan")
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False) -> Section:
     import ray
 
     n = 6 if quick else 16
@@ -164,12 +161,11 @@ def run(quick: bool = False) -> str:
                                      "fixed cost s/trial", "MLflow logging s/trial",
                                      "best val dE00", f"s to reach dE00 {target:.3f}"])
     df.insert(7, "useful-work ratio", df["solo training s"] / df["wall s"])
-    png = "search_efficiency_quick.png" if quick else "search_efficiency.png"  # keep the full one
+    png = result_path("search_efficiency", quick, ".png").name  # quick never replaces full
     plot(c2, c3, target, RESULTS / png)
     cmd = "python -m benchmarks.search_efficiency" + (" --quick" if quick else "")
-    machine = (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} "
-               f"cores, Python {sys.version.split()[0]}; {load_note()}")
-    return "\n".join([
+    return Section(data={"rows": df, "solo_epoch_s": solo, "target": target,
+                         "ray_init_s": t_init, "machine": machine()}, markdown="\n".join([
         "## Search efficiency: fixed cost per trial, useful work, TPE + ASHA vs random",
         "",
         f"Space `{SPACE}` (tinycnn/smallcnn at 32 px, at most {MAX_EPOCHS} epochs, ASHA grace "
@@ -183,26 +179,16 @@ def run(quick: bool = False) -> str:
         "ratio = solo training / wall (sum over every epoch run of that model's solo epoch time, "
         "measured alone in this run).",
         "",
-        markdown(df),
+        md_table(df),
         "",
         f"Solo warm epoch times: {', '.join(f'{k} {v:.2f} s' for k, v in solo.items())}.",
         "",
         f"![best validation dE00 over wall time]({png})",
         "",
-        f"Machine: {machine}. GPU: none here (the GPU numbers of the design notes come from an "
-        "H200; this session had no GPU machine).",
+        f"Machine: {describe_machine()}; {load_note()}.",
         "",
         f"Command: `{cmd}`",
-    ])
-
-
-def markdown(df: pd.DataFrame) -> str:
-    def cell(v) -> str:
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + " --- |" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+    ]))
 
 
 def plot(tpe, rnd, target: float, path: Path) -> None:
@@ -225,9 +211,4 @@ def plot(tpe, rnd, target: float, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true")
-    text = run(quick=ap.parse_args().quick)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "search_efficiency.md").write_text(text + "\n")
+    bench_main("search_efficiency", run)

@@ -11,14 +11,12 @@ noisy; the CPU-seconds column is the steadier number.
 
 from __future__ import annotations
 
-import os
-import platform
 import resource
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import load_note
+from benchmarks import Section, describe_machine, load_note, machine
 from benchmarks import main as bench_main
 
 
@@ -33,7 +31,7 @@ def _timed(fn):
     return out, time.perf_counter() - w0, _cpu_s() - c0
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False) -> Section:
     from raysweep.synth.context import GeneratorConfig, build_context
     from raysweep.synth.generate import generate
 
@@ -54,7 +52,7 @@ def run(quick: bool = False) -> str:
         "## Synthetic dataset generation speed",
         "",
         "Target: the default 2,070 photos (15 sets x 138 tones, 3 cameras, 256 px) in <= 60 s "
-        "on the 2-core machine. Every photo: scene fields, noise, camera pipeline, JPEG + EXIF.",
+        "on 2 cores. Every photo: scene fields, noise, camera pipeline, JPEG + EXIF.",
         "",
         "| run | photos | workers | wall s | CPU s | photos/s |",
         "|---|---|---|---|---|---|",
@@ -66,13 +64,14 @@ def run(quick: bool = False) -> str:
         "",
         f"CPU per photo: {per_photo_cpu[0]:.1f} ms (parallel run, incl. worker start-up), "
         f"{per_photo_cpu[1]:.1f} ms (one worker).",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; {load_note()}.",
+        f"Machine: {describe_machine()}; {load_note()}.",
         "",
         f"Command: `python -m benchmarks.synth_speed{' --quick' if quick else ''}`",
         "",
     ]
-    return "\n".join(lines)
+    cols = ("run", "photos", "workers", "wall_s", "cpu_s", "photos_per_s")
+    return Section("\n".join(lines), {"rows": [dict(zip(cols, r, strict=True)) for r in rows],
+                                       "machine": machine()})
 
 
 if __name__ == "__main__":

@@ -12,10 +12,8 @@ Both validate once per epoch; whole epochs are timed and the first (warm-up) is 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import load_note
+from benchmarks import Section, describe_machine, load_note, machine
+from benchmarks import main as bench_main
 from raysweep.color import delta_e00
 from raysweep.config import TrainConfig
 from raysweep.models import build_model
@@ -32,7 +31,6 @@ from raysweep.train.checkpoint import predict_batch
 from raysweep.train.loop import LocalReporter, fit, seed_everything
 from raysweep.train.losses import Loss
 
-RESULTS = Path(__file__).parent / "results" / "train_throughput.md"
 BACKBONES = ("tinycnn", "smallcnn", "resnet18")
 POLL_ENV, FAST_POLL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.05"
 
@@ -140,7 +138,7 @@ def _best(rates: list[tuple[float, float]], which: int) -> float:
     return max(r[which] for r in (rates[1:] if len(rates) > 1 else rates))
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False) -> Section:
     import ray
 
     from tests.fakes import make_prepared
@@ -183,7 +181,6 @@ def run(quick: bool = False) -> str:
             ray.shutdown()
     rows = [(b, *measured[b], default_poll.get(b)) for b in BACKBONES]
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
     lines = [
         "## Training throughput: raysweep's loop vs a plain PyTorch loop",
         "",
@@ -214,29 +211,22 @@ def run(quick: bool = False) -> str:
             f"{_best(trainer, 0):,.0f} | {'-' if slow is None else f'{slow:,.0f}'} | {wall:.1f} |")
     lines += [
         "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPU cores, device {device}, torch "
+        f"Machine: {describe_machine()}; run on the CPU, torch "
         f"{torch.__version__}, {cpus} torch thread per arm (the TorchTrainer worker gets {cpus} CPU). "
         f"{load_note()[0].upper()}{load_note()[1:]}: compare the ratios (measured side by side).",
         "",
         f"Command: `python -m benchmarks.train_throughput{' --quick' if quick else ''}`",
         "",
     ]
-    return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
-    args = parser.parse_args(argv)
-    text = run(quick=args.quick)
-    print(text)
-    out = RESULTS.with_name("train_throughput_quick.md") if args.quick else RESULTS
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-    return 0
+    data = {name: {"plain_cpu": _best(plain, 1), "fit_cpu": _best(ours, 1),
+                   "fit_aug_cpu": _best(aug, 1), "trainer_cpu": _best(trainer, 1),
+                   "plain_wall": _best(plain, 0), "fit_wall": _best(ours, 0),
+                   "trainer_wall": _best(trainer, 0), "trainer_wall_default_poll": slow,
+                   "trainer_start_fit_s": wall}
+            for name, plain, ours, aug, trainer, wall, slow in rows}
+    return Section("\n".join(lines), {"backbones": data, "size": size, "train_rows": n_train,
+                                       "machine": machine()})
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    bench_main("train_throughput", run)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks import load_note
+from benchmarks import Section, load_note, machine, md_table
 from benchmarks import main as bench_main
 
 LEVEL = 0.9
@@ -102,9 +102,8 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False) -> Section:
     from raysweep.evaluate import coverage
-    from raysweep.evaluate.report import _md_table
     from raysweep.serve import ood
 
     m = measure(quick)
@@ -143,22 +142,25 @@ def run(quick: bool = False) -> str:
         "error",
         "",
         "### Coverage (test split, 95% bootstrap intervals)\n",
-        _md_table(coverage.table_for_report(t)),
+        md_table(coverage.table_for_report(t)) + "\n",
         "### Reliability (observed vs nominal level)\n",
-        _md_table(a.curve.round(3)),
+        md_table(a.curve.round(3)) + "\n",
         "### OOD flags on in-distribution test photos\n",
-        _md_table(a.rates.assign(share=a.rates["share"].map(lambda v: f"{v:.1%}"))),
+        md_table(a.rates.assign(share=a.rates["share"].map(lambda v: f"{v:.1%}"))) + "\n",
         "### A camera held out of training\n",
         "Each camera in turn: the training ranges are fitted on the training photos of the "
         "other cameras (what a champion trained without it would store), then its test photos "
         "are checked. The unseen camera id is what catches them; the column 'other than by "
         "camera id' is what would still catch a photo whose EXIF names no camera.\n",
-        _md_table(held.drop(columns="_any")),
+        md_table(held.drop(columns="_any")) + "\n",
         f"Wall time {m['wall_s']:.0f} s (training and dataset preparation "
         f"{m['train_s']:.0f} s). {load_note()}.\n",
         f"Command: `{cmd}`",
     ]
-    return "\n".join(lines) + "\n"
+    return Section("\n".join(lines) + "\n", {
+        "checks": [{"check": what, "met": ok} for what, ok in checks], "coverage": t,
+        "reliability": a.curve, "ood_rates": a.rates, "held_out_camera": held.drop(columns="_any"),
+        "wall_s": m["wall_s"], "machine": machine()})
 
 
 if __name__ == "__main__":

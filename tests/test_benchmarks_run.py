@@ -44,6 +44,56 @@ def test_only_keeps_other_sections_and_replaces_the_one_run(tmp_path, monkeypatc
     assert not list(tmp_path.glob(".RESULTS.md.*"))  # no temp file left behind
 
 
+def test_a_quick_run_never_replaces_full_results(tmp_path, monkeypatch):
+    out = tmp_path / "RESULTS.md"
+    monkeypatch.setattr(bench, "run_child", lambda name, quick, log_dir: (f"## {name}\n\nx", 1.0, ""))
+    assert bench.main(["--out", str(out), "--only", "synth_speed"]) == 0
+    full = out.read_text()
+    assert "(full mode)" in full
+    assert bench.main(["--quick", "--out", str(out), "--only", "synth_speed"]) == 0
+    assert out.read_text() == full  # untouched
+    assert "(--quick mode)" in (tmp_path / "RESULTS_quick.md").read_text()
+
+
+def test_a_section_keeps_its_numbers_beside_its_markdown(tmp_path, monkeypatch):
+    import json
+
+    import benchmarks
+
+    monkeypatch.setattr(benchmarks, "RESULTS", tmp_path)
+    section = benchmarks.Section("## s\n\n" + benchmarks.md_table([(1, 0.12345, "a|b")],
+                                                                 ["n", "x", "t"]),
+                                 {"rows": pd.DataFrame({"n": [1], "x": [0.12345]})})
+    written = benchmarks.write_section("demo", True, section)
+    assert [p.name for p in written] == ["demo_quick.md", "demo_quick.json"]
+    assert "| 1 | 0.123 | a/b |" in (tmp_path / "demo_quick.md").read_text()
+    assert json.loads((tmp_path / "demo_quick.json").read_text()) == {
+        "rows": [{"n": 1, "x": 0.12345}]}
+    assert not (tmp_path / "demo.md").exists()  # quick never writes the full-size name
+
+
+def test_the_machine_description_comes_from_the_machine(tmp_path, monkeypatch):
+    import benchmarks
+
+    here = benchmarks.machine()
+    assert here["cores"] >= 1 and here["cpu"]
+    gpu = {**here, "gpus": ["NVIDIA H200"]}
+    monkeypatch.setattr(bench, "machine", lambda: gpu)
+    monkeypatch.setattr(bench, "run_child", lambda name, quick, log_dir: (f"## {name}", 1.0, ""))
+    out = tmp_path / "RESULTS.md"
+    assert bench.main(["--out", str(out), "--only", "synth_speed"]) == 0
+    text = out.read_text()
+    assert "NVIDIA H200" in text and "no GPU" not in text
+
+
+@pytest.mark.parametrize("name", [n for n in bench.BENCHMARKS if n != "study"])
+def test_no_section_hard_codes_the_machine(name):
+    """Run-specific prose ('no GPU', 'this machine') must come from benchmarks.machine()."""
+    source = (bench.HERE / f"{name}.py").read_text()
+    for phrase in ("no GPU", "this machine", "this session", "2-core machine"):
+        assert phrase not in source, (name, phrase)
+
+
 def test_figure_links_point_into_results(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "RESULTS", tmp_path)
     (tmp_path / "a.png").write_bytes(b"png")
