@@ -2,7 +2,8 @@
 
 `python -m raysweep.synth --out DIR` writes it; `ensure_default_dataset()` generates it once into
 a cache folder and returns its card, for search and the demo. The physics is in skin.py,
-light.py, camera.py, scene.py and render.py; the calibration report in report.py.
+light.py, camera.py, scene.py, exposure.py, isp.py and render.py; the calibration
+against real phones in calibration.py, the datasheet in datasheet.py, the tiered floors in oracle.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import json
 import os
 from pathlib import Path
 
+from ..errors import unknown_name
 from .context import GENERATOR_VERSION, GeneratorConfig
+from .generate import CARD, generate
 
 __all__ = ["ensure_default_dataset", "default_root", "GeneratorConfig", "GENERATOR_VERSION"]
 
@@ -32,9 +35,6 @@ def ensure_default_dataset(root: str | Path | None = None, workers: int | None =
     None the dataset lives in a cache folder keyed by the shape; an existing complete dataset
     (its card is written last, inside an atomically renamed folder) is reused as is.
     """
-    from ..errors import unknown_name
-    from .generate import CARD, generate
-
     for key in shape:
         if key not in GeneratorConfig.__dataclass_fields__:
             raise unknown_name("dataset shape key", key, list(GeneratorConfig.__dataclass_fields__),

@@ -1,7 +1,11 @@
-"""`python -m raysweep.synth`: generate the synthetic dataset, or write its calibration report.
+"""`python -m raysweep.synth`: generate the synthetic dataset, check its calibration, or write
+its datasheet.
 
     python -m raysweep.synth --out DIR [--sets 15] [--tones 138] [--cameras 3] [--size 256]
-                             [--seed 0] [--workers N] [--overwrite]
+                             [--seed 0] [--profiles phone_a,phone_b,phone_c,sigma_stress]
+                             [--trap-share 0.2] [--bias-share 0.01] [--manual-wb-share 0.01]
+                             [--workers N] [--overwrite]
+    python -m raysweep.synth --calibrate DIR       # the calibration table vs real phones
     python -m raysweep.synth --report DIR          # DIR/report/report.md + PNGs
     python -m raysweep.synth --smoke-test          # a tiny dataset and report in a temp folder
 """
@@ -12,9 +16,13 @@ import argparse
 import os
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
-from ..errors import run_cli, setup_logging
+from ..errors import UserError, run_cli, setup_logging
+from . import calibration
 from .context import GeneratorConfig
+from .datasheet import write_report
+from .generate import CARD, generate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m raysweep.synth",
         description="Physically based synthetic skin-swatch photos with EXIF, a manifest and a "
-                    "dataset card; or a calibration report of such a dataset.")
+                    "dataset card; their calibration against real phone photos; a datasheet.")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--out", help="folder to create (must be new or empty, see --overwrite)")
+    mode.add_argument("--calibrate", metavar="DIR",
+                      help="print the calibration table of a generated dataset (exit 1 if a row fails)")
     mode.add_argument("--report", metavar="DIR", help="write DIR/report/ for a generated dataset")
     mode.add_argument("--smoke-test", action="store_true",
                       help="generate a tiny dataset and its report in a temporary folder")
@@ -33,21 +43,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", type=int, default=d.cameras, help="cameras, assigned to sets in turn")
     p.add_argument("--size", type=int, default=d.size, help="image side in pixels")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--profiles", default=",".join(d.camera_profiles),
+                   help="camera profiles in order (add sigma_stress for the stress camera)")
+    p.add_argument("--trap-share", type=float, default=d.trap_share,
+                   help="share of sessions on a coloured background")
+    p.add_argument("--bias-share", type=float, default=d.exposure_bias_share,
+                   help="share of photos with exposure compensation")
+    p.add_argument("--manual-wb-share", type=float, default=d.manual_wb_share,
+                   help="share of photos with a manual white-balance preset")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--oracle-limit", type=int, default=300,
-                   help="report: photos scored by the latent-aware oracle (0 = all)")
+                   help="report: photos scored by the oracles (0 = all)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
+def calibrate_dir(dataset: str | Path, progress: bool = False) -> list[calibration.Row]:
+    """The calibration table of a generated dataset, measured afresh from its photos."""
+    import pandas as pd
+    import yaml
+
+    from .measure import measure
+
+    root = Path(dataset).expanduser()
+    root = root.parent if root.is_file() else root
+    if not (root / CARD).is_file():
+        raise UserError(f"no {CARD} in {root}", where="--calibrate",
+                        fix="pass a folder written by `python -m raysweep.synth --out DIR`")
+    frame = pd.read_csv(root / yaml.safe_load((root / CARD).read_text())["manifest"])
+    if "swatch_cx" not in frame:
+        raise UserError(f"{root} is not a synthetic dataset (no swatch outline in its manifest)",
+                        where="--calibrate", fix="calibrate a dataset this generator wrote")
+    return calibration.calibrate(frame, measure(frame, root)["naive"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
-    from .generate import generate
-    from .report import write_report
-
     progress = not args.no_progress
     if args.smoke_test:
         with tempfile.TemporaryDirectory() as tmp:
@@ -56,12 +90,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = write_report(card.parent, oracle_limit=12, progress=progress)
             print(f"smoke test ok: {card} and {report}")
         return 0
+    if args.calibrate:
+        rows = calibrate_dir(args.calibrate, progress)
+        print(calibration.markdown(rows))
+        print(f"\ncalibration: {'PASS' if calibration.passed(rows) else 'FAIL'} "
+              f"({sum(r.passed for r in rows)} of {len(rows)} rows)")
+        return 0 if calibration.passed(rows) else 1
     if args.report:
         path = write_report(args.report, oracle_limit=args.oracle_limit or None, progress=progress)
         print(path)
         return 0
-    cfg = GeneratorConfig(seed=args.seed, sets=args.sets, tones=args.tones,
-                          cameras=args.cameras, size=args.size)
+    cfg = GeneratorConfig(seed=args.seed, sets=args.sets, tones=args.tones, cameras=args.cameras,
+                          size=args.size, camera_profiles=tuple(args.profiles.split(",")),
+                          trap_share=args.trap_share, exposure_bias_share=args.bias_share,
+                          manual_wb_share=args.manual_wb_share)
     card = generate(args.out, cfg, workers=args.workers, overwrite=args.overwrite,
                     progress=progress)
     print(card)
@@ -70,6 +112,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(run_cli(main))
-
-
-

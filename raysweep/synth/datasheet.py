@@ -1,10 +1,9 @@
-"""`--report DIR`: a calibration report of a generated dataset (Markdown + PNG in DIR/report/).
+"""`--report DIR`: the datasheet of a generated dataset (Markdown + PNG in DIR/report/).
 
-It answers "does this dataset look like the real problem?": ground-truth L*, a*, b* and ITA
-distributions against the skin ranges, metadata ranges per camera against phone EXIF, the naive
-error (patch mean sRGB -> Lab) per camera and per exposure bin against the 10-18 dE00 of real
-phones, what the background is worth to oracle-free baselines, the latent-aware oracle, and a
-contact sheet of photos.
+It answers "does this dataset look like the real problem?": the calibration table against real
+phone photos (calibration.py), ground-truth L*, a*, b* and ITA distributions, metadata ranges per
+camera, the naive error (patch mean sRGB -> Lab) per camera and per exposure bin, what the
+background is worth to oracle-free baselines, the tiered oracle floors, and a contact sheet.
 """
 
 from __future__ import annotations
@@ -17,8 +16,10 @@ import yaml
 
 from ..errors import UserError
 from ..fsutil import atomic_dir
+from . import calibration
 from .generate import CARD
 from .measure import METHODS, load_rgb, measure
+from .oracle import TIERS, floors
 from .spectral import delta_e00
 
 TARGETS = {"target_L": (30, 72), "target_a": (4, 19), "target_b": (8, 24), "target_ita": (-60, 56)}
@@ -121,20 +122,21 @@ def write_report(dataset: str | Path, oracle_limit: int | None = 300, progress: 
     frame["mean_L_naive"] = labs["naive"][:, 0]
     tones = frame.drop_duplicates("tone_id")
 
-    from .oracle import evaluate
-
     n_oracle = len(frame) if not oracle_limit else min(oracle_limit, len(frame))
     sample = frame.sample(n=n_oracle, random_state=0) if n_oracle < len(frame) else frame
-    orc = evaluate(root / CARD, rows=sample.index.to_numpy(), progress=progress)
+    tiers = floors(root / CARD, rows=np.sort(sample.index.to_numpy()), progress=progress)
+    cal = calibration.calibrate(frame, labs["naive"])
 
     out = root / "report"
     with atomic_dir(out) as tmp:
         _plots(frame, tones, root, tmp)
-        (tmp / "report.md").write_text(_markdown(card, frame, tones, orc))
+        (tmp / "report.md").write_text(_markdown(card, frame, tones, tiers, cal))
     return out / "report.md"
 
 
-def _markdown(card: dict, frame: pd.DataFrame, tones: pd.DataFrame, orc: pd.DataFrame) -> str:
+def _markdown(card: dict, frame: pd.DataFrame, tones: pd.DataFrame, tiers: dict,
+              cal: list) -> str:
+    orc = tiers["oracle:latents"]
     gen = card["generated_by"]
     gt = pd.DataFrame({c.split("_")[1]: [tones[c].min(), tones[c].median(), tones[c].max(),
                                          f"{lo}..{hi}"] for c, (lo, hi) in TARGETS.items()},
@@ -147,20 +149,27 @@ def _markdown(card: dict, frame: pd.DataFrame, tones: pd.DataFrame, orc: pd.Data
         exposure_error_sd=("exposure_error_ev", "std"))
     naive = frame.groupby("camera")[["de_naive"]].agg(["mean", "median"]).round(2)
     naive.columns = ["mean dE00", "median dE00"]
-    naive["oracle mean dE00"] = orc.groupby("camera")["de00"].mean().round(3)
+    for name, res in tiers.items():
+        naive[f"{name} mean dE00"] = res.groupby("camera")["de00"].mean().round(3)
+    floor_rows = "\n".join(f"| `{n}` | {r['de00'].mean():.2f} | {r['de00'].median():.2f} | {TIERS[n]} |"
+                           for n, r in tiers.items())
     bins = pd.cut(frame["exposure_error_ev"], EXPOSURE_BINS, labels=EXPOSURE_LABELS)
     by_exp = frame.groupby([bins, "camera"], observed=True)["de_naive"].mean().unstack().round(2)
     by_exp.index.name = "exposure error"
     base = frame.groupby("background_type")[[f"de_{m}" for m in METHODS]].mean().round(2)
     base.columns = list(METHODS)
     per_cam = frame.groupby("camera")["de_naive"].mean()
-    ok = per_cam.between(8, 18).all() and orc["de00"].mean() < 0.5
-    return f"""# Calibration report: {card.get('name', 'synthetic dataset')}
+    ok = per_cam.between(8, 18).all() and orc["de00"].mean() < 0.5 and calibration.passed(cal)
+    return f"""# Datasheet: {card.get('name', 'synthetic dataset')}
 
 Generator: seed {gen.get('seed')}, {gen.get('sets')} sets x {gen.get('tones')} tones,
 {gen.get('cameras')} cameras, {gen.get('size')} px, version {gen.get('version')}; {len(frame)} photos.
-Calibration targets (../shared/DESIGN.md): naive mean dE00 per camera 8-18, oracle < 0.5,
-ISO ~25-2000, exposure 1/1700-1/14 s, BrightnessValue ~-4..+10. **Verdict: {"in range" if ok else "OUT OF RANGE"}.**
+Targets: every row of the calibration table (issue 15), latents oracle < 0.5.
+**Verdict: {"in range" if ok else "OUT OF RANGE"}.**
+
+## Calibration against real phone photos of printed swatches
+
+{calibration.markdown(cal)}
 
 ## Ground truth (D65 / 2 degree), one row per tone
 
@@ -174,10 +183,13 @@ ISO ~25-2000, exposure 1/1700-1/14 s, BrightnessValue ~-4..+10. **Verdict: {"in 
 
 ![metadata](metadata.png)
 
-## Naive error (swatch mean sRGB read as Lab) and the latent-aware oracle
+## Naive error (swatch mean sRGB read as Lab) and the tiered oracle floors
 
-Oracle on {len(orc)} of {len(frame)} photos{" (random sample)" if len(orc) < len(frame) else ""}: mean dE00 {orc['de00'].mean():.3f},
-median {orc['de00'].median():.3f}, 95th percentile {orc['de00'].quantile(0.95):.3f}.
+Oracles on {len(orc)} of {len(frame)} photos{" (random sample)" if len(orc) < len(frame) else ""}:
+
+| floor | mean dE00 | median dE00 | what it knows |
+|---|---|---|---|
+{floor_rows}
 
 {_table(naive)}
 

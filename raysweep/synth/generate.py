@@ -1,4 +1,5 @@
-"""Write a synthetic dataset: images/*.jpg, manifest.csv and the dataset.yaml card.
+"""Write a synthetic dataset: images/*.jpg, manifest.csv and the dataset.yaml card, whose
+generated_by.calibration block is the table of calibration.py for the photos just written.
 
 Every photo draws its randomness from generators keyed by (seed, set, tone), so the bytes do not
 depend on how photos are spread over worker processes. The folder is built under a temporary
@@ -20,7 +21,10 @@ import yaml
 
 from ..errors import UserError
 from ..fsutil import replace_dir
+from .calibration import as_records, calibrate, passed
 from .context import Context, GeneratorConfig, build_context
+from .measure import decode_rgb, naive_lab
+from .render import render
 
 CARD = "dataset.yaml"
 MANIFEST = "manifest.csv"
@@ -39,25 +43,29 @@ def _init(ctx: Context, out: Path) -> None:
         pass
 
 
-def _render_chunk(items: list[tuple[int, int]]) -> list[dict]:
-    from .render import render
-
-    rows = []
+def _render_chunk(items: list[tuple[int, int]]) -> list[tuple[dict, list[float]]]:
+    """Render, write, and read back each photo's naive Lab (from the JPEG as written) for the
+    calibration block, so the card costs no second pass over the images."""
+    out = []
     for s, t in items:
         data, row = render(_CTX, s, t)
         (_DIR / row["image"]).write_bytes(data)
-        rows.append(row)
-    return rows
+        out.append((row, naive_lab(decode_rgb(data), row).tolist()))
+    return out
 
 
-def card_dict(cfg: GeneratorConfig) -> dict:
+def card_dict(cfg: GeneratorConfig, calibration: list | None = None) -> dict:
+    cal = {} if calibration is None else {"calibration": {
+        "passed": passed(calibration), "against": "issue 15: real phone photos of printed swatches",
+        "rows": as_records(calibration)}}
     return {
         "name": "raysweep-synthetic",
         "description": "physically based synthetic skin-swatch photos (python -m raysweep.synth)",
         "manifest": MANIFEST,
         "columns": {},
         "ground_truth": {"space": "CIELAB", "illuminant": "D65", "observer": "2"},
-        "generated_by": {"tool": "raysweep.synth", **cfg.as_dict()},
+        # inside generated_by: the data loader's card schema accepts no other top-level key
+        "generated_by": {"tool": "raysweep.synth", **cfg.as_dict(), **cal},
     }
 
 
@@ -90,7 +98,7 @@ def generate(out: str | Path, cfg: GeneratorConfig = GeneratorConfig(), workers:
         chunks = [items[i : i + 23] for i in range(0, len(items), 23)]
         bar = tqdm(total=len(items), desc="rendering", unit="photo", file=sys.stderr,
                    disable=not progress, dynamic_ncols=True)
-        rows: list[dict] = []
+        rows: list[tuple[dict, list[float]]] = []
         if workers == 1:
             _init(ctx, tmp)
             for chunk in chunks:
@@ -103,8 +111,10 @@ def generate(out: str | Path, cfg: GeneratorConfig = GeneratorConfig(), workers:
                     rows += part
                     bar.update(len(part))
         bar.close()
-        pd.DataFrame(rows).to_csv(tmp / MANIFEST, index=False)
-        (tmp / CARD).write_text(yaml.safe_dump(card_dict(cfg), sort_keys=False))
+        frame = pd.DataFrame([r for r, _ in rows])
+        frame.to_csv(tmp / MANIFEST, index=False)
+        table = calibrate(frame, [lab for _, lab in rows])
+        (tmp / CARD).write_text(yaml.safe_dump(card_dict(cfg, table), sort_keys=False))
         _replace(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,6 +12,7 @@ the background is information (tests/test_synth.py).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,16 @@ from .scene import swatch_mask
 from .spectral import LINEAR_SRGB_TO_XYZ, srgb_decode, srgb_encode, srgb_to_lab
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
+def load_rgb(path: str | Path | io.BytesIO) -> np.ndarray:
     """Encoded sRGB in [0, 1], (S, S, 3)."""
     from PIL import Image
 
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
+
+
+def decode_rgb(jpeg: bytes) -> np.ndarray:
+    return load_rgb(io.BytesIO(jpeg))
 
 
 def swatch_region(row, size: int, inset: float = 0.15) -> np.ndarray:

@@ -1,10 +1,12 @@
 """Scenes: what is in front of the camera, drawn per set (session) and per photo.
 
-A set is one session: one camera, one main light (sometimes a second one), one background surface.
-Backgrounds alternate between neutral (grey card, neutral paper) and coloured surfaces (measured
-ColorChecker spectra), so that the background is a usable reference in about half the sets and a
-trap in the others. A photo places the skin swatch near the centre, slightly rotated and offset,
-under a shading gradient, sometimes a partial shadow and a specular highlight.
+A set is one session: one camera, one main light (sometimes a second one), one background surface,
+one white-balance error and one EXIF habit state. Backgrounds are neutral (grey card or neutral
+paper, alternating) except in a few "trap" sessions with a coloured surface (measured
+ColorChecker spectra), where taking the background as a reference goes wrong. A photo places the
+skin swatch near the centre, slightly rotated and offset, under a shading gradient, sometimes a
+partial shadow and a specular highlight; exposure compensation and manual white balance are rare
+(phones: issue 15), with shares set by the generator config.
 
 All random draws for a photo come from a generator keyed by (seed, set, tone), so any worker can
 render any photo and the oracle can redraw the exact scene; sensor noise has its own stream.
@@ -37,8 +39,9 @@ class SetSpec:
     background_type: str
     background_name: str
     background: np.ndarray  # reflectance (N_BANDS,)
-    white_balance: str  # "auto" or "manual:<preset>"
-    wb_preset_cct: float  # colour temperature of the manual preset (nan for auto)
+    awb_error: np.ndarray  # (2,) the session's AWB error in log(R/G), log(B/G)
+    bv_offset_ev: float  # the vendor's BrightnessValue offset in this session
+    bv_zeroed: bool  # the vendor writes BrightnessValue = 0 for this whole session
 
     @property
     def background_lab(self) -> np.ndarray:
@@ -63,28 +66,46 @@ def _background(kind: str, rng: np.random.Generator) -> tuple[str, np.ndarray]:
     return f"colorchecker {patches[i][0]} + {mix:.2f} {patches[j][0]}", refl
 
 
-def draw_set(set_id: int, camera_id: str, seed: int, n_sets: int) -> SetSpec:
-    """One session. Backgrounds alternate neutral / coloured by set index (so every camera gets
-    both once it has two sets); neutral ones alternate grey card / paper. Illuminance quantiles
-    are stratified over the sets (one shuffled stratum each)."""
+def trap_sets(n_sets: int, n_cameras: int, share: float) -> set[int]:
+    """Which sessions get a coloured background: round(share * sets) of them (at least one when
+    share > 0 and there are two sets or more), spread over the cameras, starting from each
+    camera's second session so that every camera keeps neutral sessions."""
+    n = int(round(share * n_sets))
+    if share > 0 and n_sets >= 2:
+        n = max(n, 1)
+    rounds = -(-n_sets // n_cameras)
+    order = sorted(range(n_sets), key=lambda s: ((s // n_cameras - 1) % rounds, s % n_cameras))
+    return set(order[:n])
+
+
+def draw_set(set_id: int, cam, seed: int, n_sets: int, trap: bool, session_of_camera: int) -> SetSpec:
+    """One session with camera profile `cam` (its `session_of_camera`-th). Neutral backgrounds
+    alternate grey card / paper; illuminance quantiles are stratified over the sets (one shuffled
+    stratum each)."""
     rng = np.random.default_rng([seed, 7, set_id])
     stratum = np.random.default_rng([seed, 8]).permutation(n_sets)[set_id]
-    kind = "coloured" if set_id % 2 else ("grey_card" if (set_id // 2) % 2 == 0 else "neutral_paper")
+    kind = "coloured" if trap else ("grey_card" if (set_id // 2) % 2 == 0 else "neutral_paper")
     name, refl = _background(kind, rng)
     light = draw_session_light(rng)
     second, share = None, 0.0
     if rng.random() < 0.3:
         second = make_light(str(rng.choice(["daylight", "fluorescent", "led"])), rng)
         share = float(rng.uniform(0.15, 0.45))
-    wb, preset_cct = "auto", float("nan")
-    if rng.random() < 0.15:  # a manual preset: the user picks one near the scene, not always well
-        names, ccts = zip(*WB_PRESETS.items())
-        mired = np.abs(1e6 / np.array(ccts) - 1e6 / light.cct_k)
-        pick = int(np.argsort(mired)[rng.choice(2, p=[0.7, 0.3])])
-        wb, preset_cct = f"manual:{names[pick]}", float(ccts[pick])
     lux = draw_lux(light, (stratum + rng.random()) / n_sets)
-    return SetSpec(set_id, camera_id, light, second, share, lux, kind, name,
-                   refl.astype(np.float64), wb, preset_cct)
+    awb_error = rng.normal(0, cam.awb_session_sigma, 2)
+    h = cam.habits
+    offset = float(rng.uniform(*h.bv_offset_ev))
+    zeroed = bool(h.bv_zero_every) and session_of_camera % h.bv_zero_every == 1
+    return SetSpec(set_id, cam.key, light, second, share, lux, kind, name,
+                   refl.astype(np.float64), awb_error, offset, zeroed)
+
+
+def wb_preset(light: Light, pick: int) -> tuple[str, float]:
+    """A manual preset near the scene's light: the nearest (pick 0) or the second nearest."""
+    names, ccts = zip(*WB_PRESETS.items())
+    mired = np.abs(1e6 / np.array(ccts) - 1e6 / light.cct_k)
+    i = int(np.argsort(mired)[pick])
+    return names[i], float(ccts[i])
 
 
 @dataclass
@@ -116,14 +137,16 @@ class Photo:
     exposure_bias_ev: float
     meter_noise_ev: float
     bv_noise_ev: float
-    awb_noise_r: float
-    awb_noise_b: float
+    awb_jitter_r: float
+    awb_jitter_b: float
+    manual_wb: bool
+    wb_preset_pick: int  # 0: the preset nearest the light, 1: the second nearest
     jpeg_quality: int
     noise_seed: int
 
 
-def draw_photo(seed: int, set_id: int, tone_id: int, size: int, jpeg_range: tuple[int, int],
-               awb_sigma: float) -> Photo:
+def draw_photo(seed: int, set_id: int, tone_id: int, size: int, cam, bias_share: float,
+               manual_wb_share: float) -> Photo:
     rng = np.random.default_rng([seed, 11, set_id, tone_id])
     s = float(size)
     w = s * rng.uniform(0.34, 0.5)
@@ -134,10 +157,13 @@ def draw_photo(seed: int, set_id: int, tone_id: int, size: int, jpeg_range: tupl
     su, sv = rng.uniform(-0.3, 0.3) * w, rng.uniform(-0.3, 0.3) * h
     t = np.radians(angle)
     spec_on = rng.random() < 0.5
-    # Most photos at 0 EV; when users dial compensation in, small steps are the common ones.
+    # Phones almost never carry compensation; when users dial it in, small steps are common.
     steps = np.array([k for k in range(-6, 7) if k])
     p_steps = 1.0 / np.abs(steps)
-    bias = 0.0 if rng.random() < 0.75 else float(rng.choice(steps, p=p_steps / p_steps.sum())) / 3
+    step = float(rng.choice(steps, p=p_steps / p_steps.sum())) / 3
+    bias = step if rng.random() < bias_share else 0.0
+    manual = bool(rng.random() < manual_wb_share)
+    pick = int(rng.random() < 0.3)
     return Photo(
         cx=float(cx), cy=float(cy), w=float(w), h=float(h), angle_deg=float(angle),
         shading=float(rng.uniform(0.0, 0.3)), shading_dir=float(rng.uniform(0, 2 * np.pi)),
@@ -152,9 +178,11 @@ def draw_photo(seed: int, set_id: int, tone_id: int, size: int, jpeg_range: tupl
         skin_texture=float(rng.uniform(0.01, 0.03)), bg_texture=float(rng.uniform(0.01, 0.05)),
         texture_seed=int(rng.integers(2**31)), lux_jitter=float(np.exp(rng.normal(0, 0.1))),
         exposure_bias_ev=bias, meter_noise_ev=float(rng.normal(0, 0.12)),
-        bv_noise_ev=float(rng.normal(0, 0.08)),
-        awb_noise_r=float(rng.normal(0, awb_sigma)), awb_noise_b=float(rng.normal(0, awb_sigma)),
-        jpeg_quality=int(rng.integers(jpeg_range[0], jpeg_range[1] + 1)),
+        bv_noise_ev=float(rng.normal(0, 1)),  # scaled by the vendor's habit
+        awb_jitter_r=float(rng.normal(0, cam.awb_photo_sigma)),
+        awb_jitter_b=float(rng.normal(0, cam.awb_photo_sigma)),
+        manual_wb=manual, wb_preset_pick=pick,
+        jpeg_quality=int(rng.integers(cam.jpeg_quality[0], cam.jpeg_quality[1] + 1)),
         noise_seed=int(rng.integers(2**31)),
     )
 

@@ -8,7 +8,9 @@ layer formulas and a Saunderson correction for the refractive-index step at the 
 (without the specular term: the ground truth is a specular-excluded measurement).
 
 The parameter ranges and the rejection box were calibrated so that the D65 Lab of the tones
-covers real skin (L* ~30-72, a* ~4-19, b* ~8-24, ITA ~-60..+56); see tests/test_synth.py.
+covers real skin (L* ~30-72, b* ~8-24, ITA ~-60..+56) with the medians of printed skin-tone
+swatch sets (issue 15: L* 61, hue 59 degrees, b* 16): little blood and some carotene (swatches
+are yellower and less red than the average face), melanin skewed toward light tones.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ _HB = np.array([
 
 # Parameter ranges (the prior over skin tones); melanin is sampled log-uniformly.
 RANGES = {
-    "melanin": (0.004, 0.26),  # epidermal melanosome volume fraction
+    "melanin": (0.003, 0.2),  # epidermal melanosome volume fraction
     "eumelanin_share": (0.45, 0.95),  # eumelanin / (eu + pheo)
-    "blood": (0.003, 0.08),  # dermal blood volume fraction
+    "blood": (0.002, 0.03),  # dermal blood volume fraction
     "oxygenation": (0.65, 0.85),
     "epidermis_mm": (0.08, 0.09),
-    "carotene": (0.4, 1.4),  # relative beta-carotene load in the epidermis
+    "carotene": (0.8, 2.4),  # relative beta-carotene load in the epidermis
 }
+MELANIN_SKEW = 1.2  # u -> u**1.2 before the log-uniform map: more light tones, as swatch sets have
 PARAM_NAMES = tuple(RANGES)
 # Acceptance box in D65 Lab: what real skin (and real skin-tone swatches) looks like.
 LAB_BOX = {"L": (30.0, 72.0), "a": (4.0, 19.0), "b": (8.0, 24.0), "ita": (-62.0, 60.0)}
@@ -112,7 +115,7 @@ def _from_unit(u: np.ndarray) -> np.ndarray:
     out = np.empty_like(u)
     for i, (lo, hi) in enumerate(RANGES.values()):
         if i == 0:
-            out[:, i] = np.exp(np.log(lo) + u[:, i] * (np.log(hi) - np.log(lo)))
+            out[:, i] = np.exp(np.log(lo) + u[:, i] ** MELANIN_SKEW * (np.log(hi) - np.log(lo)))
         else:
             out[:, i] = lo + u[:, i] * (hi - lo)
     return out
