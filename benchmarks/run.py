@@ -123,7 +123,7 @@ def old_sections(path: Path) -> dict[str, str]:
         return {}
     text = path.read_text()
     found = {}
-    for name in BENCHMARKS:
+    for name in (*BENCHMARKS, GPU_BENCHMARK):
         m = re.search(re.escape(BEGIN.format(name)) + r"\n(.*?)\n" + re.escape(END.format(name)),
                       text, re.S)
         if m:
@@ -250,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick and is_full_run(out):
         out = out.with_name(f"{out.stem}_quick{out.suffix}")
         print(f"{args.out} holds a full-size run; this quick run goes to {out}", file=sys.stderr)
-    sections = old_sections(out) if (only or skip) else {}
+    sections = old_sections(out)
+    if not (only or skip):  # a full run rewrites every section but the GPU run's own
+        sections = {k: v for k, v in sections.items() if k == GPU_BENCHMARK}
     timings: dict[str, tuple[float, str]] = {}
     failed = []
     from tqdm import tqdm
