@@ -67,3 +67,29 @@ def test_comparison_verdicts(inp):
     ])
     table = report.comparison_table(report.ReportInput(**{**inp.__dict__, "comparisons": c}))
     assert table["verdict"].tolist() == ["A better", "no clear difference", "B better"]
+
+
+def test_floors_and_selection_are_shown_with_what_they_know(tmp_path, inp):
+    import dataclasses
+
+    from raysweep.evaluate.selection import Selection
+
+    data = make_prepared(n=40, size=8, seed=1, missing_rate=0.0)
+    floor = np.linalg.norm(np.full(data.target.shape, 0.2), axis=1)
+    row = {"model": "oracle:latents", "kind": "floor", **stats.summarize(floor, n_boot=50),
+           **stats.summarize(floor, n_boot=50, prefix="de76_")}
+    table = pd.DataFrame([{"leader": "trial_1", "val_de00_mean": 1.0, "epochs": 3,
+                           "fold_1": 2.0, "fold_2": 2.2, "cv_mean": 2.1, "cv_sd": 0.14,
+                           "rank_val": 1, "rank_cv": 1}])
+    sel = Selection(0, table, "validation holds 2 session(s)", "best in 2 of 2 folds")
+    with_floor = dataclasses.replace(
+        inp, summary=pd.concat([inp.summary, pd.DataFrame([row])], ignore_index=True),
+        preds={**inp.preds, "oracle:latents": data.target},
+        errors={**inp.errors, "oracle:latents": floor},
+        floors={"oracle:latents": "every per-photo hidden variable"}, selection=sel)
+    report.render(with_floor, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| oracle:latents | 0.35 [0.35, 0.35] |" in md
+    assert "every per-photo hidden variable" in md and "champion / floor" in md
+    assert "validation holds 2 session(s)" in md and "best in 2 of 2 folds" in md
+    assert "| trial_1 | 1.000 | 3 | 2.000 | 2.200 | 2.100 (0.140) | 1 | 1 |" in md

@@ -33,6 +33,8 @@ class ReportInput:
     context: dict[str, str] = field(default_factory=dict)  # dataset, split, runs, ...
     notes: list[str] = field(default_factory=list)
     trust: object = None  # raysweep.evaluate.coverage.Assessment of the champion's error bound
+    floors: dict[str, str] = field(default_factory=dict)  # floor name -> what it knows (one line)
+    selection: object = None  # raysweep.evaluate.selection.Selection when leaders were re-scored
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -56,8 +58,9 @@ def plot_histogram(inp: ReportInput, path: Path, max_models: int = 4) -> Path:
 
 
 def _plot_models(inp: ReportInput, max_models: int) -> list[str]:
-    """The champion, then the others by mean dE00, with the best baseline always included."""
-    ranked = inp.summary.sort_values("mean")["model"].tolist()
+    """The champion, then the others by mean dE00, with the best baseline always included
+    (floors are in the tables and the bar chart, not in the per-photo plots)."""
+    ranked = inp.summary[inp.summary["kind"] != "floor"].sort_values("mean")["model"].tolist()
     names = [inp.champion] + [m for m in ranked if m != inp.champion]
     baselines = inp.summary.loc[inp.summary["kind"] == "baseline"].sort_values("mean")["model"]
     chosen = names[: max_models - 1]
@@ -75,11 +78,12 @@ def plot_model_bars(inp: ReportInput, path: Path) -> Path:
     ax = fig.add_subplot()
     y = np.arange(len(s))
     err = np.vstack([s["mean"] - s["mean_lo"], s["mean_hi"] - s["mean"]])
-    colors = ["tab:orange" if k == "baseline" else "tab:blue" for k in s["kind"]]
+    palette = {"baseline": "tab:orange", "floor": "tab:green"}
+    colors = [palette.get(k, "tab:blue") for k in s["kind"]]
     ax.barh(y, s["mean"], xerr=err, color=colors, capsize=3)
     ax.set_yticks(y, s["model"], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("mean dE00 (95% bootstrap CI); orange = baseline")
+    ax.set_xlabel("mean dE00 (95% bootstrap CI); orange = baseline, green = floor")
     return _save(fig, path)
 
 
@@ -174,6 +178,29 @@ def summary_table(inp: ReportInput) -> pd.DataFrame:
     return out
 
 
+def floor_table(inp: ReportInput) -> pd.DataFrame:
+    """Each floor's mean error next to the champion's, with its one line of what it knows."""
+    s = inp.summary.set_index("model")
+    champ = float(s.loc[inp.champion, "mean"]) if inp.champion in s.index else float("nan")
+    rows = [{"floor": name, "mean dE00": _fmt_ci(s.loc[name], "mean"),
+             "champion / floor": f"{champ / float(s.loc[name, 'mean']):.1f}x",
+             "what it knows": knows}
+            for name, knows in inp.floors.items() if name in s.index]
+    return pd.DataFrame(rows, columns=["floor", "mean dE00", "champion / floor", "what it knows"])
+
+
+def selection_table(sel) -> pd.DataFrame:
+    t = sel.table
+    folds = [c for c in t.columns if c.startswith("fold_")]
+    out = pd.DataFrame({"leader": t["leader"], "val dE00 (MLflow)": t["val_de00_mean"].map(
+        "{:.3f}".format), "epochs": t["epochs"]})
+    for c in folds:
+        out[c.replace("_", " ")] = t[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    out["folds mean (sd)"] = [f"{m:.3f} ({sd:.3f})" for m, sd in zip(t["cv_mean"], t["cv_sd"])]
+    out["rank by val"], out["rank by folds"] = t["rank_val"], t["rank_cv"]
+    return out
+
+
 def comparison_table(inp: ReportInput) -> pd.DataFrame:
     c = inp.comparisons
     if c.empty:
@@ -211,10 +238,20 @@ def _sections(inp: ReportInput) -> list[tuple[str, object]]:
     """(heading, content) pairs shared by both renderings; content is str, DataFrame or png."""
     sections: list[tuple[str, object]] = [
         ("Context", "\n".join(f"- **{k}**: {v}" for k, v in inp.context.items())),
-        ("Models and baselines (test photos, 95% bootstrap intervals)", summary_table(inp)),
-        ("Paired comparisons (same photos; negative = A has the smaller error)",
-         comparison_table(inp)),
+        ("Models, baselines and floors (test photos, 95% bootstrap intervals)",
+         summary_table(inp)),
     ]
+    if inp.floors:
+        sections.append(("Floors: how low the error could go, and what each floor knows",
+                         floor_table(inp)))
+    if inp.selection is not None:
+        sel = inp.selection
+        sections.append(("Selection across sessions (leaders re-scored by grouped k-fold)",
+                         f"- **why**: {sel.reason}\n- **stability**: {sel.stability}"))
+        sections.append(("Selection folds (validation dE00 per fold; test never used)",
+                         selection_table(sel)))
+    sections.append(("Paired comparisons (same photos; negative = A has the smaller error)",
+                     comparison_table(inp)))
     for dim in DIMENSIONS:
         if dim in set(inp.breakdown["dimension"]):
             sections.append((f"Breakdown by {dim} (mean dE00 [95% CI])",
