@@ -1,0 +1,127 @@
+"""The package layout that ARCHITECTURE.md describes, checked: one name means one thing, no
+import cycles, and only the commands and the shared cores at the top level."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "raysweep"
+COMMANDS = {"search", "eval_winners", "prepare", "predict", "summarize"}
+CORES = {"config", "errors", "color", "fsutil", "_compat"}
+SPECIAL = {"__init__", "__main__"}
+
+
+def modules() -> dict[str, Path]:
+    """Dotted name -> file, for every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The raysweep modules `name` imports anywhere in its file (module level or inside a
+    function: a function-local import still makes a cycle, it only hides it)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from raysweep.x import y` imports module raysweep.x.y when there is one
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base
+                       for a in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:  # `import raysweep.x.attr` -> raysweep.x
+                target = target.rpartition(".")[0]
+            if target.startswith("raysweep") and target != name:
+                found.add(target)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    edges = {name: imports(name, path, known) for name, path in mods.items()}
+    # A package importing its own submodules (its public face) is not a dependency of the
+    # package's parts on each other; drop `package -> package.sub` edges.
+    return {n: {t for t in ts if not t.startswith(n + ".")} for n, ts in edges.items()}
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_two_modules_share_a_file_name():
+    by_name = defaultdict(list)
+    for path in PACKAGE.rglob("*.py"):
+        if path.stem not in SPECIAL:
+            by_name[path.stem].append(path.relative_to(ROOT).as_posix())
+    twice = {k: sorted(v) for k, v in by_name.items() if len(v) > 1}
+    assert not twice, f"one name, two modules (rename one): {twice}"
+
+
+def test_no_import_cycles():
+    found = cycles(graph())
+    assert not found, f"import cycles among raysweep modules: {found}"
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_top_level_holds_only_the_commands_and_the_cores():
+    top = {p.stem for p in PACKAGE.glob("*.py")} - SPECIAL
+    assert top == COMMANDS | CORES, (
+        f"unexpected top-level modules {sorted(top - COMMANDS - CORES)}: the library goes in a "
+        f"subpackage by concern; missing {sorted((COMMANDS | CORES) - top)}")
+
+
+def test_the_import_parser_sees_function_level_and_relative_imports(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("from raysweep.train import loop\n"
+                 "def g():\n    from raysweep.evaluate.report import md\n    from . import stats\n")
+    known = {"raysweep.train", "raysweep.train.loop", "raysweep.evaluate",
+             "raysweep.evaluate.report", "raysweep.evaluate.stats", "raysweep.evaluate.m"}
+    assert imports("raysweep.evaluate.m", f, known) == {
+        "raysweep.train.loop", "raysweep.evaluate.report", "raysweep.evaluate.stats"}
