@@ -7,8 +7,10 @@ tests/test_compat.py fails naming the function; fix it here and nowhere else.
 Why each is private and not replaced by a public API:
 - `in_tune_session`: Ray has no public "am I inside a Tune function trainable?" probe;
   `ray.tune.get_context()` answers outside a trial too.
-- `placement_group_table` / `cluster_config`: the GCS tables. The public State API needs the
-  dashboard, which a small or test cluster runs without; the GCS always answers.
+- `placement_group_table`: the GCS table. The public State API needs the dashboard, which a
+  small or test cluster runs without; the GCS always answers.
+- `autoscaler_status`: what the autoscaler can launch. `ray status` prints it but Ray has no
+  public API that returns it; the autoscaler's monitor keeps it in the GCS KV store.
 - `mlflow_store_uris` / `restore_mlflow_store_uris`: MLflow sets its fluent API's store with
   `set_tracking_uri` but has no public getter that tells "never set" from "the default", which
   a library call needs to put the caller's process back as it found it.
@@ -56,12 +58,12 @@ def placement_group_live_states() -> tuple[int, ...]:
     return (t.CREATED, t.PENDING, t.RESCHEDULING)
 
 
-def cluster_config() -> Any:
-    """The autoscaler's cluster config from the GCS (node groups and their max counts), or
-    None when no autoscaler reported one (a plain `ray start` / `ray.init()` cluster)."""
-    from ray._private.state import state
+def autoscaler_status() -> bytes | None:
+    """The autoscaler's status JSON as its (v1) monitor writes it to the GCS KV store (key
+    `__autoscaling_status`); None when no autoscaler runs (a plain `ray start` cluster)."""
+    from ray.experimental.internal_kv import _internal_kv_get
 
-    return state.get_cluster_config()
+    return _internal_kv_get("__autoscaling_status")
 
 
 # ---- MLflow ----------------------------------------------------------------------------------
