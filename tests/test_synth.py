@@ -190,7 +190,7 @@ def test_report_writes_markdown_and_plots(tiny):
     md = write_report(tiny.parent, oracle_limit=6, progress=False)
     text = md.read_text()
     assert "Verdict" in text and "Naive error" in text and "Calibration against real" in text
-    assert all(f"`{tier}`" in text for tier in oracle_mod.TIERS)
+    assert all(f"`oracle:{tier}`" in text for tier in oracle_mod.TIERS)
     for png in ("ground_truth.png", "metadata.png", "naive_error.png", "contact_sheet.png"):
         assert (md.parent / png).stat().st_size > 1000
 
@@ -329,7 +329,7 @@ def floors_set(tmp_path_factory):
 def test_floors_are_tiered_and_pinned(floors_set):
     _, _, naive, tiers = floors_set
     means = {k: v["de00"].mean() for k, v in tiers.items()}
-    assert set(means) == set(oracle_mod.TIERS) and all(oracle_mod.TIERS.values())
+    assert set(means) == {f"oracle:{t}" for t in oracle_mod.TIERS} and all(oracle_mod.KNOWS.values())
     # measured (seed 3, 6 x 10 at 96 px): latents 0.27, observable 4.2, exif 7.2, naive 13.6
     assert means["oracle:latents"] < 0.5
     assert 2.0 < means["oracle:observable"] < 7.0
@@ -339,12 +339,14 @@ def test_floors_are_tiered_and_pinned(floors_set):
     assert means["oracle:latents"] <= means["oracle:exif"] <= naive.mean()
 
 
-def test_evaluate_is_the_latents_tier(floors_set):
+def test_evaluate_gives_one_tier(floors_set):
     card, _, _, tiers = floors_set
-    res = oracle_mod.evaluate(card, rows=[0, 5, 7])
+    res = oracle_mod.evaluate(card, rows=[0, 5, 7])  # the latents tier by default
     want = tiers["oracle:latents"].iloc[[0, 5, 7]]
     assert list(res["sample_id"]) == list(want["sample_id"])
     assert np.allclose(res["de00"], want["de00"])
+    exif = oracle_mod.evaluate(card, rows=[0, 5, 7], tier="exif")
+    assert np.allclose(exif["de00"], tiers["oracle:exif"].iloc[[0, 5, 7]]["de00"])
 
 
 def test_observable_oracle_reads_no_hidden_per_photo_latent(floors_set, monkeypatch):

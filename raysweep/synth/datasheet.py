@@ -19,7 +19,7 @@ from ..fsutil import atomic_dir
 from . import calibration
 from .generate import CARD
 from .measure import METHODS, load_rgb, measure
-from .oracle import TIERS, floors
+from .oracle import KNOWS, floors
 from .spectral import delta_e00
 
 TARGETS = {"target_L": (30, 72), "target_a": (4, 19), "target_b": (8, 24), "target_ita": (-60, 56)}
@@ -151,8 +151,9 @@ def _markdown(card: dict, frame: pd.DataFrame, tones: pd.DataFrame, tiers: dict,
     naive.columns = ["mean dE00", "median dE00"]
     for name, res in tiers.items():
         naive[f"{name} mean dE00"] = res.groupby("camera")["de00"].mean().round(3)
-    floor_rows = "\n".join(f"| `{n}` | {r['de00'].mean():.2f} | {r['de00'].median():.2f} | {TIERS[n]} |"
-                           for n, r in tiers.items())
+    floor_rows = "\n".join(
+        f"| `{n}` | {r['de00'].mean():.2f} | {r['de00'].median():.2f} | {KNOWS[n.split(':')[1]]} |"
+        for n, r in tiers.items())
     bins = pd.cut(frame["exposure_error_ev"], EXPOSURE_BINS, labels=EXPOSURE_LABELS)
     by_exp = frame.groupby([bins, "camera"], observed=True)["de_naive"].mean().unstack().round(2)
     by_exp.index.name = "exposure error"

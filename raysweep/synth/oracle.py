@@ -1,5 +1,7 @@
 """Tiered floors: how well the colour can be read back by an oracle that knows a stated amount.
 
+Tiers (`KNOWS` says each in one line; `floors()` returns all, `evaluate(tier=...)` one):
+
 - `oracle:latents` knows every latent of every photo (the lights, the exact exposure, the
   white-balance gains, the ISP gain field, the shading / shadow / vignetting fields and the
   specular spot): only sensor noise, JPEG and metamerism are left. No photo reveals all that.
@@ -37,14 +39,15 @@ from .render import plan
 from .skin import reflectance, sample_params
 from .spectral import delta_e00, reflectance_to_lab
 
-TIERS = {
-    "oracle:latents": "knows every per-photo latent (exposure, WB gains, ISP gain, shading): "
-                      "only noise, JPEG and metamerism left",
-    "oracle:exif": "knows the session's light, illuminance and WB error, and each photo's EXIF "
-                   "exposure; not the hidden digital gain, tone mapping, WB drift or shading",
-    "oracle:observable": "knows the background's reflectance and reads the light off the photo's "
-                         "background ring (EXIF exposure where the ring is clipped); no hidden latent",
+KNOWS = {  # tier -> what it knows, one line (raysweep.evaluate.floors shows it by the number)
+    "latents": "every per-photo latent (exposure, WB gains, ISP gain, shading, shadow): only "
+               "noise, JPEG and metamerism left; no photo reveals these",
+    "exif": "the session's light, illuminance and WB error, and each photo's EXIF exposure; not "
+            "the hidden digital gain, tone mapping, per-photo WB drift or shading",
+    "observable": "the background's reflectance; the light read off the photo's background ring "
+                  "(EXIF exposure where the ring is clipped); no per-photo hidden latent",
 }
+TIERS = tuple(KNOWS)
 RING = (0.04, 0.14)  # the observable tier's background ring, in frame sizes from the swatch edge
 HIDDEN_PER_PHOTO = (  # manifest columns no photo reveals (the observable tier must not read them)
     "lux", "exposure_error_ev", "sensor_error_ev", "digital_gain_ev", "metered_bv",
@@ -213,19 +216,20 @@ def _result(frame: pd.DataFrame, lab: np.ndarray, prefix: str = "oracle") -> pd.
     return res
 
 
-def evaluate(card: str | Path, rows=None, progress: bool = False) -> pd.DataFrame:
-    """Latents-oracle Lab and dE00 for the photos of a generated dataset (all, or the manifest
-    row positions in `rows`)."""
-    return floors(card, rows, progress, tiers=("oracle:latents",))["oracle:latents"]
+def evaluate(card: str | Path, rows=None, progress: bool = False, tier: str = "latents",
+             ) -> pd.DataFrame:
+    """One tier's Lab (oracle_L/a/b) and dE00 for the photos of a generated dataset (all, or
+    the manifest row positions in `rows`); the latents tier by default."""
+    return floors(card, rows, progress, tiers=(f"oracle:{tier}",))[f"oracle:{tier}"]
 
 
 def floors(card: str | Path, rows=None, progress: bool = False,
-           tiers: tuple[str, ...] = tuple(TIERS), frame: pd.DataFrame | None = None,
-           ) -> dict[str, pd.DataFrame]:
-    """Per tier (name -> frame of sample_id, camera, set_id, oracle_L/a/b, de00) for the photos
-    of a generated dataset: all of them, the manifest row positions `rows`, or the rows of a
-    given `frame` (manifest columns; the truth columns are only used to score). TIERS says what
-    each one knows."""
+           tiers: tuple[str, ...] = tuple(f"oracle:{t}" for t in TIERS),
+           frame: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Per tier ("oracle:<tier>" -> frame of sample_id, camera, set_id, oracle_L/a/b, de00) for
+    the photos of a generated dataset: all of them, the manifest row positions `rows`, or the
+    rows of a given `frame` (manifest columns; the truth columns are only used to score).
+    KNOWS says what each one knows."""
     ctx, manifest, root = load_context(card)
     frame = manifest if frame is None else frame
     frame = (frame if rows is None else frame.iloc[np.asarray(rows)]).reset_index(drop=True)
@@ -242,6 +246,6 @@ def floors(card: str | Path, rows=None, progress: bool = False,
         elif tier == "oracle:observable":
             lab = observable_labs(ctx, frame, images)
         else:
-            raise KeyError(f"unknown tier {tier!r}; use {list(TIERS)}")
+            raise KeyError(f"unknown tier {tier!r}; use {[f'oracle:{t}' for t in TIERS]}")
         out[tier] = _result(frame, lab.reshape(-1, 3))
     return out
