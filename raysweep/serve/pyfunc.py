@@ -18,6 +18,7 @@ import base64
 import binascii
 import contextlib
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -113,12 +114,21 @@ def using_store(uri: str):
 
     old = (getattr(tracking_utils, "_tracking_uri", None),
            getattr(registry_utils, "_registry_uri", None))
+    # set_registry_uri also exports MLFLOW_REGISTRY_URI (set_tracking_uri may export its own):
+    # left behind, every later subprocess (a CLI, a test) would use this registry
+    env_keys = ("MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI")
+    old_env = {k: os.environ.get(k) for k in env_keys}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
         tracking_utils._tracking_uri, registry_utils._registry_uri = old
+        for key, value in old_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def log_pyfunc(checkpoint_dir: str | Path, registered_name: str | None = None,
