@@ -18,7 +18,7 @@ from .exif import exif_bytes
 from .exposure import K_HEAD, Exposure, auto_exposure, meter
 from .isp import local_tone_map, white_balance
 from .light import nominal_light
-from .manifest import manifest_row
+from .photo_row import manifest_row
 from .scene import Fields, Photo, draw_photo, fields, swatch_bbox, wb_preset
 
 
