@@ -37,6 +37,12 @@ def _table(df: pd.DataFrame, floatfmt: str = "{:.2f}") -> str:
     return "\n".join(lines)
 
 
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def _plots(frame: pd.DataFrame, tones: pd.DataFrame, root: Path, out: Path) -> None:
     import matplotlib
 
@@ -49,9 +55,7 @@ def _plots(frame: pd.DataFrame, tones: pd.DataFrame, root: Path, out: Path) -> N
         ax.axvspan(lo, hi, color="green", alpha=0.08, label="real skin range")
         ax.set_title(f"ground truth {col.split('_')[1]} ({len(tones)} tones)")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "ground_truth.png", dpi=90)
-    plt.close(fig)
+    _save(plt, fig, out / "ground_truth.png")
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
     for cam, g in frame.groupby("camera"):
@@ -61,9 +65,7 @@ def _plots(frame: pd.DataFrame, tones: pd.DataFrame, root: Path, out: Path) -> N
     for ax, t in zip(axes, ["log2 ISO", "log2 exposure time (s)", "BrightnessValue (EV)"]):
         ax.set_title(t)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "metadata.png", dpi=90)
-    plt.close(fig)
+    _save(plt, fig, out / "metadata.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     for cam, g in frame.groupby("camera"):
@@ -75,9 +77,7 @@ def _plots(frame: pd.DataFrame, tones: pd.DataFrame, root: Path, out: Path) -> N
     axes[1].plot([20, 90], [20, 90], "k--", lw=1)
     axes[1].set_xlabel("true L*")
     axes[1].set_ylabel("naive L* from the photo")
-    fig.tight_layout()
-    fig.savefig(out / "naive_error.png", dpi=90)
-    plt.close(fig)
+    _save(plt, fig, out / "naive_error.png")
 
     picks = frame.groupby("set_id", sort=True).nth([0, len(tones) // 2]).head(32)
     n = len(picks)
@@ -90,9 +90,7 @@ def _plots(frame: pd.DataFrame, tones: pd.DataFrame, root: Path, out: Path) -> N
         ax.imshow(load_rgb(root / row["image"]))
         ax.set_title(f"{row['set_id']} {row['camera'][:5]}\n{row['illuminant_name']} "
                      f"{row['background_type'][:7]}", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "contact_sheet.png", dpi=90)
-    plt.close(fig)
+    _save(plt, fig, out / "contact_sheet.png")
 
 
 def write_report(dataset: str | Path, oracle_limit: int | None = 300, progress: bool = True) -> Path:
