@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .exposure import T_MAX, T_MIN
+from .spectral import delta_e00
 
 
 @dataclass
@@ -63,8 +64,6 @@ def apex_bv(frame: pd.DataFrame) -> pd.Series:
 
 def calibrate(frame: pd.DataFrame, measured: np.ndarray) -> list[Row]:
     """The calibration table for a manifest frame and its naive Lab readings (N, 3)."""
-    from .spectral import delta_e00
-
     f = frame.copy()
     f[["measured_L", "measured_a", "measured_b"]] = np.asarray(measured)
     truth = f[["target_L", "target_a", "target_b"]].to_numpy()

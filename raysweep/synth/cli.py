@@ -18,11 +18,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+import yaml
+
 from ..errors import UserError, run_cli, setup_logging
 from . import calibration
 from .context import GeneratorConfig
 from .datasheet import write_report
 from .generate import CARD, generate
+from .measure import measure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,13 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def calibrate_dir(dataset: str | Path, progress: bool = False) -> list[calibration.Row]:
+def calibrate_dir(dataset: str | Path) -> list[calibration.Row]:
     """The calibration table of a generated dataset, measured afresh from its photos."""
-    import pandas as pd
-    import yaml
-
-    from .measure import measure
-
     root = Path(dataset).expanduser()
     root = root.parent if root.is_file() else root
     if not (root / CARD).is_file():
@@ -91,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"smoke test ok: {card} and {report}")
         return 0
     if args.calibrate:
-        rows = calibrate_dir(args.calibrate, progress)
+        rows = calibrate_dir(args.calibrate)
         print(calibration.markdown(rows))
         print(f"\ncalibration: {'PASS' if calibration.passed(rows) else 'FAIL'} "
               f"({sum(r.passed for r in rows)} of {len(rows)} rows)")
