@@ -50,6 +50,7 @@ class Photo:
     mean_lab: np.ndarray  # (3,) patch mean from the crop analysis
     exif: dict
     notes: list[str] = field(default_factory=list)
+    ring: np.ndarray | None = None  # background-ring statistics (RING_NAMES), as prepare caches
     status: str = "patch found"  # the crop analysis' verdict (the patch_not_found flag)
 
 
@@ -73,7 +74,7 @@ def read_photo(source: str | Path | bytes, size: int, name: str | None = None) -
     if r["status"] != "patch found":
         notes.append(r["status"])
     return Photo(name=name, crops=r["crops"], mean_lab=r["mean_lab"], exif=r["exif"], notes=notes,
-                 status=r["status"])
+                 status=r["status"], ring=r.get("ring"))
 
 
 def _normal(s: str) -> str:
@@ -144,6 +145,9 @@ def photos_to_prepared(photos: Sequence[Photo], crop: str, size: int,
         mean_lab=mean_lab, meta=data_features.meta_matrix(frame), camera=camera,
         device=data_features.device_text(frame), target=np.full((n, 3), np.nan, np.float32),
         split=np.array(["test"] * n), frame=frame, info={"crop": crop, "size": size},
+        # a ring model refuses data without the block (models.inputs.require_ring), never guesses
+        ring=np.stack([p.ring for p in photos]).astype(np.float32)
+        if all(p.ring is not None for p in photos) else None,
     )
     return data, notes
 
