@@ -200,3 +200,35 @@ def test_mismatched_dataset_is_refused(sweep):
 def test_unknown_experiment_lists_valid(sweep):
     with pytest.raises(UserError, match="unit"):
         eval_winners.run_eval_winners(experiment="nope", data=sweep["data"], log_run=False)
+
+
+def test_few_validation_sessions_crown_by_folds_over_sessions(sweep, monkeypatch):
+    """One validation session selects noise: the top leaders are re-trained across sessions."""
+    from raysweep.evaluate import selection
+
+    data = make_prepared(n=60, size=16, seed=4)
+    s = data.frame["set_id"].to_numpy()
+    data.split = np.where(s == 1, "val", np.where(s == 2, "test", "train")).astype(str)
+    data.frame["split"] = data.split
+    data.info["split_id"] = "sessions-1"
+    log_sweep(Tracker("unit-sessions", "sweep-s"), data, sweep["root"] / "ckpt_s")
+    scored = []
+    real = selection._fit_score
+
+    def spy(cfg, d):
+        scored.append(sorted(set(d.frame["set_id"].astype(str)[d.split == "val"])))
+        assert "2" not in set(d.frame["set_id"].astype(str))  # the test session never selects
+        return real(cfg, d)
+
+    monkeypatch.setattr(selection, "_fit_score", spy)
+    monkeypatch.setattr(selection.rescore, "__defaults__",
+                        selection.rescore.__defaults__[:-1] + (spy,))
+    res = eval_winners.run_eval_winners(
+        experiment="unit-sessions", top_k=3, data=data, out=sweep["root"] / "winners_s",
+        n_boot=50, baseline_names=["naive"], log_run=False, select_folds=2, select_top=2)
+    assert len(scored) == 4  # 2 leaders x 2 folds
+    md = (res.out_dir / "report.md").read_text()
+    assert "Selection across sessions" in md and "grouped k-fold over sessions" in md
+    assert "1 capture session(s) that training never saw" in md
+    folds = pd.read_csv(res.out_dir / "summary.csv")  # the champion is scored like any leader
+    assert res.champion in set(folds["model"])

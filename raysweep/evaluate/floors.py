@@ -77,9 +77,8 @@ def run_floors(data: Prepared, tiers=TIERS) -> Floors:
     """The oracle floors on `data`'s rows (in its order); empty with reasons when not synthetic."""
     out = Floors()
     card = synthetic_card(data)
-    if card is None:
-        for t in tiers:
-            out.skipped[f"oracle:{t}"] = "the dataset is not synthetic: no generator to ask"
+    if card is None:  # one line, not one per tier: real data simply has no oracle
+        out.skipped["floors"] = "the dataset is not synthetic: no generator to ask"
         return out
     from raysweep.synth import oracle
 

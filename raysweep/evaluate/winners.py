@@ -8,9 +8,11 @@ questions (metadata or not, background or not, fusion vs fusion) each have a con
 `checkpoint/` artifacts are loaded with weights_only, the dataset is reloaded with the crop, size
 and split each was trained on (its content hash and split id must match the checkpoint's), and
 all are scored on the test split next to the classical baselines: mean, median and p95 dE00 with
-bootstrap intervals, dE76, breakdowns, and paired comparisons on the same photos. The champion is
-the leader with the best validation score (the test split never picks anything); it is
-registered as an MLflow pyfunc model NAME@champion.
+bootstrap intervals, dE76, breakdowns, and paired comparisons on the same photos, with the
+floors (raysweep.evaluate.floors) on synthetic data. The champion is the leader with the best
+validation score (the test split never picks anything), or, when validation holds few unseen
+capture sessions, the best of the top leaders re-scored by grouped k-fold over sessions
+(raysweep.evaluate.selection); it is registered as an MLflow pyfunc model NAME@champion.
 """
 
 from __future__ import annotations
@@ -34,7 +36,16 @@ import torch
 from raysweep.color import delta_e00, delta_e76
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
-from raysweep.evaluate import baselines, breakdowns, coverage, report, stats, trials
+from raysweep.evaluate import (
+    baselines,
+    breakdowns,
+    coverage,
+    floors,
+    report,
+    selection,
+    stats,
+    trials,
+)
 from raysweep.fsutil import atomic_dir
 from raysweep.serve import bounds
 from raysweep.tracking.store import TRIAL_TAGS, Tracker, retry
@@ -217,7 +228,9 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
                      n_boot: int = 2000,
                      seed: int = 0, tracking_uri: str | None = None,
                      baseline_names: Sequence[str] | None = None,
-                     level: float = 0.9) -> EvalResult:
+                     level: float = 0.9, with_floors: bool = True,
+                     select_folds: int = selection.DEFAULT_FOLDS,
+                     select_top: int = selection.DEFAULT_TOP) -> EvalResult:
     for dim in per_group:
         if dim not in GROUP_DIMS:
             from raysweep.errors import unknown_name
@@ -304,12 +317,27 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
             raise UserError("baseline data rows differ from the models' rows")
         for name, p in bpred.items():
             preds[f"baseline:{name}"], kinds[f"baseline:{name}"] = p, "baseline"
+        # the floors: how low the error could go, each with what it knows (synthetic data only)
+        fl = floors.run_floors(eval_data) if with_floors else floors.Floors()
+        for name, p in fl.preds.items():
+            preds[name], kinds[name] = p, "floor"
+        skipped.update(fl.skipped)
         summary, errs = score(preds, kinds, eval_data.target, extra, n_boot, seed)
         b = summary[summary["kind"] == "baseline"].sort_values("mean")
         best_base = b["model"].iloc[0] if len(b) else None
         comp = comparisons(leaders, errs, best_base, n_boot, seed)
         table = breakdowns.breakdown(errs, eval_data, n_boot=max(200, n_boot // 4), seed=seed)
         champion = leaders[0]
+        # few validation sessions select noise: re-score the top leaders across sessions
+        why = selection.why_rescore(champion.data) if select_folds > 1 else None
+        sel = selection.rescore(leaders, why, select_folds, select_top, seed) if why else None
+        if sel is not None:
+            champion = leaders[sel.champion]
+            log.info("selection across sessions: %s crowned (%s)", champion.name, sel.stability)
+        chosen = f"chosen by validation dE00 {champion.val:.3f}" if sel is None else (
+            "chosen by grouped k-fold over sessions (mean validation dE00 "
+            f"{sel.table.set_index('leader').loc[champion.name, 'cv_mean']:.3f}; its own "
+            f"validation dE00 {champion.val:.3f})")
         # the champion's error bound: calibrated on validation, its coverage checked on `split`
         cal, trust, trust_note = coverage.champion_trust(
             champion.predictor, champion.data, split, level, max(200, n_boot // 4), seed,
@@ -322,10 +350,10 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
                      f"photos, split id {eval_data.info.get('split_id')})",
                      "dataset": f"{eval_data.info.get('card')} (content hash "
                                 f"{eval_data.info.get('content_hash')})",
-                     "champion": f"{champion.name}, chosen by validation dE00 {champion.val:.3f}",
+                     "champion": f"{champion.name}, {chosen}",
                      "intervals": f"percentile bootstrap, {n_boot} resamples, seed {seed}"},
             notes=[f"{k} skipped: {v}" for k, v in skipped.items()] + refused
-            + [trust_note] * bool(trust_note), trust=trust)
+            + [trust_note] * bool(trust_note), trust=trust, floors=fl.knows, selection=sel)
         predictions = predictions_frame(eval_data, preds, kinds, errs)
         if cal is not None:  # stored with the champion: registration and predict carry it
             bounds.write(cal, champion.checkpoint_dir)
@@ -389,7 +417,7 @@ def _log_to_mlflow(result: EvalResult, client, uri: str, exp_id: str, champion: 
         overall = result.coverage.iloc[0]
         metrics[f"{split}_bound_coverage"] = float(overall["coverage"])
         metrics[f"{split}_bound_median"] = float(overall["median_bound"])
-    for name, row in s[s["kind"] == "baseline"].iterrows():
+    for name, row in s[s["kind"].isin(["baseline", "floor"])].iterrows():
         metrics[f"{name.replace(':', '_')}_de00_mean"] = float(row["mean"])
     tracker.log(rid, metrics=metrics)
     tracker.log_artifacts(rid, str(result.out_dir), "report")
