@@ -64,3 +64,19 @@ def test_tiers_are_asked_by_name_and_state_what_they_know(synthetic, monkeypatch
     assert f.knows["oracle:observable"] == "ring and EXIF only"
     assert f.knows["oracle:latents"] == floors.KNOWS["latents"]
     assert "no 'exif' tier" in f.skipped["oracle:exif"]
+
+
+def test_yardsticks_put_baselines_and_floors_side_by_side(synthetic):
+    from raysweep.evaluate.yardsticks import yardsticks
+
+    table, notes, errs = yardsticks(synthetic, names=["naive", "per_session", "gbm_context"],
+                                    n_boot=50)
+    t = table.set_index("model")
+    assert {"baseline:naive", "baseline:per_session", "baseline:gbm_context",
+            "oracle:latents"} <= set(t.index)
+    assert t.loc["oracle:latents", "kind"] == "floor" and t.loc["oracle:latents", "knows"]
+    assert t.loc["oracle:latents", "mean"] < t.loc["baseline:naive", "mean"]
+    n_test = int((synthetic.split == "test").sum())
+    assert all(len(e) == n_test for e in errs.values())
+    fake, notes, _ = yardsticks(make_prepared(n=24), names=["naive"], n_boot=20)
+    assert list(fake["model"]) == ["baseline:naive"] and "not synthetic" in notes["floors"]

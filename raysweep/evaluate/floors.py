@@ -47,6 +47,17 @@ class Floors:
     skipped: dict[str, str] = field(default_factory=dict)  # "oracle:<tier>" -> why not
 
 
+def knows() -> dict[str, str]:
+    """"oracle:<tier>" -> its one line of what it knows (the oracle's own wording wins)."""
+    try:
+        from raysweep.synth import oracle
+
+        own = getattr(oracle, "KNOWS", {})
+    except ImportError:
+        own = {}
+    return {f"oracle:{t}": {**KNOWS, **own}[t] for t in TIERS}
+
+
 def synthetic_card(data: Prepared) -> Path | None:
     """The dataset card when the data came from raysweep.synth, else None."""
     card = data.info.get("card")
@@ -90,7 +101,7 @@ def run_floors(data: Prepared, tiers=TIERS) -> Floors:
         for t in tiers:
             out.skipped[f"oracle:{t}"] = "rows are missing from the generator's manifest"
         return out
-    knows = {**KNOWS, **getattr(oracle, "KNOWS", {})}
+    lines = knows()
     for tier in tiers:
         name = f"oracle:{tier}"
         call = _tier_call(oracle, tier)
@@ -100,5 +111,5 @@ def run_floors(data: Prepared, tiers=TIERS) -> Floors:
         res = call(card, rows.astype(int)).set_index("sample_id")
         out.preds[name] = res.loc[list(data.sample_id.astype(str)),
                                   ["oracle_L", "oracle_a", "oracle_b"]].to_numpy(np.float64)
-        out.knows[name] = knows[tier]
+        out.knows[name] = lines[name]
     return out
