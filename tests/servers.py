@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -186,3 +187,72 @@ def create_mlflow_user(url: str, admin_pw: str, user: str, password: str) -> Non
             assert r.status == 200
     except urllib.error.HTTPError as e:
         raise AssertionError(f"creating MLflow user {user!r}: {e.code} {e.read()[:500]!r}") from e
+
+
+# Ray replaces a loopback address by the machine's routable one unless it is told that the
+# cluster is single-host; every process of these tests' clusters stays on 127.0.0.1.
+LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def autoscaling_config(gcs_port: int, worker_types: dict, idle_minutes: int = 5) -> dict:
+    """A cluster launcher config for Ray's fake multi-node provider: the autoscaler starts and
+    stops worker nodes as local raylets (real Ray processes) instead of cloud instances.
+    Ray's own `AutoscalingCluster` does this too, but it runs `ray stop --force` (every Ray
+    on the machine) and reads a template that the Ray 2.60.0 wheel does not ship."""
+    return {
+        "cluster_name": "raysweep-autoscaling-test", "max_workers": sum(
+            t["max_workers"] for t in worker_types.values()),
+        "upscaling_speed": 10.0, "idle_timeout_minutes": idle_minutes,
+        # All nodes share 127.0.0.1, so the autoscaler must tell them apart by node id.
+        # No SSH updaters: the provider starts each raylet itself, already set up.
+        "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{gcs_port}",
+                     "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True},
+        "auth": {"ssh_user": "ray"},
+        "available_node_types": {
+            "ray.head.default": {"resources": {}, "node_config": {}, "max_workers": 0},
+            **{name: {"node_config": {}, "min_workers": 0, **t}
+               for name, t in worker_types.items()}},
+        "head_node_type": "ray.head.default",
+        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [],
+        "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
+        "head_start_ray_commands": [], "worker_start_ray_commands": [],
+    }
+
+
+@contextmanager
+def autoscaling_ray(tmp: Path, worker_types: dict, token: str) -> Iterator[dict]:
+    """A head with 0 CPU / 0 GPU whose autoscaler adds `worker_types` nodes from 0; yields
+    {"address", "env"}: the environment a driver needs to join it. Stops every process it
+    started (the head's group, then anything that names the private temp dir)."""
+    gcs, = free_ports(1)
+    config = tmp / "autoscaling.json"
+    config.write_text(json.dumps(autoscaling_config(gcs, worker_types)))
+    env = {**os.environ, **LOOPBACK_RAY, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    for key in ("RAY_ADDRESS", "RAYSWEEP_NODE_GROUPS"):
+        env.pop(key, None)
+    from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
+
+    # The fake provider knows the head by this id (Ray 2.60.0's own test setup does the same).
+    head_env = {**env, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_NODE_ID}
+    log_path = tmp / "head.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
+         f"--autoscaling-config={config}", "--num-cpus=0", "--num-gpus=0",
+         "--object-store-memory=200000000", f"--temp-dir={tmp}/ray",
+         "--include-dashboard=false", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+         "--min-worker-port=0", "--max-worker-port=0"],
+        env=head_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: "Ray runtime started" in log_path.read_text(), 180, "ray head",
+                   alive=lambda: None if proc.poll() is None else log_path.read_text()[-3000:])
+        yield {"address": f"127.0.0.1:{gcs}", "env": env, "temp": tmp / "ray"}
+    finally:
+        stop_group(proc)
+        kill_pids(pids_mentioning(str(tmp)))  # the worker raylets the autoscaler started
+        log.close()
+        shutil.rmtree(tmp / "ray", ignore_errors=True)
