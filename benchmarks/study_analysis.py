@@ -101,6 +101,24 @@ def ci(row, key: str = "mean") -> str:
     return f"{row[key]:.2f} [{row[key + '_lo']:.2f}, {row[key + '_hi']:.2f}]"
 
 
+def floor_table(floors: pd.DataFrame, knows: dict[str, str], winner_mean: float) -> pd.DataFrame:
+    """One row per floor: its test mean with interval, winner / floor, what it knows."""
+    return pd.DataFrame([{"floor": r["model"], "test mean [95% CI]": ci(r),
+                          "winner / floor": f"{winner_mean / r['mean']:.1f}x",
+                          "what it knows": knows.get(r["model"], "")}
+                         for _, r in floors.iterrows()],
+                        columns=["floor", "test mean [95% CI]", "winner / floor", "what it knows"])
+
+
+def yardstick_table(table: pd.DataFrame) -> pd.DataFrame:
+    """raysweep.evaluate.yardsticks output as shown: baselines by mean, then floors."""
+    t = table.sort_values(["kind", "mean"])
+    return pd.DataFrame({"yardstick": t["model"], "kind": t["kind"],
+                         "test mean [95% CI]": t.apply(ci, axis=1),
+                         "median [95% CI]": t.apply(lambda r: ci(r, "median"), axis=1),
+                         "what it knows": t["knows"].fillna("")})
+
+
 def group_table(models: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for dim in ("fusion", "features", "crop"):
@@ -129,7 +147,7 @@ def plot(models: pd.DataFrame, lines: dict[str, float], path: Path) -> None:
         ax.bar(x, m["mean"], yerr=err, color=[colors[f] for f in m["fusion"]], capsize=2)
         ax.set_xticks(x, [f"{f}\n{fu}" for f, fu in zip(m["features"], m["fusion"])],
                       rotation=90, fontsize=7)
-        for (name, y), ls in zip(lines.items(), ("--", ":", "-.")):
+        for (name, y), ls in zip(lines.items(), ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))):
             ax.axhline(y, color="k", lw=0.8, ls=ls, label=f"{name} {y:.2f}")
         ax.set_title(crop)
     axes[0].set_ylabel("test mean dE00 (95% CI)")

@@ -80,3 +80,19 @@ def test_yardsticks_put_baselines_and_floors_side_by_side(synthetic):
     assert all(len(e) == n_test for e in errs.values())
     fake, notes, _ = yardsticks(make_prepared(n=24), names=["naive"], n_boot=20)
     assert list(fake["model"]) == ["baseline:naive"] and "not synthetic" in notes["floors"]
+
+
+def test_study_tables_show_floors_with_what_they_know():
+    from benchmarks.study_analysis import floor_table, yardstick_table
+
+    rows = pd.DataFrame([{"model": "oracle:latents", "kind": "floor", "mean": 0.5,
+                          "mean_lo": 0.4, "mean_hi": 0.6, "median": 0.3, "median_lo": 0.2,
+                          "median_hi": 0.4, "knows": "everything"},
+                         {"model": "baseline:per_session", "kind": "baseline", "mean": 1.6,
+                          "mean_lo": 1.4, "mean_hi": 1.8, "median": 1.2, "median_lo": 1.1,
+                          "median_hi": 1.3, "knows": ""}])
+    f = floor_table(rows[rows.kind == "floor"], {"oracle:latents": "everything"}, 2.0)
+    assert f.iloc[0].tolist() == ["oracle:latents", "0.50 [0.40, 0.60]", "4.0x", "everything"]
+    y = yardstick_table(rows)
+    assert y["yardstick"].tolist() == ["baseline:per_session", "oracle:latents"]
+    assert y.iloc[1]["what it knows"] == "everything"
