@@ -10,9 +10,12 @@ The validation photos are cut in two by tone (or by row where there is no tone i
    photo is B(x) = q * sigma(x) with q the ceil((n+1) level)-th smallest score.
 
 Step 2 alone carries the guarantee: for a photo exchangeable with the calibration half, P(dE00 <=
-B) >= level whatever sigma is, so a poor difficulty model makes the bound wider, never wrong. The
-sorted scores are stored, so any level can be asked for later; with too few validation photos to
-split, sigma is 1 (one constant bound). `calibration.json` next to a checkpoint's
+B) >= level whatever sigma is, so a poor difficulty model makes the bound wider, never wrong.
+That guarantee is an average over random splits: with a split grouped by tone, the unit of
+exchange is the tone, and one split's validation tones (about 20 on the default dataset) can be
+lighter or darker than its test tones, so the coverage of one split moves by several points
+(benchmarks/results/trust.md shows three). The sorted scores are stored, so any level can be
+asked for later; with too few validation photos to split, sigma is 1 (one constant bound). `calibration.json` next to a checkpoint's
 `checkpoint.json` holds all of it plus the training ranges for the OOD flags (raysweep.serve.ood).
 """
 
