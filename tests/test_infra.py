@@ -366,3 +366,68 @@ def test_scrub_secrets_keeps_the_working_directory():
     assert out["data"] == "/home/ann/project/data/synth"
     assert out["home"] == "/home/ann"
     assert out["note"] == "pw ***"
+
+
+# ------------------------------------------------------------------ scale-from-zero fixes (#14)
+
+
+def test_kuberay_autoscaler_v2_and_pods_it_can_remove():
+    for name, spec in cluster_specs():
+        assert spec["autoscalerOptions"]["version"] == "v2", name
+        groups = json.loads(next(e["value"] for e in spec["headGroupSpec"]["template"]["spec"]
+                                 ["containers"][0]["env"] if e["name"] == "RAYSWEEP_NODE_GROUPS"))
+        head_env = {e["name"] for e in spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+                    ["env"]}
+        assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" in head_env, name
+        assert spec["headGroupSpec"]["template"]["spec"]["imagePullSecrets"], name
+        for group in spec["workerGroupSpecs"]:
+            pod = group["template"]["spec"]
+            assert pod["restartPolicy"] == "Never", name
+            assert pod["imagePullSecrets"], name
+            # KubeRay sizes /dev/shm itself; a hand-made volume would shrink the object store.
+            assert not any(v.get("mountPath") == "/dev/shm"
+                           for c in pod["containers"] for v in c.get("volumeMounts", [])), name
+            limits = pod["containers"][0]["resources"]["limits"]
+            declared = groups[group["groupName"]]
+            assert declared["max_workers"] == group["maxReplicas"], name
+            assert declared["resources"] == {"CPU": int(limits["cpu"]),
+                                             "GPU": int(limits["nvidia.com/gpu"])}, name
+
+
+def test_rayjob_entrypoint_plans_on_a_head_only_cluster():
+    """The shipped RayJob's flags, planned with what Ray reports at submit time (a head with 0
+    CPU and 0 GPU) and the node groups the manifest declares: GPU trials, no error."""
+    from raysweep.search import build_parser
+    from raysweep.sweep import cluster, resources
+
+    job = load(INFRA / "kuberay" / "rayjob.yaml")
+    args = build_parser().parse_args(job["spec"]["entrypoint"].split()[3:])
+    env = {e["name"]: e["value"] for e in job["spec"]["rayClusterSpec"]["headGroupSpec"]
+           ["template"]["spec"]["containers"][0]["env"]}
+    groups, source = cluster.declared_groups(env, bootstrap="/nonexistent")
+    head = [{"Alive": True, "Resources": {"memory": 1e9}}]
+    pl = resources.plan(args.num_samples, args.workers_per_trial or 1, 1.0, args.gpus_per_trial,
+                        args.max_concurrent, growth=cluster.decide(head, groups, source))
+    assert pl.grows and pl.gpus_per_worker == 0.25 and pl.max_concurrent == 8 * 4
+
+
+def test_aws_launcher_groups_plan_gpu_trials_and_keep_the_password_on_the_head():
+    from raysweep.sweep import cluster, resources
+
+    config = load(INFRA / "ray" / "aws.yaml")
+    groups = cluster.groups_from_launcher_config(config)
+    pl = resources.plan(100, growth=cluster.decide([{"Alive": True, "Resources": {}}], groups,
+                                                    "aws.yaml"))
+    assert pl.gpus_per_worker == 0.25, "no flag on GPU node groups still trains on the GPUs"
+    assert "rm -f ~/raysweep.env" in config["worker_setup_commands"]
+    text = (INFRA / "ray" / "aws.yaml").read_text()
+    assert "--workers-per-trial 4 --gpus-per-trial 4" in text  # one GPU per DDP worker
+    assert "--max-failures 3" in text  # spot capacity is preempted
+
+
+def test_readme_states_versions_and_flag_meanings():
+    readme = (INFRA / "README.md").read_text()
+    assert f"Ray {ray.__version__}" in readme and "KubeRay 1.5.1" in readme
+    for flag in ("--gpus-per-trial", "--cpus-per-worker", "--workers-per-trial",
+                 "--max-concurrent", "RAYSWEEP_NODE_GROUPS", "RAYSWEEP_SHARED_STORAGE"):
+        assert flag in readme, flag
