@@ -122,13 +122,15 @@ def kill_pids(pids: list[int]) -> None:
 
 
 @contextmanager
-def mlflow_server(root: Path, env: dict | None = None) -> Iterator[str]:
-    """A plain `mlflow server` with a SQLite store on a free loopback port; yields its URL."""
+def mlflow_server(root: Path, env: dict | None = None,
+                  artifacts: str | None = None) -> Iterator[str]:
+    """A plain `mlflow server` with a SQLite store on a free loopback port; yields its URL.
+    `artifacts`: where it keeps artifacts (default a folder under root; e.g. s3://...)."""
     port = free_port()
     log = open(root / "mlflow-server.log", "w")
     proc = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "mlartifacts"), "--host", "127.0.0.1",
+         "--artifacts-destination", artifacts or str(root / "mlartifacts"), "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
         cwd=root, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
@@ -256,3 +258,30 @@ def autoscaling_ray(tmp: Path, worker_types: dict, token: str) -> Iterator[dict]
         kill_pids(pids_mentioning(str(tmp)))  # the worker raylets the autoscaler started
         log.close()
         shutil.rmtree(tmp / "ray", ignore_errors=True)
+
+
+@contextmanager
+def moto_s3(root: Path, bucket: str = "raysweep-test") -> Iterator[dict]:
+    """An S3-compatible server (moto) on a free loopback port with one bucket; yields the
+    environment variables that point boto3, pyarrow (Ray Tune) and MLflow at it."""
+    port = free_port()
+    log_path = root / "moto.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url,
+           "MLFLOW_S3_ENDPOINT_URL": url}
+    try:
+        wait_until(lambda: http_ok(f"{url}/moto-api/"), 60, "moto server",
+                   alive=lambda: None if proc.poll() is None else log_path.read_text()[-3000:])
+        import boto3
+
+        boto3.client("s3", endpoint_url=url, aws_access_key_id="testing",
+                     aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        stop_group(proc)
+        log.close()
