@@ -139,12 +139,11 @@ def autoscaler_node_types(gcs_status: str | bytes | None) -> list[str]:
 
 
 def _autoscaler_status() -> bytes | None:
-    """The autoscaler's status as the v1 monitor writes it to the GCS KV (key
-    `__autoscaling_status`). Private Ray API, tested on Ray 2.60.0."""
+    """raysweep._compat.autoscaler_status (a private Ray API), or None when it fails."""
     try:
-        from ray.experimental.internal_kv import _internal_kv_get
+        from raysweep._compat import autoscaler_status
 
-        return _internal_kv_get("__autoscaling_status")
+        return autoscaler_status()
     except Exception as e:  # noqa: BLE001 - private API: unknown means "no autoscaler seen"
         log.debug("no autoscaler status: %s", e)
         return None
