@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import sys
 
 import optuna
 import pytest
@@ -116,8 +115,11 @@ def test_bad_space_fails_with_a_clear_message(tmp_path, body, message):
 ])
 def test_cli_fails_fast_with_exit_2_and_no_ray(argv, message, capsys, tmp_path, monkeypatch):
     from raysweep.errors import run_cli
+    from raysweep.sweep import resources
 
     monkeypatch.chdir(tmp_path)
+    # The session's Ray may be up (tests/conftest.py): "no Ray" = the CLI never connects.
+    monkeypatch.setattr(resources, "connect", lambda *a, **k: pytest.fail("Ray was started"))
     rc = run_cli(search_main, [*argv, "--storage", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert rc == 2
@@ -126,7 +128,6 @@ def test_cli_fails_fast_with_exit_2_and_no_ray(argv, message, capsys, tmp_path, 
         assert "quickstart" in err and "fusion" in err  # lists the valid names
     if "learning_rate" in message:
         assert "lr" in err and "weight_decay" in err
-    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlruns.db").exists()
 
 
