@@ -119,7 +119,9 @@ def check_writable(storage_path: str) -> None:
     """Refuse a local --storage that is not a writable folder, before Ray starts: found
     later, it costs a Ray start, the data preparation and a FAILED run in MLflow.
 
-    Creates the folder (as Tune would) and a probe file in it; remote URIs are left to Tune.
+    Probes the folder, or the nearest existing folder above it, with a temporary file and creates
+    nothing: a command refused later for another reason must leave no trace. Remote URIs are left
+    to Tune.
     """
     scheme = urlsplit(storage_path).scheme.lower()
     if "://" in storage_path and scheme not in ("file", "local"):
@@ -130,9 +132,12 @@ def check_writable(storage_path: str) -> None:
     if path.exists() and not path.is_dir():
         raise UserError(f"--storage {storage_path} is a file, not a folder",
                         where="--storage", fix=fix)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    if not existing.is_dir():
+        raise UserError(f"--storage {storage_path} lies under {existing}, which is a file",
+                        where="--storage", fix=fix)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".raysweep-write-probe-{os.getpid()}"
+        probe = existing / f".raysweep-write-probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
