@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # (replace the call with the raysweep._compat function named beside it). Empty when done.
 PENDING = {
     "raysweep/serve/pyfunc.py": "mlflow_store_uris / restore_mlflow_store_uris",
-    "raysweep/sweep/cluster.py": "autoscaler_status (in _autoscaler_status)",
 }
 
 
