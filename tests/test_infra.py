@@ -226,6 +226,16 @@ def test_start_server_enforces_basic_auth(tmp_path):
         assert http(search)[0] == 401
         assert http(search, "admin", "wrong")[0] == 401
         assert http(search, "admin", admin_pw)[0] == 200
+        # the store URIs (a database password in production) reach the server processes
+        # through the environment only: no command line of theirs names the store
+        cmdlines = []
+        for proc in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                cmdlines.append(proc.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:  # a process that ended while we looked
+                pass
+        assert any("basic-auth" in c for c in cmdlines)
+        assert not any(str(tmp_path / "runs.db") in c for c in cmdlines)
         # The admin creates the sweep's user; the sweep then logs with env credentials only.
         create_mlflow_user(base, admin_pw, "raysweep", "sweep-pw-123-abcdef")
         script = ("import mlflow\nmlflow.set_experiment('auth-check')\n"
@@ -419,7 +429,7 @@ def test_aws_launcher_groups_plan_gpu_trials_and_keep_the_password_on_the_head()
     pl = resources.plan(100, growth=cluster.decide([{"Alive": True, "Resources": {}}], groups,
                                                     "aws.yaml"))
     assert pl.gpus_per_worker == 0.25, "no flag on GPU node groups still trains on the GPUs"
-    assert "rm -f ~/raysweep.env" in config["worker_setup_commands"]
+    # the password stays on the head: test_launcher_mlflow_login_reaches_the_head_only
     text = (INFRA / "ray" / "aws.yaml").read_text()
     assert "--workers-per-trial 4 --gpus-per-trial 4" in text  # one GPU per DDP worker
     assert "--max-failures 3" in text  # spot capacity is preempted
@@ -431,3 +441,130 @@ def test_readme_states_versions_and_flag_meanings():
     for flag in ("--gpus-per-trial", "--cpus-per-worker", "--workers-per-trial",
                  "--max-concurrent", "RAYSWEEP_NODE_GROUPS", "RAYSWEEP_SHARED_STORAGE"):
         assert flag in readme, flag
+
+
+# ------------------------------------------------------------------ secrets off argv and workers (#14)
+
+SECRET = "pw-7f3a9c-not-on-argv"  # a value that must never show up where `ps` or a worker sees it
+
+
+def stub(bin_dir: Path, name: str, body: str) -> None:
+    """A fake executable that records how it was called (argv one per line, then its stdin)."""
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+
+
+def run_start_command(command: str, home: Path) -> subprocess.CompletedProcess:
+    """One launcher start command in bash, as Ray's runner runs it, with `ray` stubbed out to
+    print what its environment holds (ulimit left out: this machine's hard limit is lower)."""
+    stub(home / "bin", "ray", 'echo "ray $1 pw=${MLFLOW_TRACKING_PASSWORD:-none}"')
+    env = {"HOME": str(home), "PATH": f"{home / 'bin'}:/usr/bin:/bin", "RAY_HEAD_IP": "10.0.0.1"}
+    return subprocess.run(["bash", "-c", command.replace("ulimit -n 65536", "true")], env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
+def test_launcher_mlflow_login_reaches_the_head_only(path, tmp_path):
+    """file_mounts go to every node (the head's autoscaler copies them on to each worker it
+    starts): the MLflow login is not among them, no worker command reads it, and the head's
+    start command exports it once `ray rsync-up` (head only) has put it there."""
+    config = load(path)
+    mounts = " ".join([*config["file_mounts"], *config["file_mounts"].values()])
+    assert "raysweep.env" not in mounts and "cluster.env" not in mounts
+    for key in ("setup_commands", "worker_setup_commands", "worker_start_ray_commands"):
+        assert "raysweep.env" not in " ".join(config[key]), key
+    head_start = config["head_start_ray_commands"][-1]
+    assert any("chmod 600 ~/raysweep.env" in c for c in config["head_setup_commands"])
+    home = tmp_path / "head"
+    home.mkdir()
+    (home / "raysweep-storage.env").write_text("")  # on-prem: the all-nodes storage file
+    started = run_start_command(head_start, home)  # before the rsync-up: starts, says why
+    assert started.returncode == 0 and "ray start pw=none" in started.stdout
+    assert "ray rsync-up" in started.stderr
+    (home / "raysweep.env").write_text(f"MLFLOW_TRACKING_PASSWORD={SECRET}\n")
+    assert f"ray start pw={SECRET}" in run_start_command(head_start, home).stdout
+    worker = tmp_path / "worker"
+    worker.mkdir()
+    (worker / "raysweep-storage.env").write_text("")
+    out = run_start_command(config["worker_start_ray_commands"][-1], worker)
+    assert out.returncode == 0 and "ray start pw=none" in out.stdout
+    readme = (INFRA / "README.md").read_text()
+    assert f"ray rsync-up infra/ray/{path.name} ~/.config/raysweep/cluster.env ~/raysweep.env" \
+        in readme and f"ray up infra/ray/{path.name} --restart-only" in readme
+
+
+def test_start_server_keeps_store_uris_off_the_command_line(tmp_path):
+    """`mlflow server` reads MLFLOW_BACKEND_STORE_URI itself: the database password goes through
+    the environment, never the argv that `ps` shows."""
+    stub(tmp_path / "bin", "mlflow",
+         f'printf "%s\\n" "$@" > {tmp_path}/argv; env > {tmp_path}/env')
+    db = f"postgresql://mlflow:{SECRET}@postgres:5432"
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+           "MLFLOW_BACKEND_STORE_URI": f"{db}/mlflow", "MLFLOW_AUTH_DATABASE_URI": f"{db}/auth",
+           "MLFLOW_ARTIFACTS_DESTINATION": "s3://bucket/mlflow",
+           "MLFLOW_AUTH_ADMIN_PASSWORD": SECRET, "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET}
+    out = subprocess.run(["sh", str(INFRA / "mlflow" / "start-server.sh")], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    argv = (tmp_path / "argv").read_text()
+    assert argv.startswith("server\n--app-name\nbasic-auth\n") and "--serve-artifacts" in argv
+    assert SECRET not in argv and "postgresql" not in argv
+    assert f"MLFLOW_BACKEND_STORE_URI={db}/mlflow" in (tmp_path / "env").read_text()
+
+
+def test_compose_secrets_stay_off_command_lines_and_mlflow_has_its_own_minio_key():
+    compose = load(INFRA / "mlflow" / "docker-compose.yaml")
+    services = compose["services"]
+    for name, svc in services.items():
+        argv = json.dumps([svc.get("command"), svc.get("entrypoint"),
+                           (svc.get("healthcheck") or {}).get("test")])
+        assert not re.search(r"PASSWORD|SECRET|://[^/\s\"]*:[^/\s\"]*@", argv), name
+    mlflow_env = services["mlflow"]["environment"]
+    assert "ROOT" not in mlflow_env["AWS_ACCESS_KEY_ID"] + mlflow_env["AWS_SECRET_ACCESS_KEY"]
+    assert "MINIO_MLFLOW_USER" in mlflow_env["AWS_ACCESS_KEY_ID"]
+    assert "minio-setup" in services["mlflow"]["depends_on"]
+    assert any(p.endswith(":9000:9000") for p in services["minio"]["ports"]), "S3 API published"
+
+
+def test_minio_setup_creates_a_bucket_only_user_without_secrets_on_argv(tmp_path):
+    """infra/mlflow/minio-setup.sh against a recording `mc`: the MLflow user and the optional
+    checkpoint user each get a policy for their bucket alone; no secret is ever an argument."""
+    log, kept = tmp_path / "mc.log", tmp_path / "policies"
+    kept.mkdir()
+    stub(tmp_path / "bin", "mc",
+         f'echo "ARGV $*" >> {log}; for a; do case "$a" in *.json) cp "$a" {kept}/;; esac; '
+         f'done; if [ "$2 $3" = "user add" ]; then sed "s/^/STDIN /" >> {log}; fi')
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin",
+           "MC_HOST_minio": f"http://minio-admin:{SECRET}-root@minio:9000",
+           "ARTIFACT_BUCKET": "mlflow-artifacts", "MINIO_MLFLOW_USER": "mlflow-artifacts",
+           "MINIO_MLFLOW_PASSWORD": f"{SECRET}-mlflow", "MINIO_CHECKPOINT_USER": "ckpt",
+           "MINIO_CHECKPOINT_PASSWORD": f"{SECRET}-ckpt"}
+    out = subprocess.run(["sh", str(INFRA / "mlflow" / "minio-setup.sh")], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = log.read_text().splitlines()
+    argvs = [line for line in lines if line.startswith("ARGV ")]
+    assert argvs and not any(SECRET in a for a in argvs)
+    assert "STDIN mlflow-artifacts" in lines and f"STDIN {SECRET}-mlflow" in lines
+    assert f"STDIN {SECRET}-ckpt" in lines
+    assert "ARGV admin policy attach minio mlflow-artifacts-readwrite --user mlflow-artifacts" \
+        in argvs and "ARGV admin policy attach minio raysweep-readwrite --user ckpt" in argvs
+    policies = [json.loads(p.read_text()) for p in kept.glob("*.json")]
+    resources = [r for p in policies for st in p["Statement"] for r in st["Resource"]]
+    assert set(resources) == {"arn:aws:s3:::mlflow-artifacts", "arn:aws:s3:::mlflow-artifacts/*",
+                              "arn:aws:s3:::raysweep", "arn:aws:s3:::raysweep/*"}
+
+
+def test_gitignore_keeps_filled_env_files_out_and_templates_in():
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "-q", path],
+                              timeout=30).returncode == 0
+
+    for filled in ("infra/mlflow/server.env", "infra/ray/cluster.env", "infra/x/y/storage.env",
+                   ".env", "infra/kuberay/secrets.yaml"):
+        assert ignored(filled), filled
+    templates = [*INFRA.rglob("*.env.example"), INFRA / "kuberay" / "secrets.example.yaml"]
+    for path in templates:
+        assert not ignored(path.relative_to(ROOT).as_posix()), path

@@ -44,9 +44,11 @@ authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 INI
 export MLFLOW_AUTH_CONFIG_PATH="$config_dir/basic_auth.ini"
 
-set -- mlflow server --app-name basic-auth \
-    --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
-    --serve-artifacts --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
+# MLFLOW_BACKEND_STORE_URI and MLFLOW_ARTIFACTS_DESTINATION stay in the environment, where
+# `mlflow server` reads them itself: as arguments the database password would be on the command
+# line, which `ps` shows to every user of the machine (tests/test_infra.py checks the argv).
+export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
+set -- mlflow server --app-name basic-auth --serve-artifacts \
     --host "${MLFLOW_HOST:-0.0.0.0}" --port "${MLFLOW_PORT:-5000}" \
     --workers "${MLFLOW_WORKERS:-4}"
 if [ -n "${MLFLOW_ALLOWED_HOSTS:-}" ]; then
