@@ -55,8 +55,11 @@ class Progress(tune.Callback):
 
 
 def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
-          runs: dict[str, str]) -> pd.DataFrame:
-    """One row per trial (best epoch by `metric`), best first; failed trials last."""
+          runs: dict[str, str], early_stopping: bool = True) -> pd.DataFrame:
+    """One row per trial (best epoch by `metric`), best first; failed trials last.
+
+    `early_stopping`: whether a scheduler (ASHA) could stop trials; without one, no trial is
+    "stopped early", whatever its epoch count."""
     rows = []
     states = _tune_states(results)
     for r in results:
@@ -84,7 +87,7 @@ def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
         planned = min(int(config.get("epochs", max_epochs)), max_epochs)
         # only a trial that Tune ended before its budget was stopped early; one still running
         # when the sweep was interrupted is INTERRUPTED, whatever its epoch count
-        row["stopped_early"] = row["status"] == "FINISHED" and epochs < planned
+        row["stopped_early"] = early_stopping and row["status"] == "FINISHED" and epochs < planned
         row.update({k: config.get(k) for k in searched})
         row["error"] = _last_line(r.error) if r.error else ""
         row["mlflow_run_id"] = runs.get(trial_id, "")

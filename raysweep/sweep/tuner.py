@@ -2,24 +2,48 @@
 
 from __future__ import annotations
 
+from ray.tune.search.optuna import OptunaSearch
+
 from raysweep.errors import UserError
 from raysweep.sweep import resources, results, spaces
+from raysweep.sweep.spec import SweepSpec
 
 
-def build_tuner(*, sp: spaces.Space, overrides: dict, refs: dict, pl: resources.Plan, loop: str,
-                root: str, name: str, path: str, num_samples: int, seed: int, metric: str,
-                mode: str, max_epochs: int, grace: int, rf: int, max_failures: int, tracker,
-                verbose: int, resume: bool, searcher: str, early_stopping: bool):
-    """A new Tuner for the sweep `name` under `root`, or (resume) the one saved at `path`."""
+class ReplayingOptunaSearch(OptunaSearch):
+    """OptunaSearch that hands each epoch of a trial to Optuna once.
+
+    A trial restored from its best checkpoint (a resumed sweep, a retried trial) trains again
+    the epochs after that checkpoint, and Tune reports them with the training_iteration they
+    had; Optuna ignores a step it already holds and warns once per replayed epoch. Those steps
+    are known here (and saved with the searcher for --resume), so they are not re-reported.
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        step = result.get("training_iteration")
+        reported = self.__dict__.setdefault("_raysweep_last_step", {})
+        if isinstance(step, int) and step <= reported.get(trial_id, 0):
+            return  # a replayed epoch: Optuna has its first report of this step
+        super().on_trial_result(trial_id, result)
+        if isinstance(step, int):
+            reported[trial_id] = step
+
+
+def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dict,
+                pl: resources.Plan, tracker, loop: str, verbose: int, resume: bool):
+    """A new Tuner for the sweep `spec`, or (resume) the one saved at `spec.path`.
+
+    `sp` is the resolved space (the epochs budget in its FIXED), `overrides` the parsed --set
+    values, `refs` the prepared data in the object store, `pl` the resource plan."""
     import optuna
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from raysweep.sweep.trainable import run_ddp_trial, run_trial, trial_name
     from raysweep.tracking.callback import TrialLogger
 
+    root, name, metric, mode = spec.storage, spec.name, spec.metric, spec.mode
+    max_epochs, max_failures, stopping = spec.epochs, spec.max_failures, spec.early_stopping
     if pl.workers == 1:
         fn = tune.with_parameters(run_trial, data=refs, loop=loop,
                                   threads=max(1, int(pl.cpus_per_worker)))
@@ -30,34 +54,37 @@ def build_tuner(*, sp: spaces.Space, overrides: dict, refs: dict, pl: resources.
                                   max_failures=max_failures)
     trainable = tune.with_resources(fn, pl.trial_resources())
     if resume:
-        if not tune.Tuner.can_restore(path):
+        if not tune.Tuner.can_restore(spec.path):
             raise UserError(f"sweep {name!r} has no Tune state to resume under {root}",
                             fix="start it again without --resume")
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True)
+        return tune.Tuner.restore(spec.path, trainable, resume_unfinished=True)
     # Per-trial result files feed the leaderboard; named here so that an environment turning
     # Tune's default loggers off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) cannot empty it.
     callbacks = [TrialLogger(tracker, max_epochs, storage=root),
-                 results.Progress(num_samples, metric, mode),
+                 results.Progress(spec.num_samples, metric, mode),
                  CSVLoggerCallback(), JsonLoggerCallback()]
     if pl.workers > 1:
         callbacks.append(resources.PlacementGroupJanitor())
     define_by_run = spaces.DefineByRun(sp.define_by_run, sp.FIXED, overrides)
-    if searcher == "tpe":
-        search_alg = OptunaSearch(space=define_by_run, metric=metric, mode=mode, seed=seed)
+    if spec.searcher == "tpe":
+        search_alg = ReplayingOptunaSearch(space=define_by_run, metric=metric, mode=mode,
+                                           seed=spec.seed)
     else:
-        search_alg = OptunaSearch(space=define_by_run, metric=metric, mode=mode,
-                                  sampler=optuna.samplers.RandomSampler(seed=seed))
+        search_alg = ReplayingOptunaSearch(
+            space=define_by_run, metric=metric, mode=mode,
+            sampler=optuna.samplers.RandomSampler(seed=spec.seed))
     scheduler = None
-    if early_stopping:
+    if stopping.enabled:
         scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode,
-                                  max_t=max_epochs, grace_period=min(grace, max_epochs),
-                                  reduction_factor=rf)
+                                  max_t=max_epochs,
+                                  grace_period=min(stopping.grace_period, max_epochs),
+                                  reduction_factor=stopping.reduction_factor)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
                                     # Reuse is the point for in-process trials; a DDP trial's
                                     # process only waits on its TorchTrainer.
-                                    num_samples=num_samples, reuse_actors=pl.workers == 1,
+                                    num_samples=spec.num_samples, reuse_actors=pl.workers == 1,
                                     max_concurrent_trials=pl.max_concurrent,
                                     trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_name),

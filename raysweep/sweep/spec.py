@@ -1,0 +1,161 @@
+"""`SweepSpec`: the one typed record of what a sweep is, written with it and read back by --resume.
+
+`python -m raysweep.search` turns its command line into a `Request` (what was asked; None means
+"the space's default", or with --resume "the sweep's own"), resolves it against the space into a
+frozen `SweepSpec` (every value concrete), and writes the spec as JSON next to the sweep's Tune
+state (`<storage>/<name>/raysweep_sweep.json`). `--resume --name X` reads it back, so a sweep
+continues with what it was started with (a DDP sweep does not come back as one-worker trials).
+
+The file carries a `version`: a file from a newer raysweep is refused in one paragraph rather
+than half-read. Files written before the spec existed (no `version`) are read as version 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from raysweep.errors import UserError
+
+VERSION = 1
+SPEC_FILE = "raysweep_sweep.json"
+BUILTIN_DATA = ("<in-memory>", "synthetic default")  # describe_data's names for no path
+
+
+@dataclass(frozen=True)
+class Request:
+    """The command line (or `run_search`'s arguments), before the space fills in its defaults."""
+
+    space: str | None = None
+    data: Any = None  # a card/folder path, a URI, an in-memory Prepared, or None
+    num_samples: int | None = None
+    max_concurrent: int | None = None
+    workers_per_trial: int | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_worker: float | None = None
+    storage: str | None = None
+    name: str | None = None
+    resume: bool = False
+    seed: int = 0
+    sets: tuple[str, ...] = ()
+    smoke_test: bool = False
+    grace_period: int | None = None
+    reduction_factor: int | None = None
+    max_failures: int = 1
+    searcher: str = "tpe"
+    early_stopping: bool = True
+
+
+@dataclass(frozen=True)
+class Resources:
+    workers_per_trial: int
+    cpus_per_worker: float
+    gpus_per_trial: float | None  # None: the plan decides from the cluster's GPUs
+    max_concurrent: int | None  # None: as many as fit
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    enabled: bool  # False: every trial runs its last epoch (no ASHA)
+    grace_period: int
+    reduction_factor: int
+
+
+@dataclass(frozen=True)
+class Tracking:
+    uri: str | None  # None: the environment's store
+    experiment: str
+    parent_run_id: str | None = None  # known once the parent run is open
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    storage: str  # the root folder or URI; the sweep lives in <storage>/<name>
+    space: str  # the space's name
+    space_source: str  # its file: how --resume finds a user's own space again
+    data: str  # describe_data(): a resolved path, a URI, or one of BUILTIN_DATA
+    sets: tuple[str, ...]  # the --set KEY=VALUE overrides, as given
+    seed: int
+    num_samples: int
+    epochs: int  # the budget: the most epochs any trial runs
+    metric: str
+    mode: str
+    searcher: str
+    smoke_test: bool
+    max_failures: int
+    resources: Resources
+    early_stopping: EarlyStopping
+    tracking: Tracking
+    version: int = field(default=VERSION)
+
+    @property
+    def path(self) -> str:
+        return f"{self.storage}/{self.name}"
+
+    def params(self) -> dict[str, Any]:
+        """The parent run's MLflow params (names kept from before the spec: eval_winners and
+        existing runs read them)."""
+        return {"space": self.space, "space_source": self.space_source, "sets": list(self.sets),
+                "seed": self.seed, "num_samples": self.num_samples,
+                "smoke_test": self.smoke_test, "max_epochs": self.epochs,
+                "grace_period": self.early_stopping.grace_period,
+                "reduction_factor": self.early_stopping.reduction_factor,
+                "early_stopping": self.early_stopping.enabled, "metric": self.metric,
+                "mode": self.mode, "workers_per_trial": self.resources.workers_per_trial,
+                "data": self.data}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> SweepSpec:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"the sweep record is not valid JSON ({e})", where=where,
+                            fix="restore the file, or start the sweep again under a new "
+                                "--name") from None
+        if not isinstance(raw, dict):
+            raise UserError("the sweep record is not a JSON object", where=where,
+                            fix="start the sweep again under a new --name")
+        version = raw.get("version", 0)
+        if version == 0:
+            raw = _from_v0(raw)
+        elif version != VERSION:
+            raise UserError(f"the sweep was written by a raysweep whose sweep record is version "
+                            f"{version!r}; this one reads version {VERSION}", where=where,
+                            fix="resume it with the raysweep that started it")
+        try:
+            return cls(**{
+                **_known(cls, raw), "sets": tuple(raw["sets"]),
+                "resources": Resources(**_known(Resources, raw["resources"])),
+                "early_stopping": EarlyStopping(**_known(EarlyStopping, raw["early_stopping"])),
+                "tracking": Tracking(**_known(Tracking, raw["tracking"]))})
+        except (KeyError, TypeError) as e:
+            raise UserError(f"the sweep record lacks or mistypes a field ({e})", where=where,
+                            fix="restore the file, or start the sweep again under a new "
+                                "--name") from None
+
+
+def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in raw.items() if k in names}
+
+
+def _from_v0(raw: dict[str, Any]) -> dict[str, Any]:
+    """The untyped dict that sweeps wrote before the spec (resource flags other than the
+    workers were not recorded; early stopping was always on unless a baseline turned it off)."""
+    return {**raw, "name": raw.get("name", ""), "storage": raw.get("storage", ""),
+            "space_source": raw.get("space_source") or raw["space"],
+            "epochs": raw["max_epochs"], "searcher": raw.get("searcher", "tpe"),
+            "max_failures": raw.get("max_failures", 1), "version": VERSION,
+            "resources": {"workers_per_trial": raw.get("workers_per_trial") or 1,
+                          "cpus_per_worker": raw.get("cpus_per_worker") or 1.0,
+                          "gpus_per_trial": None, "max_concurrent": None},
+            "early_stopping": {"enabled": raw.get("early_stopping", True),
+                               "grace_period": raw["grace_period"],
+                               "reduction_factor": raw["reduction_factor"]},
+            "tracking": {"uri": raw.get("tracking_uri"), "experiment": raw["space"],
+                         "parent_run_id": raw.get("parent_run_id")}}
