@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -160,9 +161,13 @@ def test_resume_an_interrupted_sweep_without_duplicate_runs(ray_local, space_fil
     before = {c.data.tags["raysweep.trial_id"]: c.info.run_id for c in children}
     assert 1 <= len(before) < 6
 
-    out = run_search(space_file, data=make_prepared(n=64, size=16), storage=str(storage),
-                     name="rs", resume=True, loop="tests.test_search:slow_loop")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = run_search(space_file, data=make_prepared(n=64, size=16), storage=str(storage),
+                         name="rs", resume=True, loop="tests.test_search:slow_loop")
     assert out.complete and len(out.table) == 6
+    # epochs replayed from a checkpoint are not reported to Optuna twice (issue 13 item 9)
+    assert not [w for w in caught if "already reported" in str(w.message)]
     parents, children = runs_of(mlflow_db, "tiny_study")
     assert [p.info.run_id for p in parents] == [out.parent_run_id]
     assert parents[0].info.status == "FINISHED"
