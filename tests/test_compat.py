@@ -94,9 +94,14 @@ def test_gcs_tables_answer_on_a_live_cluster(ray_local):
     assert status is None or isinstance(json.loads(status), dict)  # the monitor's JSON
 
 
-def test_mlflow_store_uris_round_trip(tmp_path):
+def test_mlflow_store_uris_round_trip(tmp_path, monkeypatch):
     import mlflow
 
+    # set_*_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI: undone at teardown, or
+    # every later test would register into this test's store.
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(key, "placeholder")
+        monkeypatch.delenv(key)
     before = _compat.mlflow_store_uris()
     try:
         mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'a.db'}")
