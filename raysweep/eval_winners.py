@@ -20,7 +20,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from raysweep.errors import run_cli, setup_logging
+from raysweep.errors import UserError, run_cli, setup_logging
 from raysweep.evaluate.winners import run_eval_winners
 
 
@@ -39,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="winners")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--level", type=float, default=0.9,
+                    help="confidence of the champion's error bound, calibrated on validation")
     ap.add_argument("--tracking-uri")
     ap.add_argument("--no-register", action="store_true",
                     help="log the evaluation run but register no model")
@@ -48,12 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup_logging(args.debug)
     groups = [g.strip() for g in args.per_group.split(",") if g.strip()]
+    if not 0.5 <= args.level < 1.0:
+        raise UserError(f"--level {args.level} is not a confidence level",
+                        where="--level", fix="give a level in [0.5, 1), e.g. 0.9")
     from raysweep.tracking.store import store_errors, tracking_uri
 
     with store_errors(args.tracking_uri or tracking_uri()):
         res = run_eval_winners(args.experiment, args.parent_run, args.top_k, groups, args.split,
                                args.data, args.out, not args.no_mlflow, not args.no_register,
-                               args.n_boot, args.seed, args.tracking_uri)
+                               args.n_boot, args.seed, args.tracking_uri, level=args.level)
     s = res.summary.sort_values("mean")
     print(s[["model", "kind", "mean", "mean_lo", "mean_hi", "median", "p95"]].round(3)
           .to_string(index=False))

@@ -404,11 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _eval_winners(out: SweepResult) -> int:
-    try:
-        from raysweep.evaluate import winners as eval_winners
-    except ImportError:
-        raise UserError("--eval-winners needs raysweep.eval_winners, which this install lacks",
-                        fix=f"run it later on the sweep folder {out.path}") from None
+    # The same command a user would run next, so --eval-winners prints and exits the same way.
+    # Imported here: it loads the evaluation stack, which a plain sweep never needs.
+    from raysweep import eval_winners
+
     return int(eval_winners.main(["--parent-run", out.parent_run_id,
                                   "--tracking-uri", out.tracking_uri]) or 0)
 

@@ -161,7 +161,10 @@ def test_champion_calibration_coverage_and_registered_bound(sweep, evaluated):
     assert reg.calibration is not None and reg.calibration.scores == cal.scores
     from mlflow.tracking import MlflowClient
 
-    logged = MlflowClient().get_run(evaluated.eval_run_id).data.metrics
+    from raysweep.tracking.store import tracking_uri
+
+    # explicit store: MLflow's process-global default may point wherever an earlier test left it
+    logged = MlflowClient(tracking_uri()).get_run(evaluated.eval_run_id).data.metrics
     assert logged["test_bound_coverage"] == pytest.approx(cov.iloc[0]["coverage"])
 
 

@@ -196,7 +196,9 @@ def load_pyfunc_predictor(uri: str, device: str = "auto"):
 
     open_client()  # raysweep's bounded MLflow HTTP retries: ~10 s when the server is down, not 252
     try:
-        with store_errors(tracking_uri(), where=f"MLFLOW_TRACKING_URI, loading {uri}"):
+        store = tracking_uri()
+        # models:/ resolves through the registry: read the same store raysweep registered in
+        with store_errors(store, where=f"MLFLOW_TRACKING_URI, loading {uri}"), using_store(store):
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except UserError:
         raise
