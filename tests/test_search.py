@@ -217,3 +217,16 @@ def test_janitor_frees_a_group_whose_creator_died(ray_local):
     assert placement_group_table()[pg_id]["state"] == "CREATED"  # Ray alone keeps it
     assert resources.free_orphaned_placement_groups() == 1
     assert placement_group_table()[pg_id]["state"] == "REMOVED"
+
+
+def test_eval_winners_flag_hands_the_sweep_to_the_eval_winners_command(monkeypatch):
+    # After the layout move this called a `main` the library module does not have, so
+    # `make demo` crashed right after its sweep.
+    from raysweep import eval_winners, search
+
+    seen = []
+    monkeypatch.setattr(eval_winners, "main", lambda argv: seen.append(argv) or 0)
+    out = search.SweepResult(name="s", path="/x", parent_run_id="p1", table=pd.DataFrame(),
+                             tracking_uri="sqlite:///t.db", metric="val_de00_mean", searched=[])
+    assert search._eval_winners(out) == 0
+    assert seen == [["--parent-run", "p1", "--tracking-uri", "sqlite:///t.db"]]
