@@ -224,7 +224,7 @@ def breakdown_table(inp: ReportInput, dimension: str) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def _md_table(df: pd.DataFrame) -> str:
+def md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "_none_\n"
     cols = [str(c) for c in df.columns]
@@ -281,7 +281,7 @@ def render(inp: ReportInput, out_dir: str | Path) -> dict[str, Path]:
         md.append(f"## {heading}\n")
         body.append(f"<h2>{html.escape(heading)}</h2>")
         if isinstance(content, pd.DataFrame):
-            md.append(_md_table(content))
+            md.append(md_table(content))
             body.append(content.to_html(index=False, border=0, classes="t")
                         if not content.empty else "<p><em>none</em></p>")
         elif isinstance(content, Path):

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from raysweep.errors import UserError
-from raysweep.tracking.store import TRIAL_TAGS, retry, tracking_uri
+from raysweep.tracking.store import TRIAL_TAGS, open_client, retry
 
 log = logging.getLogger("raysweep.trials")
 METRIC = "val_de00_mean"
@@ -34,9 +34,7 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def client_for(uri: str | None = None):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri or tracking_uri())
+    return open_client(uri)
 
 
 def resolve_sweep(client, spec: str | None = None, experiment: str | None = None,
@@ -183,15 +181,16 @@ def group_table(df: pd.DataFrame, by: str, per_sweep: bool = False) -> pd.DataFr
 
 
 def markdown(df: pd.DataFrame, title: str, per_sweep: bool = False) -> str:
-    from raysweep.evaluate.report import _md_table
+    # report.py loads matplotlib; eval_winners reads trials without ever rendering this
+    from raysweep.evaluate.report import md_table
 
     lines = [f"# {title}\n", f"{len(df)} trial runs; {int((df['status'] == 'FINISHED').sum())} "
              f"finished. Score: best-epoch {METRIC} (lower is better).\n"]
     for by in GROUPS:
         table = group_table(df, by, per_sweep)
-        lines += [f"## By {by}\n", _md_table(table.round(3))]
+        lines += [f"## By {by}\n", md_table(table.round(3))]
     top = df.head(10)[["sweep", "trial_id", *TRIAL_TAGS, METRIC, "best_epoch", "status"]]
-    lines += ["## Top 10 trials\n", _md_table(top.round(3))]
+    lines += ["## Top 10 trials\n", md_table(top.round(3))]
     return "\n".join(lines)
 
 

@@ -1,14 +1,9 @@
-"""What changes when a sweep leaves one machine: shared checkpoint storage and secrets.
+"""Secrets stay out of everything raysweep logs.
 
-Two rules live here so that search.py and tracking.py only have to call them:
-
-1. On a multi-node Ray cluster every trial must reach every checkpoint (a restored or resumed
-   trial can land on another node), so the Tune `storage_path` must be a cloud URI or a file
-   system that every node mounts. A node-local path works on the first node and silently loses
-   checkpoints on the others, so `check_storage` refuses it before anything starts.
-2. MLflow credentials come from the environment only (MLFLOW_TRACKING_USERNAME/PASSWORD or
-   MLFLOW_TRACKING_TOKEN, which MLflow itself reads), never from a config file, a flag or a URI,
-   and `scrub_secrets` runs on everything before it is logged as params or tags.
+MLflow credentials come from the environment only (MLFLOW_TRACKING_USERNAME/PASSWORD or
+MLFLOW_TRACKING_TOKEN, which MLflow itself reads), never from a config file, a flag or a URI, and
+`scrub_secrets` runs on everything before it is logged as params or tags. (Shared checkpoint
+storage, the other thing that changes when a sweep leaves one machine, is raysweep.sweep.storage.)
 """
 
 from __future__ import annotations
