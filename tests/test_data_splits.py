@@ -123,3 +123,21 @@ def test_set_split_file_says_which_sessions_went_where(tmp_path, caplog):
     assert set(header["cameras"]["train"]) == {"cam0", "cam1", "cam2"}
     assert any("split_by=set_id: train" in r.message and went["test"][0] in r.message
                for r in caplog.records)
+
+
+def test_tone_split_spans_dark_to_light_skin_in_val_and_test():
+    # 138 tones, L* from dark to light: every ITA quintile must reach validation and test, for
+    # every seed (an unstratified shuffle left the dark tones out of validation on the default
+    # synthetic set, and the error bound calibrated there missed them).
+    n = 138
+    L = np.linspace(30, 72, n)
+    df = pd.DataFrame([{"sample_id": f"{t}-{k}", "tone_id": f"t{t}", "set_id": f"s{k}",
+                        "camera": "c", "target_L": L[t], "target_b": 16.0}
+                       for t in range(n) for k in range(3)])
+    quintile = pd.Series(np.minimum(np.arange(n) * 5 // n, 4), index=[f"t{t}" for t in range(n)])
+    for seed in range(10):
+        s = splits.assign(df, "tone_id", 0.15, 0.15, seed=seed, content_hash="h")
+        for name in ("val", "test"):
+            tones = df["tone_id"][s == name].unique()
+            counts = quintile[tones].value_counts().reindex(range(5), fill_value=0)
+            assert counts.min() >= 3 and counts.max() <= 6, (seed, name, counts.tolist())

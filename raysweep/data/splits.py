@@ -1,7 +1,9 @@
 """Train/val/test splits grouped by the physical sample, deterministic and written down.
 
 Grouping by `tone_id` keeps every photo of one skin tone in one split, so the test measures
-tones the model never saw; `set_id` holds out capture sessions (new light, as a new photo in the
+tones the model never saw, and it is stratified by skin tone (ITA) so that validation and test
+both span dark to light skin: a validation split without dark tones would calibrate error bounds
+and select models on lighter skin only; `set_id` holds out capture sessions (new light, as a new photo in the
 field brings) while keeping at least one session of EVERY camera in training, so that it measures
 unseen sessions, not unseen cameras; `camera` holds out whole cameras. The assignment depends
 only on the seed, the grouping and the manifest's content hash (not on file order or machine),
@@ -56,6 +58,10 @@ def assign(frame: pd.DataFrame, by: str = "tone_id", val_fraction: float = 0.15,
         hashlib.sha256(f"{seed}|{by}|{content_hash}".encode()).digest()[:8], "little"))
     order = groups[rng.permutation(len(groups))]
     movable = len(order)  # groups at positions >= movable always stay in train
+    if by == "tone_id" and {"target_L", "target_b"} <= set(frame.columns):
+        fracs = [f for f in (test_fraction, val_fraction) if f > 0]
+        strata = max(1, round(len(groups) * min(fracs))) if fracs else 1
+        order = _stratify_by_ita(order, keys, frame, strata, rng)
     if by == "set_id":
         order, movable = _stratify_by_camera(order, keys, camera_ids(frame))
         if movable == 0 and (val_fraction > 0 or test_fraction > 0):
@@ -95,6 +101,24 @@ def _stratify_by_camera(order: np.ndarray, keys: pd.Series, cameras: np.ndarray
     rest = [q[1:] for q in queues.values()]
     pool = [q[r] for r in range(max(map(len, rest), default=0)) for q in rest if r < len(q)]
     return np.array(pool + kept, dtype=order.dtype), len(pool)
+
+
+def _stratify_by_ita(order: np.ndarray, keys: pd.Series, frame: pd.DataFrame, strata: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Groups re-ordered so that every run of `strata` consecutive groups holds one tone from
+    each ITA stratum (equal-count bins, dark to light): the cut then takes each held-out split
+    from across the whole range of skin tones."""
+    lab = frame[["target_L", "target_b"]].apply(pd.to_numeric, errors="coerce")
+    per = lab.groupby(keys.to_numpy()).median()
+    ita = np.degrees(np.arctan2(per["target_L"] - 50.0, per["target_b"])).reindex(order)
+    if ita.isna().any() or strata <= 1:
+        return order
+    ranked = order[np.argsort(ita.to_numpy(), kind="stable")]
+    bins = [list(b) for b in np.array_split(ranked, min(strata, len(ranked)))]
+    for b in bins:
+        rng.shuffle(b)
+    depth = max(map(len, bins))
+    return np.array([b[r] for r in range(depth) for b in bins if r < len(b)], dtype=order.dtype)
 
 
 def groups_by_split(frame: pd.DataFrame, by: str, split: np.ndarray) -> dict[str, list[str]]:
