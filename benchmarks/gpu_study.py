@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from benchmarks import Section
 from raysweep.errors import UserError
 
 GPU_PACK = 8  # trials sharing the GPU at once
@@ -41,15 +42,15 @@ def gpu_sweep(card: Path, quick: bool):
                       storage=str(Path.cwd() / "ray"), name="study-gpu", early_stopping=True)
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False) -> Section:
     from benchmarks import study
 
     gpu = require_gpu()
     t = time.time()
-    # benchmarks.study.run owns the whole pipeline (sweep, winners, baselines, oracle, analysis);
-    # only its sweep differs here. TODO(runner): let study.run take the sweep's options instead.
-    study.sweep = gpu_sweep
-    text = study.run(quick=False)
+    # benchmarks.study owns the whole pipeline (sweep, winners, baselines, floors, analysis);
+    # only its sweep differs here.
+    section = study.run(quick=False, sweep_fn=gpu_sweep)
+    text = section.markdown
     wall = time.time() - t
     verdict = "met" if wall <= BUDGET_S else f"MISSED ({wall / 60:.1f} min)"
     head = (f"## The study on one GPU ({gpu})\n\n"
@@ -57,4 +58,5 @@ def run(quick: bool = False) -> str:
             f"wall time {wall / 60:.1f} min (target <= {BUDGET_S // 60} min: {verdict}). "
             f"Command: `python -m benchmarks.run --gpu`.\n\n")
     body = text.split("\n", 1)[1] if text.startswith("## ") else text
-    return head + body.replace("\n## ", "\n### ")
+    return Section(head + body.replace("\n## ", "\n### "),
+                   {**section.data, "gpu": gpu, "wall_s": wall, "budget_s": BUDGET_S})

@@ -10,8 +10,9 @@ From the per-photo errors: the winner's mean / median / p95 dE00 with bootstrap 
 table per group, paired effects (metadata with and without background, background, fusion), the
 naive error ratio, and a comparison with the published result on real phone photos.
 
-    python -m benchmarks.study --quick    # 2-core CPU: 20 cells x 1 trial, smallcnn/16 at 32 px, 24 epochs
-    python -m benchmarks.study            # GPU machine: 20 cells x 4 nuisance draws, 64 px, ASHA
+    python -m benchmarks.study --quick    # 2-core CPU: one trial per cell, smallcnn/16 at 32 px
+    python -m benchmarks.study            # GPU machine: every cell x 4 nuisance draws, ASHA
+    python -m benchmarks.run --gpu        # the same on one GPU with trials packed (gpu_study.py)
 
 The MLflow store, Ray results and checkpoints go to a temporary folder (RAYSWEEP_STUDY_DIR to keep
 them); the tables and figures to benchmarks/results/study[_quick].{md,json,png}.
@@ -19,10 +20,8 @@ them); the tables and figures to benchmarks/results/study[_quick].{md,json,png}.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks import load_note
+from benchmarks import Section, describe_machine, load_note
 from benchmarks.study_analysis import (
     N_BOOT,
     best,
@@ -91,7 +90,9 @@ def set_split_yardsticks(card: Path) -> tuple[pd.DataFrame, dict, float]:
     return table, notes, time.time() - t
 
 
-def run(quick: bool = False) -> str:
+def measure(quick: bool, sweep_fn=None) -> dict:
+    """Sweep, score every finished trial on test next to baselines and floors, and the
+    set-grouped yardsticks; the raw results, in a scratch folder that is removed after."""
     from raysweep.evaluate.winners import run_eval_winners
     from raysweep.synth import ensure_default_dataset
 
@@ -106,7 +107,7 @@ def run(quick: bool = False) -> str:
     os.chdir(work)
     try:
         t = time.time()
-        sw = sweep(card, quick)
+        sw = (sweep_fn or sweep)(card, quick)
         t_search = time.time() - t
         t = time.time()
         ev = run_eval_winners(parent_run=sw.parent_run_id, top_k=len(sw.table),
@@ -121,11 +122,25 @@ def run(quick: bool = False) -> str:
         os.chdir(home)
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
+    return {"card": card, "sw": sw, "ev": ev, "errs": errs, "ids": ids, "set_table": set_table,
+            "set_notes": set_notes, "t_all": t_all, "seconds": {
+                "search": t_search, "eval": t_eval, "set_split_yardsticks": t_oracle}}
+
+
+def run(quick: bool = False, sweep_fn=None) -> Section:
+    """The study as a benchmark section; `sweep_fn(card, quick)` replaces the CPU sweep (the GPU
+    run packs trials on the GPU, everything else is the same)."""
+    m = measure(quick, sweep_fn)
+    card, sw, ev, errs, ids = m["card"], m["sw"], m["ev"], m["errs"], m["ids"]
+    set_table, set_notes = m["set_table"], m["set_notes"]
+    t_all, t_search, t_eval, t_oracle = (m["t_all"], m["seconds"]["search"],
+                                         m["seconds"]["eval"], m["seconds"]["set_split_yardsticks"])
     s = ev.summary
     models = s[s["kind"] == "model"].sort_values("val_de00_mean").reset_index(drop=True)
     bases = s[s["kind"] == "baseline"].sort_values("mean")
     floor_rows = s[s["kind"] == "floor"].sort_values("mean")
     from raysweep.evaluate.floors import knows
+    from search_spaces.study import CELLS
 
     lines = knows()
     winner, win_bg = models.iloc[0], best(models, crop="adaptive_bg")
@@ -202,7 +217,6 @@ def run(quick: bool = False) -> str:
         "verdicts": claims_df.to_dict("records"),
         "seconds": {"search": t_search, "eval": t_eval, "set_split_yardsticks": t_oracle,
                     "total": time.time() - t_all}}
-    (RESULTS / f"study{tag}.json").write_text(json.dumps(headline, indent=1, default=float))
 
     table = pd.concat([models, bases, floor_rows], ignore_index=True)
     shown = pd.DataFrame({
@@ -217,14 +231,14 @@ def run(quick: bool = False) -> str:
                         p=eff["p_value"].map("{:.3f}".format))[["question", "a", "b", "diff",
                                                                 "ci", "p"]]
     settings = ("`" + " ".join(f"--set {x}" for x in QUICK_SETS) + "`, no early stopping"
-                if quick else "the space's own (64 px smallcnn/32, 30 epochs, ASHA grace 10)")
+                if quick else "the space's own, with ASHA")
     cmd = "python -m benchmarks.study" + (" --quick" if quick else "")
-    return "\n".join([
+    text = "\n".join([
         f"## The study: fusion x features x crop on held-out tones{' (quick)' if quick else ''}",
         "",
         f"Default synthetic dataset (`ensure_default_dataset()`: {card}, 2,070 photos, split by "
         f"tone_id, {len(ids)} test photos of tones no trial saw). Space `search_spaces/study.py`: "
-        f"20 distinct cells (per crop: image only + 3 conditioned feature sets x concat/film/xattn), "
+        f"{len(CELLS)} distinct cells (`CELLS` in the space: crop x features x fusion x head), "
         f"{len(tab)} trials via `run_search` (TPE on the nuisance; cells enumerated), settings: "
         f"{settings}. {len(tab) - n_fail} trials finished, {n_fail} failed, {n_stop} stopped early. "
         "Every finished trial was scored on the test split by `run_eval_winners` (the winner and "
@@ -287,15 +301,14 @@ def run(quick: bool = False) -> str:
         "",
         f"Time: search {t_search:.0f} s, test evaluation with baselines and floors {t_eval:.0f} s, "
         f"set-grouped yardsticks {t_oracle:.0f} s, whole study {time.time() - t_all:.0f} s, on "
-        f"{len(os.sched_getaffinity(0))} CPU cores, no GPU; {load_note()}.",
+        f"{describe_machine()}; {load_note()}.",
         "",
         f"Command: `{cmd}` (or as part of `python -m benchmarks.run{' --quick' if quick else ''}`)",
     ])
+    return Section(text, headline)
 
 
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv[1:]
-    text = run(quick=quick)
-    print(text)
-    out = RESULTS / ("study_quick.md" if quick else "study.md")
-    out.write_text(text.replace("](results/", "](") + "\n")
+    from benchmarks import main
+
+    main("study", run)
