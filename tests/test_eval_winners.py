@@ -29,15 +29,25 @@ BASE = dict(backbone="smallcnn", width=8, image_size=16, epochs=4, batch_size=16
             device="cpu", crop="adaptive_bg", meta_hidden=16)
 
 
-def log_sweep(tracker: Tracker, data, root) -> dict:
+def log_sweep(tracker: Tracker, data, root, trials: dict = TRIALS,
+              train_on: dict | None = None) -> dict:
+    """`trials` (id -> config overrides) trained on `data` and logged; `train_on` gives a trial
+    other training rows (e.g. a biased target), and then its logged validation score is the
+    checkpoint's on `data`, as eval_winners recomputes it."""
     parent = tracker.start_parent(tags={"raysweep.space": "unit"}, params={"data": "<in-memory>"})
     tracker.log(parent, tags={"raysweep.dataset_hash": data.info["content_hash"],
                               "raysweep.split_id": data.info["split_id"]})
     out = {}
-    for trial_id, over in TRIALS.items():
+    for trial_id, over in trials.items():
         cfg = {**BASE, **over}
-        res = fit(cfg, data, checkpoint_dir=str(root / trial_id))
+        res = fit(cfg, (train_on or {}).get(trial_id, data),
+                  checkpoint_dir=str(root / trial_id))
         run = tracker.start_child(trial_id, trial_id, cfg)
+        if trial_id in (train_on or {}):
+            val = data.subset(data.indices("val"))
+            pred = checkpoint.load(res.checkpoint_dir, device="cpu").predict(val)
+            res.history = [{"epoch": 0, "val_de00_mean": float(
+                eval_winners.errors_of(pred, val.target)[0].mean())}]
         for m in res.history:
             tracker.log(run, metrics={k: v for k, v in m.items() if k != "epoch"},
                         step=int(m["epoch"]))

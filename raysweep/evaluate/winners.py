@@ -40,6 +40,7 @@ from raysweep.evaluate import (
     baselines,
     breakdowns,
     coverage,
+    ensemble,
     floors,
     report,
     selection,
@@ -67,9 +68,12 @@ class Leader:
     checkpoint_dir: Path | None = None
     pred: np.ndarray | None = None  # (N, 3) Lab on the evaluated split
     data: Prepared | None = None  # the whole dataset as this leader was trained on it
+    label: str | None = None  # a name of its own (the ensemble candidate, `ensemble:topK`)
 
     @property
     def name(self) -> str:
+        if self.label:
+            return self.label
         t = self.tags
         used = [str(t.get(k)) for k in ("backbone", "fusion", "features", "crop")
                 if t.get(k) not in (None, "", "-")]  # a tabular run: no backbone, no crop
@@ -169,8 +173,9 @@ def score(preds: dict[str, np.ndarray], kinds: dict[str, str], target: np.ndarra
 
 
 def comparisons(leaders: list[Leader], errs: dict, best_baseline: str | None, n_boot: int,
-                seed: int) -> pd.DataFrame:
-    """The study's questions, each as best-of-group A vs best-of-group B on the same photos."""
+                seed: int, champion: str | None = None) -> pd.DataFrame:
+    """The study's questions, each as best-of-group A vs best-of-group B on the same photos;
+    then the crowned `champion` (default: the best leader on validation) vs the best baseline."""
     ranked = sorted(leaders, key=lambda ld: ld.val)
 
     def best(pred) -> Leader | None:
@@ -196,10 +201,11 @@ def comparisons(leaders: list[Leader], errs: dict, best_baseline: str | None, n_
         if a is not None and b is not None and a is not b:
             rows.append({"question": question, "a": a.name, "b": b.name,
                          **stats.paired_bootstrap(errs[a.name], errs[b.name], "mean", n_boot, seed)})
-    if ranked and best_baseline:
-        rows.append({"question": "champion vs best baseline", "a": ranked[0].name,
+    champion = champion or (ranked[0].name if ranked else None)
+    if champion and best_baseline:
+        rows.append({"question": "champion vs best baseline", "a": champion,
                      "b": best_baseline, **stats.paired_bootstrap(
-                         errs[ranked[0].name], errs[best_baseline], "mean", n_boot, seed)})
+                         errs[champion], errs[best_baseline], "mean", n_boot, seed)})
     return pd.DataFrame(rows, columns=["question", "a", "b", "diff", "lo", "hi", "p_value", "n"])
 
 
@@ -309,6 +315,12 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
         kinds = {ld.name: "model" for ld in leaders}
         extra = {ld.name: {"run_id": ld.run_id, "val_de00_mean": ld.val, "why": ld.why[0],
                            **ld.tags} for ld in leaders}
+        # the mean of the top-k leaders: a candidate scored on validation like any leader
+        ens = _ensemble_candidate(leaders, top_k, split, eval_data, work)
+        if ens is not None:
+            preds[ens.name], kinds[ens.name] = ens.pred, "ensemble"
+            extra[ens.name] = {"run_id": ens.run_id, "val_de00_mean": ens.val, "why": ens.why[0]}
+            refused += ens.why[1:]
         bdata = _baseline_data(base_data, data, leaders[0], client)
         b_train = bdata.subset(bdata.indices("train"))
         b_eval = bdata.subset(bdata.indices(split))
@@ -325,7 +337,6 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
         summary, errs = score(preds, kinds, eval_data.target, extra, n_boot, seed)
         b = summary[summary["kind"] == "baseline"].sort_values("mean")
         best_base = b["model"].iloc[0] if len(b) else None
-        comp = comparisons(leaders, errs, best_base, n_boot, seed)
         table = breakdowns.breakdown(errs, eval_data, n_boot=max(200, n_boot // 4), seed=seed)
         champion = leaders[0]
         # few validation sessions select noise: re-score the top leaders across sessions
@@ -338,10 +349,21 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
             "chosen by grouped k-fold over sessions (mean validation dE00 "
             f"{sel.table.set_index('leader').loc[champion.name, 'cv_mean']:.3f}; its own "
             f"validation dE00 {champion.val:.3f})")
+        if ens is not None and ens.val < min(ld.val for ld in leaders):
+            # best on validation (even when fold re-scoring crowned a leader: the mean of the
+            # top leaders is one more candidate, not one more draw among noisy single runs)
+            champion, chosen = ens, (f"chosen by validation dE00 {ens.val:.3f}, below the best "
+                                     f"single leader's {leaders[0].val:.3f}")
+        comp = comparisons(leaders, errs, best_base, n_boot, seed, champion=champion.name)
         # the champion's error bound: calibrated on validation, its coverage checked on `split`
-        cal, trust, trust_note = coverage.champion_trust(
-            champion.predictor, champion.data, split, level, max(200, n_boot // 4), seed,
-            info={"champion_run": champion.run_id, "split_id": eval_data.info.get("split_id")})
+        info = {"champion_run": champion.run_id, "split_id": eval_data.info.get("split_id")}
+        if champion is ens:  # its members' spread is a difficulty feature of the bound
+            cal, trust, trust_note = ensemble.champion_trust(
+                ens.predictor, ens.data, split, level, max(200, n_boot // 4), seed, info=info)
+        else:
+            cal, trust, trust_note = coverage.champion_trust(
+                champion.predictor, champion.data, split, level, max(200, n_boot // 4), seed,
+                info=info)
         inp = report.ReportInput(
             title=f"Winners of {label} on the {split} split", champion=champion.name,
             summary=summary, breakdown=table, comparisons=comp, target=eval_data.target,
@@ -366,6 +388,24 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _ensemble_candidate(leaders: list[Leader], top_k: int, split: str, eval_data: Prepared,
+                        work: Path) -> Leader | None:
+    """`ensemble:topK` as a Leader (its folder of member checkpoints in `work`), or None."""
+    cand = ensemble.candidate(leaders, top_k)
+    if cand is None:
+        return None
+    sub = cand.data.subset(cand.data.indices(split))
+    if not np.array_equal(sub.sample_id, eval_data.sample_id):
+        raise UserError("the ensemble's rows differ from the leaders' rows")
+    folder = ensemble.save(work / "ensemble", [ld.checkpoint_dir for ld in cand.members],
+                           [ld.name for ld in cand.members], cand.predictor.info)
+    ld = Leader(",".join(m.run_id for m in cand.members), cand.name, {}, cand.val,
+                cand.members[0].parent_run_id,
+                [f"mean of top {len(cand.members)}"] + cand.left_out, cand.predictor, folder,
+                cand.predictor.predict(sub), cand.data, label=cand.name)
+    return ld
 
 
 def _baseline_data(base: Prepared, given, champion: Leader, client) -> Prepared:

@@ -57,9 +57,10 @@ def errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
                      torch.as_tensor(np.asarray(target, np.float64))).numpy()
 
 
-def features(data: Prepared, pred: np.ndarray, cameras: list[str], background: str = "none"
-             ) -> tuple[np.ndarray, list[str]]:
-    """(N, F) raw difficulty features (NaN where unknown) and their names."""
+def features(data: Prepared, pred: np.ndarray, cameras: list[str], background: str = "none",
+             spread: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+    """(N, F) raw difficulty features (NaN where unknown) and their names; `spread` is an
+    ensemble's per-photo disagreement of its members (raysweep.evaluate.ensemble)."""
     cols: dict[str, np.ndarray] = {}
     cam = np.asarray(data.camera).astype(str)
     for c in cameras:
@@ -77,6 +78,8 @@ def features(data: Prepared, pred: np.ndarray, cameras: list[str], background: s
     if ok.any():
         corr[ok] = errors(pred[ok], data.mean_lab[ok])
     cols["log_correction"] = np.log1p(corr)
+    if spread is not None:  # members that disagree: a photo the ensemble finds hard
+        cols["log_spread"] = np.log1p(np.asarray(spread, np.float64))
     if background != "none":
         bg, _ = ood.background_features(data, background)
         if bg is not None:
@@ -154,6 +157,8 @@ class Calibration:
     ranges: ood.TrainingRanges
     difficulty: Difficulty | None = None  # None: sigma = 1, a constant bound
     info: dict = field(default_factory=dict)
+    # an ensemble's spread per photo (EnsemblePredictor.spread), set when loaded, never stored
+    spread_of: object = field(default=None, repr=False, compare=False)
 
     def quantile(self, level: float | None = None) -> float:
         return conformal_quantile(self.scores, level or self.level)
@@ -161,7 +166,10 @@ class Calibration:
     def sigma(self, data: Prepared, pred: np.ndarray) -> np.ndarray:
         if self.difficulty is None:
             return np.ones(len(data))
-        x, names = features(data, pred, self.ranges.cameras, self.ranges.background_kind)
+        spread = None
+        if self.spread_of is not None and "log_spread" in self.difficulty.names:
+            spread = self.spread_of(data)
+        x, names = features(data, pred, self.ranges.cameras, self.ranges.background_kind, spread)
         return self.difficulty.sigma(x, names)
 
     def bound(self, data: Prepared, pred: np.ndarray, level: float | None = None) -> np.ndarray:
@@ -197,9 +205,10 @@ def _halves(val: Prepared, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def calibrate(val: Prepared, pred_val: np.ndarray, train: Prepared, level: float = LEVEL,
               cameras: list[str] | None = None, scaled: bool = True, seed: int = 0,
-              info: dict | None = None) -> Calibration:
+              info: dict | None = None, spread: np.ndarray | None = None) -> Calibration:
     """Calibrate the bound on the validation rows `val` (with the model's predictions) and
-    record the training split's ranges for the OOD flags."""
+    record the training split's ranges for the OOD flags. `spread` (an ensemble's members'
+    disagreement on `val`) joins the difficulty features."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     ranges = ood.fit_ranges(train, cameras, seed=seed)
@@ -209,11 +218,12 @@ def calibrate(val: Prepared, pred_val: np.ndarray, train: Prepared, level: float
     info = {**(info or {}), "n_val": len(val)}
     if scaled and len(val) >= MIN_SPLIT:
         fit_idx, cal_idx = _halves(val, seed)
-        x, names = features(val, pred_val, ranges.cameras, ranges.background_kind)
+        x, names = features(val, pred_val, ranges.cameras, ranges.background_kind, spread)
         diff = Difficulty.fit(x[fit_idx], names, err[fit_idx], seed)
         sigma = diff.sigma(x[cal_idx], names)
         scores = np.sort(err[cal_idx] / sigma)
-        info.update(method="scaled split-conformal", n_fit=len(fit_idx), n_cal=len(cal_idx))
+        info.update(method="scaled split-conformal" + " (with ensemble spread)" * (
+            spread is not None), n_fit=len(fit_idx), n_cal=len(cal_idx))
     else:
         diff, scores = None, np.sort(err)
         info.update(method="constant split-conformal", n_fit=0, n_cal=len(err))
@@ -247,6 +257,8 @@ def read(directory: str | os.PathLike) -> Calibration | None:
 def attach(predictor, directory: str | os.PathLike):
     """Give a loaded Predictor its stored calibration (None when the checkpoint has none)."""
     predictor.calibration = read(directory)
+    if predictor.calibration is not None and hasattr(predictor, "spread"):  # an ensemble
+        predictor.calibration.spread_of = predictor.spread
     return predictor
 
 

@@ -41,4 +41,14 @@ def load_predictor(spec: str, device: str = "auto"):
         from raysweep.serve.pyfunc import load_pyfunc_predictor
 
         return load_pyfunc_predictor(spec, device=device)
-    return checkpoint.load(spec, device=device)
+    return load_folder(spec, device=device)
+
+
+def load_folder(directory, device: str = "auto"):
+    """A checkpoint folder, or an ensemble folder (`ensemble.json` + member checkpoints, as
+    eval_winners registers an ensemble champion): either way a Predictor-like object."""
+    from raysweep.evaluate import ensemble
+
+    if ensemble.is_ensemble(directory):
+        return ensemble.load(directory, device=device)
+    return checkpoint.load(directory, device=device)

@@ -57,9 +57,10 @@ def signature():
 
 class RaysweepModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from raysweep.train import checkpoint
+        from raysweep.serve.loading import load_folder
 
-        self.predictor = checkpoint.load(context.artifacts[CHECKPOINT_ARTIFACT], device="cpu")
+        # a checkpoint, or an ensemble folder of member checkpoints (raysweep.evaluate.ensemble)
+        self.predictor = load_folder(context.artifacts[CHECKPOINT_ARTIFACT], device="cpu")
         bounds.attach(self.predictor, context.artifacts[CHECKPOINT_ARTIFACT])  # calibration.json
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -216,6 +217,6 @@ def load_pyfunc_predictor(uri: str, device: str = "auto"):
     folder = (local / rel).resolve()
     if not folder.is_relative_to(local.resolve()):
         raise UserError(f"{uri}: its MLmodel points outside the model folder", where=uri)
-    from raysweep.train.checkpoint import load
+    from raysweep.serve.loading import load_folder
 
-    return bounds.attach(load(folder, device=device), folder)  # with its calibration.json
+    return bounds.attach(load_folder(folder, device=device), folder)  # with its calibration.json

@@ -1,0 +1,208 @@
+"""Ensembles: the mean prediction (in CIELAB) of the sweep's top-k leaders, as one model.
+
+`EnsemblePredictor` has the interface of a checkpoint's Predictor (`.predict(data)`, `.cfg`,
+`.meta`, `.stats`, `.calibration`) plus `.spread(data)`, the members' disagreement per photo,
+which the conformal bound (raysweep.serve.bounds) uses as a difficulty feature.
+
+Geometry is kept simple: every member that reads the image must have been trained on the same
+crop and size, so one prepared dataset (or one set of photos cut once) feeds them all; tabular
+members take their inputs (mean colour, metadata, ring) from the same rows. Members that would
+need another geometry are left out of the candidate by `pick_members` and refused by `load`.
+Members must share the data identity (content hash and split id): the mean of models that saw
+different test photos would not be a model of anything.
+
+On disk an ensemble is a folder: `ensemble.json` (format, member list, how they combine),
+`members/NN/` (each a checkpoint: model.pt + checkpoint.json) and, once eval_winners has
+calibrated it, `calibration.json`. It loads with weights_only like any checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from raysweep.data.prepared import Prepared
+from raysweep.errors import UserError
+from raysweep.train import checkpoint
+
+FILE = "ensemble.json"
+MEMBERS_DIR = "members"
+FORMAT = 1
+
+
+def geometry_of(predictor) -> tuple[str, int] | None:
+    """(crop, size) an image model needs; None for a model that reads no image."""
+    if not predictor.cfg.uses_image:
+        return None
+    meta = predictor.meta
+    return str(meta.get("crop") or predictor.cfg.crop), int(meta.get("size") or
+                                                            predictor.cfg.image_size)
+
+
+def identity_of(predictor) -> tuple:
+    return predictor.meta.get("content_hash"), predictor.meta.get("split_id")
+
+
+class EnsemblePredictor:
+    """Mean in Lab of its members' predictions on the same rows."""
+
+    def __init__(self, members: list, names: list[str] | None = None, info: dict | None = None):
+        if len(members) < 2:
+            raise UserError(f"an ensemble needs at least 2 members, got {len(members)}")
+        geoms = {g for g in map(geometry_of, members) if g is not None}
+        if len(geoms) > 1:
+            raise UserError(f"ensemble members were trained on different crops/sizes "
+                            f"({sorted(geoms)}): one photo cannot feed them all",
+                            fix="build the ensemble from members with one crop and size")
+        ids = {identity_of(m) for m in members}
+        if len(ids) > 1:
+            raise UserError("ensemble members were trained on different data (content hash, "
+                            f"split id: {sorted(map(str, ids))})",
+                            fix="build the ensemble from one sweep's runs on one dataset")
+        self.members = list(members)
+        self.names = list(names or [f"member{i}" for i in range(len(members))])
+        self.info = dict(info or {})
+        # geometry, config and camera vocabulary come from the first image member (or the first)
+        self.lead = next((m for m in members if m.cfg.uses_image), members[0])
+
+    @property
+    def cfg(self):
+        return self.lead.cfg
+
+    @property
+    def stats(self):
+        return self.lead.stats  # one data identity: every member has the same camera vocabulary
+
+    @property
+    def meta(self) -> dict:
+        return {**self.lead.meta, "ensemble": self.names}
+
+    @property
+    def device(self):
+        return self.lead.device
+
+    def member_predictions(self, data: Prepared, batch_size: int = 512) -> np.ndarray:
+        """(M, N, 3) each member's Lab predictions for every row of `data`."""
+        return np.stack([m.predict(data, batch_size) for m in self.members])
+
+    def predict(self, data: Prepared, batch_size: int = 512) -> np.ndarray:
+        """(N, 3) CIELAB: the members' mean."""
+        return self.member_predictions(data, batch_size).mean(axis=0).astype(np.float32)
+
+    def spread(self, data: Prepared) -> np.ndarray:
+        """(N,) mean Lab distance of the members from their mean: how much they disagree."""
+        p = self.member_predictions(data).astype(np.float64)
+        return np.linalg.norm(p - p.mean(axis=0), axis=-1).mean(axis=0)
+
+
+@dataclass
+class Candidate:
+    """The `ensemble:topK` candidate of an evaluation."""
+
+    name: str
+    predictor: EnsemblePredictor
+    members: list  # the Leaders it averages
+    data: Prepared  # the whole dataset, cut as its image members were trained on
+    val: float  # mean validation dE00 of the mean prediction, as the loop scores a leader
+    left_out: list[str]
+
+
+def pick_members(leaders: list, k: int) -> tuple[list, list[str]]:
+    """The top-k leaders (by validation) that can share one input: image members keep the best
+    image leader's crop and size, and all share its data identity. Returns (members, notes)."""
+    ranked = sorted(leaders, key=lambda ld: ld.val)[:k]
+    lead = next((ld for ld in ranked if ld.predictor.cfg.uses_image), ranked[0] if ranked else None)
+    members, notes = [], []
+    for ld in ranked:
+        g = geometry_of(ld.predictor)
+        if g is not None and g != geometry_of(lead.predictor):
+            notes.append(f"{ld.name} left out of the ensemble: crop/size {g} differs from "
+                         f"{geometry_of(lead.predictor)}")
+        elif identity_of(ld.predictor) != identity_of(lead.predictor):
+            notes.append(f"{ld.name} left out of the ensemble: trained on other data")
+        else:
+            members.append(ld)
+    return members, notes
+
+
+def candidate(leaders: list, k: int) -> Candidate | None:
+    """`ensemble:topK` of the leaders (each with `.predictor`, `.data`, `.val`, `.name`), scored
+    on the validation split; None when fewer than two leaders can share one input."""
+    from raysweep.evaluate.winners import errors_of
+
+    members, notes = pick_members(leaders, k)
+    if len(members) < 2:
+        return None
+    ens = EnsemblePredictor([ld.predictor for ld in members], [ld.name for ld in members],
+                            info={"run_ids": [ld.run_id for ld in members]})
+    data = next(ld.data for ld in members if ld.predictor is ens.lead)
+    val = data.subset(data.indices("val"))
+    score = float(np.mean(errors_of(ens.predict(val), val.target)[0]))
+    return Candidate(f"ensemble:top{len(members)}", ens, members, data, score, notes)
+
+
+def save(directory: str | os.PathLike, member_dirs: list, names: list[str],
+         info: dict | None = None) -> Path:
+    """Write an ensemble folder from its members' checkpoint folders (weights and config only:
+    the training state is not needed to predict)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, (src, name) in enumerate(zip(member_dirs, names)):
+        rel = f"{MEMBERS_DIR}/{i:02d}"
+        (d / rel).mkdir(parents=True, exist_ok=True)
+        for f in (checkpoint.MODEL_FILE, checkpoint.META_FILE):
+            shutil.copy2(Path(src) / f, d / rel / f)
+        entries.append({"path": rel, "name": name})
+    spec = {"format": FORMAT, "combine": "mean_lab", "members": entries, "info": info or {}}
+    (d / FILE).write_text(json.dumps(spec, indent=1, default=str))
+    return d
+
+
+def is_ensemble(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / FILE).is_file()
+
+
+def load(directory: str | os.PathLike, device: str = "auto") -> EnsemblePredictor:
+    d = Path(directory).resolve()
+    try:
+        spec = json.loads((d / FILE).read_text())
+        entries = spec["members"]
+        paths = [(d / e["path"]).resolve() for e in entries]
+        names = [str(e.get("name", e["path"])) for e in entries]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{d / FILE} is not a readable ensemble ({type(e).__name__}: {e})",
+                        where=str(d / FILE), fix="re-run `python -m raysweep.eval_winners`, "
+                        "which writes it") from None
+    if spec.get("combine") != "mean_lab":
+        raise UserError(f"{d / FILE}: unknown combine {spec.get('combine')!r}", where=str(d))
+    bad = [str(p) for p in paths if not p.is_relative_to(d)]
+    if bad:
+        raise UserError(f"{d / FILE} points outside its folder ({bad})", where=str(d))
+    return EnsemblePredictor([checkpoint.load(p, device=device) for p in paths], names,
+                             info=spec.get("info", {}))
+
+
+def champion_trust(ens: EnsemblePredictor, data: Prepared, split: str, level: float, n_boot: int, seed: int,
+                   info: dict | None = None):
+    """As raysweep.evaluate.coverage.champion_trust, with the members' spread as a difficulty
+    feature of the bound. Returns (Calibration or None, Assessment or None, note)."""
+    from raysweep.evaluate import coverage
+    from raysweep.serve import bounds
+
+    val, train = data.subset(data.indices("val")), data.subset(data.indices("train"))
+    if len(val) < math.ceil(1 / (1 - level)):
+        return coverage.champion_trust(ens, data, split, level, n_boot, seed, info)  # its note
+    cal = bounds.calibrate(val, ens.predict(val), train, level, cameras=list(ens.stats.cameras),
+                           seed=seed, info=info, spread=ens.spread(val))
+    cal.spread_of = ens.spread  # the bound of a new photo asks the members again
+    if split == "val":
+        return cal, None, "bound coverage is not reported on the validation split (it calibrates it)"
+    ev = data.subset(data.indices(split))
+    return cal, coverage.assess(cal, ev, ens.predict(ev), n_boot, seed), None
