@@ -288,3 +288,42 @@ def test_pyfunc_rejects_bad_input(trained, registered, monkeypatch):
         model.predict(pd.DataFrame({"image_b64": ["%%% not base64"]}))
     with pytest.raises(UserError, match="MLflow model"):
         loading.load_predictor("models:/no-such-model@champion")
+
+
+def test_cli_and_pyfunc_on_an_ensemble_champion(trained, tmp_path, capsys, monkeypatch):
+    """An ensemble (image + tabular member) registered as the champion: `predict` and the
+    pyfunc both give the members' mean, with the bound calibrated on the members' spread."""
+    import base64
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from raysweep.evaluate import ensemble
+    from raysweep.serve import bounds, pyfunc
+
+    data = trained["data"]
+    tab = fit(dict(features="mean+meta", fusion="none", epochs=2, batch_size=16, device="cpu",
+                   meta_hidden=16), data, checkpoint_dir=str(tmp_path / "tab")).checkpoint_dir
+    folder = ensemble.save(tmp_path / "ens", [trained["ckpt"], tab], ["image", "tabular"])
+    ens = ensemble.load(folder, device="cpu")
+    rest = data.subset(np.flatnonzero(data.split != "train"))
+    bounds.write(bounds.calibrate(rest, ens.predict(rest), data.subset(data.indices("train")),
+                                  level=0.8, spread=ens.spread(rest)), folder)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    exp = MlflowClient(uri).create_experiment("ens-predict", (tmp_path / "art").as_uri())
+    model = pyfunc.register_champion(folder, "ens-predict", MlflowClient(uri).create_run(exp)
+                                     .info.run_id, uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    photos = [str(trained["root"] / "syn" / r) for r in data.frame["image"][:3]]
+    members = [checkpoint.load(trained["ckpt"], device="cpu"), checkpoint.load(tab, device="cpu")]
+    read = [inference.read_photo(ph, 32) for ph in photos]
+    want = np.mean([inference.predict_photos(m, read)[["L", "a", "b"]].to_numpy()
+                    for m in members], axis=0)
+    assert predict.main([*photos, "--model", model, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose([[r["L"], r["a"], r["b"]] for r in rows], want, atol=1e-3)
+    assert all(np.isfinite(r["de00_bound"]) for r in rows)
+    served = mlflow.pyfunc.load_model(model).predict(pd.DataFrame({
+        "image_b64": [base64.b64encode(open(p, "rb").read()).decode() for p in photos]}))
+    np.testing.assert_allclose(served[["L", "a", "b"]].to_numpy(), want, atol=1e-3)
+    assert np.isfinite(served["de00_bound"]).all()
