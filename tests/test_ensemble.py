@@ -93,6 +93,7 @@ def test_ensemble_best_on_validation_is_the_champion(sweep):
     # "champion vs best baseline" compares the crowned champion, not the best single leader
     row = res.comparisons.set_index("question").loc["champion vs best baseline"]
     assert row["a"] == "ensemble:top2"
+    assert "the mean of" in (res.out_dir / "report.md").read_text()
 
 
 def test_registered_ensemble_loads_and_predicts_like_in_memory(sweep):

@@ -353,7 +353,8 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
             # best on validation (even when fold re-scoring crowned a leader: the mean of the
             # top leaders is one more candidate, not one more draw among noisy single runs)
             champion, chosen = ens, (f"chosen by validation dE00 {ens.val:.3f}, below the best "
-                                     f"single leader's {leaders[0].val:.3f}")
+                                     f"single leader's {leaders[0].val:.3f}; the mean of "
+                                     f"{', '.join(ens.predictor.names)}")
         comp = comparisons(leaders, errs, best_base, n_boot, seed, champion=champion.name)
         # the champion's error bound: calibrated on validation, its coverage checked on `split`
         info = {"champion_run": champion.run_id, "split_id": eval_data.info.get("split_id")}
