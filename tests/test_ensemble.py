@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 
 from raysweep.errors import UserError
-from raysweep.evaluate import ensemble
+from raysweep.evaluate import stats
 from raysweep.evaluate import winners as eval_winners
+from raysweep.serve import ensemble
 from raysweep.tracking.store import Tracker
 from raysweep.train import checkpoint
 from tests.fakes import make_prepared
@@ -82,7 +83,7 @@ def test_ensemble_best_on_validation_is_the_champion(sweep):
     members = _members(sweep)
     val = data.subset(data.indices("val"))
     mean_val = np.mean([m.predict(val) for m in members], axis=0)
-    want_val = eval_winners.errors_of(mean_val, val.target)[0].mean()
+    want_val = stats.errors_of(mean_val, val.target)[0].mean()
     assert s.loc["ensemble:top2", "val_de00_mean"] == pytest.approx(want_val, abs=1e-4)
     assert want_val < s.loc[s["kind"] == "model", "val_de00_mean"].min()
     # its test predictions in predictions.csv are the members' mean

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from raysweep.errors import UserError
+from raysweep.evaluate import stats
 from raysweep.evaluate import winners as eval_winners
 from raysweep.tracking.store import Tracker
 from raysweep.train import checkpoint
@@ -47,7 +48,7 @@ def log_sweep(tracker: Tracker, data, root, trials: dict = TRIALS,
             val = data.subset(data.indices("val"))
             pred = checkpoint.load(res.checkpoint_dir, device="cpu").predict(val)
             res.history = [{"epoch": 0, "val_de00_mean": float(
-                eval_winners.errors_of(pred, val.target)[0].mean())}]
+                stats.errors_of(pred, val.target)[0].mean())}]
         for m in res.history:
             tracker.log(run, metrics={k: v for k, v in m.items() if k != "epoch"},
                         step=int(m["epoch"]))

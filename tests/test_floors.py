@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from raysweep.evaluate import floors
-from raysweep.evaluate.winners import errors_of
+from raysweep.evaluate.stats import errors_of
 from tests.fakes import make_prepared
 
 

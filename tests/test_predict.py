@@ -298,8 +298,7 @@ def test_cli_and_pyfunc_on_an_ensemble_champion(trained, tmp_path, capsys, monke
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from raysweep.evaluate import ensemble
-    from raysweep.serve import bounds, pyfunc
+    from raysweep.serve import bounds, ensemble, pyfunc
 
     data = trained["data"]
     tab = fit(dict(features="mean+meta", fusion="none", epochs=2, batch_size=16, device="cpu",

@@ -141,15 +141,23 @@ def assess(cal, data, pred: np.ndarray, n_boot: int = 1000, seed: int = 0) -> As
 def champion_trust(predictor, data, split: str, level: float, n_boot: int = 1000,
                    seed: int = 0, info: dict | None = None):
     """Calibrate `predictor`'s bound on `data`'s validation split (ranges from its training
-    split) and check it on `split`. Returns (Calibration or None, Assessment or None, note)."""
+    split) and check it on `split`. Returns (Calibration or None, Assessment or None, note).
+
+    A predictor with a `spread(data)` (an ensemble: how far its members disagree on a photo)
+    hands that to the bound as one more sign of a hard photo, and to every later prediction.
+    """
     from raysweep.serve import bounds
 
     val, train = data.subset(data.indices("val")), data.subset(data.indices("train"))
     if len(val) < math.ceil(1 / (1 - level)):
         return None, None, (f"no error bound: {len(val)} validation photos cannot calibrate a "
                             f"{level:.0%} bound")
+    spread_of = getattr(predictor, "spread", None)
     cal = bounds.calibrate(val, predictor.predict(val), train, level,
-                           cameras=list(predictor.stats.cameras), seed=seed, info=info)
+                           cameras=list(predictor.stats.cameras), seed=seed, info=info,
+                           spread=None if spread_of is None else spread_of(val))
+    if spread_of is not None:
+        cal.spread_of = spread_of  # the bound of a new photo asks the members again
     if split == "val":  # the bound was calibrated on these very photos: coverage would be circular
         return cal, None, "bound coverage is not reported on the validation split (it calibrates it)"
     ev = data.subset(data.indices(split))

@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
+
+from raysweep.color import delta_e00, delta_e76
 
 STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     # each takes a (B, n) matrix and reduces over axis 1
@@ -107,3 +110,10 @@ def paired_bootstrap(a, b, stat: str = "mean", n_boot: int = DEFAULT_BOOT, seed:
     else:
         p = float(min(1.0, 2 * np.mean(np.sign(reps) != np.sign(diff))))
     return {"diff": diff, "lo": float(lo), "hi": float(hi), "p_value": p, "n": float(x.size)}
+
+
+def errors_of(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-photo (dE00, dE76) of predictions against targets, in float64."""
+    p = torch.as_tensor(np.asarray(pred, np.float64))
+    t = torch.as_tensor(np.asarray(target, np.float64))
+    return delta_e00(p, t).numpy(), delta_e76(p, t).numpy()

@@ -31,16 +31,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from raysweep.color import delta_e00, delta_e76
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
 from raysweep.evaluate import (
     baselines,
     breakdowns,
     coverage,
-    ensemble,
+    ensemble_candidate,
     floors,
     report,
     selection,
@@ -49,6 +47,7 @@ from raysweep.evaluate import (
 )
 from raysweep.fsutil import atomic_dir
 from raysweep.serve import bounds
+from raysweep.serve import ensemble as serve_ensemble
 from raysweep.tracking.store import TRIAL_TAGS, Tracker, retry
 from raysweep.tracking.store import tracking_uri as default_tracking_uri
 
@@ -154,17 +153,11 @@ def check_identity(data: Prepared, meta: dict, run_id: str) -> None:
                                 "sweep used, or re-run the sweep on this dataset")
 
 
-def errors_of(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    p = torch.as_tensor(np.asarray(pred, np.float64))
-    t = torch.as_tensor(np.asarray(target, np.float64))
-    return delta_e00(p, t).numpy(), delta_e76(p, t).numpy()
-
-
 def score(preds: dict[str, np.ndarray], kinds: dict[str, str], target: np.ndarray,
           extra: dict[str, dict], n_boot: int, seed: int) -> tuple[pd.DataFrame, dict]:
     rows, errs = [], {}
     for name, pred in preds.items():
-        e00, e76 = errors_of(pred, target)
+        e00, e76 = stats.errors_of(pred, target)
         errs[name] = e00
         rows.append({"model": name, "kind": kinds[name], **stats.summarize(e00, n_boot, seed),
                      **stats.summarize(e76, n_boot, seed, prefix="de76_"),
@@ -213,7 +206,7 @@ def predictions_frame(data: Prepared, preds: dict, kinds: dict, errs: dict) -> p
     tones = breakdowns.skin_tone(data.target)
     frames = []
     for name, pred in preds.items():
-        e00, e76 = errors_of(pred, data.target)
+        e00, e76 = stats.errors_of(pred, data.target)
         frames.append(pd.DataFrame({
             "sample_id": data.sample_id, "model": name, "kind": kinds[name],
             "camera": data.camera, "set_id": data.frame.get("set_id", pd.Series([""] * len(data))),
@@ -358,13 +351,9 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
         comp = comparisons(leaders, errs, best_base, n_boot, seed, champion=champion.name)
         # the champion's error bound: calibrated on validation, its coverage checked on `split`
         info = {"champion_run": champion.run_id, "split_id": eval_data.info.get("split_id")}
-        if champion is ens:  # its members' spread is a difficulty feature of the bound
-            cal, trust, trust_note = ensemble.champion_trust(
-                ens.predictor, ens.data, split, level, max(200, n_boot // 4), seed, info=info)
-        else:
-            cal, trust, trust_note = coverage.champion_trust(
-                champion.predictor, champion.data, split, level, max(200, n_boot // 4), seed,
-                info=info)
+        cal, trust, trust_note = coverage.champion_trust(
+            champion.predictor, champion.data, split, level, max(200, n_boot // 4), seed,
+            info=info)
         inp = report.ReportInput(
             title=f"Winners of {label} on the {split} split", champion=champion.name,
             summary=summary, breakdown=table, comparisons=comp, target=eval_data.target,
@@ -394,13 +383,13 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
 def _ensemble_candidate(leaders: list[Leader], top_k: int, split: str, eval_data: Prepared,
                         work: Path) -> Leader | None:
     """`ensemble:topK` as a Leader (its folder of member checkpoints in `work`), or None."""
-    cand = ensemble.candidate(leaders, top_k)
+    cand = ensemble_candidate.candidate(leaders, top_k)
     if cand is None:
         return None
     sub = cand.data.subset(cand.data.indices(split))
     if not np.array_equal(sub.sample_id, eval_data.sample_id):
         raise UserError("the ensemble's rows differ from the leaders' rows")
-    folder = ensemble.save(work / "ensemble", [ld.checkpoint_dir for ld in cand.members],
+    folder = serve_ensemble.save(work / "ensemble", [ld.checkpoint_dir for ld in cand.members],
                            [ld.name for ld in cand.members], cand.predictor.info)
     ld = Leader(",".join(m.run_id for m in cand.members), cand.name, {}, cand.val,
                 cand.members[0].parent_run_id,

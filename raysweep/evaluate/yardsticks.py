@@ -22,7 +22,7 @@ def yardsticks(data: Prepared, split: str = "test", names=None, with_floors: boo
                                                           dict[str, np.ndarray]]:
     """(table: model, kind, n, mean, mean_lo, mean_hi, median, p95, knows; {name: why skipped};
     {name: per-photo dE00 on the split, in its row order})."""
-    from raysweep.evaluate.winners import errors_of
+    from raysweep.evaluate.stats import errors_of
 
     train, test = data.subset(data.indices("train")), data.subset(data.indices(split))
     preds, skipped = baselines.run_baselines(train, test, names)

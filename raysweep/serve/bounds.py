@@ -60,7 +60,7 @@ def errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 def features(data: Prepared, pred: np.ndarray, cameras: list[str], background: str = "none",
              spread: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """(N, F) raw difficulty features (NaN where unknown) and their names; `spread` is an
-    ensemble's per-photo disagreement of its members (raysweep.evaluate.ensemble)."""
+    ensemble's per-photo disagreement of its members (raysweep.serve.ensemble)."""
     cols: dict[str, np.ndarray] = {}
     cam = np.asarray(data.camera).astype(str)
     for c in cameras:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from raysweep.train import checkpoint
+from raysweep.serve.ensemble import load_folder
 
 
 def latest_champion(alias: str = "champion") -> str:
@@ -42,13 +42,3 @@ def load_predictor(spec: str, device: str = "auto"):
 
         return load_pyfunc_predictor(spec, device=device)
     return load_folder(spec, device=device)
-
-
-def load_folder(directory, device: str = "auto"):
-    """A checkpoint folder, or an ensemble folder (`ensemble.json` + member checkpoints, as
-    eval_winners registers an ensemble champion): either way a Predictor-like object."""
-    from raysweep.evaluate import ensemble
-
-    if ensemble.is_ensemble(directory):
-        return ensemble.load(directory, device=device)
-    return checkpoint.load(directory, device=device)

@@ -57,9 +57,9 @@ def signature():
 
 class RaysweepModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from raysweep.serve.loading import load_folder
+        from raysweep.serve.ensemble import load_folder
 
-        # a checkpoint, or an ensemble folder of member checkpoints (raysweep.evaluate.ensemble)
+        # a checkpoint, or an ensemble folder of member checkpoints (raysweep.serve.ensemble)
         self.predictor = load_folder(context.artifacts[CHECKPOINT_ARTIFACT], device="cpu")
         bounds.attach(self.predictor, context.artifacts[CHECKPOINT_ARTIFACT])  # calibration.json
 
@@ -110,11 +110,10 @@ def using_store(uri: str):
     """Point MLflow's fluent API (which log_model needs) at `uri`, and restore it afterwards:
     a library call must not leave the caller's process logging somewhere else."""
     import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    old = (getattr(tracking_utils, "_tracking_uri", None),
-           getattr(registry_utils, "_registry_uri", None))
+    from raysweep import _compat
+
+    old = _compat.mlflow_store_uris()
     # set_registry_uri also exports MLFLOW_REGISTRY_URI (set_tracking_uri may export its own):
     # left behind, every later subprocess (a CLI, a test) would use this registry
     env_keys = ("MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI")
@@ -124,7 +123,7 @@ def using_store(uri: str):
     try:
         yield
     finally:
-        tracking_utils._tracking_uri, registry_utils._registry_uri = old
+        _compat.restore_mlflow_store_uris(old)
         for key, value in old_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -217,6 +216,6 @@ def load_pyfunc_predictor(uri: str, device: str = "auto"):
     folder = (local / rel).resolve()
     if not folder.is_relative_to(local.resolve()):
         raise UserError(f"{uri}: its MLmodel points outside the model folder", where=uri)
-    from raysweep.serve.loading import load_folder
+    from raysweep.serve.ensemble import load_folder
 
     return bounds.attach(load_folder(folder, device=device), folder)  # with its calibration.json

@@ -1,4 +1,7 @@
-"""Ensembles: the mean prediction (in CIELAB) of the sweep's top-k leaders, as one model.
+"""Ensembles: the mean prediction (in CIELAB) of several trained models, served as one model.
+
+eval_winners builds the `ensemble:topK` candidate (raysweep.evaluate.ensemble_candidate) and
+registers it when it is best on validation; this module is what predict and the pyfunc load.
 
 `EnsemblePredictor` has the interface of a checkpoint's Predictor (`.predict(data)`, `.cfg`,
 `.meta`, `.stats`, `.calibration`) plus `.spread(data)`, the members' disagreement per photo,
@@ -7,7 +10,7 @@ which the conformal bound (raysweep.serve.bounds) uses as a difficulty feature.
 Geometry is kept simple: every member that reads the image must have been trained on the same
 crop and size, so one prepared dataset (or one set of photos cut once) feeds them all; tabular
 members take their inputs (mean colour, metadata, ring) from the same rows. Members that would
-need another geometry are left out of the candidate by `pick_members` and refused by `load`.
+need another geometry are left out of the candidate (evaluate.ensemble_candidate) and refused by `load`.
 Members must share the data identity (content hash and split id): the mean of models that saw
 different test photos would not be a model of anything.
 
@@ -19,10 +22,8 @@ calibrated it, `calibration.json`. It loads with weights_only like any checkpoin
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,52 +102,6 @@ class EnsemblePredictor:
         return np.linalg.norm(p - p.mean(axis=0), axis=-1).mean(axis=0)
 
 
-@dataclass
-class Candidate:
-    """The `ensemble:topK` candidate of an evaluation."""
-
-    name: str
-    predictor: EnsemblePredictor
-    members: list  # the Leaders it averages
-    data: Prepared  # the whole dataset, cut as its image members were trained on
-    val: float  # mean validation dE00 of the mean prediction, as the loop scores a leader
-    left_out: list[str]
-
-
-def pick_members(leaders: list, k: int) -> tuple[list, list[str]]:
-    """The top-k leaders (by validation) that can share one input: image members keep the best
-    image leader's crop and size, and all share its data identity. Returns (members, notes)."""
-    ranked = sorted(leaders, key=lambda ld: ld.val)[:k]
-    lead = next((ld for ld in ranked if ld.predictor.cfg.uses_image), ranked[0] if ranked else None)
-    members, notes = [], []
-    for ld in ranked:
-        g = geometry_of(ld.predictor)
-        if g is not None and g != geometry_of(lead.predictor):
-            notes.append(f"{ld.name} left out of the ensemble: crop/size {g} differs from "
-                         f"{geometry_of(lead.predictor)}")
-        elif identity_of(ld.predictor) != identity_of(lead.predictor):
-            notes.append(f"{ld.name} left out of the ensemble: trained on other data")
-        else:
-            members.append(ld)
-    return members, notes
-
-
-def candidate(leaders: list, k: int) -> Candidate | None:
-    """`ensemble:topK` of the leaders (each with `.predictor`, `.data`, `.val`, `.name`), scored
-    on the validation split; None when fewer than two leaders can share one input."""
-    from raysweep.evaluate.winners import errors_of
-
-    members, notes = pick_members(leaders, k)
-    if len(members) < 2:
-        return None
-    ens = EnsemblePredictor([ld.predictor for ld in members], [ld.name for ld in members],
-                            info={"run_ids": [ld.run_id for ld in members]})
-    data = next(ld.data for ld in members if ld.predictor is ens.lead)
-    val = data.subset(data.indices("val"))
-    score = float(np.mean(errors_of(ens.predict(val), val.target)[0]))
-    return Candidate(f"ensemble:top{len(members)}", ens, members, data, score, notes)
-
-
 def save(directory: str | os.PathLike, member_dirs: list, names: list[str],
          info: dict | None = None) -> Path:
     """Write an ensemble folder from its members' checkpoint folders (weights and config only:
@@ -189,20 +144,9 @@ def load(directory: str | os.PathLike, device: str = "auto") -> EnsemblePredicto
                              info=spec.get("info", {}))
 
 
-def champion_trust(ens: EnsemblePredictor, data: Prepared, split: str, level: float, n_boot: int, seed: int,
-                   info: dict | None = None):
-    """As raysweep.evaluate.coverage.champion_trust, with the members' spread as a difficulty
-    feature of the bound. Returns (Calibration or None, Assessment or None, note)."""
-    from raysweep.evaluate import coverage
-    from raysweep.serve import bounds
-
-    val, train = data.subset(data.indices("val")), data.subset(data.indices("train"))
-    if len(val) < math.ceil(1 / (1 - level)):
-        return coverage.champion_trust(ens, data, split, level, n_boot, seed, info)  # its note
-    cal = bounds.calibrate(val, ens.predict(val), train, level, cameras=list(ens.stats.cameras),
-                           seed=seed, info=info, spread=ens.spread(val))
-    cal.spread_of = ens.spread  # the bound of a new photo asks the members again
-    if split == "val":
-        return cal, None, "bound coverage is not reported on the validation split (it calibrates it)"
-    ev = data.subset(data.indices(split))
-    return cal, coverage.assess(cal, ev, ens.predict(ev), n_boot, seed), None
+def load_folder(directory: str | os.PathLike, device: str = "auto"):
+    """A checkpoint folder, or an ensemble folder (`ensemble.json` + member checkpoints, as
+    eval_winners registers an ensemble champion): either way a Predictor-like object."""
+    if is_ensemble(directory):
+        return load(directory, device=device)
+    return checkpoint.load(directory, device=device)
