@@ -3,15 +3,10 @@
     python -m raysweep.eval_winners                 # the most recent sweep
     python -m raysweep.eval_winners --experiment fusion --top-k 3 --out winners/
 
-Leaders are chosen by their best VALIDATION dE00 (MLflow metric history of FINISHED trial runs):
-the top k, plus the best run of each value of the --per-group dimensions, so that the study's
-questions (metadata or not, background or not, fusion vs fusion) each have a contender. Their
-`checkpoint/` artifacts are loaded with weights_only, the dataset is reloaded with the crop, size
-and split each was trained on (its content hash and split id must match the checkpoint's), and
-all are scored on the test split next to the classical baselines: mean, median and p95 dE00 with
-bootstrap intervals, dE76, breakdowns, and paired comparisons on the same photos. The champion is
-the leader with the best validation score (the test split never picks anything); it is
-registered as an MLflow pyfunc model NAME@champion.
+The leaders (by validation dE00), the classical baselines, the floors and the mean of the top
+leaders are scored on the held-out test split with bootstrap intervals, breakdowns and paired
+comparisons; the champion is picked on validation only (raysweep.evaluate.winners says how), its
+error bound calibrated, and it is registered as the MLflow model NAME@champion.
 """
 
 from __future__ import annotations

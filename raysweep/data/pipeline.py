@@ -1,14 +1,12 @@
-"""From a folder of photos and a labels sheet to a `Prepared` dataset, cached.
+"""From a dataset card (photos + labels sheet) to a `Prepared` dataset, cached.
 
-    python -m raysweep.prepare --card DATA/dataset.yaml [--size 128] [--skip-bad] [--workers N]
-    python -m raysweep.prepare --images DATA --labels DATA/labels.csv \\
-        --columns "L-true=target_L,a-true=target_a,b-true=target_b,photo=image"
-
-The library entry point is `load_prepared(...)` (ARCHITECTURE.md): the first call decodes, reads
-EXIF, crops all four variants in parallel and caches them; later calls read the cache. Bad rows
-are all collected first, then either stop everything in one message or (skip_bad) go to
-rejects.csv: a row is never dropped silently.
+`load_prepared(...)` is the library entry point (ARCHITECTURE.md): the first call decodes, reads
+EXIF, crops all four variants and measures the background ring in parallel and caches them;
+later calls read the cache. Bad rows are all collected first, then either stop everything in
+one message or (skip_bad) go to rejects.csv: a row is never dropped silently. `card_from_labels`
+writes a card for a folder of photos and a labels sheet (`python -m raysweep.prepare`).
 """
+
 
 from __future__ import annotations
 

@@ -1,16 +1,12 @@
-"""The trials of one or two sweeps, read from MLflow: what `python -m raysweep.summarize` prints.
-
-    python -m raysweep.summarize --experiment fusion --out summary/
-    python -m raysweep.summarize --compare fusion@sweep-a fusion@sweep-b
+"""The trials of one or two sweeps, read from MLflow, scored by their best epoch.
 
 A sweep is named by its experiment (all its sweeps), `EXPERIMENT@SWEEP_NAME`, or a parent run
-id. Each trial's score is its BEST validation dE00 over epochs (the epoch whose checkpoint was
-kept), not the last one, which early stopping and noisy epochs make arbitrary. The Markdown groups
-the trials by fusion, backbone, features and crop: how many ran, how many finished, the best and
-the median of the group.
-
-This module is also where eval_winners finds its candidates (`runs_frame`).
+id. A trial's score is its BEST validation dE00 over epochs (the epoch whose checkpoint was kept),
+not the last one, which early stopping and noisy epochs make arbitrary; an unscored or diverged
+trial sorts last. `runs_frame` is where eval_winners finds its candidates; `markdown` and
+`group_table` are what `python -m raysweep.summarize` prints.
 """
+
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""`python -m raysweep.eval_winners`: the sweep's leaders, re-evaluated on photos no selection saw.
-
-    python -m raysweep.eval_winners --experiment fusion --top-k 3 --out winners/
+"""The sweep's leaders, re-evaluated on photos no selection saw (`run_eval_winners`).
 
 Leaders are chosen by their best VALIDATION dE00 (MLflow metric history of FINISHED trial runs):
-the top k, plus the best run of each value of the --per-group dimensions, so that the study's
+the top k, plus the best run of each value of the per-group dimensions, so that the study's
 questions (metadata or not, background or not, fusion vs fusion) each have a contender. Their
 `checkpoint/` artifacts are loaded with weights_only, the dataset is reloaded with the crop, size
 and split each was trained on (its content hash and split id must match the checkpoint's), and
@@ -12,8 +10,11 @@ bootstrap intervals, dE76, breakdowns, and paired comparisons on the same photos
 floors (raysweep.evaluate.floors) on synthetic data. The champion is the leader with the best
 validation score (the test split never picks anything), or, when validation holds few unseen
 capture sessions, the best of the top leaders re-scored by grouped k-fold over sessions
-(raysweep.evaluate.selection); it is registered as an MLflow pyfunc model NAME@champion.
+(raysweep.evaluate.selection), or the `ensemble:topK` mean when it beats every single leader on
+validation. Its error bound is calibrated on validation and its coverage checked on the test
+split; it is registered as an MLflow pyfunc model NAME@champion.
 """
+
 
 from __future__ import annotations
 

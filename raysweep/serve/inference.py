@@ -1,14 +1,11 @@
-"""`python -m raysweep.predict PHOTO...`: Lab, sRGB hex and skin-tone category of new photos.
-
-    python -m raysweep.predict a.jpg b.jpg --model models:/fusion@champion
-    python -m raysweep.predict photos/*.jpg --model runs/ckpt --meta meta.csv --format json
+"""New photos to predictions: Lab, sRGB hex, skin-tone category, error bound and flags.
 
 Each photo goes through the same steps as a prepared dataset (raysweep.data: EXIF, patch
-analysis, crop at the model's crop and size) and then through the model. `--meta` adds or
-overrides metadata per photo (a CSV with a `photo` column holding the file name or path and any
-contract columns: camera, iso, exposure_time_s, f_number, brightness_ev, exposure_bias_ev,
-make, model, mean_L/a/b). The CSV wins over EXIF, as the manifest does in `prepare`.
+analysis, ring statistics, crop at the model's crop and size) and then through the model.
+Metadata given per photo (a `--meta` CSV with a `photo` column and any contract columns) wins
+over EXIF, as the manifest does in `prepare`. `python -m raysweep.predict` is the command.
 """
+
 
 from __future__ import annotations
 
