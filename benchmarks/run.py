@@ -131,6 +131,17 @@ def old_sections(path: Path) -> dict[str, str]:
     return found
 
 
+def _study_shape() -> str:
+    """The full study's size, read from its space (the space is the one place that says it)."""
+    from search_spaces import study as space
+
+    f = space.FIXED
+    return (f"{space.NUM_SAMPLES} trials ({len(space.CELLS)} cells x "
+            f"{space.NUM_SAMPLES // len(space.CELLS)} nuisance draws, {f['backbone']} width "
+            f"{f['width']} at {f['image_size']} px, {space.MAX_EPOCHS} epochs, ASHA grace "
+            f"{space.GRACE_PERIOD})")
+
+
 def headline(quick: bool) -> list[str]:
     """The study's answers in a few lines, from the JSON it wrote beside its section."""
     path = RESULTS / f"study{'_quick' if quick else ''}.json"
@@ -185,9 +196,10 @@ def render(args, sections: dict[str, str], timings: dict[str, tuple[float, str]]
              "Each section was produced by `run(quick)` of its module, in a child process of "
              "`python -m benchmarks.run`; the command in the table reproduces it alone.", "",
              "## Running the full study on a GPU machine", "",
-             "`python -m benchmarks.run` (without --quick) runs the study at full size: 80 trials "
-             "(20 cells x 4 nuisance draws, smallcnn width 32 at 64 px, 30 epochs, ASHA grace 10). "
-             "That is hours on a CPU and is meant for a GPU machine. Such a machine "
+             "`python -m benchmarks.run --gpu` runs the study on this machine's one GPU with "
+             "trials packed on it (2 nuisance draws per cell, target <= 10 minutes) and writes its "
+             "own section naming the GPU; `python -m benchmarks.run` (without --quick) runs it at "
+             f"full size: {_study_shape()}. That is hours on a CPU. A GPU machine "
              "may have no package index: carry Ray and Optuna with the recipe in "
              "`shared/gpu/README.md` (`bash ../shared/gpu/make-ray-bundle.sh .devcarry`, then "
              "there: unpack into /tmp/site, `export PYTHONPATH=/tmp/site:$PWD`), plus wheels of "
