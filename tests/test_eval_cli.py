@@ -9,7 +9,7 @@ import pytest
 
 from raysweep.data.pipeline import load_prepared
 from raysweep.errors import run_cli
-from raysweep.evaluate import winners as eval_winners
+from raysweep import eval_winners
 from raysweep.tracking.store import Tracker
 from raysweep.train.loop import fit
 

@@ -141,8 +141,15 @@ def submit(cluster: dict, args: list[str], runtime_env: dict | None = None,
     cmd = ["job", "submit", f"--address={cluster['address']}", f"--working-dir={ROOT}"]
     if runtime_env:
         cmd.append(f"--runtime-env-json={json.dumps(runtime_env)}")
-    return ray_cli([*cmd, "--", "python", "-m", "raysweep.search", *args], cluster["env"],
-                   timeout=timeout)
+    # The head's job agent comes up some time after the node does (much later on a loaded
+    # machine): resubmit until it takes the job, against a generous deadline.
+    deadline = time.monotonic() + 300
+    while True:
+        out = ray_cli([*cmd, "--", "python", "-m", "raysweep.search", *args], cluster["env"],
+                      timeout=timeout)
+        if "No available agent" not in out.stdout + out.stderr or time.monotonic() > deadline:
+            return out
+        time.sleep(5)
 
 
 def test_node_local_storage_is_refused(two_nodes):

@@ -48,11 +48,14 @@ def test_job_submit_smoke_test(tmp_path):
                  "MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"], "PYTHONPATH": "."}}),
              "--", sys.executable, "-m", "raysweep.search", "--space", "quickstart",
              "--smoke-test", "--storage", str(tmp_path / "runs"), "--name", "job-smoke"])
-        for _ in range(12):  # the head's job agent comes up a little after `ray start` returns
+        # The head's job agent comes up some time after `ray start` returns (much later on a
+        # loaded machine): poll for it against a generous deadline.
+        deadline = time.monotonic() + 300
+        while True:
             job = subprocess.run(submit, cwd=ROOT, env=env, capture_output=True, text=True,
                                  timeout=900)
             out = job.stdout + job.stderr
-            if "No available agent" not in out:
+            if "No available agent" not in out or time.monotonic() > deadline:
                 break
             time.sleep(5)
         assert job.returncode == 0, out[-4000:]
