@@ -7,9 +7,9 @@ import os
 import pandas as pd
 import pytest
 
+from raysweep import eval_winners
 from raysweep.data.pipeline import load_prepared
 from raysweep.errors import run_cli
-from raysweep import eval_winners
 from raysweep.tracking.store import Tracker
 from raysweep.train.loop import fit
 
