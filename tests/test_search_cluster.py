@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import free_ports
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -38,7 +40,12 @@ def test_job_submit_smoke_test(tmp_path):
     env.pop("RAY_ADDRESS", None)
     start = [ray_cli(), "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
              f"--dashboard-port={dash}", "--num-cpus=8", "--node-ip-address=127.0.0.1",
-             f"--temp-dir={temp}", "--include-dashboard=true", "--disable-usage-stats"]
+             f"--temp-dir={temp}", "--include-dashboard=true", "--disable-usage-stats",
+             # its own agent ports: the session's Ray (tests/conftest.py) holds the defaults, and
+             # a head whose job agent cannot bind them never takes a job
+             *(f"--{name}={p}" for name, p in zip(
+                 ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                  "metrics-export-port", "runtime-env-agent-port"), free_ports(4)))]
     try:
         subprocess.run(start, env=env, check=True, capture_output=True, text=True, timeout=180)
         submit = (
