@@ -312,10 +312,14 @@ def test_growable_cluster_counts_as_multi_node():
 
 
 def test_check_storage_needs_ray():
-    if ray.is_initialized():
-        pytest.skip("another test left Ray running")
-    with pytest.raises(RuntimeError, match="ray.init"):
-        storage.check_storage("/tmp/x")
+    # A fresh interpreter: this session's own Ray (tests/conftest.py) may be up here.
+    code = ("from raysweep.sweep import storage\n"
+            "try:\n    storage.check_storage('/tmp/x')\n"
+            "except RuntimeError as e:\n    print('refused:', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env={k: v for k, v in os.environ.items()
+                                           if k != "RAY_ADDRESS"})
+    assert "refused:" in out.stdout and "ray.init" in out.stdout, out.stdout + out.stderr
 
 
 @pytest.mark.slow
