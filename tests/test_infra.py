@@ -197,7 +197,7 @@ def test_example_env_files_hold_no_secrets():
 def test_start_server_names_a_missing_setting():
     env = {"PATH": os.environ["PATH"]}
     out = subprocess.run(["sh", str(INFRA / "mlflow" / "start-server.sh")], env=env,
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "MLFLOW_BACKEND_STORE_URI is not set" in out.stderr
 
@@ -466,7 +466,7 @@ def run_start_command(command: str, home: Path) -> subprocess.CompletedProcess:
     stub(home / "bin", "ray", 'echo "ray $1 pw=${MLFLOW_TRACKING_PASSWORD:-none}"')
     env = {"HOME": str(home), "PATH": f"{home / 'bin'}:/usr/bin:/bin", "RAY_HEAD_IP": "10.0.0.1"}
     return subprocess.run(["bash", "-c", command.replace("ulimit -n 65536", "true")], env=env,
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("path", LAUNCHER, ids=lambda p: p.name)
@@ -510,7 +510,7 @@ def test_start_server_keeps_store_uris_off_the_command_line(tmp_path):
            "MLFLOW_ARTIFACTS_DESTINATION": "s3://bucket/mlflow",
            "MLFLOW_AUTH_ADMIN_PASSWORD": SECRET, "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET}
     out = subprocess.run(["sh", str(INFRA / "mlflow" / "start-server.sh")], env=env,
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     argv = (tmp_path / "argv").read_text()
     assert argv.startswith("server\n--app-name\nbasic-auth\n") and "--serve-artifacts" in argv
@@ -546,7 +546,7 @@ def test_minio_setup_creates_a_bucket_only_user_without_secrets_on_argv(tmp_path
            "MINIO_MLFLOW_PASSWORD": f"{SECRET}-mlflow", "MINIO_CHECKPOINT_USER": "ckpt",
            "MINIO_CHECKPOINT_PASSWORD": f"{SECRET}-ckpt"}
     out = subprocess.run(["sh", str(INFRA / "mlflow" / "minio-setup.sh")], env=env,
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = log.read_text().splitlines()
     argvs = [line for line in lines if line.startswith("ARGV ")]
@@ -564,7 +564,7 @@ def test_minio_setup_creates_a_bucket_only_user_without_secrets_on_argv(tmp_path
 def test_gitignore_keeps_filled_env_files_out_and_templates_in():
     def ignored(path: str) -> bool:
         return subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "-q", path],
-                              timeout=30).returncode == 0
+                              timeout=120).returncode == 0
 
     for filled in ("infra/mlflow/server.env", "infra/ray/cluster.env", "infra/x/y/storage.env",
                    ".env", "infra/kuberay/secrets.yaml"):
