@@ -1,17 +1,61 @@
-"""Writing folders so that a reader sees the old one or the new one, never half of either.
+"""Writing folders so that a reader sees the old one or the new one, never half of either, and
+so that nothing a user put in a folder is ever deleted by a raysweep command.
 
 Checkpoints, reports and generated datasets are folders; an interrupted command must not leave a
-half-written one where a later command would trust it.
+half-written one where a later command would trust it. Replacing a folder is only allowed when it
+is empty or was written by raysweep (it holds the marker file): a user who points `--out` at a
+folder of their own gets a refusal, never an empty folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from raysweep.errors import UserError
+
+MARKER = ".raysweep-output"
+
+
+def is_ours(path: Path, also: Sequence[str] = ()) -> bool:
+    """True when `path` is a folder that raysweep wrote: it holds the marker, or (a folder
+    written before the marker existed) nothing but the file names in `also`."""
+    if not path.is_dir():
+        return False
+    if (path / MARKER).is_file():
+        return True
+    names = {p.name for p in path.iterdir()}
+    return bool(also) and bool(names) and names <= set(also)
+
+
+def check_replaceable(final: str | os.PathLike, where: str = "--out",
+                      also: Sequence[str] = ()) -> Path:
+    """Refuse, before any work, an output folder whose replacement would delete a user's files.
+
+    Allowed: a path that does not exist, an empty folder, or a folder a raysweep command wrote
+    earlier. Refused: a file, a folder holding anything else, and the working directory or one
+    of its parents (replacing those would pull the ground from under the user's shell).
+    """
+    final = Path(final).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if final == cwd or final in cwd.parents:
+        raise UserError(f"{final} is the working directory or one of its parents; raysweep "
+                        "writes its output as a folder it may later replace", where=where,
+                        fix="name a new folder inside it, e.g. --out winners")
+    if final.exists() and not final.is_dir():
+        raise UserError(f"{final} exists and is a file, not a folder", where=where,
+                        fix="choose another path, or move the file away first")
+    if final.is_dir() and any(final.iterdir()) and not is_ours(final, also):
+        raise UserError(f"{final} holds files that raysweep did not write (no {MARKER} marker); "
+                        "replacing the folder would delete them", where=where,
+                        fix="choose a new or empty folder, or move its contents away first")
+    return final
 
 
 def replace_dir(src: str | os.PathLike, final: str | os.PathLike) -> None:
@@ -27,13 +71,22 @@ def replace_dir(src: str | os.PathLike, final: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temp folder beside `final`; on success it takes `final`'s place."""
-    final = Path(final).resolve()
+def atomic_dir(final: str | os.PathLike, where: str = "--out",
+               also: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield an empty temp folder beside `final`; on success it takes `final`'s place.
+
+    `final` must pass `check_replaceable` (checked before and again just before the swap, since
+    the caller's work may take minutes); the new folder carries the marker that lets a later
+    run replace it.
+    """
+    final = check_replaceable(final, where, also)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
+        (tmp / MARKER).write_text(json.dumps({"written_by": "raysweep", "pid": os.getpid(),
+                                              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        check_replaceable(final, where, also)
         replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

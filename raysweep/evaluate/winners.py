@@ -46,7 +46,7 @@ from raysweep.evaluate import (
     stats,
     trials,
 )
-from raysweep.fsutil import atomic_dir
+from raysweep.fsutil import atomic_dir, check_replaceable
 from raysweep.serve import bounds
 from raysweep.serve import ensemble as serve_ensemble
 from raysweep.tracking.store import TRIAL_TAGS, Tracker, retry
@@ -238,6 +238,7 @@ def run_eval_winners(experiment: str | None = None, parent_run: str | None = Non
             raise unknown_name("--per-group dimension", dim, GROUP_DIMS)
     if split not in ("test", "val"):
         raise UserError(f"--split must be test or val, got {split!r}")
+    check_replaceable(out)  # before minutes of work, not after: a refusal must cost nothing
     client = trials.client_for(tracking_uri)
     uri = tracking_uri or default_tracking_uri()
     exp_id, parent, label = trials.resolve_sweep(client, None, experiment, parent_run)

@@ -126,7 +126,7 @@ def write_report(dataset: str | Path, oracle_limit: int | None = 300, progress: 
     cal = calibration.calibrate(frame, labs["naive"])
 
     out = root / "report"
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, where="report folder") as tmp:
         _plots(frame, tones, root, tmp)
         (tmp / "report.md").write_text(_markdown(card, frame, tones, tiers, cal))
     return out / "report.md"

@@ -24,6 +24,7 @@ from raysweep.models import build_model
 from raysweep.models.inputs import FeatureStats, encode
 
 MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "checkpoint.json", "train_state.pt"
+CHECKPOINT_FILES = (MODEL_FILE, META_FILE, STATE_FILE)
 FORMAT = 1
 
 
@@ -50,7 +51,7 @@ def write(directory: str | os.PathLike, model: torch.nn.Module, cfg: TrainConfig
 
 def save(directory: str | os.PathLike, *args, **kwargs) -> Path:
     """Like `write`, but atomic: a reader sees the old checkpoint or the new one, never half."""
-    with atomic_dir(directory) as tmp:
+    with atomic_dir(directory, where="checkpoint folder", also=CHECKPOINT_FILES) as tmp:
         write(tmp, *args, **kwargs)
     return Path(directory)
 

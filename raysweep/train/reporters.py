@@ -28,7 +28,7 @@ import torch
 
 from raysweep import _compat
 from raysweep.fsutil import atomic_dir
-from raysweep.train.checkpoint import pick_device
+from raysweep.train.checkpoint import CHECKPOINT_FILES, pick_device
 
 Save = Callable[[str], None]
 
@@ -81,7 +81,7 @@ class LocalReporter(Reporter):
         self.history.append(dict(metrics))
         if save is not None and self.checkpoint_dir:
             final = os.path.abspath(self.checkpoint_dir)
-            with atomic_dir(final) as tmp:
+            with atomic_dir(final, where="checkpoint folder", also=CHECKPOINT_FILES) as tmp:
                 save(str(tmp))
             self.best_checkpoint = final
 
