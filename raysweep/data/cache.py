@@ -29,7 +29,8 @@ import pandas as pd
 
 from raysweep.data.crop import VARIANTS, CropParams
 
-PREP_VERSION = 2  # bump when cropping or feature code changes what a cache holds (2: ring)
+PREP_VERSION = 3  # bump when cropping or feature code changes what a cache holds (2: ring,
+#                  3: implausible manifest metadata missing, camera ids one spelling per case)
 TABLE_ARRAYS = ("sample_id", "mean_lab", "meta", "ring", "camera", "device", "target")
 
 

@@ -94,6 +94,13 @@ def load_card(source: str | Path) -> Card:
         raise UserError("the card has no `manifest:` entry", where=str(path),
                         fix="add `manifest: labels.csv` (CSV or Parquet, relative to the card)")
     manifest = (path.parent / str(raw["manifest"])).resolve()
+    if not manifest.is_relative_to(path.parent):
+        # a card from someone else must not make us read (and echo column names of) any file
+        # the user can read: the folder is self-contained, as its image paths are
+        raise UserError(f"the manifest {raw['manifest']!r} lies outside the dataset folder "
+                        f"{path.parent} (at {manifest})", where=f"{path}: manifest",
+                        fix="copy the labels sheet into the dataset folder and give its name "
+                            "relative to the card, e.g. `manifest: labels.csv`")
     if not manifest.is_file():
         raise UserError(f"manifest {manifest} does not exist", where=f"{path}: manifest")
     columns = raw.get("columns") or {}

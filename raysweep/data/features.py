@@ -7,12 +7,15 @@ camera and device strings). Normalisation is fitted on the training split by the
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from raysweep.data.prepared import META_NAMES, Prepared
 from raysweep.errors import UserError
 
+log = logging.getLogger(__name__)
 UNKNOWN_CAMERA = "unknown"  # rows with no camera, make or model share one id (the unknown bucket)
 MEAN = ("mean_L", "mean_a", "mean_b")
 
@@ -53,7 +56,28 @@ def camera_ids(frame: pd.DataFrame) -> np.ndarray:
     """The manifest's camera id, else the device text, else UNKNOWN_CAMERA."""
     cam = _text(frame, "camera")
     dev = device_text(frame)
-    return np.array([c or d or UNKNOWN_CAMERA for c, d in zip(cam, dev)], dtype=object).astype(str)
+    return one_spelling(np.array([c or d or UNKNOWN_CAMERA for c, d in zip(cam, dev)],
+                                 dtype=object).astype(str))
+
+
+def one_spelling(ids: np.ndarray) -> np.ndarray:
+    """Ids that differ only by case or surrounding space ("iPhone12", "IPHONE12 ") are one
+    camera, written as its most common spelling (ties: the first in sorted order), so a
+    spreadsheet's inconsistent capitals cannot split a camera in two (serving already matches
+    cameras ignoring case)."""
+    ids = np.asarray(ids).astype(str)
+    if not len(ids):
+        return ids
+    spellings: dict[str, dict[str, int]] = {}
+    for c in ids:
+        d = spellings.setdefault(c.strip().casefold(), {})
+        d[c] = d.get(c, 0) + 1
+    chosen = {k: min(v, key=lambda s, v=v: (-v[s], s)) for k, v in spellings.items()}
+    merged = {k: sorted(v) for k, v in spellings.items() if len(v) > 1}
+    if merged:
+        log.warning("camera ids that differ only by case are one camera: %s", "; ".join(
+            f"{' / '.join(map(repr, v))} -> {chosen[k]!r}" for k, v in merged.items()))
+    return np.array([chosen[c.strip().casefold()] for c in ids], dtype=object).astype(str)
 
 
 def mean_lab(frame: pd.DataFrame, measured: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ lists them all or, with skip_bad, writes them to rejects.csv.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from fractions import Fraction
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from raysweep.data.card import CONTRACT_COLUMNS, NUMERIC_COLUMNS, TEXT_COLUMNS, Card, to_d65
+from raysweep.data.exif_reader import PLAUSIBLE
 from raysweep.data.prepared import SPLITS
 from raysweep.errors import UserError
 
@@ -24,6 +26,7 @@ REQUIRED = ("sample_id", "target_L", "target_a", "target_b")
 TARGET = ("target_L", "target_a", "target_b")
 MEAN = ("mean_L", "mean_a", "mean_b")
 POSITIVE = ("exposure_time_s", "f_number", "iso")
+log = logging.getLogger(__name__)
 INLINE_LIMIT = 200  # more bad rows than this: the message points at the file with all of them
 
 
@@ -64,6 +67,7 @@ def read_manifest(card: Card) -> tuple[pd.DataFrame, dict[int, list[str]], str]:
                 df[col] = pd.to_numeric(df[col])
             except (ValueError, TypeError):
                 pass
+    _implausible_to_missing(df)
     for col in ("target", "mean"):
         names = TARGET if col == "target" else MEAN
         if all(n in df.columns for n in names):
@@ -126,6 +130,29 @@ def find_bad_rows(df: pd.DataFrame, root: Path, problems: dict[int, list[str]] |
         if reason:
             bad.setdefault(int(i), []).append(reason)
     return dict(sorted(bad.items()))
+
+
+def _implausible_to_missing(df: pd.DataFrame) -> None:
+    """A finite value no camera can record (exposure_time_s=1e9) is missing, with a note in
+    `manifest_notes`, as the same value read from EXIF is: kept, it would stretch the feature's
+    normalisation for every clean row. Zero and negative values stay bad rows (find_bad_rows)."""
+    notes = [[] for _ in range(len(df))]
+    for col, (lo, hi) in PLAUSIBLE.items():
+        if col not in df.columns:
+            continue
+        v = df[col].to_numpy(dtype=float)
+        off = ~np.isnan(v) & ((v > hi) | (v < lo)) & ((v > 0) | (col not in POSITIVE))
+        for i in np.flatnonzero(off):
+            notes[i].append(f"{col}={v[i]:g} is outside the plausible range [{lo:g}, {hi:g}]: "
+                            "treated as missing")
+        df.loc[off, col] = np.nan
+    df["manifest_notes"] = ["; ".join(n) for n in notes]
+    n_off = sum(map(bool, notes))
+    if n_off:
+        first = next(i for i, n in enumerate(notes) if n)
+        log.warning("%d manifest row(s) hold camera metadata no camera can record, treated as "
+                    "missing (e.g. sample_id %s: %s)", n_off, df["sample_id"].iloc[first],
+                    notes[first][0])
 
 
 def check_image_path(rel: str, root: Path) -> str | None:
@@ -205,12 +232,19 @@ def _column_mapping(columns: list[str], card: Card) -> dict[str, str]:
                         where=f"{card.path}: columns", fix="correct the names under `columns:`")
     mapping = dict(card.columns)
     taken = set(mapping.values())
+    spellings: dict[str, list[str]] = {}
     for c in columns:  # exact contract names, ignoring case and -/space, map themselves
         norm = re.sub(r"[\s\-]+", "_", str(c).strip()).lower()
         match = next((k for k in CONTRACT_COLUMNS if k.lower() == norm), None)
+        if match and c not in mapping:
+            spellings.setdefault(match, []).append(str(c))
         if c not in mapping and match and match not in taken:
             mapping[c] = match
             taken.add(match)
+    # `target_L` before `Target_L` must be refused like the other order: which spelling won
+    # would otherwise depend on the column order alone
+    _one_column_each({k: v for k, v in spellings.items()
+                      if len(v) > 1 and k not in card.columns.values()}, card)
     clash = [c for c in columns if c in taken and mapping.get(c, c) != c]
     if clash:
         raise UserError(f"column(s) {clash} would be overwritten by the card's mapping",
@@ -218,14 +252,17 @@ def _column_mapping(columns: list[str], card: Card) -> dict[str, str]:
     final: dict[str, list[str]] = {}
     for c in columns:  # `Target_L` beside `target_L`: two columns would become one name
         final.setdefault(str(mapping.get(c, c)), []).append(str(c))
-    dupes = {k: v for k, v in final.items() if len(v) > 1}
+    _one_column_each({k: v for k, v in final.items() if len(v) > 1}, card)
+    return mapping
+
+
+def _one_column_each(dupes: dict[str, list[str]], card: Card) -> None:
     if dupes:
         shown = "; ".join(f"{' and '.join(v)} -> {k}" for k, v in dupes.items())
         raise UserError(f"manifest columns differ only by case or spelling and would become one "
                         f"column: {shown}", where=str(card.manifest),
                         fix="keep one of each (delete or rename the other), or map the one to "
                             f"use under `columns:` in {card.path}")
-    return mapping
 
 
 def _content_hash(df: pd.DataFrame, card: Card) -> str:

@@ -210,7 +210,8 @@ def _frame_out(frame: pd.DataFrame, results: dict[int, dict], keep: np.ndarray) 
         values, source = exif.merge({f: row.get(f) for f in exif.FIELDS}, r.get("exif", {}))
         row.update(values)
         row.update({f"src_{f}": s for f, s in source.items()})
-        row["prep_warnings"] = "; ".join(r.get("warnings", []) + r.get("exif_notes", []))
+        row["prep_warnings"] = "; ".join(r.get("warnings", []) + r.get("exif_notes", []) +
+                                         [n for n in [row.pop("manifest_notes", "")] if n])
         if r:
             row.update(crop_status=r["status"], crop_bad_fraction=r["bad_fraction"],
                        image_width=r["width"], image_height=r["height"])
@@ -269,6 +270,10 @@ def card_from_labels(images_dir: str | Path, labels: str | Path, columns: str = 
     labels = Path(labels).expanduser().resolve()
     if not labels.is_file():
         raise UserError(f"labels file {labels} does not exist", where="--labels")
+    if not labels.is_relative_to(root):
+        raise UserError(f"the labels sheet {labels} is outside the images folder {root}",
+                        where="--labels", fix=f"copy it in (`cp {labels} {root}/`) and pass "
+                                              "that copy: a dataset folder is self-contained")
     check_illuminant(illuminant.upper(), "--illuminant")
     mapping = {}
     for item in filter(None, (s.strip() for s in columns.split(","))):
