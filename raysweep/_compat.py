@@ -11,6 +11,13 @@ Why each is private and not replaced by a public API:
   small or test cluster runs without; the GCS always answers.
 - `autoscaler_status`: what the autoscaler can launch. `ray status` prints it but Ray has no
   public API that returns it; the autoscaler's monitor keeps it in the GCS KV store.
+- `autoscaler_v2`: whether the cluster runs autoscaler v2 (which writes no
+  `__autoscaling_status`). Ray's own `is_autoscaler_v2` answers, but it is not in the public API
+  reference, and without `fetch_from_server` it answers for this process, not the cluster.
+- `standing_request`: what `request_resources` currently asks for. Ray can set the request but
+  not read it back; v1 keeps it in the GCS KV store, v2 as the GCS's cluster constraint.
+- `job_is_dead`: whether a driver's job has ended. The public job API covers submitted jobs only
+  (a driver started by hand has none) and the State API needs the dashboard.
 - `mlflow_store_uris` / `restore_mlflow_store_uris`: MLflow sets its fluent API's store with
   `set_tracking_uri` but has no public getter that tells "never set" from "the default", which
   a library call needs to put the caller's process back as it found it.
@@ -64,6 +71,45 @@ def autoscaler_status() -> bytes | None:
     from ray.experimental.internal_kv import _internal_kv_get
 
     return _internal_kv_get("__autoscaling_status")
+
+
+def autoscaler_v2() -> bool:
+    """True when the connected cluster's GCS runs with autoscaler v2 (KubeRay with
+    `autoscalerOptions.version: v2`, or `RAY_enable_autoscaler_v2=1` on the head). Asks the
+    cluster, not this process's environment."""
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+    return bool(is_autoscaler_v2(fetch_from_server=True))
+
+
+def standing_request() -> list[dict[str, float]]:
+    """The bundles of the autoscaler's standing `request_resources` request; [] when none."""
+    import json
+
+    if autoscaler_v2():
+        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+        from ray.experimental.internal_kv import internal_kv_get_gcs_client
+
+        state = get_cluster_resource_state(internal_kv_get_gcs_client())
+        return [dict(r.request.resources_bundle)
+                for c in state.cluster_resource_constraints
+                for r in c.resource_requests for _ in range(r.count)]
+    from ray.autoscaler._private.constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)
+    return [dict(b) for b in json.loads(raw)] if raw else []
+
+
+def job_is_dead(job_id_hex: str) -> bool:
+    """True when the GCS has marked the job (its driver) dead; False while it runs. A job the
+    GCS does not know counts as dead (nothing to watch)."""
+    from ray._private.state import state
+
+    for job in state.job_table():
+        if job["JobID"] == job_id_hex:
+            return bool(job["IsDead"])
+    return True
 
 
 # ---- MLflow ----------------------------------------------------------------------------------
