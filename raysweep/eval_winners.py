@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from raysweep.errors import UserError, run_cli, setup_logging
 from raysweep.evaluate.winners import run_eval_winners
+from raysweep.fsutil import check_writable
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.5 <= args.level < 1.0:
         raise UserError(f"--level {args.level} is not a confidence level",
                         where="--level", fix="give a level in [0.5, 1), e.g. 0.9")
+    check_writable(args.out, "--out", folder=True)  # before minutes of evaluation
     from raysweep.tracking.store import store_errors, tracking_uri
 
     with store_errors(args.tracking_uri or tracking_uri()):

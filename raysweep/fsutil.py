@@ -58,6 +58,28 @@ def check_replaceable(final: str | os.PathLike, where: str = "--out",
     return final
 
 
+def check_writable(path: str | os.PathLike, where: str = "--out", folder: bool = False) -> Path:
+    """Refuse, before any work, an output path that cannot be written: a file whose folder is a
+    file or refuses writes, a file path that is a folder, a folder path that is a file. A
+    missing folder is fine when its nearest existing parent takes a new entry."""
+    path = Path(path).expanduser().resolve()
+    if path.is_dir() != folder and path.exists():
+        kind = "a folder" if path.is_dir() else "a file"
+        raise UserError(f"{path} is {kind}; a {'folder' if folder else 'file'} is written there",
+                        where=where, fix="choose another path")
+    probe = path if folder else path.parent
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as e:
+        raise UserError(f"cannot write to {probe} ({e.strerror or e})", where=where,
+                        fix="choose a folder you can write to, or fix its permissions") from None
+    return path
+
+
 def replace_dir(src: str | os.PathLike, final: str | os.PathLike) -> None:
     """Move folder `src` to `final`; an existing `final` is removed only after the move."""
     src, final = Path(src), Path(final)

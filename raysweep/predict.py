@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from raysweep.errors import UserError, run_cli, setup_logging
+from raysweep.fsutil import check_writable
 from raysweep.serve import bounds, ood
 from raysweep.serve.inference import (
     FORMATS,
@@ -74,7 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(predictor, "calibration", None) is None:
         log.warning("%s has no calibration.json: no error bound (run `python -m "
                     "raysweep.eval_winners` to calibrate the champion)", args.model)
+    elif why := predictor.calibration.why_no_bound(args.level):
+        log.warning("%s (ask for a lower --level, or calibrate on more validation photos)", why)
     args.photos, listed, batch = expand_inputs(args.photos)
+    target = args.out or ("predictions.csv" if batch else None)
+    if target:
+        check_writable(target, "--out")  # before the photos are read, not after
     _, size = geometry(predictor)
     photos, names, failed = [], [], []
     from tqdm import tqdm
@@ -95,7 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         given = listed.set_index("photo").loc[names].reset_index(drop=True)
         overrides = given if overrides is None else overrides.combine_first(given)
     out = predict_photos(predictor, photos, overrides, level=args.level)
-    target = args.out or ("predictions.csv" if batch else None)
     if target:
         out.to_csv(target, index=False, float_format="%.4f")
         log.info("wrote %d predictions with bounds and flags to %s", len(out), target)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from raysweep.errors import UserError, run_cli, setup_logging
 from raysweep.evaluate.trials import markdown, summarize, write_outputs
+from raysweep.fsutil import check_writable
 from raysweep.tracking.store import tracking_uri
 
 
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
     setup_logging(args.debug)
+    check_writable(args.out, "--out", folder=True)  # before the store is read
     from raysweep.tracking.store import store_errors
 
     with store_errors(args.tracking_uri or tracking_uri()):

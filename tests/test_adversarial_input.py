@@ -7,6 +7,8 @@ photos) keep `prepare` fast.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,3 +95,66 @@ def test_a_cards_manifest_may_not_leave_the_dataset_folder(tmp_path):
     r = cli("prepare", "--images", root, "--labels", tmp_path / "elsewhere" / "labels.csv",
             "--no-progress", cwd=tmp_path)
     assert_clear_error(r, "outside the images folder", "cp ")
+
+
+# ---- predict / summarize / eval_winners arguments ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A one-epoch tinycnn on 12 photos, with a 12-score calibration (enough for level 0.9,
+    too few for 0.99)."""
+    from raysweep.data.demo import FOREIGN, make_folder
+    from raysweep.serve import bounds, ood
+    from raysweep.train.loop import fit
+
+    root = tmp_path_factory.mktemp("photos")
+    make_folder(root, n=12, size=96)
+    cols = "".join(f"\n  {kv.split('=')[0]}: {kv.split('=')[1]}" for kv in FOREIGN.split(","))
+    (root / "dataset.yaml").write_text(f"manifest: labels.csv\ncolumns:{cols}\n")
+    data = load_prepared(root, crop="adaptive_bg", size=32, progress=False)
+    ckpt = tmp_path_factory.mktemp("model") / "ckpt"
+    fit(dict(backbone="tinycnn", width=8, image_size=32, epochs=1, batch_size=8,
+             features="image+meta", fusion="concat", device="cpu"), data,
+        checkpoint_dir=str(ckpt))
+    cameras = json.loads((ckpt / "checkpoint.json").read_text())["stats"]["cameras"]
+    bounds.write(bounds.Calibration(level=0.9, scores=[0.5 + 0.1 * k for k in range(12)],
+                                    ranges=ood.TrainingRanges(cameras=cameras, meta={})), ckpt)
+    return ckpt, sorted((root / "photos").glob("*.jpg"))[:2]
+
+
+def test_too_few_validation_scores_for_the_level_say_why_there_is_no_bound(model, tmp_path):
+    ckpt, photos = model
+    r = cli("predict", *photos, "--model", ckpt, "--level", 0.99, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "no error bound at level 0.99" in r.stderr and "holds 12 validation" in r.stderr
+    assert "needs at least 99" in r.stderr and "highest level these give is 0.923" in r.stderr
+    r = cli("predict", *photos, "--model", ckpt, cwd=tmp_path)
+    assert r.returncode == 0 and "no error bound" not in r.stderr, r.stderr[-3000:]
+    assert "<= " in r.stdout
+
+
+def test_the_table_shows_what_was_not_checked(model, tmp_path):
+    ckpt, photos = model
+    r = cli("predict", *photos, "--model", ckpt, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    header = r.stdout.splitlines()[0].split()
+    assert "unchecked" in header
+    # the calibration above holds no metadata ranges: those checks were not made, and say so
+    csv = pd.read_csv(pd.io.common.StringIO(cli("predict", *photos, "--model", ckpt, "--format",
+                                                "csv", cwd=tmp_path).stdout))
+    assert csv["unchecked"].notna().all()
+
+
+def test_an_unwritable_out_is_one_paragraph_before_any_work(model, tmp_path):
+    ckpt, photos = model
+    (tmp_path / "afile").write_text("not a folder")
+    blocked = tmp_path / "afile" / "sub"
+    r = cli("predict", *photos, "--model", ckpt, "--out", blocked / "p.csv", cwd=tmp_path)
+    assert_clear_error(r, "cannot write to", "--out")
+    r = cli("predict", *photos, "--model", ckpt, "--out", tmp_path, cwd=tmp_path)
+    assert_clear_error(r, "is a folder")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/none.db"}
+    for cmd in ("summarize", "eval_winners"):
+        r = cli(cmd, "--experiment", "x", "--out", blocked, cwd=tmp_path, env=env)
+        assert_clear_error(r, "cannot write to", "--out")
+    assert not (tmp_path / "none.db").exists()  # refused before the store was opened

@@ -9,6 +9,14 @@ The validation photos are cut in two by tone (or by row where there is no tone i
 2. on the second half the conformal scores s = dE00 / sigma(x) are kept, and the bound for a new
    photo is B(x) = q * sigma(x) with q the ceil((n+1) level)-th smallest score.
 
+Two regimes, named in calibration.json and in every output: "new sessions" (a capture session the
+model never trained on, the normal case of a user's new photo) and "seen sessions" (a new tone in a
+session that was in training: a fixed lab setup). `calibrate` above is the seen-sessions bound
+when the validation sessions were all in training (a tone split). `calibrate_sessions` is the
+new-session bound: cross-conformal over session folds, on errors of sessions the fold models never
+saw; it keeps the seen-sessions bound beside it, used only for a photo that names (`set_id`) a
+training session.
+
 Step 2 alone carries the guarantee: for a photo exchangeable with the calibration half, P(dE00 <=
 B) >= level whatever sigma is, so a poor difficulty model makes the bound wider, never wrong.
 That guarantee is an average over random splits: with a split grouped by tone, the unit of
@@ -37,7 +45,9 @@ from raysweep.serve import ood
 
 FILE = "calibration.json"
 LEVEL = 0.9
-FORMAT = 1
+FORMAT = 2  # 2: the regime each bound is for, the seen-sessions bound beside the new-session one
+NEW, SEEN = "new sessions", "seen sessions"
+LEGACY = "validation photos (calibrated before regimes were recorded)"
 MIN_SPLIT = 40  # below this many validation photos, no difficulty model: a constant bound
 ALPHAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # ridge penalties tried by 5-fold CV
 
@@ -50,6 +60,14 @@ def conformal_quantile(scores, level: float) -> float:
         raise ValueError(f"level must be in (0, 1), got {level}")
     k = math.ceil((len(s) + 1) * level)
     return float("inf") if k > len(s) else float(s[k - 1])
+
+
+def needed_scores(level: float) -> int:
+    """The fewest calibration scores with ceil((n + 1) level) <= n, i.e. a finite bound."""
+    n = max(1, math.floor(level / (1 - level)) - 1)
+    while math.ceil((n + 1) * level) > n:
+        n += 1
+    return n
 
 
 def errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -159,9 +177,33 @@ class Calibration:
     info: dict = field(default_factory=dict)
     # an ensemble's spread per photo (EnsemblePredictor.spread), set when loaded, never stored
     spread_of: object = field(default=None, repr=False, compare=False)
+    regime: str = SEEN  # the photos this bound is for: NEW or SEEN sessions (LEGACY: unknown)
+    seen: Calibration | None = None  # a seen-sessions bound kept beside a new-session one
+    sessions: list[str] = field(default_factory=list)  # the training split's sessions
+
+    def regimes(self, data: Prepared) -> np.ndarray:
+        """(N,) the regime of each row's bound: the seen-sessions one only where the row names a
+        session the model trained on (a `set_id`) and that bound exists; else this one."""
+        out = np.full(len(data), self.regime, dtype=object)
+        if self.seen is not None and self.sessions and "set_id" in data.frame.columns:
+            sid = data.frame["set_id"].astype(str).str.strip().to_numpy()
+            out[np.isin(sid, self.sessions)] = self.seen.regime
+        return out
 
     def quantile(self, level: float | None = None) -> float:
         return conformal_quantile(self.scores, level or self.level)
+
+    def why_no_bound(self, level: float | None = None) -> str | None:
+        """None when `level` has a finite bound; else why not, and the highest level that has
+        one (split-conformal needs ceil((n + 1) level) <= n calibration scores)."""
+        level = level or self.level
+        if np.isfinite(self.quantile(level)):
+            return None
+        n = len(self.scores)
+        top = math.floor(n / (n + 1) * 1000) / 1000
+        return (f"no error bound at level {level:g}: the calibration holds {n} validation "
+                f"score(s), and a split-conformal bound at that level needs at least "
+                f"{needed_scores(level)}; the highest level these give is {top:g}")
 
     def sigma(self, data: Prepared, pred: np.ndarray) -> np.ndarray:
         if self.difficulty is None:
@@ -173,22 +215,35 @@ class Calibration:
         return self.difficulty.sigma(x, names)
 
     def bound(self, data: Prepared, pred: np.ndarray, level: float | None = None) -> np.ndarray:
-        """(N,) dE00 bound per row at `level` (default: the calibrated level)."""
-        return self.quantile(level) * self.sigma(data, pred)
+        """(N,) dE00 bound per row at `level` (default: the calibrated level), each from the
+        bound of its regime (`regimes`)."""
+        out = self.quantile(level) * self.sigma(data, pred)
+        if self.seen is not None:
+            rows = np.flatnonzero(self.regimes(data) == self.seen.regime)
+            if len(rows):
+                self.seen.spread_of = self.spread_of
+                out[rows] = self.seen.bound(data.subset(rows), np.asarray(pred)[rows], level)
+        return out
 
     def to_dict(self) -> dict:
         d = self.difficulty
-        return {"format": FORMAT, "level": self.level, "scores": [round(s, 6) for s in self.scores],
-                "ranges": self.ranges.to_dict(), "info": self.info,
-                "difficulty": None if d is None else d.__dict__}
+        seen = None if self.seen is None else {k: v for k, v in self.seen.to_dict().items()
+                                               if k != "ranges"}  # one copy: the outer one
+        return {"format": FORMAT, "level": self.level, "regime": self.regime,
+                "scores": [round(s, 6) for s in self.scores], "ranges": self.ranges.to_dict(),
+                "info": self.info, "difficulty": None if d is None else d.__dict__,
+                "sessions": self.sessions, "seen": seen}
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
         diff = d.get("difficulty")
+        seen = d.get("seen")
         return cls(level=float(d["level"]), scores=list(d["scores"]),
                    ranges=ood.TrainingRanges.from_dict(d["ranges"]),
                    difficulty=None if diff is None else Difficulty(**diff),
-                   info=dict(d.get("info", {})))
+                   info=dict(d.get("info", {})), regime=str(d.get("regime", LEGACY)),
+                   seen=None if seen is None else cls.from_dict({**seen, "ranges": d["ranges"]}),
+                   sessions=[str(x) for x in d.get("sessions", [])])
 
 
 def _halves(val: Prepared, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -227,8 +282,65 @@ def calibrate(val: Prepared, pred_val: np.ndarray, train: Prepared, level: float
     else:
         diff, scores = None, np.sort(err)
         info.update(method="constant split-conformal", n_fit=0, n_cal=len(err))
+    regime, sessions = _regime(val, train)
     return Calibration(level=level, scores=scores.tolist(), ranges=ranges, difficulty=diff,
-                       info=info)
+                       info=info, regime=regime, sessions=sessions)
+
+
+def _sessions(data: Prepared) -> set[str]:
+    if "set_id" not in data.frame.columns:
+        return set()
+    return set(data.frame["set_id"].astype(str).str.strip())
+
+
+def _regime(val: Prepared, train: Prepared) -> tuple[str, list[str]]:
+    """Which photos a bound calibrated on `val` is for: seen sessions when every validation
+    session is also a training one (a tone split), new sessions when none is; without session
+    ids there is no telling (LEGACY)."""
+    v, t = _sessions(val), _sessions(train)
+    if not v:
+        return LEGACY, sorted(t)
+    return (SEEN if v <= t else NEW if not v & t else LEGACY), sorted(t)
+
+
+def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVEL,
+                       cameras: list[str] | None = None, scaled: bool = True, seed: int = 0,
+                       info: dict | None = None, spread: np.ndarray | None = None,
+                       seen: Calibration | None = None) -> Calibration:
+    """The new-session bound, from out-of-fold errors (raysweep.evaluate.selection.OutOfFold:
+    each train + val photo predicted by a fold model that never saw its session), never from the
+    validation photos that picked epochs, leaders or ensembles.
+
+    Cross-conformal over session folds: the scores of fold j are its errors over a difficulty
+    sigma fitted on the OTHER folds' errors, so a score is as honest as the test photo's; the
+    stored sigma is refitted on all folds. `seen` (the validation bound of a split whose
+    validation sessions were all in training) is kept beside it for photos of those sessions.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    ranges = ood.fit_ranges(train, cameras, seed=seed)
+    sub = data.subset(oof.rows)
+    err = errors(oof.pred, sub.target)
+    if not np.isfinite(err).all():
+        raise ValueError("out-of-fold errors are not finite: a fold model or the targets hold NaN")
+    folds = np.unique(oof.fold)
+    if scaled and len(err) >= MIN_SPLIT and len(folds) >= 2:
+        x, names = features(sub, oof.pred, ranges.cameras, ranges.background_kind, spread)
+        scores = np.empty(len(err))
+        for j in folds:
+            m = oof.fold == j
+            scores[m] = err[m] / Difficulty.fit(x[~m], names, err[~m], seed).sigma(x[m], names)
+        diff, method = Difficulty.fit(x, names, err, seed), "scaled cross-conformal"
+    else:
+        diff, scores, method = None, err, "constant cross-conformal"
+    held = sorted({s for f in oof.folds for s in f})
+    info = {**(info or {}), "method": f"{method} over {len(folds)} session folds",
+            "n_fit": len(err), "n_cal": len(err), "sessions_held_out": len(held)}
+    train_sessions = train.frame["set_id"].astype(str).str.strip() \
+        if "set_id" in train.frame.columns else pd.Series([], dtype=str)
+    return Calibration(level=level, scores=np.sort(scores).tolist(), ranges=ranges,
+                       difficulty=diff, info=info, regime=NEW, seen=seen,
+                       sessions=sorted(set(train_sessions)))
 
 
 def write(cal: Calibration, directory: str | os.PathLike) -> Path:

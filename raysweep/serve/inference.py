@@ -245,8 +245,10 @@ def format_output(df: pd.DataFrame, fmt: str) -> str:
     if "de00_bound" in shown:  # "<= 2.31 (90%)": the bound reads as a statement
         shown["de00_bound"] = [f"<= {b:.2f} ({lv:.0%})" if np.isfinite(b) else "-"
                                for b, lv in zip(shown["de00_bound"], shown["bound_level"])]
-        shown = shown.drop(columns=["bound_level", "unchecked"], errors="ignore")
-        shown["flags"] = shown["flags"].replace("", "-")
+        shown = shown.drop(columns=["bound_level"], errors="ignore")
+        for c in ("flags", "unchecked"):  # a check not made is shown, never hidden as passed
+            if c in shown:
+                shown[c] = shown[c].replace("", "-")
     for c in ("L", "a", "b", "ita_deg"):
         shown[c] = shown[c].map(lambda v: f"{v:.2f}" if np.isfinite(v) else "-")
     return shown.to_string(index=False)
