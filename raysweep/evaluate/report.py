@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class ReportInput:
     trust: object = None  # raysweep.evaluate.coverage.Assessment of the champion's error bound
     floors: dict[str, str] = field(default_factory=dict)  # floor name -> what it knows (one line)
     selection: object = None  # raysweep.evaluate.selection.Selection when leaders were re-scored
+    importance: Path | None = None  # the sweep's importance/ folder (raysweep.tracking.importance)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -44,16 +46,24 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def plot_histogram(inp: ReportInput, path: Path, max_models: int = 4) -> Path:
+    """Per-photo dE00 of the champion and its closest rivals, each model's mean with its 95%
+    interval marked (a line and a band) on the same axis."""
     fig = Figure(figsize=(6.4, 3.8))
     ax = fig.add_subplot()
     names = _plot_models(inp, max_models)
     hi = max(float(np.percentile(inp.errors[n], 99)) for n in names)
     bins = np.linspace(0, max(hi, 1e-3), 40)
-    for name in names:
-        ax.hist(inp.errors[name], bins=bins, histtype="step", linewidth=1.6, label=name)
-    ax.set_xlabel("dE00 per photo")
+    s = inp.summary.set_index("model")
+    for i, name in enumerate(names):
+        color = f"C{i}"
+        r = s.loc[name]
+        ax.hist(inp.errors[name], bins=bins, histtype="step", linewidth=1.6, color=color,
+                label=f"{name}: mean {_fmt_ci(r, 'mean')}")
+        ax.axvspan(r["mean_lo"], r["mean_hi"], color=color, alpha=0.18, linewidth=0)
+        ax.axvline(r["mean"], color=color, linewidth=1.0, linestyle="--")
+    ax.set_xlabel("dE00 per photo (dashed: mean; band: its 95% bootstrap CI)")
     ax.set_ylabel("photos")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.18))
     return _save(fig, path)
 
 
@@ -71,19 +81,67 @@ def _plot_models(inp: ReportInput, max_models: int) -> list[str]:
     return chosen
 
 
+def grouped_models(inp: ReportInput) -> list[tuple[str, list[str]]]:
+    """The models in their groups: learned (the champion first, then by mean), baselines and
+    floors (each by mean); empty groups left out."""
+    s = inp.summary.sort_values("mean", kind="stable")
+    learned = s.loc[~s["kind"].isin(["baseline", "floor"]), "model"].tolist()
+    if inp.champion in learned:
+        learned = [inp.champion] + [m for m in learned if m != inp.champion]
+    groups = [("learned", learned), ("baselines", s.loc[s["kind"] == "baseline", "model"].tolist()),
+              ("floors", s.loc[s["kind"] == "floor", "model"].tolist())]
+    return [(label, names) for label, names in groups if names]
+
+
+def _mark_groups(ax, groups: list[tuple[str, list[str]]]) -> None:
+    """Lines between the row groups of a model-per-row plot, and each group's name on the right."""
+    from matplotlib.transforms import blended_transform_factory
+
+    where = blended_transform_factory(ax.transAxes, ax.transData)
+    start = 0
+    for label, names in groups:
+        end = start + len(names)
+        if start:
+            ax.axhline(start - 0.5, color="k", linewidth=1.2)
+        ax.text(1.01, (start + end - 1) / 2, label, transform=where, rotation=-90,
+                va="center", ha="left", fontsize=7, style="italic")
+        start = end
+
+
+def _bold_champion(ax, champion: str) -> None:
+    for label in ax.get_yticklabels():
+        if label.get_text() == champion:
+            label.set_fontweight("bold")
+
+
 def plot_model_bars(inp: ReportInput, path: Path) -> Path:
-    """Overall mean dE00 per model with its 95% interval."""
-    s = inp.summary.sort_values("mean")
+    """Overall mean dE00 per model with its 95% interval, learned models, baselines and floors
+    grouped."""
+    groups = grouped_models(inp)
+    s = inp.summary.set_index("model").loc[[m for _, names in groups for m in names]]
     fig = Figure(figsize=(6.4, 0.35 * len(s) + 1.2))
     ax = fig.add_subplot()
     y = np.arange(len(s))
-    err = np.vstack([s["mean"] - s["mean_lo"], s["mean_hi"] - s["mean"]])
     palette = {"baseline": "tab:orange", "floor": "tab:green"}
-    colors = [palette.get(k, "tab:blue") for k in s["kind"]]
-    ax.barh(y, s["mean"], xerr=err, color=colors, capsize=3)
-    ax.set_yticks(y, s["model"], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("mean dE00 (95% bootstrap CI); orange = baseline, green = floor")
+    for kind, rows in s.assign(y=y).groupby("kind", sort=False):
+        err = np.vstack([rows["mean"] - rows["mean_lo"], rows["mean_hi"] - rows["mean"]])
+        ax.errorbar(rows["mean"], rows["y"], xerr=err, fmt="o", capsize=3, markersize=5,
+                    color=palette.get(kind, "tab:blue"))
+    if inp.champion in s.index:  # the line to beat
+        ax.axvline(s.loc[inp.champion, "mean"], color="tab:blue", linestyle=":", linewidth=1)
+    # a log axis: the weakest baselines (~27 dE00) no longer squash the models (~1.3) together
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.grid(axis="x", which="major", linewidth=0.4, alpha=0.6)
+    ax.set_yticks(y, s.index, fontsize=7)
+    ax.set_ylim(len(s) - 0.5, -0.5)
+    _mark_groups(ax, groups)
+    _bold_champion(ax, inp.champion)
+    ax.set_xlabel("mean dE00, log scale (95% bootstrap CI); champion in bold, dotted")
     return _save(fig, path)
 
 
@@ -111,18 +169,64 @@ def plot_group_bars(inp: ReportInput, path: Path, max_models: int = 3) -> Path:
     return _save(fig, path)
 
 
+HEATMAP_CAP = 1.5  # the colour saturates at 1.5x (or 1/1.5x) the champion's error
+
+
+def heatmap_cells(inp: ReportInput) -> tuple[list, pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """(row groups, mean and CI half-width per model x group, the colour's ratio): each cell's
+    mean over the champion's in its column (over the column's best when no champion row)."""
+    b = inp.breakdown.assign(column=inp.breakdown["dimension"] + ": " + inp.breakdown["group"],
+                             half=(inp.breakdown["mean_hi"] - inp.breakdown["mean_lo"]) / 2)
+    groups = [(label, [m for m in names if m in set(b["model"])])
+              for label, names in grouped_models(inp)]
+    groups = [(label, names) for label, names in groups if names]
+    rows = [m for _, names in groups for m in names]
+    mean = b.pivot_table(index="model", columns="column", values="mean", sort=False).reindex(rows)
+    half = b.pivot_table(index="model", columns="column", values="half", sort=False
+                         ).reindex(index=rows, columns=mean.columns)
+    values = mean.to_numpy(dtype=float)
+    ref = (mean.loc[inp.champion].to_numpy(dtype=float)[None, :] if inp.champion in rows
+           else np.nanmin(values, axis=0, keepdims=True))
+    return groups, mean, half, values / ref
+
+
 def plot_heatmap(inp: ReportInput, path: Path) -> Path:
-    b = inp.breakdown.copy()
-    b["column"] = b["dimension"] + ": " + b["group"]
-    table = b.pivot_table(index="model", columns="column", values="mean", sort=False)
-    order = inp.summary.sort_values("mean")["model"]
-    table = table.reindex([m for m in order if m in table.index])
-    fig = Figure(figsize=(max(6.4, 0.35 * table.shape[1] + 2), 0.4 * table.shape[0] + 2.2))
+    """Mean dE00 per group (the numbers, with their 95% half-width) for every model, rows grouped
+    as learned, baselines, floors. The colour is each cell's error relative to the champion's in
+    the same column, on a log scale capped at HEATMAP_CAP: the champion's row is white, red is
+    worse, blue better. One linear scale up to the weakest baseline's 27 dE00 painted every
+    learned model (and the per-session baseline) the same pale colour."""
+    import matplotlib as mpl
+
+    groups, mean, half, ratio = heatmap_cells(inp)
+    rows, values = mean.index.tolist(), mean.to_numpy(dtype=float)
+    label = (f"mean dE00 / {'champion' if inp.champion in rows else 'column best'}'s "
+             f"(log scale, capped at {HEATMAP_CAP:g}x)")
+    norm = mpl.colors.LogNorm(1 / HEATMAP_CAP, HEATMAP_CAP, clip=True)
+    cmap = mpl.colormaps["RdBu_r"]
+    ncol, nrow = values.shape[1], values.shape[0]
+    fig = Figure(figsize=(max(6.4, 0.62 * ncol + 3.2), 0.42 * nrow + 2.4))
     ax = fig.add_subplot()
-    im = ax.imshow(table.to_numpy(), aspect="auto", cmap="magma_r")
-    ax.set_xticks(np.arange(table.shape[1]), table.columns, rotation=70, ha="right", fontsize=6)
-    ax.set_yticks(np.arange(table.shape[0]), table.index, fontsize=7)
-    fig.colorbar(im, ax=ax, label="mean dE00")
+    im = ax.imshow(np.clip(ratio, 1 / HEATMAP_CAP, HEATMAP_CAP), aspect="auto", cmap=cmap,
+                   norm=norm)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            dark = abs(np.log(np.clip(ratio[i, j], 1e-9, None))) > 0.7 * np.log(HEATMAP_CAP)
+            ax.text(j, i, f"{v:.2f}\n±{half.iat[i, j]:.2f}", ha="center", va="center",
+                    fontsize=6, color="white" if dark else "black", linespacing=0.9)
+    ax.set_xticks(np.arange(ncol), mean.columns, rotation=70, ha="right", fontsize=6)
+    dims = [c.split(": ", 1)[0] for c in mean.columns]
+    for j in range(1, ncol):
+        if dims[j] != dims[j - 1]:
+            ax.axvline(j - 0.5, color="k", linewidth=0.8)
+    ax.set_yticks(np.arange(nrow), rows, fontsize=7)
+    _mark_groups(ax, groups)
+    _bold_champion(ax, inp.champion)
+    bar = fig.colorbar(im, ax=ax, pad=0.06, label=label)
+    ticks = [t for t in (1 / 1.5, 0.8, 1.0, 1.25, 1.5, 2.0) if 1 / HEATMAP_CAP <= t <= HEATMAP_CAP]
+    bar.set_ticks(ticks, labels=[f"{t:.3g}x" for t in ticks])
+    bar.minorticks_off()
+    ax.set_title("mean dE00 per group ± 95% CI half-width; champion in bold", fontsize=8)
     return _save(fig, path)
 
 
@@ -234,6 +338,25 @@ def md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def importance_sections(folder: Path) -> list[tuple[str, object]]:
+    """Which hyper-parameters mattered in the sweep: its importances, how they were computed,
+    and the two plots logged with them on the sweep's parent run."""
+    from raysweep.tracking import importance, importance_plots
+
+    t = pd.read_csv(folder / importance.CSV)
+    if t.empty:
+        return []
+    shown = pd.DataFrame({"parameter": t["parameter"], "importance [interval]": [
+        f"{r.importance:.2f} [{r.lo:.2f}, {r.hi:.2f}]" for r in t.itertuples()]})
+    how = importance.note(int(t["trials"].iloc[0]), str(t["metric"].iloc[0]))
+    plots = [("Parameter importance plot", importance_plots.IMPORTANCE_PNG),
+             ("Parallel coordinates of the sweep's trials", importance_plots.PARALLEL_PNG)]
+    return [("Parameter importance: which hyper-parameters mattered in the sweep",
+             f"- **how**: {how}"),
+            ("Parameter importance (share of the score's variance)", shown),
+            *[(title, Path(name)) for title, name in plots if (folder / name).exists()]]
+
+
 def _sections(inp: ReportInput) -> list[tuple[str, object]]:
     """(heading, content) pairs shared by both renderings; content is str, DataFrame or png."""
     sections: list[tuple[str, object]] = [
@@ -262,6 +385,8 @@ def _sections(inp: ReportInput) -> list[tuple[str, object]]:
         from raysweep.evaluate import coverage
 
         sections += coverage.report_sections(inp.trust)
+    if inp.importance is not None:
+        sections += importance_sections(inp.importance)
     if inp.notes:
         sections.append(("Notes", "\n".join(f"- {n}" for n in inp.notes)))
     return sections
@@ -275,6 +400,12 @@ def render(inp: ReportInput, out_dir: str | Path) -> dict[str, Path]:
         from raysweep.evaluate import coverage
 
         written.update(coverage.draw(inp.trust, out))
+    if inp.importance is not None:  # drawn at the sweep's end; copied so the report stands alone
+        from raysweep.tracking.importance_plots import IMPORTANCE_PNG, PARALLEL_PNG
+
+        for name in (IMPORTANCE_PNG, PARALLEL_PNG):
+            if (inp.importance / name).exists():
+                written[name] = Path(shutil.copyfile(inp.importance / name, out / name))
     md = [f"# {inp.title}\n"]
     body = [f"<h1>{html.escape(inp.title)}</h1>"]
     for heading, content in _sections(inp):

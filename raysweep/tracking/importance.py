@@ -45,11 +45,15 @@ class Importance:
         return len(self.trials)
 
     def note(self) -> str:
-        few = (f"; with fewer than {FEW_TRIALS} trials the ranking is mostly noise"
-               if self.n_trials < FEW_TRIALS else "")
-        return (f"fANOVA over {self.n_trials} finished trials (score: best-epoch {self.metric}); "
-                f"intervals: {LEVEL:.0%} of {RESAMPLES} fits on random {SUBSET:.0%} subsets of the "
-                f"trials{few}")
+        return note(self.n_trials, self.metric)
+
+
+def note(n_trials: int, metric: str) -> str:
+    """How the importances were computed, in one line (shown with them in every rendering)."""
+    few = (f"; with fewer than {FEW_TRIALS} trials the ranking is mostly noise"
+           if n_trials < FEW_TRIALS else "")
+    return (f"fANOVA over {n_trials} finished trials (score: best-epoch {metric}); intervals: "
+            f"{LEVEL:.0%} of {RESAMPLES} fits on random {SUBSET:.0%} subsets of the trials{few}")
 
 
 def compute(frame: pd.DataFrame, params: list[str], metric: str, mode: str = "min",
