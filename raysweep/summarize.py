@@ -7,9 +7,8 @@ A sweep is named by its experiment (all its sweeps), `EXPERIMENT@SWEEP_NAME`, or
 id. Each trial's score is its BEST validation dE00 over epochs (the epoch whose checkpoint was
 kept), not the last one, which early stopping and noisy epochs make arbitrary. The Markdown groups
 the trials by fusion, backbone, features and crop: how many ran, how many finished, the best and
-the median of the group.
-
-This module is also where eval_winners finds its candidates (`runs_frame`).
+the median of the group; last, each sweep's most important parameters (fANOVA over its
+finished trials, raysweep.tracking.importance).
 """
 
 from __future__ import annotations
@@ -20,8 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raysweep.errors import UserError, run_cli, setup_logging
-from raysweep.evaluate.trials import markdown, summarize, write_outputs
+from raysweep.evaluate.trials import METRIC, markdown, summarize, write_outputs
 from raysweep.fsutil import check_writable
+from raysweep.tracking import importance
 from raysweep.tracking.store import tracking_uri
 
 
@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     compare = bool(args.compare)
     written = write_outputs(df, Path(args.out), f"Sweep summary: {title}", compare)
     print(markdown(df, f"Sweep summary: {title}", compare))
+    print(importance.markdown(importance.per_sweep(df, METRIC)))
     print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
     return 0
 

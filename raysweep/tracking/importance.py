@@ -101,6 +101,30 @@ def top_lines(table: pd.DataFrame, k: int = 5) -> list[str]:
             for r in table.head(k).itertuples()]
 
 
+def per_sweep(runs: pd.DataFrame, metric: str, prefix: str = "param.") -> dict[str, Importance]:
+    """Each sweep's importances over the parameters that vary within it: `runs` holds one row
+    per trial run, a `sweep` column and the params as `<prefix>NAME` (MLflow's runs, as
+    raysweep.evaluate.trials reads them). Sweeps with nothing to rank are left out."""
+    out = {}
+    for sweep, g in runs.groupby("sweep", sort=True):
+        params = {c.removeprefix(prefix): g[c] for c in g.columns if c.startswith(prefix)}
+        keep = [c for c in (metric, "status") if c in g and c not in params]
+        imp = compute(pd.DataFrame({**params, **{c: g[c] for c in keep}}), list(params), metric)
+        if imp is not None:
+            out[str(sweep)] = imp
+    return out
+
+
+def markdown(imps: dict[str, Importance], k: int = 5) -> str:
+    """The top `k` parameters of each sweep, with their intervals and how they were computed."""
+    lines = ["## Parameter importance (top parameters)\n"]
+    if not imps:
+        return "\n".join(lines + ["_none: fewer than 2 scored trials, or no parameter varied_\n"])
+    for sweep, imp in imps.items():
+        lines += [f"{sweep}: {imp.note()}\n", "```", *top_lines(imp.table, k), "```\n"]
+    return "\n".join(lines)
+
+
 def log_to_parent(tracker, parent_run_id: str, frame: pd.DataFrame, params: list[str],
                   metric: str, mode: str = "min") -> Importance | None:
     """Compute the sweep's importances and log them, with their plots, on its parent run."""
