@@ -34,12 +34,15 @@ def require_gpu() -> str:
 
 
 def gpu_sweep(card: Path, quick: bool):
-    from raysweep.search import run_search
+    from raysweep.sweep.run import run_sweep
+    from raysweep.sweep.spec import Request
     from search_spaces.study import CELLS
 
-    return run_search("study", data=str(card), num_samples=DRAWS_PER_CELL * len(CELLS),
-                      gpus_per_trial=1.0 / GPU_PACK, max_concurrent=GPU_PACK, seed=0,
-                      storage=str(Path.cwd() / "ray"), name="study-gpu", early_stopping=True)
+    return run_sweep(Request(space="study", data=str(card),
+                             num_samples=DRAWS_PER_CELL * len(CELLS),
+                             gpus_per_trial=1.0 / GPU_PACK, max_concurrent=GPU_PACK, seed=0,
+                             storage=str(Path.cwd() / "ray"), name="study-gpu",
+                             early_stopping=True))
 
 
 def run(quick: bool = False) -> Section:

@@ -40,7 +40,7 @@ def run(quick: bool = False) -> Section:
     from raysweep.serve import inference
     from raysweep.synth.context import GeneratorConfig
     from raysweep.synth.generate import generate
-    from raysweep.train import checkpoint
+    from raysweep.train import predictor
     from raysweep.train.loop import fit
 
     repeats = 3 if quick else 10
@@ -52,7 +52,7 @@ def run(quick: bool = False) -> Section:
         cfg = dict(backbone="smallcnn", image_size=CROP, epochs=1, batch_size=32,
                    features="image+mean+meta", fusion="concat", device="cpu")
         res = fit(cfg, data, checkpoint_dir=str(Path(tmp) / "ckpt"))
-        predictor = checkpoint.load(res.checkpoint_dir, device="cpu")
+        model = predictor.load(res.checkpoint_dir, device="cpu")
         paths = [str(Path(tmp) / "syn" / r) for r in data.frame["image"]]
         rows = []
         for batch in BATCHES:
@@ -60,11 +60,11 @@ def run(quick: bool = False) -> Section:
             photos = [inference.read_photo(p, CROP) for p in group]
             photo_ms = _median_ms(lambda g=group: [inference.read_photo(p, CROP) for p in g],
                                   repeats) / batch
-            model_ms = _median_ms(lambda ph=photos: inference.predict_photos(predictor, ph),
+            model_ms = _median_ms(lambda ph=photos: inference.predict_photos(model, ph),
                                   repeats) / batch
             prepared, _ = inference.photos_to_prepared(photos, "adaptive_bg", CROP, None,
-                                                     predictor.stats.cameras)
-            forward_ms = _median_ms(lambda d=prepared: predictor.predict(d), repeats) / batch
+                                                     model.stats.cameras)
+            forward_ms = _median_ms(lambda d=prepared: model.predict(d), repeats) / batch
             rows.append((batch, photo_ms, model_ms, forward_ms, photo_ms + model_ms))
     table = ["| batch | photo stage ms/photo | model stage ms/photo | of which encode+forward "
              "| end to end ms/photo | photos/s |", "|---|---|---|---|---|---|"]

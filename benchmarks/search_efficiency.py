@@ -74,13 +74,15 @@ def model_key(cfg: dict) -> str:
 
 def sweep(card: Path, root: str, name: str, n: int, concurrent: int | None, searcher: str,
           early: bool) -> tuple[float, pd.DataFrame, pd.DataFrame]:
-    from raysweep.search import run_search
+    from raysweep.sweep.run import run_sweep
+    from raysweep.sweep.spec import Request
 
     t0 = time.time()
     # Pinned, so the numbers do not move when the quickstart demo's epoch budget does.
-    out = run_search(SPACE, data=str(card), num_samples=n, max_concurrent=concurrent,
-                     storage=root, name=name, seed=0, searcher=searcher, early_stopping=early,
-                     sets=[f"epochs={MAX_EPOCHS}"], grace_period=GRACE_PERIOD)
+    out = run_sweep(Request(space=SPACE, data=str(card), num_samples=n, max_concurrent=concurrent,
+                            storage=root, name=name, seed=0, searcher=searcher,
+                            early_stopping=early, sets=(f"epochs={MAX_EPOCHS}",),
+                            grace_period=GRACE_PERIOD))
     wall = time.time() - t0
     sweep.tracking_s[name] = out.tracking_s
     frames = []

@@ -1,6 +1,6 @@
 """The study: fusion x features x crop on the synthetic dataset, winners scored on held-out tones.
 
-One sweep of `search_spaces/study.py` through the real platform (`raysweep.search.run_search`:
+One sweep of `search_spaces/study.py` through the real platform (`raysweep.sweep.run.run_sweep`:
 Ray Tune, Optuna, MLflow), then `raysweep.eval_winners.run_eval_winners` on the TEST split (every
 finished trial is scored, the winner and the best of each group are picked by validation dE00
 only), the classical baselines and the floors (raysweep.evaluate.floors: the generator's oracle
@@ -57,12 +57,15 @@ QUICK_SETS = ["image_size=32", "width=16", "epochs=24", "lr=5e-3", "weight_decay
 
 
 def sweep(card: Path, quick: bool):
-    from raysweep.search import run_search
+    from raysweep.sweep.run import run_sweep
+    from raysweep.sweep.spec import Request
     from search_spaces.study import CELLS
 
-    return run_search("study", data=str(card), num_samples=len(CELLS) if quick else None,
-                      sets=QUICK_SETS if quick else (), seed=0, storage=str(Path.cwd() / "ray"),
-                      name="study-quick" if quick else "study", early_stopping=not quick)
+    return run_sweep(Request(space="study", data=str(card),
+                             num_samples=len(CELLS) if quick else None,
+                             sets=tuple(QUICK_SETS if quick else ()), seed=0,
+                             storage=str(Path.cwd() / "ray"),
+                             name="study-quick" if quick else "study", early_stopping=not quick))
 
 
 def per_photo(ev) -> dict[str, np.ndarray]:

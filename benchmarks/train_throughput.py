@@ -27,9 +27,9 @@ from raysweep.color import delta_e00
 from raysweep.config import TrainConfig
 from raysweep.models import build_model
 from raysweep.models.inputs import encode, fit_stats
-from raysweep.train.checkpoint import predict_batch
 from raysweep.train.loop import LocalReporter, fit, seed_everything
 from raysweep.train.losses import Loss
+from raysweep.train.predictor import predict_batch
 
 BACKBONES = ("tinycnn", "smallcnn", "resnet18")
 POLL_ENV, FAST_POLL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.05"
@@ -141,7 +141,7 @@ def _best(rates: list[tuple[float, float]], which: int) -> float:
 def run(quick: bool = False) -> Section:
     import ray
 
-    from tests.fakes import make_prepared
+    from tests.helpers.fakes import make_prepared
 
     size, n, epochs, repeats = (32, 192, 3, 1) if quick else (64, 512, 3, 3)
     data = make_prepared(n=n, size=size, seed=0)
@@ -186,7 +186,7 @@ def run(quick: bool = False) -> Section:
         "",
         f"Whole epochs (training plus validation on the val rows; no checkpoint writes), {size} px, "
         f"batch 64, features image+meta, fusion concat, {n_train} training rows of "
-        f"tests.fakes.make_prepared; best epoch of 2..{epochs} over {repeats} alternating repeats. "
+        f"tests.helpers.fakes.make_prepared; best epoch of 2..{epochs} over {repeats} alternating repeats. "
         "Throughput in training samples per CPU second (time.process_time of the process doing "
         "the work: robust to other jobs on a shared machine) and per wall second (noisy here). "
         "Ratio = raysweep / plain on CPU seconds (target >= 0.85). `fit` and the plain loop run "

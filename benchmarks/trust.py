@@ -54,20 +54,20 @@ def _fit_and_assess(card, seed: int, epochs: int, tmp: str):
     from raysweep.data.pipeline import load_prepared
     from raysweep.evaluate import coverage
     from raysweep.serve import bounds
-    from raysweep.train import checkpoint
+    from raysweep.train import predictor
     from raysweep.train.loop import fit
 
     data = load_prepared(card, crop=CROP, size=SIZE, seed=seed, progress=False)
     cfg = dict(backbone="tinycnn", image_size=SIZE, epochs=epochs, batch_size=64,
                features="image+mean+meta", fusion="concat", device="cpu", seed=seed)
     res = fit(cfg, data, checkpoint_dir=str(Path(tmp) / f"ckpt{seed}"))
-    predictor = checkpoint.load(res.checkpoint_dir, device="cpu")
+    model = predictor.load(res.checkpoint_dir, device="cpu")
     val, test = data.subset(data.indices("val")), data.subset(data.indices("test"))
     train = data.subset(data.indices("train"))
-    cal = bounds.calibrate(val, predictor.predict(val), train, level=LEVEL,
-                           cameras=list(predictor.stats.cameras), seed=seed)
-    a = coverage.assess(cal, test, predictor.predict(test), n_boot=1000, seed=seed)
-    return data, predictor, res, cal, a
+    cal = bounds.calibrate(val, model.predict(val), train, level=LEVEL,
+                           cameras=list(model.stats.cameras), seed=seed)
+    a = coverage.assess(cal, test, model.predict(test), n_boot=1000, seed=seed)
+    return data, model, res, cal, a
 
 
 def _tones(data, split: str) -> str:

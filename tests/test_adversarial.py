@@ -25,11 +25,10 @@ import pandas as pd
 import pytest
 import torch
 
-from raysweep.data.demo import exif_bytes
-from tests.servers import free_port
-from tests.test_cli_errors import assert_clear_error, cli
-from tests.test_data_bad_input import png_claiming
-from tests.test_data_fixtures import FOREIGN, make_folder, write_card
+from raysweep.data.demo import FOREIGN, exif_bytes, make_folder
+from tests.helpers.cli import assert_clear_error, cli
+from tests.helpers.photos import png_claiming, write_card
+from tests.helpers.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,8 +81,8 @@ def test_predict_with_a_diverged_model_flags_every_row_and_fails(folder, ckpt, t
 
 
 def test_nan_never_leads_the_tune_table_or_the_leaderboard():
+    from raysweep.evaluate.leaders import pick_leaders
     from raysweep.evaluate.trials import used_groups
-    from raysweep.evaluate.winners import pick_leaders
     from raysweep.sweep import results
 
     def trial(tid, values, error=None):

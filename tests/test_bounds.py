@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from raysweep.serve import bounds
-from tests.fakes import CAMERAS, make_prepared
+from tests.helpers.fakes import CAMERAS, make_prepared
 
 SCALE = {"cam_a": 1.0, "cam_b": 2.0, "cam_c": 4.0}  # per-camera noise: a heteroscedastic model
 

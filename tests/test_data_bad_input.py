@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from raysweep.data.demo import draw_photo, make_folder
 from raysweep.data.pipeline import load_prepared
 from raysweep.errors import UserError
-from tests.test_data_fixtures import draw_photo, make_folder, write_card
+from tests.helpers.photos import png_claiming, write_card
 
 N = 6
 
@@ -186,21 +187,6 @@ def test_one_message_lists_every_bad_row(tmp_path):
     assert "--skip-bad" in msg and "rejects.csv" in msg
     data = load_prepared(card, size=32, progress=False, skip_bad=True)
     assert sorted(data.sample_id) == ["s001", "s003", "s005"]
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height pixels: what a decompression bomb shows
-    Pillow before a single pixel is decoded."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(
-            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
 
 
 def test_decompression_bomb_is_named_as_such(tmp_path):

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 
 from raysweep.data import images as images_mod
+from raysweep.data.demo import make_folder
 from raysweep.data.features import require_images
 from raysweep.data.pipeline import load_prepared
 from raysweep.data.prepared import META_NAMES, Prepared
 from raysweep.errors import UserError
-from tests.test_data_fixtures import make_folder, write_card
+from tests.helpers.photos import write_card
 
 
 @pytest.fixture()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from raysweep.data.demo import FOREIGN, make_folder
 from raysweep.errors import run_cli
 from raysweep.prepare import main
-from tests.test_data_fixtures import FOREIGN, make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import colour
 import numpy as np
 
 from raysweep.data.crop import VARIANTS, CropParams, analyse, cut, linear_to_lab, srgb_to_linear
+from raysweep.data.demo import draw_photo
 from raysweep.data.images import overlay
-from tests.test_data_fixtures import draw_photo
 
 
 def _share(box, mask):

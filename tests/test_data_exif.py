@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from raysweep.data.demo import exif_bytes
 from raysweep.data.exif_reader import (
     apex_brightness,
     merge,
@@ -18,7 +19,6 @@ from raysweep.data.exif_reader import (
 )
 from raysweep.data.features import camera_ids, device_text, meta_matrix
 from raysweep.data.prepared import META_NAMES
-from tests.test_data_fixtures import exif_bytes
 
 
 def _jpeg(path, **kw):

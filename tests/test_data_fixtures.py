@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from raysweep.data.demo import FOREIGN, draw_photo, exif_bytes, make_folder  # noqa: F401
-
-
-def write_card(root: Path, manifest: str = "labels.csv", extra: str = "") -> Path:
-    cols = "\n".join(f"  {k}: {v}" for k, v in (kv.split("=") for kv in FOREIGN.split(",")))
-    card = root / "dataset.yaml"
-    card.write_text(f"name: test\nmanifest: {manifest}\ncolumns:\n{cols}\n{extra}")
-    return card
+from raysweep.data.demo import draw_photo
 
 
 def test_draw_photo_masks_are_consistent():

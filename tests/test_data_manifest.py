@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from raysweep.data.card import load_card, to_d65
+from raysweep.data.demo import make_folder
 from raysweep.data.manifest import find_bad_rows, read_manifest
 from raysweep.errors import UserError
-from tests.test_data_fixtures import make_folder, write_card
+from tests.helpers.photos import write_card
 
 
 def test_card_maps_foreign_columns(tmp_path):

@@ -18,11 +18,13 @@ import pytest
 from raysweep.errors import UserError
 from raysweep.evaluate import stats
 from raysweep.evaluate import winners as eval_winners
+from raysweep.evaluate.leaders import Leader
+from raysweep.evaluate.scoring import comparisons
 from raysweep.serve import ensemble
 from raysweep.tracking.store import Tracker
-from raysweep.train import checkpoint
-from tests.fakes import make_prepared
-from tests.test_eval_winners import log_sweep
+from raysweep.train import checkpoint, predictor
+from tests.helpers.fakes import make_prepared
+from tests.helpers.sweeps import log_sweep
 
 SHIFT = np.array([12.0, 8.0, 0.0], np.float32)
 TRIALS = {"t_up": dict(features="image+meta", fusion="concat", epochs=6),
@@ -49,7 +51,7 @@ def sweep(tmp_path_factory):
 
 
 def _members(sweep):
-    return [checkpoint.load(sweep["trials"][t][1].checkpoint_dir, device="cpu") for t in TRIALS]
+    return [predictor.load(sweep["trials"][t][1].checkpoint_dir, device="cpu") for t in TRIALS]
 
 
 def test_prediction_is_the_mean_of_members(sweep):
@@ -65,11 +67,11 @@ def test_prediction_is_the_mean_of_members(sweep):
 
 def test_members_with_other_geometry_or_data_are_refused(sweep):
     image, tabular = _members(sweep)
-    other = checkpoint.Predictor(image.model, image.cfg, image.stats,
+    other = predictor.Predictor(image.model, image.cfg, image.stats,
                                  {**image.meta, "crop": "patch_nobg"})
     with pytest.raises(UserError, match="crops/sizes"):
         ensemble.EnsemblePredictor([image, other])
-    alien = checkpoint.Predictor(tabular.model, tabular.cfg, tabular.stats,
+    alien = predictor.Predictor(tabular.model, tabular.cfg, tabular.stats,
                                  {**tabular.meta, "content_hash": "other"})
     with pytest.raises(UserError, match="different data"):
         ensemble.EnsemblePredictor([image, alien])
@@ -156,11 +158,11 @@ def test_spread_is_a_difficulty_feature_of_the_bound():
 def test_comparisons_use_the_crowned_champion():
     errs = {"a": np.array([1.0, 2.0, 3.0]), "b": np.array([0.5, 1.0, 1.5]),
             "baseline:naive": np.array([2.0, 2.0, 2.0])}
-    leaders = [eval_winners.Leader("r1", "a", {}, 1.0, "p", label="a"),
-               eval_winners.Leader("r2", "b", {}, 2.0, "p", label="b")]
-    comp = eval_winners.comparisons(leaders, errs, "baseline:naive", 50, 0, champion="b")
+    leaders = [Leader("r1", "a", {}, 1.0, "p", label="a"),
+               Leader("r2", "b", {}, 2.0, "p", label="b")]
+    comp = comparisons(leaders, errs, "baseline:naive", 50, 0, champion="b")
     row = comp.set_index("question").loc["champion vs best baseline"]
     assert row["a"] == "b" and row["diff"] == pytest.approx(-1.0)
-    default = eval_winners.comparisons(leaders, errs, "baseline:naive", 50, 0)
+    default = comparisons(leaders, errs, "baseline:naive", 50, 0)
     assert default.set_index("question").loc["champion vs best baseline", "a"] == "a"
     assert isinstance(comp, pd.DataFrame)

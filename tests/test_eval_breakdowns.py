@@ -5,7 +5,7 @@ import pytest
 
 from raysweep import color
 from raysweep.evaluate import breakdowns
-from tests.fakes import make_prepared
+from tests.helpers.fakes import make_prepared
 
 
 @pytest.fixture

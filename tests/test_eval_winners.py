@@ -14,49 +14,11 @@ import pandas as pd
 import pytest
 
 from raysweep.errors import UserError
-from raysweep.evaluate import stats
 from raysweep.evaluate import winners as eval_winners
 from raysweep.tracking.store import Tracker
-from raysweep.train import checkpoint
-from raysweep.train.loop import fit
-from tests.fakes import make_prepared
-
-TRIALS = {
-    "t_concat": dict(features="image+meta", fusion="concat"),
-    "t_image": dict(features="image", fusion="none"),
-    "t_tabular": dict(features="mean+meta", fusion="none"),
-}
-BASE = dict(backbone="smallcnn", width=8, image_size=16, epochs=4, batch_size=16, lr=3e-3,
-            device="cpu", crop="adaptive_bg", meta_hidden=16)
-
-
-def log_sweep(tracker: Tracker, data, root, trials: dict = TRIALS,
-              train_on: dict | None = None) -> dict:
-    """`trials` (id -> config overrides) trained on `data` and logged; `train_on` gives a trial
-    other training rows (e.g. a biased target), and then its logged validation score is the
-    checkpoint's on `data`, as eval_winners recomputes it."""
-    parent = tracker.start_parent(tags={"raysweep.space": "unit"}, params={"data": "<in-memory>"})
-    tracker.log(parent, tags={"raysweep.dataset_hash": data.info["content_hash"],
-                              "raysweep.split_id": data.info["split_id"]})
-    out = {}
-    for trial_id, over in trials.items():
-        cfg = {**BASE, **over}
-        res = fit(cfg, (train_on or {}).get(trial_id, data),
-                  checkpoint_dir=str(root / trial_id))
-        run = tracker.start_child(trial_id, trial_id, cfg)
-        if trial_id in (train_on or {}):
-            val = data.subset(data.indices("val"))
-            pred = checkpoint.load(res.checkpoint_dir, device="cpu").predict(val)
-            res.history = [{"epoch": 0, "val_de00_mean": float(
-                stats.errors_of(pred, val.target)[0].mean())}]
-        for m in res.history:
-            tracker.log(run, metrics={k: v for k, v in m.items() if k != "epoch"},
-                        step=int(m["epoch"]))
-        tracker.log_artifacts(run, res.checkpoint_dir, "checkpoint")
-        tracker.end(run)
-        out[trial_id] = (run, res)
-    tracker.end(parent)
-    return {"parent": parent, "trials": out}
+from raysweep.train import predictor
+from tests.helpers.fakes import make_prepared
+from tests.helpers.sweeps import log_sweep
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +88,7 @@ def test_test_split_never_overlaps_training_tones(sweep, evaluated):
 
 def test_predictions_csv_matches_checkpoint(sweep, evaluated):
     run, fitres = sweep["trials"]["t_concat"]
-    p = checkpoint.load(fitres.checkpoint_dir, device="cpu")
+    p = predictor.load(fitres.checkpoint_dir, device="cpu")
     data = sweep["data"]
     want = p.predict(data.subset(data.indices("test")))
     pred = pd.read_csv(evaluated.out_dir / "predictions.csv")
@@ -142,7 +104,7 @@ def test_registry_round_trip_predicts_like_the_checkpoint(sweep, evaluated):
     reg = load_predictor(evaluated.model_uri, device="cpu")
     champ_run = evaluated.summary.set_index("model").loc[evaluated.champion, "run_id"]
     ckpt_dir = next(r.checkpoint_dir for run, r in sweep["trials"].values() if run == champ_run)
-    direct = checkpoint.load(ckpt_dir, device="cpu")
+    direct = predictor.load(ckpt_dir, device="cpu")
     data = sweep["data"]
     np.testing.assert_allclose(reg.predict(data), direct.predict(data), atol=1e-5)
 

@@ -8,7 +8,7 @@ import pytest
 
 from raysweep.evaluate import floors
 from raysweep.evaluate.stats import errors_of
-from tests.fakes import make_prepared
+from tests.helpers.fakes import make_prepared
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from raysweep.errors import UserError
 from raysweep.models import build_model
 from raysweep.models.heads import CCMHead, ResidualHead
 from raysweep.models.inputs import encode, fit_stats
-from raysweep.train import checkpoint
+from raysweep.train import checkpoint, predictor
 from raysweep.train.loop import fit
-from tests.fakes import make_prepared
+from tests.helpers.fakes import make_prepared
 
 CAST = {"cam_a": (1.35, 1.0, 0.7), "cam_b": (0.8, 1.0, 1.3), "cam_c": (1.1, 0.95, 1.0)}
 
@@ -109,12 +109,12 @@ def test_model_with_every_new_option_survives_its_checkpoint(tmp_path):
     result = fit(cfg, data, checkpoint_dir=str(tmp_path / "best"))
     stats = fit_stats(data, cfg)
     checkpoint.save(tmp_path / "final", result.model, cfg, stats, data.info, 2, {})
-    direct = checkpoint.predict_batch(result.model, encode(data, stats, cfg),
-                                      torch.arange(len(data)))
-    loaded = checkpoint.load(tmp_path / "final", device="cpu")
+    direct = predictor.predict_batch(result.model, encode(data, stats, cfg),
+                                     torch.arange(len(data)))
+    loaded = predictor.load(tmp_path / "final", device="cpu")
     assert loaded.cfg.head == "ccm" and loaded.stats.ring_mean and loaded.stats.image_mean
     assert np.array_equal(direct.numpy(), loaded.predict(data))
-    assert checkpoint.load(tmp_path / "best").predict(data).shape == (len(data), 3)
+    assert predictor.load(tmp_path / "best").predict(data).shape == (len(data), 3)
 
 
 def test_image_spaces_feed_the_backbone_different_inputs():

@@ -23,7 +23,7 @@ import yaml
 from raysweep.errors import UserError
 from raysweep.sweep import storage
 from raysweep.tracking import secrets
-from tests.servers import basic_auth, create_mlflow_user, mlflow_auth_server, wait_until
+from tests.helpers.servers import basic_auth, create_mlflow_user, mlflow_auth_server, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import get_json, mlflow_server, post_json
+from tests.helpers.servers import get_json, mlflow_server, post_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(1200)]
 

@@ -16,7 +16,7 @@ from raysweep.models.backbones import create_backbone
 from raysweep.models.heads import LabHead, LinRGBHead
 from raysweep.models.inputs import FeatureStats, camera_index, encode, fit_stats, hash_ngrams
 from raysweep.train.losses import Loss, aux_weight
-from tests.fakes import make_prepared
+from tests.helpers.fakes import make_prepared
 
 
 @pytest.fixture(scope="module")

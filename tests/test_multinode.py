@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import (
+from tests.helpers.servers import (
     BIN,
     basic_auth,
     create_mlflow_user,

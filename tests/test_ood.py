@@ -7,7 +7,7 @@ import pytest
 
 from raysweep.data.prepared import META_NAMES, RING_NAMES
 from raysweep.serve import ood
-from tests.fakes import make_prepared
+from tests.helpers.fakes import make_prepared
 
 ISO = META_NAMES.index("log2_iso")
 

@@ -10,7 +10,7 @@ import pytest
 
 from raysweep.errors import UserError
 from raysweep.fsutil import MARKER, atomic_dir, check_replaceable
-from tests.test_cli_errors import assert_clear_error, cli
+from tests.helpers.cli import assert_clear_error, cli
 
 
 def _write(out: Path, text: str = "new") -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from raysweep.errors import UserError
 from raysweep.sweep import cluster, resources, storage
+from raysweep.sweep.spec import Request
 
 HEAD_ONLY = [{"Alive": True, "Resources": {"memory": 1e9, "node:__internal_head__": 1.0}}]
 GPU_GROUPS = json.dumps({"gpu1": {"max_workers": 8, "resources": {"CPU": 8, "GPU": 1}},
@@ -115,23 +116,23 @@ def test_unwritable_or_non_directory_storage_is_refused(tmp_path):
 
 def test_search_refuses_bad_storage_before_ray_data_and_mlflow(tmp_path, mlflow_db, monkeypatch):
     """Issue 13 item 6: no Ray start, no data preparation, no MLflow run."""
-    from raysweep import search
+    from raysweep.sweep import run as sweep_run
 
     def must_not_run(*a, **k):
         raise AssertionError("reached past the storage check")
 
     monkeypatch.setattr(resources, "connect", must_not_run)
-    monkeypatch.setattr(search, "load_data", must_not_run)
+    monkeypatch.setattr(sweep_run, "load_data", must_not_run)
     afile = tmp_path / "storage-file"
     afile.write_text("")
     with pytest.raises(UserError, match="is a file"):
-        search.run_search("quickstart", smoke_test=True, storage=str(afile), name="bad")
+        sweep_run.run_sweep(Request(space="quickstart", smoke_test=True, storage=str(afile), name="bad"))
     assert mlflow_db.search_experiments(filter_string="name = 'quickstart'") == []
 
 
 def test_search_refuses_node_local_storage_on_growable_cluster_before_mlflow(
         tmp_path, mlflow_db, monkeypatch):
-    from raysweep import search
+    from raysweep.sweep import run as sweep_run
 
     monkeypatch.setattr(resources, "connect", lambda **k: False)
     import ray
@@ -139,10 +140,10 @@ def test_search_refuses_node_local_storage_on_growable_cluster_before_mlflow(
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
     monkeypatch.setattr(ray, "nodes", lambda: HEAD_ONLY)
     monkeypatch.setattr(cluster, "_autoscaler_status", lambda: None)
-    monkeypatch.setattr(search, "load_data", lambda *a, **k: pytest.fail("data prepared"))
+    monkeypatch.setattr(sweep_run, "load_data", lambda *a, **k: pytest.fail("data prepared"))
     with pytest.raises(UserError, match="shared storage"):
-        search.run_search("quickstart", smoke_test=True, storage=str(tmp_path / "runs"),
-                          name="local")
+        sweep_run.run_sweep(Request(space="quickstart", smoke_test=True,
+                                    storage=str(tmp_path / "runs"), name="local"))
     runs = [r for e in mlflow_db.search_experiments()
             for r in mlflow_db.search_runs([e.experiment_id])]
     assert runs == [], "a refused sweep leaves no MLflow run behind"

@@ -13,7 +13,7 @@ import torch
 from raysweep import color, predict
 from raysweep.data.pipeline import load_prepared
 from raysweep.serve import inference, loading
-from raysweep.train import checkpoint
+from raysweep.train import predictor
 from raysweep.train.loop import fit
 
 META_COLS = ["camera", "make", "model", "exposure_time_s", "f_number", "iso", "brightness_ev",
@@ -49,7 +49,7 @@ def _meta_csv(path, data, idx):
 def test_predict_matches_the_prepared_pipeline(trained, tmp_path):
     data, idx = trained["data"], np.arange(5)
     photos = _meta_csv(tmp_path / "meta.csv", data, idx)
-    p = checkpoint.load(trained["ckpt"], device="cpu")
+    p = predictor.load(trained["ckpt"], device="cpu")
     want = p.predict(data.subset(idx))
     overrides = inference.read_meta_csv(str(tmp_path / "meta.csv"), photos)
     got = inference.predict_photos(p, [inference.read_photo(ph, 32) for ph in photos], overrides)
@@ -109,7 +109,7 @@ def test_unknown_camera_goes_to_the_unknown_bucket(trained, tmp_path, caplog):
     meta = pd.read_csv(tmp_path / "meta.csv")
     meta["camera"] = "Pixel 9 Pro"
     meta = meta.drop(columns=["make", "model"])
-    p = checkpoint.load(trained["ckpt"], device="cpu")
+    p = predictor.load(trained["ckpt"], device="cpu")
     with caplog.at_level(logging.WARNING, logger="raysweep.predict"):
         out = inference.predict_photos(p, [inference.read_photo(ph, 32) for ph in photos],
                                      meta.drop(columns="photo"))
@@ -129,7 +129,7 @@ def calibrated(trained, tmp_path_factory):
     data = trained["data"]
     ckpt = tmp_path_factory.mktemp("calibrated") / "ckpt"
     shutil.copytree(trained["ckpt"], ckpt)
-    p = checkpoint.load(ckpt, device="cpu")
+    p = predictor.load(ckpt, device="cpu")
     rest = data.subset(np.flatnonzero(data.split != "train"))
     cal = bounds.calibrate(rest, p.predict(rest), data.subset(data.indices("train")), level=0.8)
     bounds.write(cal, ckpt)
@@ -221,7 +221,7 @@ def test_synthetic_photo_close_to_truth(tmp_path):
     res = fit(cfg, data, checkpoint_dir=str(tmp_path / "ckpt"))
     test = data.indices("test")
     photos = [str(tmp_path / "syn" / r) for r in data.frame["image"].iloc[test]]
-    p = checkpoint.load(res.checkpoint_dir, device="cpu")
+    p = predictor.load(res.checkpoint_dir, device="cpu")
     out = inference.predict_photos(p, [inference.read_photo(ph, 32) for ph in photos])
     truth = torch.as_tensor(data.target[test], dtype=torch.float64)
     de = color.delta_e00(torch.as_tensor(out[["L", "a", "b"]].to_numpy()), truth).numpy()
@@ -265,7 +265,7 @@ def test_pyfunc_serves_photos_like_predict(trained, registered, monkeypatch):
     # the trust columns: no calibration.json with this checkpoint, so no bound, but the flags
     assert {"de00_bound", "flags", "unseen_camera", "clipped_patch"} <= set(got.columns)
     assert got["de00_bound"].isna().all() and not got["unseen_camera"].any()
-    p = checkpoint.load(trained["ckpt"], device="cpu")
+    p = predictor.load(trained["ckpt"], device="cpu")
     overrides = frame.drop(columns="image_b64")
     want = inference.predict_photos(p, [inference.read_photo(ph, 32) for ph in photos], overrides)
     np.testing.assert_allclose(got[["L", "a", "b"]].to_numpy(), want[["L", "a", "b"]].to_numpy(),
@@ -314,7 +314,7 @@ def test_cli_and_pyfunc_on_an_ensemble_champion(trained, tmp_path, capsys, monke
                                      .info.run_id, uri)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     photos = [str(trained["root"] / "syn" / r) for r in data.frame["image"][:3]]
-    members = [checkpoint.load(trained["ckpt"], device="cpu"), checkpoint.load(tab, device="cpu")]
+    members = [predictor.load(trained["ckpt"], device="cpu"), predictor.load(tab, device="cpu")]
     read = [inference.read_photo(ph, 32) for ph in photos]
     want = np.mean([inference.predict_photos(m, read)[["L", "a", "b"]].to_numpy()
                     for m in members], axis=0)

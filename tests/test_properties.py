@@ -20,7 +20,7 @@ from raysweep.config import TrainConfig
 from raysweep.data import exif_reader as exif_mod
 from raysweep.data import features as data_features
 from raysweep.models.inputs import encode, fit_stats
-from tests.fakes import make_prepared
+from tests.helpers.fakes import make_prepared
 
 SETTINGS = settings(max_examples=150, deadline=None)
 L = st.floats(0.0, 100.0)

@@ -194,13 +194,14 @@ def test_read_only_commands_do_not_import_ray_or_touch_the_environment():
 @pytest.mark.slow
 @pytest.mark.cluster
 def test_tracking_server_dying_mid_sweep_loses_no_results(ray_local, tmp_path, monkeypatch):
-    from raysweep.search import run_search
-    from tests.fakes import make_prepared
-    from tests.servers import mlflow_server
-    from tests.test_reliability_workers import SPACE
+    from raysweep.sweep.run import run_sweep
+    from raysweep.sweep.spec import Request
+    from tests.helpers.fakes import make_prepared
+    from tests.helpers.servers import mlflow_server
+    from tests.helpers.sweeps import RELIABILITY_SPACE
 
     space = tmp_path / "reliability_study.py"
-    space.write_text(SPACE)
+    space.write_text(RELIABILITY_SPACE)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # ours retry; keep it short
     server = contextlib.ExitStack()
@@ -217,9 +218,9 @@ def test_tracking_server_dying_mid_sweep_loses_no_results(ray_local, tmp_path, m
 
     monkeypatch.setattr(callback.TrialLogger, "on_trial_complete", complete_then_kill_the_server)
     try:
-        out = run_search(str(space), data=make_prepared(n=48, size=16), num_samples=3,
-                         max_concurrent=1, storage=str(tmp_path / "runs"), name="dead", seed=0,
-                         early_stopping=False)
+        out = run_sweep(Request(space=str(space), data=make_prepared(n=48, size=16), num_samples=3,
+                                max_concurrent=1, storage=str(tmp_path / "runs"), name="dead",
+                                seed=0, early_stopping=False))
     finally:
         server.close()
     assert killed_after and out.complete

@@ -14,17 +14,11 @@ import os
 import numpy as np
 import pytest
 
-from raysweep.search import run_search
-from tests.fakes import make_prepared
+from raysweep.sweep.run import run_sweep
+from raysweep.sweep.spec import Request
+from tests.helpers.fakes import make_prepared
+from tests.helpers.sweeps import RELIABILITY_SPACE
 
-SPACE = '''"""Reliability study: lr only. Fixed: tinycnn at 16 px, 3 epochs."""
-MAX_EPOCHS = 3
-FIXED = {"backbone": "tinycnn", "width": 8, "crop": "adaptive_bg", "image_size": 16,
-         "batch_size": 16, "features": "image+meta", "fusion": "concat", "device": "cpu"}
-
-def define_by_run(trial):
-    return {"lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True)}
-'''
 NAN_LR, OOM_LR = 3e-3, 5e-4  # trials above NAN_LR get NaN targets; below OOM_LR "run out"
 
 
@@ -61,7 +55,7 @@ def faulty_data_loop(config):
 @pytest.fixture
 def space_file(tmp_path):
     path = tmp_path / "reliability_study.py"
-    path.write_text(SPACE)
+    path.write_text(RELIABILITY_SPACE)
     return str(path)
 
 
@@ -86,9 +80,10 @@ def assert_one_history_per_trial(client, out, epochs: int):
 @pytest.mark.cluster
 def test_killed_trial_process_resumes_into_the_same_mlflow_run(ray_local, space_file, mlflow_db,
                                                                 tmp_path):
-    out = run_search(space_file, data=make_prepared(n=48, size=16), num_samples=2,
-                     max_concurrent=1, storage=str(tmp_path / "runs"), name="killed", seed=0,
-                     early_stopping=False, loop="tests.test_reliability_workers:killed_once_loop")
+    out = run_sweep(Request(space=space_file, data=make_prepared(n=48, size=16), num_samples=2,
+                            max_concurrent=1, storage=str(tmp_path / "runs"), name="killed",
+                            seed=0, early_stopping=False),
+                            loop="tests.test_reliability_workers:killed_once_loop")
     assert out.complete and (out.table["status"] == "FINISHED").all()
     assert (out.table["epochs_run"] == 3).all()
     by_trial = assert_one_history_per_trial(mlflow_db, out, 3)
@@ -104,10 +99,10 @@ def test_killed_trial_process_resumes_into_the_same_mlflow_run(ray_local, space_
 @pytest.mark.cluster
 def test_killed_ddp_rank0_restarts_the_worker_group_from_its_checkpoint(ray_local, space_file,
                                                                          mlflow_db, tmp_path):
-    out = run_search(space_file, data=make_prepared(n=48, size=16), num_samples=1,
-                     workers_per_trial=2, max_concurrent=1, storage=str(tmp_path / "runs"),
-                     name="ddpkill", seed=0, early_stopping=False,
-                     loop="tests.test_reliability_workers:killed_once_loop")
+    out = run_sweep(Request(space=space_file, data=make_prepared(n=48, size=16), num_samples=1,
+                            workers_per_trial=2, max_concurrent=1, storage=str(tmp_path / "runs"),
+                            name="ddpkill", seed=0, early_stopping=False),
+                            loop="tests.test_reliability_workers:killed_once_loop")
     assert out.complete and (out.table["status"] == "FINISHED").all()
     by_trial = assert_one_history_per_trial(mlflow_db, out, 3)
     markers = list((tmp_path / "runs").glob("ddpkill-*-ddp/raysweep_fault_epoch2.marker"))
@@ -120,9 +115,10 @@ def test_killed_ddp_rank0_restarts_the_worker_group_from_its_checkpoint(ray_loca
 @pytest.mark.cluster
 def test_nan_and_oom_trials_fail_with_their_reason_and_the_rest_finish(ray_local, space_file,
                                                                        mlflow_db, tmp_path):
-    out = run_search(space_file, data=make_prepared(n=48, size=16), num_samples=6,
-                     max_concurrent=2, storage=str(tmp_path / "runs"), name="faulty", seed=3,
-                     early_stopping=False, loop="tests.test_reliability_workers:faulty_data_loop")
+    out = run_sweep(Request(space=space_file, data=make_prepared(n=48, size=16), num_samples=6,
+                            max_concurrent=2, storage=str(tmp_path / "runs"), name="faulty",
+                            seed=3, early_stopping=False),
+                            loop="tests.test_reliability_workers:faulty_data_loop")
     table = out.table.set_index("trial_id")
     nan = table["lr"] > NAN_LR
     oom = table["lr"] < OOM_LR

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import mlflow_server, moto_s3
+from tests.helpers.servers import mlflow_server, moto_s3
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from raysweep.evaluate import breakdowns, report, stats
-from tests.fakes import make_prepared
+from tests.helpers.fakes import make_prepared
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 
 from raysweep.data.crop import analyse, srgb_to_linear
+from raysweep.data.demo import draw_photo, make_folder
 from raysweep.data.pipeline import load_prepared
 from raysweep.data.prepared import RING_NAMES
 from raysweep.data.ring import p50, ring_mask
-from tests.test_data_fixtures import draw_photo, make_folder, write_card
+from tests.helpers.photos import write_card
 
 
 def test_ring_is_the_background_and_the_ratio_the_patch_over_it():

@@ -15,7 +15,7 @@ from raysweep.errors import UserError
 from raysweep.models.inputs import FeatureStats, encode, fit_stats
 from raysweep.models.pooling import PatchSurroundPool, centre_fraction
 from raysweep.train.loop import fit
-from tests.fakes import make_prepared
+from tests.helpers.fakes import make_prepared
 
 
 def test_every_preset_can_add_the_ring():

@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raysweep.search import run_search
-from tests.fakes import make_prepared
+from raysweep.sweep.run import run_sweep
+from raysweep.sweep.spec import Request
+from tests.helpers.fakes import make_prepared
 
 SPACE = '''"""Tiny test study: does lr matter? Scientific: lr. Nuisance: none. Fixed: tinycnn, 16 px."""
 MAX_EPOCHS = 3
@@ -64,8 +65,8 @@ def runs_of(client, experiment: str):
 @pytest.mark.slow  # a real sweep
 def test_four_trials_asha_stops_one_and_mlflow_holds_them(ray_local, space_file, mlflow_db,
                                                           tmp_path):
-    out = run_search(space_file, data=make_prepared(n=64, size=16), num_samples=4,
-                     max_concurrent=1, storage=str(tmp_path / "runs"), name="t4", seed=1)
+    out = run_sweep(Request(space=space_file, data=make_prepared(n=64, size=16), num_samples=4,
+                            max_concurrent=1, storage=str(tmp_path / "runs"), name="t4", seed=1))
     table = out.table
     assert len(table) == 4 and (table["status"] == "FINISHED").all()
     assert table["stopped_early"].sum() >= 1, "ASHA should stop at least one of 4 trials"
@@ -103,9 +104,9 @@ def test_four_trials_asha_stops_one_and_mlflow_holds_them(ray_local, space_file,
 @pytest.mark.slow
 def test_a_failing_trial_is_failed_in_mlflow_and_the_others_finish(ray_local, space_file,
                                                                     mlflow_db, tmp_path):
-    out = run_search(space_file, data=make_prepared(n=64, size=16), num_samples=4,
-                     max_concurrent=2, storage=str(tmp_path / "runs"), name="tf", seed=1,
-                     max_failures=0, loop="tests.test_search:failing_loop")
+    out = run_sweep(Request(space=space_file, data=make_prepared(n=64, size=16), num_samples=4,
+                            max_concurrent=2, storage=str(tmp_path / "runs"), name="tf", seed=1,
+                            max_failures=0), loop="tests.test_search:failing_loop")
     table = out.table.set_index("trial_id")
     failed = table[table["status"] == "FAILED"]
     assert len(failed) >= 1 and (failed["lr"] > 1e-3).all()
@@ -137,10 +138,11 @@ def test_resume_an_interrupted_sweep_without_duplicate_runs(ray_local, space_fil
     storage = tmp_path / "runs"
     script = "\n".join([
         f"import sys; sys.path.insert(0, {str(ROOT)!r})",
-        "from tests.fakes import make_prepared",
-        "from raysweep.search import run_search",
-        f"run_search({space_file!r}, data=make_prepared(n=64, size=16), num_samples=6,"
-        f" max_concurrent=1, storage={str(storage)!r}, name='rs', seed=1,"
+        "from tests.helpers.fakes import make_prepared",
+        "from raysweep.sweep.run import run_sweep",
+        "from raysweep.sweep.spec import Request",
+        f"run_sweep(Request(space={space_file!r}, data=make_prepared(n=64, size=16),"
+        f" num_samples=6, max_concurrent=1, storage={str(storage)!r}, name='rs', seed=1),"
         " loop='tests.test_search:slow_loop')",
     ])
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path,
@@ -163,8 +165,9 @@ def test_resume_an_interrupted_sweep_without_duplicate_runs(ray_local, space_fil
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = run_search(space_file, data=make_prepared(n=64, size=16), storage=str(storage),
-                         name="rs", resume=True, loop="tests.test_search:slow_loop")
+        out = run_sweep(Request(space=space_file, data=make_prepared(n=64, size=16),
+                                storage=str(storage), name="rs", resume=True),
+                                loop="tests.test_search:slow_loop")
     assert out.complete and len(out.table) == 6
     # epochs replayed from a checkpoint are not reported to Optuna twice (issue 13 item 9)
     assert not [w for w in caught if "already reported" in str(w.message)]
@@ -181,9 +184,9 @@ def test_resume_an_interrupted_sweep_without_duplicate_runs(ray_local, space_fil
 def test_ddp_trials_free_their_placement_groups(ray_local, space_file, mlflow_db, tmp_path):
     from ray.util import placement_group_table
 
-    out = run_search(space_file, data=make_prepared(n=64, size=16), num_samples=3,
-                     workers_per_trial=2, max_concurrent=1, storage=str(tmp_path / "runs"),
-                     name="ddp", seed=1)
+    out = run_sweep(Request(space=space_file, data=make_prepared(n=64, size=16), num_samples=3,
+                            workers_per_trial=2, max_concurrent=1, storage=str(tmp_path / "runs"),
+                            name="ddp", seed=1))
     assert (out.table["status"] == "FINISHED").all()
     assert out.table["stopped_early"].any()
     live = [pg for pg in placement_group_table().values() if pg["state"] != "REMOVED"]

@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from raysweep.errors import UserError
-from raysweep.train import checkpoint
+from raysweep.train import checkpoint, predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "raysweep"
@@ -126,7 +126,7 @@ class Payload:
 def malicious_checkpoint(tmp_path):
     """A real checkpoint folder whose model.pt is replaced by a code-running pickle."""
     from raysweep.train.loop import fit
-    from tests.fakes import make_prepared
+    from tests.helpers.fakes import make_prepared
 
     good = tmp_path / "good"
     fit(dict(backbone="tinycnn", width=8, image_size=16, epochs=1, batch_size=16,
@@ -140,7 +140,7 @@ def malicious_checkpoint(tmp_path):
 def test_a_malicious_checkpoint_is_refused_without_running_it(malicious_checkpoint, tmp_path):
     folder, marker = malicious_checkpoint
     with pytest.raises(UserError, match="refusing to load"):
-        checkpoint.load(folder, device="cpu")
+        predictor.load(folder, device="cpu")
     assert not marker.exists(), "the pickle ran"
     # and from the command line: one paragraph, exit 2, still nothing ran
     photo = tmp_path / "p.png"
@@ -161,7 +161,7 @@ def test_a_registered_model_is_read_without_unpickling_its_python_model(tmp_path
 
     from raysweep.serve import loading, pyfunc
     from raysweep.train.loop import fit
-    from tests.fakes import make_prepared
+    from tests.helpers.fakes import make_prepared
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -199,8 +199,9 @@ def test_a_registered_model_is_read_without_unpickling_its_python_model(tmp_path
 # ---- dataset paths -----------------------------------------------------------------------------
 
 def test_a_symlink_out_of_the_dataset_folder_is_rejected(tmp_path):
+    from raysweep.data.demo import make_folder
     from raysweep.data.pipeline import load_prepared
-    from tests.test_data_fixtures import make_folder, write_card
+    from tests.helpers.photos import write_card
 
     root = tmp_path / "ds"
     labels, df = make_folder(root, n=6, size=96)

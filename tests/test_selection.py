@@ -9,7 +9,7 @@ import numpy as np
 
 from raysweep.config import TrainConfig
 from raysweep.evaluate import selection
-from tests.fakes import make_prepared
+from tests.helpers.fakes import make_prepared
 
 
 def session_split(n=96, seed=0):

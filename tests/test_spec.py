@@ -13,7 +13,7 @@ import pytest
 
 from raysweep import search
 from raysweep.errors import UserError
-from raysweep.sweep import results, spaces
+from raysweep.sweep import resolve, results, spaces
 from raysweep.sweep.spec import (
     SPEC_FILE,
     VERSION,
@@ -93,35 +93,35 @@ def test_resume_reads_the_spec_and_leaves_the_loaded_space_alone(tmp_path, monke
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
     # `--resume --name s1` alone: everything else comes from the spec, not the defaults
-    spec, sweep = search.resolve(Request(resume=True, name="s1", storage=str(root),
-                                         max_failures=2))
+    spec, sweep = resolve.resolve(Request(resume=True, name="s1", storage=str(root),
+                                          max_failures=2))
     assert spec == saved
     assert sweep.overrides == {"lr": 0.001}
     assert loaded[0].FIXED == {"backbone": "tinycnn", "width": 8, "crop": "adaptive_bg",
                                "image_size": 16}, "the loaded space was changed"
     assert sweep.space.FIXED["epochs"] == 3
     # resource flags given again win (the sweep resumes on another cluster)
-    spec, _ = search.resolve(Request(resume=True, name="s1", storage=str(root),
-                                     max_concurrent=4, max_failures=2))
+    spec, _ = resolve.resolve(Request(resume=True, name="s1", storage=str(root),
+                                      max_concurrent=4, max_failures=2))
     assert spec.resources.max_concurrent == 4 and spec.resources.workers_per_trial == 2
     # another space than the sweep's is refused
     other = tmp_path / "other.py"
     other.write_text(SPACE)
     with pytest.raises(UserError, match="searched space 'tiny_study'"):
-        search.resolve(Request(space=str(other), resume=True, name="s1", storage=str(root)))
+        resolve.resolve(Request(space=str(other), resume=True, name="s1", storage=str(root)))
     # a newer record is refused before Ray starts
     (root / "s1" / SPEC_FILE).write_text(json.dumps({**json.loads(saved.to_json()),
                                                       "version": VERSION + 1}))
     with pytest.raises(UserError, match=f"version {VERSION + 1}"):
-        search.resolve(Request(resume=True, name="s1", storage=str(root)))
+        resolve.resolve(Request(resume=True, name="s1", storage=str(root)))
 
 
 def test_a_new_sweep_resolves_flags_over_the_space_defaults(tmp_path):
     space_file = tmp_path / "tiny_study.py"
     space_file.write_text(SPACE)
-    spec, _ = search.resolve(Request(space=str(space_file), storage=str(tmp_path / "runs"),
-                                     name="n", num_samples=3, workers_per_trial=2,
-                                     early_stopping=False, sets=("lr=0.01",), seed=5))
+    spec, _ = resolve.resolve(Request(space=str(space_file), storage=str(tmp_path / "runs"),
+                                      name="n", num_samples=3, workers_per_trial=2,
+                                      early_stopping=False, sets=("lr=0.01",), seed=5))
     assert (spec.num_samples, spec.epochs, spec.seed, spec.sets) == (3, 3, 5, ("lr=0.01",))
     assert spec.resources == Resources(2, 1.0, None, None)
     assert spec.early_stopping == EarlyStopping(False, 1, 3)
@@ -150,7 +150,7 @@ def test_without_early_stopping_no_trial_counts_as_stopped_by_asha(monkeypatch, 
         table = on if early_stopping else off
         out = search.SweepResult("s", "/tmp/s", "p", table, "sqlite:///x", "val_de00_mean",
                                  ["lr"], early_stopping=early_stopping)
-        monkeypatch.setattr(search, "run_search", lambda *a, _out=out, **k: _out)
+        monkeypatch.setattr(search, "run_sweep", lambda *a, _out=out, **k: _out)
         assert search.main(["--space", "quickstart"]) == 0
         printed = capsys.readouterr().out
         assert says in printed and ("ASHA" in printed) == early_stopping

@@ -18,7 +18,7 @@ from raysweep.config import TrainConfig
 from raysweep.errors import UserError
 from raysweep.models import build_model
 from raysweep.models.inputs import encode, fit_stats
-from raysweep.train import checkpoint
+from raysweep.train import checkpoint, predictor
 from raysweep.train.loop import (
     FAULT_ENV,
     LocalReporter,
@@ -31,7 +31,7 @@ from raysweep.train.loop import (
     train_loop_per_worker,
 )
 from raysweep.train.losses import Loss
-from tests.fakes import make_prepared
+from tests.helpers.fakes import make_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("epoch", "train_loss", "val_de00_mean", "val_de00_median", "val_de00_p95", "epoch_s",
@@ -87,10 +87,10 @@ def test_checkpoint_restores_identical_predictions(data, tmp_path):
     assert meta["content_hash"] == data.info["content_hash"]
     assert meta["epoch"] == result.best["epoch"] and meta["stats"]["cameras"]
 
-    predictor = checkpoint.load(tmp_path / "best", device="cpu")
-    lab = predictor.predict(data)
+    loaded = predictor.load(tmp_path / "best", device="cpu")
+    lab = loaded.predict(data)
     assert lab.shape == (len(data), 3) and lab.dtype == np.float32
-    assert np.array_equal(lab, checkpoint.load(tmp_path / "best").predict(data))
+    assert np.array_equal(lab, predictor.load(tmp_path / "best").predict(data))
     val = data.indices("val")
     de = delta_e00(torch.from_numpy(lab[val]), torch.from_numpy(data.target[val]))
     assert float(de.mean()) == pytest.approx(result.best["val_de00_mean"], rel=1e-5)
@@ -99,13 +99,13 @@ def test_checkpoint_restores_identical_predictions(data, tmp_path):
     cfg = tiny_cfg(epochs=3)
     stats = fit_stats(data, cfg)
     checkpoint.save(tmp_path / "final", result.model, cfg, stats, data.info, 3, {})
-    direct = checkpoint.predict_batch(result.model, encode(data, stats, cfg),
-                                      torch.arange(len(data)))
-    assert np.array_equal(direct.numpy(), checkpoint.load(tmp_path / "final").predict(data))
+    direct = predictor.predict_batch(result.model, encode(data, stats, cfg),
+                                     torch.arange(len(data)))
+    assert np.array_equal(direct.numpy(), predictor.load(tmp_path / "final").predict(data))
 
     other_size = make_prepared(n=12, size=24, seed=0)
     with pytest.raises(UserError, match="16 px"):
-        predictor.predict(other_size)
+        loaded.predict(other_size)
 
 
 class Crash(Exception):
@@ -192,7 +192,7 @@ FAULT_SCRIPT = """
 import sys
 from raysweep.train.loop import fit, LocalReporter
 from raysweep.config import TrainConfig
-from tests.fakes import make_prepared
+from tests.helpers.fakes import make_prepared
 cfg = TrainConfig(backbone="tinycnn", image_size=16, width=8, epochs=3, batch_size=16)
 r = fit(cfg, make_prepared(n=32, size=16), checkpoint_dir=sys.argv[1])
 print("EPOCHS", [h["epoch"] for h in r.history])

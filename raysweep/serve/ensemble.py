@@ -30,7 +30,7 @@ import numpy as np
 
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
-from raysweep.train import checkpoint
+from raysweep.train import checkpoint, predictor
 
 FILE = "ensemble.json"
 MEMBERS_DIR = "members"
@@ -140,7 +140,7 @@ def load(directory: str | os.PathLike, device: str = "auto") -> EnsemblePredicto
     bad = [str(p) for p in paths if not p.is_relative_to(d)]
     if bad:
         raise UserError(f"{d / FILE} points outside its folder ({bad})", where=str(d))
-    return EnsemblePredictor([checkpoint.load(p, device=device) for p in paths], names,
+    return EnsemblePredictor([predictor.load(p, device=device) for p in paths], names,
                              info=spec.get("info", {}))
 
 
@@ -149,4 +149,4 @@ def load_folder(directory: str | os.PathLike, device: str = "auto"):
     eval_winners registers an ensemble champion): either way a Predictor-like object."""
     if is_ensemble(directory):
         return load(directory, device=device)
-    return checkpoint.load(directory, device=device)
+    return predictor.load(directory, device=device)

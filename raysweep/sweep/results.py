@@ -1,57 +1,18 @@
-"""What a sweep leaves behind: a live progress bar, the leaderboard, and results.csv."""
+"""What a sweep leaves behind: the leaderboard and results.csv."""
 
 from __future__ import annotations
 
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from ray import tune
 
 from raysweep.tracking.secrets import scrub_secrets
 
 SHOWN = ("val_de00_mean", "val_de00_median", "val_de00_p95")
-
-
-class Progress(tune.Callback):
-    """tqdm on stderr: trials finished / total, trials running, best metric so far."""
-
-    def __init__(self, total: int, metric: str, mode: str = "min"):
-        self.total, self.metric, self.sign = total, metric, 1 if mode == "min" else -1
-        self.best = math.inf
-        self._bar = None
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_bar": None}
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        value = result.get(self.metric)
-        if isinstance(value, int | float) and math.isfinite(value):
-            self.best = min(self.best, self.sign * value)
-
-    def on_step_end(self, iteration, trials, **info):
-        from tqdm import tqdm
-
-        if self._bar is None:
-            self._bar = tqdm(total=self.total, desc="trials", unit="trial", dynamic_ncols=True,
-                             mininterval=1.0)
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-        failed = sum(t.status == "ERROR" for t in trials)
-        running = sum(t.status == "RUNNING" for t in trials)
-        best = "-" if math.isinf(self.best) else f"{self.sign * self.best:.3f}"
-        self._bar.set_postfix_str(f"running={running} failed={failed} best {self.metric}={best}",
-                                  refresh=False)
-        self._bar.update(done - self._bar.n)
-
-    def on_experiment_end(self, trials, **info):
-        if self._bar is not None:
-            self.on_step_end(0, trials)
-            self._bar.close()
-            self._bar = None
 
 
 def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
@@ -138,36 +99,6 @@ def leaderboard(df: pd.DataFrame, metric: str, searched: list[str], top: int = 1
             "best_epoch", "epochs_run", *searched]
     shown = df[[c for c in cols if c in df]].head(top).copy()
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
-
-
-def write_text(path: str, text: str) -> None:
-    """Write a small file to a local path or a storage URI; locally via a temp name + rename."""
-    if "://" in path and not path.startswith("file://"):
-        import pyarrow.fs
-
-        fs, fs_path = pyarrow.fs.FileSystem.from_uri(path)
-        with fs.open_output_stream(fs_path) as f:
-            f.write(text.encode())
-        return
-    path = path.removeprefix("file://")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def read_text(path: str) -> str | None:
-    try:
-        if "://" in path and not path.startswith("file://"):
-            import pyarrow.fs
-
-            fs, fs_path = pyarrow.fs.FileSystem.from_uri(path)
-            with fs.open_input_stream(fs_path) as f:
-                return f.readall().decode()
-        return Path(path.removeprefix("file://")).read_text()
-    except (FileNotFoundError, OSError):
-        return None
 
 
 def to_csv(df: pd.DataFrame) -> str:

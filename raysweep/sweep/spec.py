@@ -25,7 +25,7 @@ BUILTIN_DATA = ("<in-memory>", "synthetic default")  # describe_data's names for
 
 @dataclass(frozen=True)
 class Request:
-    """The command line (or `run_search`'s arguments), before the space fills in its defaults."""
+    """The command line (or what `run_sweep` is given), before the space fills in its defaults."""
 
     space: str | None = None
     data: Any = None  # a card/folder path, a URI, an in-memory Prepared, or None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray.tune.search.optuna import OptunaSearch
 
 from raysweep.errors import UserError
-from raysweep.sweep import resources, results, spaces
+from raysweep.sweep import progress, resources, spaces
 from raysweep.sweep.spec import SweepSpec
 
 
@@ -61,7 +61,7 @@ def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dic
     # Per-trial result files feed the leaderboard; named here so that an environment turning
     # Tune's default loggers off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) cannot empty it.
     callbacks = [TrialLogger(tracker, max_epochs, storage=root),
-                 results.Progress(spec.num_samples, metric, mode),
+                 progress.Progress(spec.num_samples, metric, mode),
                  CSVLoggerCallback(), JsonLoggerCallback()]
     if pl.workers > 1:
         callbacks.append(resources.PlacementGroupJanitor())

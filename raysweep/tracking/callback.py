@@ -154,7 +154,7 @@ class TrialLogger(tune.Callback):
             self.tracker.end(run_id, "FAILED", strict=True)
 
     def _log_checkpoint(self, trial, run_id: str) -> None:
-        from raysweep.sweep.storage import fetch_checkpoint, local_checkpoint_dir
+        from raysweep.train.transfer import fetch_checkpoint, local_checkpoint_dir
 
         ckpt = self.checkpoints.get(trial.trial_id)
         if not ckpt:

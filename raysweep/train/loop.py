@@ -33,6 +33,7 @@ from raysweep.models import build_model
 from raysweep.models.inputs import FeatureStats, encode, fit_stats, input_key
 from raysweep.train import checkpoint as ckpt
 from raysweep.train.losses import Loss, aux_weight
+from raysweep.train.predictor import predict_batch
 from raysweep.train.reporters import LocalReporter, Reporter, pick_reporter
 
 FAULT_ENV = "RAYSWEEP_FAULT_EPOCH"
@@ -184,7 +185,7 @@ def maybe_fault(epoch_number: int, reporter: Reporter) -> None:
 
 
 def validate(model, tensors, idx, autocast: bool) -> dict:
-    pred = ckpt.predict_batch(ckpt.unwrap(model), tensors, idx, autocast=autocast)
+    pred = predict_batch(ckpt.unwrap(model), tensors, idx, autocast=autocast)
     de = delta_e00(pred, tensors["target"][idx].float())
     # A non-finite prediction is the worst possible answer, never a small one.
     de = torch.where(torch.isfinite(de), de, torch.full_like(de, math.inf))

@@ -28,7 +28,8 @@ import torch
 
 from raysweep import _compat
 from raysweep.fsutil import atomic_dir
-from raysweep.train.checkpoint import CHECKPOINT_FILES, pick_device
+from raysweep.train.checkpoint import CHECKPOINT_FILES
+from raysweep.train.device import pick_device
 
 Save = Callable[[str], None]
 

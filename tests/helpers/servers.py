@@ -155,7 +155,7 @@ def basic_auth(user: str, password: str) -> dict:
 def mlflow_auth_server(root: Path) -> Iterator[tuple[str, str]]:
     """infra/mlflow/start-server.sh (basic auth on) with SQLite stores on a free loopback port;
     yields (url, admin password)."""
-    script = Path(__file__).resolve().parents[1] / "infra" / "mlflow" / "start-server.sh"
+    script = Path(__file__).resolve().parents[2] / "infra" / "mlflow" / "start-server.sh"
     port, admin_pw = free_port(), "adm-" + os.urandom(8).hex()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update({"PATH": f"{BIN}:{os.environ['PATH']}",

@@ -1,0 +1,103 @@
+"""Stage 6 of eval_winners: the report folder, the evaluation run in MLflow, the champion
+registered as a pyfunc model NAME@champion."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+from raysweep.evaluate import coverage, report
+from raysweep.evaluate.leaders import Leader
+from raysweep.evaluate.record import EvalResult, EvalRun
+from raysweep.evaluate.scoring import predictions_frame
+from raysweep.fsutil import atomic_dir
+from raysweep.serve import bounds
+from raysweep.tracking.store import Tracker, retry
+
+log = logging.getLogger("raysweep.eval_winners")
+
+
+def publish(r: EvalRun) -> EvalResult:
+    """The report and its tables written (atomically), then logged and registered."""
+    champion, eval_data, split, n_boot, seed = r.champion, r.eval_data, r.split, r.n_boot, r.seed
+    inp = report.ReportInput(
+        title=f"Winners of {r.label} on the {split} split", champion=champion.name,
+        summary=r.summary, breakdown=r.table, comparisons=r.comp, target=eval_data.target,
+        preds=r.preds, errors=r.errs,
+        context={"study": r.study, "sweep": r.label, "split": f"{split} ({len(eval_data)} "
+                 f"photos, split id {eval_data.info.get('split_id')})",
+                 "dataset": f"{eval_data.info.get('card')} (content hash "
+                            f"{eval_data.info.get('content_hash')})",
+                 "champion": f"{champion.name}, {r.chosen}",
+                 "intervals": f"percentile bootstrap, {n_boot} resamples, seed {seed}"},
+        notes=[f"{k} skipped: {v}" for k, v in r.skipped.items()] + r.refused
+        + [r.trust_note] * bool(r.trust_note), trust=r.trust, floors=r.fl.knows, selection=r.sel)
+    predictions = predictions_frame(eval_data, r.preds, r.kinds, r.errs)
+    if r.cal is not None:  # stored with the champion: registration and predict carry it
+        bounds.write(r.cal, champion.checkpoint_dir)
+    out_dir = _write_outputs(Path(r.out), inp, r.summary, r.table, r.comp, predictions, r.cal)
+    result = EvalResult(out_dir, champion.name, r.summary, r.table, r.comp, predictions,
+                        coverage=None if r.trust is None else r.trust.table)
+    if r.log_run:
+        _log_to_mlflow(result, r.client, r.uri, r.exp_id, champion, r.leaders, split, r.study,
+                       r.register)
+    return result
+
+
+def registry_name(study: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", study).strip("-") or "raysweep"
+
+
+def _write_outputs(out: Path, inp, summary, table, comp, predictions, cal=None) -> Path:
+    """Everything into a temp folder beside `out`, then renamed into place in one step."""
+    with atomic_dir(out) as tmp:
+        report.render(inp, tmp)
+        if cal is not None:
+            bounds.write(cal, tmp)
+        if inp.trust is not None:
+            coverage.write_files(inp.trust, tmp)
+        summary.to_csv(tmp / "summary.csv", index=False)
+        table.to_csv(tmp / "breakdown.csv", index=False)
+        comp.to_csv(tmp / "comparisons.csv", index=False)
+        predictions.to_csv(tmp / "predictions.csv", index=False, float_format="%.4f")
+    return out.resolve()
+
+
+def _log_to_mlflow(result: EvalResult, client, uri: str, exp_id: str, champion: Leader,
+                   leaders: list[Leader], split: str, study: str, register: bool) -> None:
+    """An evaluation run (linked to the sweep's parent) holding the report; the champion
+    registered as a pyfunc model with alias `champion`."""
+    tracker = Tracker(study, f"eval-{split}", uri=uri)
+    parents = sorted({ld.parent_run_id for ld in leaders if ld.parent_run_id})
+    run = retry(client.create_run, exp_id, run_name=f"eval-{split}-{time.strftime('%Y%m%d-%H%M%S')}",
+                tags={"raysweep.role": "evaluation", "raysweep.split": split,
+                      "raysweep.parent_run": champion.parent_run_id,
+                      "raysweep.parent_runs": ",".join(parents),
+                      "raysweep.champion_run": champion.run_id})
+    rid = run.info.run_id
+    s = result.summary.set_index("model")
+    metrics = {f"{split}_de00_{k}": float(s.loc[champion.name, k]) for k in
+               ("mean", "mean_lo", "mean_hi", "median", "p95")}
+    metrics[f"{split}_de76_mean"] = float(s.loc[champion.name, "de76_mean"])
+    if result.coverage is not None:  # the bound's coverage and sharpness, overall
+        overall = result.coverage.iloc[0]
+        metrics[f"{split}_bound_coverage"] = float(overall["coverage"])
+        metrics[f"{split}_bound_median"] = float(overall["median_bound"])
+    for name, row in s[s["kind"].isin(["baseline", "floor"])].iterrows():
+        metrics[f"{name.replace(':', '_')}_de00_mean"] = float(row["mean"])
+    tracker.log(rid, metrics=metrics)
+    tracker.log_artifacts(rid, str(result.out_dir), "report")
+    result.eval_run_id = rid
+    if not register:
+        tracker.end(rid)
+        return
+    from raysweep.serve.pyfunc import register_champion
+
+    try:
+        result.model_uri = register_champion(champion.checkpoint_dir, registry_name(study), rid,
+                                             uri, scores=metrics)
+    finally:
+        tracker.end(rid)
+    log.info("registered the champion as %s", result.model_uri)

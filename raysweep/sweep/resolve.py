@@ -1,0 +1,151 @@
+"""Resolve a sweep's `Request` (flags + space, or the saved `SweepSpec` on --resume) into a
+concrete, frozen `SweepSpec`: everything the user can get wrong, checked before Ray starts."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from raysweep.errors import UserError, unknown_name
+from raysweep.sweep import files, spaces
+from raysweep.sweep.data import describe_data, smoke_dataset
+from raysweep.sweep.spec import BUILTIN_DATA, SPEC_FILE, EarlyStopping, Request, SweepSpec, Tracking
+from raysweep.sweep.spec import Resources as SpecResources
+
+DEFAULT_STORAGE = "~/raysweep_results"
+SMOKE = {"num_samples": 2, "epochs": 2}
+SEARCHERS = ("tpe", "random")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The runtime objects a spec resolves to (the spec itself holds only plain values)."""
+
+    space: spaces.Space  # a copy with the epochs budget in FIXED; the loaded one is not touched
+    checked: spaces.Checked
+    overrides: dict
+    data: Any  # what load_data reads: a path, a URI, an in-memory Prepared, or None
+
+
+def storage_root(storage: str | None) -> str:
+    storage = storage or DEFAULT_STORAGE
+    if "://" in storage:
+        return storage.rstrip("/")
+    return os.path.abspath(os.path.expanduser(storage))
+
+
+def resolve(request: Request) -> tuple[SweepSpec, Sweep]:
+    """The request (plus, with --resume, the sweep's own spec) and the space -> a concrete spec."""
+    _check_flags(request)
+    data = request.data
+    if isinstance(data, str | Path) and "://" not in str(data):
+        from raysweep.data.card import card_path
+
+        card_path(data)  # a missing dataset fails here, before a run is opened in MLflow
+    root = storage_root(request.storage)
+    from raysweep.sweep.storage import check_writable
+
+    check_writable(root)
+    saved = read_spec(root, request.name) if request.resume else None
+    space_arg = request.space
+    if space_arg is None and saved is not None:
+        space_arg = saved.space if saved.space in spaces.builtin_spaces() else saved.space_source
+    if space_arg is None:
+        raise UserError("no search space given", where="--space",
+                        fix=f"pass --space with one of: {', '.join(spaces.builtin_spaces())}, "
+                            "or a .py file (only --resume can leave it out)")
+    loaded = spaces.load_space(space_arg)
+    if saved and saved.space != loaded.name:
+        raise UserError(f"sweep {request.name!r} searched space {saved.space!r}, not "
+                        f"{loaded.name!r}", where="--resume", fix=f"pass --space {saved.space}")
+    # What the sweep was started with, so that `--resume --name X` alone continues it.
+    sets, smoke = (saved.sets, saved.smoke_test) if saved else (request.sets, request.smoke_test)
+    names = spaces.check_space(loaded, {}).names
+    overrides = spaces.parse_sets(sets, extra_names=names)
+    if smoke:
+        overrides.setdefault("epochs", SMOKE["epochs"])
+    fixed = dict(loaded.FIXED)
+    if loaded.MAX_EPOCHS and "epochs" not in fixed:
+        fixed["epochs"] = loaded.MAX_EPOCHS
+    sp = replace(loaded, settings={**loaded.settings, "FIXED": fixed})
+    checked = spaces.check_space(sp, overrides)
+    if data is None and saved and saved.data not in BUILTIN_DATA:
+        data = saved.data
+    if data is None and smoke:
+        data = smoke_dataset()
+    spec = (_resumed(saved, request, root, data) if saved else
+            _new_spec(request, sp, root, data, max(s["epochs"] for s in checked.samples)))
+    if not request.resume and files.read_text(f"{spec.path}/{SPEC_FILE}") is not None:
+        raise UserError(f"a sweep named {spec.name!r} already exists under {root}",
+                        fix="pass --resume to continue it, or choose another --name")
+    return spec, Sweep(sp, checked, overrides, data)
+
+
+def _check_flags(request: Request) -> None:
+    if request.searcher not in SEARCHERS:
+        raise unknown_name("searcher", request.searcher, SEARCHERS, where="--searcher")
+    # 0 must not quietly mean "the space's default": say it is invalid.
+    for flag, value, least in (("--num-samples", request.num_samples, 1),
+                               ("--max-concurrent", request.max_concurrent, 1),
+                               ("--workers-per-trial", request.workers_per_trial, 1),
+                               ("--grace-period", request.grace_period, 1),
+                               ("--reduction-factor", request.reduction_factor, 2),
+                               ("--max-failures", request.max_failures, 0)):
+        if value is not None and value < least:
+            raise UserError(f"{flag} must be at least {least}, got {value}", where=flag,
+                            fix=f"pass {flag} {least} or more, or leave it out for the default")
+
+
+def read_spec(root: str, name: str | None) -> SweepSpec:
+    """The spec that the sweep `name` under `root` was started with (for --resume)."""
+    if not name:
+        raise UserError("--resume needs the --name of the sweep to continue",
+                        fix=f"look up the name under {root} and pass --name NAME")
+    where = f"{root}/{name}/{SPEC_FILE}"
+    text = files.read_text(where)
+    if text is None:
+        raise UserError(f"no sweep named {name!r} under {root}", where="--resume",
+                        fix="pass the same --name and --storage as the interrupted sweep")
+    return SweepSpec.from_json(text, where=where)
+
+
+def _new_spec(request: Request, sp: spaces.Space, root: str, data: Any, epochs: int) -> SweepSpec:
+    smoke = request.smoke_test
+    return SweepSpec(
+        name=request.name or f"{sp.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage=root,
+        space=sp.name, space_source=sp.source, data=describe_data(data),
+        sets=tuple(request.sets), seed=request.seed,
+        num_samples=request.num_samples or (SMOKE["num_samples"] if smoke else sp.NUM_SAMPLES),
+        epochs=epochs, metric=sp.METRIC, mode=sp.MODE, searcher=request.searcher,
+        smoke_test=smoke, max_failures=request.max_failures,
+        resources=SpecResources(
+            workers_per_trial=request.workers_per_trial or sp.WORKERS_PER_TRIAL,
+            cpus_per_worker=request.cpus_per_worker or sp.CPUS_PER_TRIAL,
+            gpus_per_trial=request.gpus_per_trial if request.gpus_per_trial is not None
+            else sp.GPUS_PER_TRIAL, max_concurrent=request.max_concurrent),
+        early_stopping=EarlyStopping(request.early_stopping,
+                                     request.grace_period or sp.GRACE_PERIOD,
+                                     request.reduction_factor or sp.REDUCTION_FACTOR),
+        tracking=Tracking(uri=None, experiment=sp.name))
+
+
+def _resumed(saved: SweepSpec, request: Request, root: str, data: Any) -> SweepSpec:
+    """The saved spec, with what may differ where it resumes: the storage path it was found
+    at, resource flags given again (another cluster), the retry budget, a dataset moved."""
+    r, given = saved.resources, request
+    return replace(
+        saved, name=request.name, storage=root,
+        data=describe_data(data) if request.data is not None else saved.data,
+        max_failures=request.max_failures,
+        resources=SpecResources(
+            workers_per_trial=given.workers_per_trial or r.workers_per_trial,
+            cpus_per_worker=given.cpus_per_worker or r.cpus_per_worker,
+            gpus_per_trial=r.gpus_per_trial if given.gpus_per_trial is None
+            else given.gpus_per_trial,
+            max_concurrent=given.max_concurrent or r.max_concurrent),
+        # A resumed sweep logs into the store it started in, wherever it is resumed from.
+        tracking=replace(saved.tracking, uri=None if os.environ.get("MLFLOW_TRACKING_URI")
+                         else saved.tracking.uri))

@@ -1,0 +1,162 @@
+"""`run_sweep`: a sweep (or with `request.resume` its continuation) as one library call.
+
+resolve (flags + space, or the saved `SweepSpec` on --resume -> a concrete spec, `resolve.py`)
+-> prepare (parent run, data, the spec on disk) -> run (Tune) -> finalize (the leaderboard).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+from raysweep.sweep import files, resources, results
+from raysweep.sweep.data import load_data
+from raysweep.sweep.resolve import Sweep, resolve
+from raysweep.sweep.spec import SPEC_FILE, Request, SweepSpec
+from raysweep.sweep.trainable import LOOP
+from raysweep.sweep.tuner import build_tuner
+
+log = logging.getLogger("raysweep.search")
+# Keeping 3 checkpoints per trial makes Tune snapshot its state more often than it likes; the
+# snapshot is cheap here (small state) and the warning would drown the progress bar.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+@dataclass
+class SweepResult:
+    name: str
+    path: str  # the sweep's folder (Tune experiment) under --storage
+    parent_run_id: str
+    table: pd.DataFrame  # one row per trial, best first (also in <path>/results.csv)
+    tracking_uri: str
+    metric: str
+    searched: list[str]  # the parameters the space searches
+    complete: bool = True  # False: interrupted, continue with --resume
+    tracking_s: float = 0.0  # driver time spent logging trials to MLflow
+    early_stopping: bool = True  # whether ASHA could stop trials (the summary line's wording)
+
+
+def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepResult:
+    """Run (or with `request.resume`, continue) a sweep; see `python -m raysweep.search --help`.
+
+    `request.searcher` "random" and `request.early_stopping=False` exist for baselines (benchmarks): the same
+    space sampled at random, every trial run to its last epoch.
+    """
+    spec, sweep = resolve(request)
+    from raysweep.tracking.store import Tracker
+
+    tracker = Tracker(spec.tracking.experiment, spec.name, uri=spec.tracking.uri)
+    # -- Ray: the cluster decides the storage check and the plan, before MLflow hears of it --
+    workers = spec.resources.workers_per_trial
+    started = resources.connect(dashboard=workers > 1, log_to_driver=verbose > 0)
+    asked = False
+    try:
+        from raysweep.sweep.storage import check_storage
+
+        check_storage(spec.storage)  # a refused sweep costs no data work and leaves no FAILED run
+        r = spec.resources
+        pl = resources.plan(spec.num_samples, workers, r.cpus_per_worker, r.gpus_per_trial,
+                            r.max_concurrent)
+        log.info("%s", pl.describe())
+        asked = resources.request_first_wave(pl)
+        parent = prepare_parent(spec, sweep, tracker)
+        status = "FAILED"
+        try:
+            spec, refs = prepare(spec, sweep, tracker, pl, parent, resume=request.resume)
+            grid = run(spec, sweep, refs, pl, tracker, loop=loop, verbose=verbose,
+                       resume=request.resume)
+            out = finalize(spec, sweep, grid, tracker, resume=request.resume)
+            # An interrupted sweep (Ctrl-C, a lost driver) stays open for --resume.
+            status = "FINISHED" if out.complete else "KILLED"
+            return out
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            tracker.end(parent, status)
+    finally:
+        if asked:
+            resources.release_request()
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+# -- prepare: the parent run, the data, the spec on disk -------------------------------------------
+
+def prepare_parent(spec: SweepSpec, sweep: Sweep, tracker) -> str:
+    """Open (or with --resume reopen) the sweep's MLflow parent run."""
+    from raysweep.tracking.store import code_version
+
+    return tracker.start_parent(tags={"raysweep.space": spec.space,
+                                      "raysweep.sweep_name": spec.name,
+                                      "raysweep.code_version": code_version(),
+                                      "raysweep.question": sweep.space.question},
+                                params=spec.params(), run_id=spec.tracking.parent_run_id)
+
+
+def prepare(spec: SweepSpec, sweep: Sweep, tracker, pl: resources.Plan, parent: str, *,
+            resume: bool) -> tuple[SweepSpec, dict]:
+    """Prepare the data into the object store and write the spec (with its parent run)."""
+    import ray
+
+    prepared = load_data(sweep.data, sweep.checked.variants, sweep.checked.base)
+    info = next(iter(prepared.values())).info
+    tracker.log(parent, tags={
+        "raysweep.dataset_hash": str(info.get("content_hash", "")),
+        "raysweep.split_file": str(info.get("split_file", "")),
+        "raysweep.split_id": str(info.get("split_id", "")),
+        "raysweep.cluster_cpus": f"{pl.cluster_cpus:g}",
+        "raysweep.cluster_gpus": f"{pl.cluster_gpus:g}"})
+    spec = replace(spec, tracking=replace(spec.tracking, uri=tracker.uri, parent_run_id=parent))
+    if not resume:
+        files.write_text(f"{spec.path}/{SPEC_FILE}", spec.to_json())
+    return spec, {k: ray.put(v) for k, v in prepared.items()}
+
+
+# -- run and finalize ------------------------------------------------------------------------------
+
+def run(spec: SweepSpec, sweep: Sweep, refs: dict, pl: resources.Plan, tracker, *, loop: str,
+        verbose: int, resume: bool):
+    """Tune's run of the sweep: its ResultGrid (interrupted or complete)."""
+    tuner = build_tuner(spec, sweep.space, sweep.overrides, refs=refs, pl=pl, tracker=tracker,
+                        loop=loop, verbose=verbose, resume=resume)
+    grid = tuner.fit()
+    if pl.workers > 1:
+        resources.free_orphaned_placement_groups(wait_s=10)
+    return grid
+
+
+def finalize(spec: SweepSpec, sweep: Sweep, grid, tracker, *, resume: bool) -> SweepResult:
+    """The leaderboard: results.csv under the sweep and in MLflow, the best trial on the parent."""
+    parent, metric, searched = tracker.parent_run_id, spec.metric, sorted(sweep.checked.names)
+    table = results.table(grid, metric, spec.mode, spec.epochs, searched, {},
+                          early_stopping=spec.early_stopping.enabled)
+    if len(table):
+        try:
+            if resume:  # runs of trials that a killed driver started but Tune never recorded
+                tracker.retire_orphans(set(table["trial_id"]))
+            runs = tracker.children()
+        except Exception as e:  # noqa: BLE001 - the leaderboard must not be lost to MLflow
+            log.warning("could not list the sweep's MLflow runs: %s", e)
+            runs = {}
+        table["mlflow_run_id"] = table["trial_id"].map(runs).fillna("")
+    files.write_text(f"{spec.path}/results.csv", results.to_csv(table))
+    tracker.log_text(parent, results.to_csv(table), "results.csv")
+    best = table.iloc[0] if len(table) else None
+    if best is not None and pd.notna(best.get(metric)):
+        tracker.log(parent, metrics={f"best_{metric}": float(best[metric])},
+                    tags={"raysweep.best_trial_id": str(best["trial_id"]),
+                          "raysweep.best_run_id": str(best["mlflow_run_id"])}, strict=False)
+    if tracker.failures:
+        log.warning("MLflow was unreachable during the sweep, so its runs miss some "
+                    "metrics; the complete record is %s/results.csv and every trial's "
+                    "result.json under %s", spec.path, spec.path)
+    interrupted = grid.num_terminated + grid.num_errors < spec.num_samples
+    return SweepResult(spec.name, spec.path, parent, table, tracker.uri, metric, searched,
+                       complete=not interrupted, tracking_s=tracker.seconds,
+                       early_stopping=spec.early_stopping.enabled)

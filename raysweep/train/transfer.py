@@ -1,0 +1,52 @@
+"""Checkpoints on any pyarrow file system: where one is, and a copy of it on this machine.
+
+Below both `sweep` and `tracking`: the Tune callback (tracking) copies a remote trial's best
+checkpoint before logging it, and a sweep's storage may be a URI.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def local_checkpoint_dir(ckpt: Any) -> str | None:
+    """The folder of a checkpoint that is on this machine's disk, else None.
+
+    `ckpt` is a Tune/Train Checkpoint (path + file system) or a path string.
+    """
+    fs = getattr(ckpt, "filesystem", None)
+    path = getattr(ckpt, "path", ckpt)
+    if fs is not None and getattr(fs, "type_name", "local") != "local":
+        return None
+    path = str(path).removeprefix("file://")
+    return path if "://" not in path and os.path.isdir(path) else None
+
+
+def checkpoint_location(ckpt: Any, storage: str | None):
+    """(pyarrow file system, path) of a checkpoint wherever it is.
+
+    A Checkpoint carries its file system. A bare path is a URI, or (what Ray Train reports for
+    DDP trials) a scheme-less path on the sweep's `storage` file system: on S3 Tune's paths are
+    "bucket/prefix/...", which alone would be read as a local relative path.
+    """
+    import pyarrow.fs
+
+    fs = getattr(ckpt, "filesystem", None)
+    path = str(getattr(ckpt, "path", ckpt))
+    if fs is not None:
+        return fs, path
+    if "://" in path:
+        return pyarrow.fs.FileSystem.from_uri(path)
+    if storage and "://" in storage and not storage.startswith("file://"):
+        fs, _ = pyarrow.fs.FileSystem.from_uri(storage)
+        return fs, path
+    return pyarrow.fs.LocalFileSystem(), path
+
+
+def fetch_checkpoint(ckpt: Any, storage: str | None, dst: str) -> str:
+    """Copy a checkpoint (any file system) into the local folder `dst`; returns dst."""
+    from ray.train import Checkpoint
+
+    fs, path = checkpoint_location(ckpt, storage)
+    return Checkpoint(path, filesystem=fs).to_directory(dst)
