@@ -9,6 +9,12 @@ the sessions, stratified by camera so that every camera keeps sessions in traini
 re-runs THE loop (`raysweep.train.fit`) with the leader's own config for its recorded best epoch
 count, so the cost stays bounded: top-k leaders x k folds short fits. The champion is the leader
 with the lowest mean over folds; the table shows every fold, and how stable the ranking is.
+
+The same fits leave out-of-fold predictions (`OutOfFold`): every train + val photo of a held-out
+session predicted by a model that never saw its session. They are what a new session's error
+looks like, so the new-session error bound (raysweep.serve.bounds.calibrate_sessions) is
+calibrated on them, and the mean of several leaders' out-of-fold predictions scores an ensemble
+on the same folds (`ensemble_oof`). `session_oof` runs the folds for one model alone.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -35,6 +41,22 @@ class Selection:
     table: pd.DataFrame  # leader, val_de00_mean, epochs, fold_1..k, cv_mean, cv_sd, ranks
     reason: str  # why the re-scoring ran
     stability: str  # one line: how often each fold agrees with the crowned leader
+    oof: dict = field(default_factory=dict)  # leader name -> OutOfFold (when the loop ran)
+
+
+@dataclass
+class OutOfFold:
+    """Predictions of train + val photos by fold models that never saw their session."""
+
+    rows: np.ndarray  # row indices into the whole dataset
+    pred: np.ndarray  # (len(rows), 3) Lab
+    fold: np.ndarray  # (len(rows),) which fold held the row out
+    folds: list[list[str]]  # the held-out sessions of each fold
+
+    def errors(self, data: Prepared) -> np.ndarray:
+        from raysweep.evaluate.stats import errors_of
+
+        return errors_of(self.pred, data.target[self.rows])[0]
 
 
 def sessions_of(data: Prepared) -> np.ndarray | None:
@@ -88,11 +110,61 @@ def fold_data(data: Prepared, held_out: list[str]) -> Prepared:
     return sub
 
 
-def _fit_score(cfg, data: Prepared) -> float:
+def _fit_score(cfg, data: Prepared) -> tuple[float, np.ndarray]:
+    """Last-epoch validation dE00 and the final model's predictions of the validation rows (the
+    final model, not the best epoch: picking the epoch on the held-out session would leak it)."""
+    from raysweep.models.inputs import fit_stats
     from raysweep.train import LocalReporter, fit
+    from raysweep.train.predictor import Predictor
 
     result = fit(cfg, data, reporter=LocalReporter())
-    return float(result.history[-1]["val_de00_mean"])
+    model = result.model.eval()
+    pred = Predictor(model, cfg, fit_stats(data, cfg), {}).predict(data.subset(data.indices("val")))
+    return float(result.history[-1]["val_de00_mean"]), pred
+
+
+def run_folds(cfg, data: Prepared, folds: list[list[str]], fit_score=_fit_score, name: str = ""
+              ) -> tuple[list[float], list[int], OutOfFold | None]:
+    """Each fold's validation dE00 and size, and the out-of-fold predictions (None when
+    `fit_score` returns a score alone)."""
+    scores, sizes, rows, preds, fold_of = [], [], [], [], []
+    keep = np.flatnonzero(data.split != "test")
+    for j, held in enumerate(folds):
+        d = fold_data(data, held)
+        got = fit_score(cfg, d)
+        score, pred = got if isinstance(got, tuple) else (got, None)
+        scores.append(float(score))
+        val_rows = keep[d.split == "val"]
+        sizes.append(len(val_rows))
+        if pred is not None:
+            rows.append(val_rows)
+            preds.append(np.asarray(pred, np.float64))
+            fold_of.append(np.full(len(val_rows), j))
+        log.info("selection: %s fold %d/%d (held out %s): val dE00 %.3f", name, j + 1,
+                 len(folds), ", ".join(held), scores[-1])
+    oof = None if len(preds) < len(folds) or not preds else OutOfFold(
+        np.concatenate(rows), np.concatenate(preds), np.concatenate(fold_of), folds)
+    return scores, sizes, oof
+
+
+def session_oof(cfg, data: Prepared, k: int = DEFAULT_FOLDS, seed: int = 0,
+                fit_score=_fit_score) -> OutOfFold | None:
+    """One model's out-of-fold predictions over session folds (None: fewer than 2 folds)."""
+    folds = session_folds(data, k, seed)
+    if len(folds) < 2:
+        return None
+    return run_folds(cfg, data, folds, fit_score)[2]
+
+
+def ensemble_oof(parts: list[OutOfFold]) -> OutOfFold | None:
+    """The members' mean out-of-fold prediction, when all were run on the same folds."""
+    if not parts or any(p is None for p in parts):
+        return None
+    first = parts[0]
+    if any(p.folds != first.folds or not np.array_equal(p.rows, first.rows) for p in parts):
+        return None
+    return OutOfFold(first.rows, np.mean([p.pred for p in parts], axis=0), first.fold,
+                     first.folds)
 
 
 def rescore(leaders: list, reason: str, k: int = DEFAULT_FOLDS, top: int = DEFAULT_TOP,
@@ -101,22 +173,19 @@ def rescore(leaders: list, reason: str, k: int = DEFAULT_FOLDS, top: int = DEFAU
 
     Each leader needs `.predictor.cfg` (its TrainConfig), `.predictor.meta["epoch"]` (its best
     epoch) and `.data` (the whole dataset it was trained on); `fit_score(cfg, data) -> mean
-    validation dE00` is the loop (replaced in tests).
+    validation dE00`, or (that, predictions of the validation rows), is the loop (replaced in
+    tests); with predictions, `Selection.oof` holds each re-scored leader's `OutOfFold`.
     """
     ranked = sorted(range(len(leaders)), key=lambda i: leaders[i].val)[:top]
-    rows = []
+    rows, oofs = [], {}
     for i in ranked:
         ld = leaders[i]
         folds = session_folds(ld.data, k, seed)
         epochs = max(1, int(ld.predictor.meta.get("epoch") or ld.predictor.cfg.epochs))
         cfg = dataclasses.replace(ld.predictor.cfg, epochs=epochs)
-        scores, sizes = [], []
-        for held in folds:
-            d = fold_data(ld.data, held)
-            scores.append(fit_score(cfg, d))
-            sizes.append(int((d.split == "val").sum()))
-            log.info("selection: %s fold %d/%d (held out %s): val dE00 %.3f", ld.name,
-                     len(scores), len(folds), ", ".join(held), scores[-1])
+        scores, sizes, oof = run_folds(cfg, ld.data, folds, fit_score, ld.name)
+        if oof is not None:
+            oofs[ld.name] = oof
         w = np.asarray(sizes, float)
         rows.append({"index": i, "leader": ld.name, "val_de00_mean": ld.val, "epochs": epochs,
                      **{f"fold_{j + 1}": v for j, v in enumerate(scores)},
@@ -133,7 +202,7 @@ def rescore(leaders: list, reason: str, k: int = DEFAULT_FOLDS, top: int = DEFAU
     stability = (f"the crowned leader is best in {agree} of {len(fold_cols)} folds; ranking by "
                  f"validation vs by folds: {_rank_agreement(table)}")
     return Selection(champion=best, table=table.drop(columns="index"), reason=reason,
-                     stability=stability)
+                     stability=stability, oof=oofs)
 
 
 def _rank_agreement(table: pd.DataFrame) -> str:

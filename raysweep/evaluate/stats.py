@@ -117,3 +117,46 @@ def errors_of(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndar
     p = torch.as_tensor(np.asarray(pred, np.float64))
     t = torch.as_tensor(np.asarray(target, np.float64))
     return delta_e00(p, t).numpy(), delta_e76(p, t).numpy()
+
+
+def cluster_bootstrap_ci(values, first, second=None, n_boot: int = DEFAULT_BOOT, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lower, upper): an interval for the mean of photos that cluster in two crossed ways.
+
+    Photos of one capture session share its light and photos of one tone share its skin, so
+    neither is an independent draw: resampling photos makes the interval far too narrow. This
+    is the pigeonhole bootstrap (Owen 2007): the `first` clusters (sessions) and the `second`
+    (tones) are resampled with replacement, each independently, and a photo counts as often as
+    its session times its tone was drawn. With `second` None it is the one-way cluster bootstrap.
+    """
+    x = _clean(values)
+    point = float(x.mean())
+    ia = np.unique(np.asarray(first).astype(str), return_inverse=True)[1]
+    ib = (np.zeros(x.size, int) if second is None
+          else np.unique(np.asarray(second).astype(str), return_inverse=True)[1])
+    na, nb = ia.max() + 1, ib.max() + 1
+    if na * nb == 1 or x.size == 1:
+        return point, point, point
+    rng = np.random.default_rng(seed)
+    reps = []
+    chunk = max(1, _CHUNK_ELEMS // x.size)
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        wa = _counts(rng, b, na)
+        wb = _counts(rng, b, nb) if nb > 1 else np.ones((b, 1))
+        w = wa[:, ia] * wb[:, ib]
+        tot = w.sum(1)
+        ok = tot > 0  # a draw whose sessions and tones share no photo says nothing
+        reps.append((w[ok] @ x) / tot[ok])
+    r = np.concatenate(reps)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(r, [tail, 100 - tail])
+    return point, float(lo), float(hi)
+
+
+def _counts(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
+    """(b, n): how often each of n clusters is drawn in b resamples of size n."""
+    idx = rng.integers(0, n, size=(b, n))
+    out = np.zeros((b, n))
+    np.add.at(out, (np.repeat(np.arange(b), n), idx.ravel()), 1.0)
+    return out

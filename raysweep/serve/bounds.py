@@ -52,14 +52,31 @@ MIN_SPLIT = 40  # below this many validation photos, no difficulty model: a cons
 ALPHAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # ridge penalties tried by 5-fold CV
 
 
-def conformal_quantile(scores, level: float) -> float:
+def conformal_quantile(scores, level: float, weights=None) -> float:
     """The ceil((n + 1) level)-th smallest score: the split-conformal threshold (inf if n is too
-    small for the level)."""
-    s = np.sort(np.asarray(scores, np.float64))
+    small for the level). With `weights` (aligned with `scores`, see `session_weights`) the
+    smallest score whose cumulative weight reaches `level` instead."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    if weights is not None:
+        order = np.argsort(np.asarray(scores, np.float64), kind="stable")
+        s = np.asarray(scores, np.float64)[order]
+        cum = np.cumsum(np.asarray(weights, np.float64)[order])
+        k = int(np.searchsorted(cum, level - 1e-12))
+        return float("inf") if k >= len(s) else float(s[k])
+    s = np.sort(np.asarray(scores, np.float64))
     k = math.ceil((len(s) + 1) * level)
     return float("inf") if k > len(s) else float(s[k - 1])
+
+
+def session_weights(sessions: np.ndarray) -> np.ndarray:
+    """Per-score weights for a bound on a photo of a NEW session (Dunn, Wasserman & Ramdas 2022):
+    photos of one session share its light, so the unit of exchange is the session: each of the
+    m sessions weighs 1 / (m + 1), shared by its photos. The weights sum to m / (m + 1): a level
+    above that has no finite bound (14 calibration sessions reach 93%)."""
+    sid = np.asarray(sessions).astype(str)
+    uniq, inv, counts = np.unique(sid, return_inverse=True, return_counts=True)
+    return 1.0 / (counts[inv] * (len(uniq) + 1))
 
 
 def needed_scores(level: float) -> int:
@@ -76,9 +93,11 @@ def errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def features(data: Prepared, pred: np.ndarray, cameras: list[str], background: str = "none",
-             spread: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+             spread: np.ndarray | None = None, shift: np.ndarray | None = None
+             ) -> tuple[np.ndarray, list[str]]:
     """(N, F) raw difficulty features (NaN where unknown) and their names; `spread` is an
-    ensemble's per-photo disagreement of its members (raysweep.serve.ensemble)."""
+    ensemble's per-photo disagreement of its members (raysweep.serve.ensemble), `shift` how far
+    the photo's light is from the training sessions (raysweep.serve.ood.shift_distance)."""
     cols: dict[str, np.ndarray] = {}
     cam = np.asarray(data.camera).astype(str)
     for c in cameras:
@@ -98,6 +117,8 @@ def features(data: Prepared, pred: np.ndarray, cameras: list[str], background: s
     cols["log_correction"] = np.log1p(corr)
     if spread is not None:  # members that disagree: a photo the ensemble finds hard
         cols["log_spread"] = np.log1p(np.asarray(spread, np.float64))
+    if shift is not None:  # light unlike the training sessions': a new session's hard case
+        cols["log_shift"] = np.log1p(np.asarray(shift, np.float64))
     if background != "none":
         bg, _ = ood.background_features(data, background)
         if bg is not None:
@@ -171,7 +192,7 @@ def _cv_alpha(z: np.ndarray, y: np.ndarray, seed: int) -> float:
 @dataclass
 class Calibration:
     level: float  # the default level; any other can be asked of `bound`
-    scores: list[float]  # sorted conformal scores dE00 / sigma on the calibration half
+    scores: list[float]  # sorted conformal scores dE00 / sigma on the calibration photos
     ranges: ood.TrainingRanges
     difficulty: Difficulty | None = None  # None: sigma = 1, a constant bound
     info: dict = field(default_factory=dict)
@@ -180,6 +201,7 @@ class Calibration:
     regime: str = SEEN  # the photos this bound is for: NEW or SEEN sessions (LEGACY: unknown)
     seen: Calibration | None = None  # a seen-sessions bound kept beside a new-session one
     sessions: list[str] = field(default_factory=list)  # the training split's sessions
+    weights: list[float] | None = None  # per score (session_weights), aligned with `scores`
 
     def regimes(self, data: Prepared) -> np.ndarray:
         """(N,) the regime of each row's bound: the seen-sessions one only where the row names a
@@ -191,7 +213,7 @@ class Calibration:
         return out
 
     def quantile(self, level: float | None = None) -> float:
-        return conformal_quantile(self.scores, level or self.level)
+        return conformal_quantile(self.scores, level or self.level, self.weights)
 
     def why_no_bound(self, level: float | None = None) -> str | None:
         """None when `level` has a finite bound; else why not, and the highest level that has
@@ -211,7 +233,10 @@ class Calibration:
         spread = None
         if self.spread_of is not None and "log_spread" in self.difficulty.names:
             spread = self.spread_of(data)
-        x, names = features(data, pred, self.ranges.cameras, self.ranges.background_kind, spread)
+        shift = ood.shift_distance(data, self.ranges) if "log_shift" in self.difficulty.names \
+            else None
+        x, names = features(data, pred, self.ranges.cameras, self.ranges.background_kind, spread,
+                            shift)
         return self.difficulty.sigma(x, names)
 
     def bound(self, data: Prepared, pred: np.ndarray, level: float | None = None) -> np.ndarray:
@@ -232,7 +257,8 @@ class Calibration:
         return {"format": FORMAT, "level": self.level, "regime": self.regime,
                 "scores": [round(s, 6) for s in self.scores], "ranges": self.ranges.to_dict(),
                 "info": self.info, "difficulty": None if d is None else d.__dict__,
-                "sessions": self.sessions, "seen": seen}
+                "sessions": self.sessions, "seen": seen,
+                "weights": None if self.weights is None else [round(w, 8) for w in self.weights]}
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
@@ -243,7 +269,8 @@ class Calibration:
                    difficulty=None if diff is None else Difficulty(**diff),
                    info=dict(d.get("info", {})), regime=str(d.get("regime", LEGACY)),
                    seen=None if seen is None else cls.from_dict({**seen, "ranges": d["ranges"]}),
-                   sessions=[str(x) for x in d.get("sessions", [])])
+                   sessions=[str(x) for x in d.get("sessions", [])],
+                   weights=None if d.get("weights") is None else list(d["weights"]))
 
 
 def _halves(val: Prepared, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -325,7 +352,8 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
         raise ValueError("out-of-fold errors are not finite: a fold model or the targets hold NaN")
     folds = np.unique(oof.fold)
     if scaled and len(err) >= MIN_SPLIT and len(folds) >= 2:
-        x, names = features(sub, oof.pred, ranges.cameras, ranges.background_kind, spread)
+        shift = _fold_shift(data, oof) if ranges.shift_names else None
+        x, names = features(sub, oof.pred, ranges.cameras, ranges.background_kind, spread, shift)
         scores = np.empty(len(err))
         for j in folds:
             m = oof.fold == j
@@ -334,13 +362,32 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
     else:
         diff, scores, method = None, err, "constant cross-conformal"
     held = sorted({s for f in oof.folds for s in f})
-    info = {**(info or {}), "method": f"{method} over {len(folds)} session folds",
+    sid = sub.frame["set_id"].astype(str).str.strip().to_numpy()
+    order = np.argsort(scores, kind="stable")
+    info = {**(info or {}), "method": f"{method} over {len(folds)} session folds, sessions "
+            "weighted equally",
             "n_fit": len(err), "n_cal": len(err), "sessions_held_out": len(held)}
     train_sessions = train.frame["set_id"].astype(str).str.strip() \
         if "set_id" in train.frame.columns else pd.Series([], dtype=str)
-    return Calibration(level=level, scores=np.sort(scores).tolist(), ranges=ranges,
+    return Calibration(level=level, scores=scores[order].tolist(), ranges=ranges,
                        difficulty=diff, info=info, regime=NEW, seen=seen,
-                       sessions=sorted(set(train_sessions)))
+                       sessions=sorted(set(train_sessions)),
+                       weights=session_weights(sid)[order].tolist())
+
+
+def _fold_shift(data: Prepared, oof) -> np.ndarray:
+    """Each out-of-fold photo's light distance to the sessions its fold model trained on (as a
+    test photo's is to the training split's)."""
+    out = np.full(len(oof.rows), np.nan)
+    keep = data.split != "test"
+    sid = data.frame["set_id"].astype(str).str.strip().to_numpy()
+    for j, held in enumerate(oof.folds):
+        fold_train = data.subset(np.flatnonzero(keep & ~np.isin(sid, held)))
+        ranges = ood.TrainingRanges(cameras=[], meta={})
+        ood.fit_shift(fold_train, ranges)
+        m = oof.fold == j
+        out[m] = ood.shift_distance(data.subset(oof.rows[m]), ranges)
+    return out
 
 
 def write(cal: Calibration, directory: str | os.PathLike) -> Path:

@@ -7,7 +7,15 @@ against it. Flags that cannot be checked for a row (no metadata, no background p
 in the `unchecked` column instead of being silently reported as fine.
 
 Flags: unseen_camera, exposure_out_of_range, iso_out_of_range, brightness_out_of_range,
-patch_not_found, clipped_patch, unusual_background.
+patch_not_found, clipped_patch, unusual_background, light_unlike_training.
+
+`light_unlike_training` is the session-level shift: a photo whose light, as its background ring and
+EXIF show it (ring chromaticity, scene brightness, exposure), is further from every training
+session than the training sessions are from each other. A photo's distance is to the nearest
+training session's centre, in units of how much photos vary within a session; the threshold is
+the SHIFT_QUANTILE of the leave-one-session-out distances of the training photos (each session
+measured against the others, as a new session is), so a new session like the training ones is
+flagged on about 1 - SHIFT_QUANTILE of its photos and one whose light is unlike them on most.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import pandas as pd
 from raysweep.data.prepared import RING_NAMES, Prepared
 
 FLAGS = ("unseen_camera", "exposure_out_of_range", "iso_out_of_range", "brightness_out_of_range",
-         "patch_not_found", "clipped_patch", "unusual_background")
+         "patch_not_found", "clipped_patch", "unusual_background", "light_unlike_training")
 # flag -> (META_NAMES column, margin beyond the training min/max). Margins are half a stop for
 # ISO and shutter (the quantisation step of a camera is a third) and one EV for BrightnessValue,
 # whose EXIF noise is large: a photo just past the edge of training is not yet "unlike" it.
@@ -34,6 +42,10 @@ BG_NEIGHBOURS = 5  # background distance = to the k-th nearest training photo
 BG_MARGIN = 2.0  # times the training photos' own 99th-percentile neighbour distance
 BG_MAX_POINTS = 3000  # training background points kept (stored in calibration.json)
 EPS = 1e-4
+SHIFT_META = ("brightness_ev", "log2_exposure_s", "log2_iso")  # what EXIF says of the light
+SHIFT_QUANTILE = 0.99
+SHIFT_OWN_MARGIN = 1.25
+MIN_SESSIONS = 3  # fewer training sessions: no spread between sessions to compare against
 
 
 @dataclass
@@ -48,6 +60,12 @@ class TrainingRanges:
     background_scale: list[float] = field(default_factory=list)
     background_threshold: float = float("inf")
     n_train: int = 0
+    # the session-level shift (light_unlike_training): feature names, one centre per training
+    # session, the within-session scale and the leave-one-session-out threshold
+    shift_names: list[str] = field(default_factory=list)
+    shift_centers: list[list[float]] = field(default_factory=list)
+    shift_scale: list[float] = field(default_factory=list)
+    shift_threshold: float = float("inf")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,7 +165,80 @@ def fit_ranges(train: Prepared, cameras: Sequence[str] | None = None, seed: int 
             out.background_center = center.tolist()
             out.background_scale = scale.tolist()
             out.background_threshold = float(BG_MARGIN * np.percentile(own, 99))
+    fit_shift(train, out)
     return out
+
+
+def shift_features(data: Prepared) -> tuple[np.ndarray, list[str]]:
+    """(N, F) what a photo shows of its session's light: the background's chromaticity (ring
+    statistics or the crop border) and the EXIF brightness and exposure; NaN where unknown."""
+    cols, names = [], []
+    bg, kind = background_features(data)
+    if bg is not None:
+        cols += [bg[:, 0], bg[:, 1]]
+        names += [f"{kind}_log_r_g", f"{kind}_log_b_g"]
+    meta = list(data.meta_names)
+    for m in SHIFT_META:
+        if m in meta:
+            cols.append(data.meta[:, meta.index(m)].astype(np.float64))
+            names.append(m)
+    return (np.stack(cols, axis=1) if cols else np.zeros((len(data), 0))), names
+
+
+def _nearest(x: np.ndarray, centers: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """RMS standardised distance of each row to its nearest centre (missing columns skipped)."""
+    z = (x[:, None, :] - centers[None, :, :]) / scale
+    ok = np.isfinite(z)
+    d2 = np.where(ok, z * z, 0.0).sum(-1) / np.maximum(ok.sum(-1), 1)
+    d2[ok.sum(-1) == 0] = np.nan
+    with np.errstate(all="ignore"):
+        return np.sqrt(np.nanmin(d2, axis=1)) if centers.size else np.full(len(x), np.nan)
+
+
+def fit_shift(train: Prepared, out: TrainingRanges) -> None:
+    """The training sessions' centres, within-session scale and leave-one-session-out threshold
+    (nothing when the data has fewer than MIN_SESSIONS sessions or no light features)."""
+    if "set_id" not in train.frame.columns:
+        return
+    x, names = shift_features(train)
+    sid = train.frame["set_id"].astype(str).str.strip().to_numpy()
+    uniq = np.unique(sid)
+    if len(uniq) < MIN_SESSIONS or not names:
+        return
+    centers = np.stack([np.nanmedian(np.where(np.isfinite(x[sid == s]), x[sid == s], np.nan),
+                                     axis=0) for s in uniq])
+    resid = x - centers[np.searchsorted(uniq, sid)]
+    scale = np.nanstd(np.where(np.isfinite(resid), resid, np.nan), axis=0)
+    scale = np.where(np.isfinite(scale) & (scale > 0.02), scale, 0.02)
+    loso = np.concatenate([_nearest(x[sid == s], centers[uniq != s], scale) for s in uniq])
+    loso = loso[np.isfinite(loso)]
+    if not len(loso):
+        return
+    out.shift_names, out.shift_scale = names, scale.tolist()
+    out.shift_centers = np.nan_to_num(centers, nan=0.0).round(5).tolist()
+    # and well above what a training session's own photos reach: a photo of a seen session is
+    # not a shift, however noisy its background (where sessions do not differ, nothing is)
+    own = _nearest(x, centers, scale)
+    own = own[np.isfinite(own)]
+    out.shift_threshold = float(max(np.quantile(loso, SHIFT_QUANTILE),
+                                    SHIFT_OWN_MARGIN * np.quantile(own, 0.99) if len(own) else 0))
+
+
+def shift_distance(data: Prepared, ranges: TrainingRanges) -> np.ndarray:
+    """(N,) distance of each photo's light to the nearest training session (in within-session
+    units); NaN where it cannot be told (no features, or no session spread stored)."""
+    if not ranges.shift_names or not np.isfinite(ranges.shift_threshold):
+        return np.full(len(data), np.nan)
+    x, names = shift_features(data)
+    idx = {n: i for i, n in enumerate(names)}
+    cols = np.stack([x[:, idx[n]] if n in idx else np.full(len(data), np.nan)
+                     for n in ranges.shift_names], axis=1)
+    return _nearest(cols, np.asarray(ranges.shift_centers), np.asarray(ranges.shift_scale))
+
+
+def shift_score(data: Prepared, ranges: TrainingRanges) -> np.ndarray:
+    """(N,) `shift_distance` over the threshold: above 1, light_unlike_training is raised."""
+    return shift_distance(data, ranges) / max(ranges.shift_threshold, 1e-9)
 
 
 def patch_status(data: Prepared) -> list[str] | None:
@@ -207,7 +298,16 @@ def flag(data: Prepared, ranges: TrainingRanges, statuses: Sequence[str] | None 
     else:
         for u in unchecked:
             u.append("unusual_background")
+    shift = shift_score(data, ranges)
+    # a photo out of an EXIF range or before an unusual background is flagged for that; this
+    # flag is for the photo whose every reading is usual but whose light is like no session's
+    in_range = ~np.any([out[f] for f in (*META_RANGES, "unusual_background")], axis=0)
+    out["light_unlike_training"] = np.isfinite(shift) & (shift > 1) & in_range
+    if ranges.shift_names:
+        for i in np.flatnonzero(~np.isfinite(shift)):
+            unchecked[i].append("light_unlike_training")
     frame = pd.DataFrame(out)
+    frame["shift_score"] = shift
     frame["flags"] = [";".join(f for f in FLAGS if frame.at[i, f]) for i in range(n)]
     frame["unchecked"] = [";".join(u) for u in unchecked]
     return frame
