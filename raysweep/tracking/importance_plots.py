@@ -30,8 +30,8 @@ def plot_importance(imp, path: Path) -> Path:
     err = np.vstack([(t["importance"] - t["lo"]).clip(lower=0), (t["hi"] - t["importance"]
                                                                  ).clip(lower=0)])
     ax.barh(y, t["importance"], xerr=err, color="tab:blue", capsize=3)
-    for yi, v in zip(y, t["importance"]):
-        ax.text(v, yi, f" {v:.2f}", va="bottom", fontsize=7)
+    for yi, v, hi in zip(y, t["importance"], t["hi"]):  # right of the interval, not on it
+        ax.text(max(v, hi), yi, f"  {v:.2f}", va="center", fontsize=7)
     ax.set_yticks(y, t["parameter"], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, max(1.0, float(t["hi"].max()) * 1.05))
