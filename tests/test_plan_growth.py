@@ -63,12 +63,12 @@ def test_gpu_flag_is_trusted_on_a_head_only_cluster():
 
 def test_node_groups_bound_concurrency_and_default_to_gpus():
     """No flag (the AWS README command): GPU groups -> a quarter GPU per trial, and as many
-    trials as the groups hold at their maximum size."""
+    trials as ONE group holds at its maximum size (#23: not every GPU node of both types)."""
     s = shape_of(env={cluster.GROUPS_ENV: GPU_GROUPS})
     pl = resources.plan(500, growth=s)
-    # gpu1: 8 nodes x min(8 CPU, 4 quarter-GPUs) = 32; gpu4: 2 x min(48, 16) = 32
-    assert pl.gpus_per_worker == 0.25 and pl.max_concurrent == 64
-    assert "node groups" in pl.describe()
+    # gpu1 (the fewest GPUs per node): 8 nodes x min(8 CPU, 4 quarter-GPUs) = 32
+    assert pl.gpus_per_worker == 0.25 and pl.max_concurrent == 32
+    assert "node group gpu1" in pl.describe()
     assert resources.plan(10, growth=s).max_concurrent == 10
     assert resources.plan(500, max_concurrent=5, growth=s).max_concurrent == 5
 
@@ -77,7 +77,8 @@ def test_gpus_per_trial_is_the_trials_total_for_ddp_too():
     s = shape_of(env={cluster.GROUPS_ENV: GPU_GROUPS})
     pl = resources.plan(50, workers=4, gpus_per_trial=4, growth=s)
     assert pl.gpus_per_worker == 1.0  # one GPU per worker, not 4 workers on one GPU
-    assert pl.max_concurrent == (8 * 1 + 2 * 4) // 4
+    # #23: a DDP trial's workers share one node (STRICT_PACK): only gpu4 holds one, 2 nodes x 1
+    assert pl.max_concurrent == 2 and pl.strategy == "STRICT_PACK"
     wave = pl.first_wave()
     assert wave.count({"CPU": 1.0, "GPU": 1.0}) == 4 * pl.max_concurrent
     assert wave.count({"CPU": resources.DDP_DRIVER_CPU}) == pl.max_concurrent

@@ -6,13 +6,18 @@ reason, whether an autoscaler may add worker nodes and, where known, what the no
 
 Where the node groups come from (first found wins):
 1. `RAYSWEEP_NODE_GROUPS` in the driver's environment: JSON
-   `{"gpu": {"max_workers": 8, "resources": {"CPU": 7, "GPU": 1}}}`; the KubeRay manifests set
-   it on the head, next to the worker groups it describes (tests/test_infra.py keeps them equal).
+   `{"gpu": {"max_workers": 8, "resources": {"CPU": 7, "GPU": 1, "raysweep_group_gpu": 1}}}`;
+   the KubeRay manifests set it on the head, next to the worker groups it describes, and so does
+   the on-prem launcher config, whose local provider has one node type for head and workers
+   (tests/test_infra_manifests.py keeps them equal).
 2. The cluster launcher's `~/ray_bootstrap_config.yaml` on the head (`ray up` writes it; the
    driver of `ray job submit` runs on the head): its `available_node_types`.
+A group's own resource (`raysweep_group_<name>`, one unit per node, see `pin_of`) lets the plan
+pin trials to that group: without it the autoscaler may add any node type that fits a trial.
 Whether the cluster may grow: known node groups, else the autoscaler's own status in the GCS
-(node types it can launch, nodes it is launching), else a head that offers no CPU and no GPU
-(nothing could ever run on such a cluster unless nodes are added).
+(node types it can launch, nodes it is launching; the v1 monitor writes it), else Ray reporting
+autoscaler v2 for the cluster (v2 writes no such status), else a head that offers no CPU and no
+GPU (nothing could ever run on such a cluster unless nodes are added).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from raysweep.errors import UserError
 log = logging.getLogger(__name__)
 
 GROUPS_ENV = "RAYSWEEP_NODE_GROUPS"
+PIN_PREFIX = "raysweep_group_"
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 HEAD_MARK = "node:__internal_head__"
 
@@ -55,6 +61,11 @@ class Shape:
     may_grow: bool
     reason: str  # why may_grow is what it is, for the plan line and the storage message
     groups: tuple[NodeGroup, ...] = field(default=())
+
+
+def pin_of(group: NodeGroup) -> str:
+    """The group's own resource (`raysweep_group_...`), or "" when it declares none."""
+    return next((k for k in group.resources if k.startswith(PIN_PREFIX)), "")
 
 
 def parse_groups(text: str, where: str = GROUPS_ENV) -> tuple[NodeGroup, ...]:
@@ -100,8 +111,10 @@ def declared_groups(environ: Mapping[str, str] | None = None,
 
 
 def decide(nodes: Sequence[Mapping[str, Any]], groups: Sequence[NodeGroup] = (),
-           groups_from: str = "", autoscaler_types: Sequence[str] = ()) -> Shape:
-    """Pure: the cluster's shape from `ray.nodes()`-like dicts and what declares node groups."""
+           groups_from: str = "", autoscaler_types: Sequence[str] = (),
+           autoscaler_v2: bool = False) -> Shape:
+    """Pure: the cluster's shape from `ray.nodes()`-like dicts, what declares node groups, and
+    what the autoscaler reports (v1: the node types it can launch; v2: that it runs)."""
     alive = [n for n in nodes if n.get("Alive", n.get("alive", False))]
     cpus = sum(float(n.get("Resources", {}).get("CPU", 0)) for n in alive)
     gpus = sum(float(n.get("Resources", {}).get("GPU", 0)) for n in alive)
@@ -112,6 +125,10 @@ def decide(nodes: Sequence[Mapping[str, Any]], groups: Sequence[NodeGroup] = (),
     if autoscaler_types:
         reason = "the autoscaler can launch " + ", ".join(sorted(autoscaler_types))
         return Shape(len(alive), cpus, gpus, True, reason)
+    if autoscaler_v2:
+        return Shape(len(alive), cpus, gpus, True,
+                     f"Ray reports autoscaler v2 on this cluster (its node groups are unknown "
+                     f"to raysweep: declare them in {GROUPS_ENV} to plan and pin trials by group)")
     if alive and cpus == 0 and gpus == 0:
         return Shape(len(alive), cpus, gpus, True,
                      "the cluster has no CPU and no GPU yet (a head that runs no trials), so "
@@ -149,10 +166,29 @@ def _autoscaler_status() -> bytes | None:
         return None
 
 
+def _autoscaler_v2() -> bool:
+    """raysweep._compat.autoscaler_v2 (a private Ray API), or False when it fails."""
+    try:
+        from raysweep._compat import autoscaler_v2
+
+        return autoscaler_v2()
+    except Exception as e:  # noqa: BLE001 - private API: unknown means "no autoscaler seen"
+        log.debug("cannot tell whether autoscaler v2 runs: %s", e)
+        return False
+
+
+def observe(nodes: Sequence[Mapping[str, Any]],
+            environ: Mapping[str, str] | None = None) -> Shape:
+    """The shape of the connected cluster whose `ray.nodes()` are `nodes`: declared groups,
+    else what its autoscaler reports."""
+    groups, source = declared_groups(environ)
+    types = [] if groups else autoscaler_node_types(_autoscaler_status())
+    v2 = not groups and not types and _autoscaler_v2()
+    return decide(nodes, groups, source, types, autoscaler_v2=v2)
+
+
 def shape(environ: Mapping[str, str] | None = None) -> Shape:
     """The connected cluster's shape (call after ray.init)."""
     import ray
 
-    groups, source = declared_groups(environ)
-    types = [] if groups else autoscaler_node_types(_autoscaler_status())
-    return decide(ray.nodes(), groups, source, types)
+    return observe(ray.nodes(), environ)

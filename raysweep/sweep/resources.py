@@ -3,8 +3,11 @@
 Concurrency comes from what the cluster really has. A local Ray gets more logical CPUs than the
 machine has cores (Tune's own actors must never starve the trials), so on a laptop the number of
 trials at once is capped by the physical cores instead of the logical CPUs. A cluster that can
-grow (raysweep.sweep.cluster) is planned from the flags and its node groups instead, and its
-autoscaler is asked for the first wave of trials up front.
+grow (raysweep.sweep.cluster) is planned from the flags and its node groups instead: for ONE
+group (`choose_group`: the fewest GPUs per node that holds a whole trial), to which the trials
+are pinned by the group's own resource, so that the autoscaler adds only that node type; a DDP
+trial's workers share one node (STRICT_PACK). Its autoscaler is asked for the first wave of
+trials up front (raysweep.sweep.first_wave).
 
 Resource flags, one meaning each: --gpus-per-trial is the trial's total GPU share (split evenly
 across its workers), --cpus-per-worker is per Ray Train worker (= per trial for one worker).
@@ -23,7 +26,7 @@ from ray import tune
 
 from raysweep import _compat
 from raysweep.errors import UserError
-from raysweep.sweep.cluster import Shape
+from raysweep.sweep.cluster import PIN_PREFIX, NodeGroup, Shape, pin_of
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +42,36 @@ class Plan:
     local: bool  # the cluster is this one machine: its cores, not logical CPUs, bound concurrency
     grows: bool = False  # an autoscaler may add nodes: planned from the flags, not what is up
     why: str = ""  # one clause: where the concurrency and the GPU share came from
+    pin: str = ""  # the planned node group's own resource; every trial asks PIN_SHARE of it
+    strategy: str = "PACK"  # placement of a DDP trial's workers (STRICT_PACK: one node)
+
+    def pinned(self) -> dict[str, float]:
+        """The share of the group's own resource each worker (and DDP driver) asks for."""
+        return {self.pin: PIN_SHARE} if self.pin else {}
 
     def trial_resources(self) -> dict[str, float]:
         """What Tune reserves for the trial actor."""
         if self.workers == 1:
-            return {"cpu": self.cpus_per_worker, "gpu": self.gpus_per_worker}
+            return {"cpu": self.cpus_per_worker, "gpu": self.gpus_per_worker, **self.pinned()}
         # Multi-worker: the trial only drives a TorchTrainer, whose workers reserve their own
         # placement group; the driver still needs a (small) CPU share to be scheduled at all.
-        return {"cpu": DDP_DRIVER_CPU, "gpu": 0}
+        return {"cpu": DDP_DRIVER_CPU, "gpu": 0, **self.pinned()}
 
     def first_wave(self) -> list[dict[str, float]]:
         """Resource bundles of the trials that should start at once (for the autoscaler)."""
         worker = {"CPU": self.cpus_per_worker,
-                  **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
+                  **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {}),
+                  **self.pinned()}
         per_trial = [dict(worker) for _ in range(self.workers)]
         if self.workers > 1:
-            per_trial.append({"CPU": DDP_DRIVER_CPU})
+            per_trial.append({"CPU": DDP_DRIVER_CPU, **self.pinned()})
         return [b for _ in range(self.max_concurrent) for b in per_trial]
 
     def describe(self) -> str:
         per = f"{self.cpus_per_worker:g} CPU" + (f" + {self.gpus_per_worker:g} GPU"
                                                  if self.gpus_per_worker else "")
-        mode = "in the trial process" if self.workers == 1 else f"{self.workers} DDP workers"
+        mode = "in the trial process" if self.workers == 1 else f"{self.workers} DDP workers" + (
+            " on one node" if self.strategy == "STRICT_PACK" else "")
         now = f"cluster now: {self.cluster_cpus:g} CPU, {self.cluster_gpus:g} GPU"
         return (f"planned {self.max_concurrent} trial(s) at once, each {mode} with {per} per "
                 f"worker ({now}; {self.why})" if self.why else
@@ -69,6 +80,9 @@ class Plan:
 
 
 DDP_DRIVER_CPU = 0.1
+# Of the one unit of its own resource a group's node has: it pins a trial to the group and
+# never limits how many trials share a node (CPU and GPU do).
+PIN_SHARE = 0.001
 
 
 def connect(num_cpus: int | None = None, dashboard: bool = True,
@@ -204,58 +218,76 @@ def _plan_growing(num_samples: int, workers: int, cpus_per_worker: float,
         raise UserError(f"--gpus-per-trial {gpus_per_trial:g} asks for GPUs, but no node group "
                         f"of this cluster has any ({growth.reason})",
                         fix="drop --gpus-per-trial, or add a GPU worker group to the cluster")
-    if groups and all(g.max_workers >= 0 for g in groups):
-        # Per-worker bin packing: a DDP trial may spread its workers over nodes.
-        capacity = sum(g.max_workers * _workers_per_node(g.resources, cpus_per_worker,
-                                                         gpus_per_worker) for g in groups)
-        capacity += _workers_per_node({"CPU": cpus, "GPU": gpus}, cpus_per_worker,
-                                      gpus_per_worker) if cpus else 0
-        fits, why = capacity // workers, f"the most its node groups hold; {growth.reason}"
-        if fits == 0:
-            raise UserError(f"one trial needs {workers} x ({cpus_per_worker:g} CPU, "
-                            f"{gpus_per_worker:g} GPU), more than any node group offers "
-                            f"({growth.reason})",
-                            fix="lower --workers-per-trial / --cpus-per-worker / "
-                                "--gpus-per-trial, or add a larger node group")
+    pin, strategy = "", "PACK"
+    if groups:
+        choice = choose_group(groups, workers, cpus_per_worker, gpus_per_worker)
+        if choice is None:
+            raise no_group_holds_a_trial(groups, workers, cpus_per_worker, gpus_per_worker,
+                                         growth.reason)
+        pin, strategy = pin_of(choice.group), "STRICT_PACK" if workers > 1 else "PACK"
+        fits = num_samples if choice.fits < 0 else choice.fits
+        why = choice.describe(pin) + f"; {growth.reason}"
     else:
-        fits, why = num_samples, f"node group sizes unknown: as many as the autoscaler "                                  f"adds; {growth.reason}"
+        fits, why = num_samples, f"node group sizes unknown: as many as the autoscaler " \
+                                 f"adds; {growth.reason}"
     if max_concurrent:
-        fits, why = max_concurrent, f"--max-concurrent; {growth.reason}"
+        fits, why = max_concurrent, f"--max-concurrent; {why}"
     if gpus_per_worker == 0 and not group_gpus and gpus == 0:
         why += "; CPU trials: pass --gpus-per-trial for GPU worker nodes"
     return Plan(workers, cpus_per_worker, gpus_per_worker, max(1, min(fits, num_samples)),
-                cpus, gpus, local=False, grows=True, why=why)
+                cpus, gpus, local=False, grows=True, why=why, pin=pin, strategy=strategy)
+
+
+@dataclass(frozen=True)
+class GroupChoice:
+    group: NodeGroup
+    per_node: int  # whole trials one node holds
+    fits: int  # trials at once at the group's maximum size; -1: its size has no limit
+
+    def describe(self, pin: str) -> str:
+        size = "no size limit" if self.fits < 0 else f"at its maximum, {self.group.max_workers} " \
+            f"node(s) x {self.per_node} trial(s)"
+        pinned = f"trials pinned by {pin}" if pin else \
+            f"it declares no {PIN_PREFIX}* resource, so the autoscaler may add " \
+            "another node type for these trials"
+        return f"node group {self.group.name} ({size}; {pinned})"
+
+
+def choose_group(groups, workers: int, cpus_per_worker: float,
+                 gpus_per_worker: float) -> GroupChoice | None:
+    """The one node group a sweep's trials run on: among the groups one of whose nodes holds a
+    whole trial (a DDP trial's workers share a node), the fewest GPUs per node (GPUs are the
+    bill, and a CPU trial takes no GPU node while another group fits), then the most trials at
+    once. None when no node of any group holds a trial."""
+    choices = []
+    for g in groups:
+        if g.max_workers == 0:
+            continue
+        per_node = _workers_per_node(g.resources, cpus_per_worker, gpus_per_worker) // workers
+        if per_node >= 1:
+            choices.append(GroupChoice(g, per_node,
+                                       -1 if g.max_workers < 0 else g.max_workers * per_node))
+    if not choices:
+        return None
+    return min(choices, key=lambda c: (float(c.group.resources.get("GPU", 0)),
+                                       -(c.fits if c.fits >= 0 else math.inf)))
+
+
+def no_group_holds_a_trial(groups, workers: int, cpus_per_worker: float, gpus_per_worker: float,
+                           reason: str) -> UserError:
+    largest = max(groups, key=lambda g: (g.resources.get("GPU", 0), g.resources.get("CPU", 0)))
+    on_one = " on one node (a DDP trial's workers share a node)" if workers > 1 else ""
+    return UserError(f"one trial needs {workers} x ({cpus_per_worker:g} CPU, "
+                     f"{gpus_per_worker:g} GPU){on_one}, more than any node group's node "
+                     f"offers; the largest is {largest.describe()} ({reason})",
+                     fix="lower --workers-per-trial / --cpus-per-worker / --gpus-per-trial, "
+                         "or add a node group with larger nodes")
 
 
 def _workers_per_node(resources: Mapping[str, float], cpus_per_worker: float,
                       gpus_per_worker: float) -> int:
     return trials_that_fit(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), 1,
                            cpus_per_worker, gpus_per_worker)
-
-
-def request_first_wave(pl: Plan) -> bool:
-    """Ask the autoscaler for the nodes of the first wave of trials, so GPU nodes start
-    booting now instead of after Tune has queued its trials. The request persists until
-    `release_request()`. Returns True when a request was made."""
-    if not pl.grows:
-        return False
-    from ray.autoscaler.sdk import request_resources
-
-    bundles = pl.first_wave()
-    request_resources(bundles=bundles)
-    log.info("asked the autoscaler for the first wave: %d bundle(s) of %s", len(bundles),
-             bundles[0] if bundles else {})
-    return True
-
-
-def release_request() -> None:
-    """Withdraw `request_first_wave`'s standing request so idle nodes can be removed."""
-    try:
-        from ray.autoscaler.sdk import request_resources
-
-        request_resources(bundles=[])
-    except Exception as e:  # noqa: BLE001 - the cluster is going away anyway
-        log.debug("could not withdraw the autoscaler request: %s", e)
 
 
 def orphaned_placement_groups() -> list:

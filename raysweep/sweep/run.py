@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from raysweep.sweep import files, resources, results
+from raysweep.sweep import files, first_wave, resources, results
 from raysweep.sweep.data import load_data
 from raysweep.sweep.resolve import Sweep, resolve
 from raysweep.sweep.spec import SPEC_FILE, Request, SweepSpec
@@ -52,7 +52,6 @@ def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepR
     # -- Ray: the cluster decides the storage check and the plan, before MLflow hears of it --
     workers = spec.resources.workers_per_trial
     started = resources.connect(dashboard=workers > 1, log_to_driver=verbose > 0)
-    asked = False
     try:
         from raysweep.sweep.storage import check_storage
 
@@ -61,13 +60,15 @@ def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepR
         pl = resources.plan(spec.num_samples, workers, r.cpus_per_worker, r.gpus_per_trial,
                             r.max_concurrent)
         log.info("%s", pl.describe())
-        asked = resources.request_first_wave(pl)
         parent = prepare_parent(spec, sweep, tracker)
         status = "FAILED"
         try:
-            spec, refs = prepare(spec, sweep, tracker, pl, parent, resume=request.resume)
-            grid = run(spec, sweep, refs, pl, tracker, loop=loop, verbose=verbose,
-                       resume=request.resume)
+            # The autoscaler request lives until the first wave runs, and ends first however
+            # the sweep ends: before the leaderboard and MLflow's close (first_wave.py).
+            with first_wave.for_plan(pl) as wave:
+                spec, refs = prepare(spec, sweep, tracker, pl, parent, resume=request.resume)
+                grid = run(spec, sweep, refs, pl, tracker, loop=loop, verbose=verbose,
+                           resume=request.resume, callbacks=[wave.callback()])
             out = finalize(spec, sweep, grid, tracker, resume=request.resume)
             # An interrupted sweep (Ctrl-C, a lost driver) stays open for --resume.
             status = "FINISHED" if out.complete else "KILLED"
@@ -78,8 +79,6 @@ def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepR
         finally:
             tracker.end(parent, status)
     finally:
-        if asked:
-            resources.release_request()
         if started:
             import ray
 
@@ -121,10 +120,10 @@ def prepare(spec: SweepSpec, sweep: Sweep, tracker, pl: resources.Plan, parent: 
 # -- run and finalize ------------------------------------------------------------------------------
 
 def run(spec: SweepSpec, sweep: Sweep, refs: dict, pl: resources.Plan, tracker, *, loop: str,
-        verbose: int, resume: bool):
+        verbose: int, resume: bool, callbacks: list = ()):
     """Tune's run of the sweep: its ResultGrid (interrupted or complete)."""
     tuner = build_tuner(spec, sweep.space, sweep.overrides, refs=refs, pl=pl, tracker=tracker,
-                        loop=loop, verbose=verbose, resume=resume)
+                        loop=loop, verbose=verbose, resume=resume, callbacks=callbacks)
     grid = tuner.fit()
     if pl.workers > 1:
         resources.free_orphaned_placement_groups(wait_s=10)

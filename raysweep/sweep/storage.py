@@ -93,9 +93,7 @@ def check_storage(storage_path: str | os.PathLike | None,
                                    "ray.init()")
             nodes = ray.nodes()
         if may_grow is None:
-            groups, source = cluster.declared_groups(environ)
-            types = [] if groups else cluster.autoscaler_node_types(cluster._autoscaler_status())
-            found = cluster.decide(nodes, groups, source, types)
+            found = cluster.observe(nodes, environ)
             may_grow, why_grow = found.may_grow, found.reason
     alive = sum(1 for n in nodes if n.get("Alive", n.get("alive", False)))
     multi = alive > 1 or may_grow

@@ -61,7 +61,9 @@ def run_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: 
 
 def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: str = LOOP,
                   workers: int = 2, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-                  storage: str | None = None, max_failures: int = 1) -> None:
+                  storage: str | None = None, max_failures: int = 1,
+                  extra_resources: dict[str, float] | None = None,
+                  placement_strategy: str = "PACK") -> None:
     """Function trainable for a multi-worker trial: a TorchTrainer reporting back to Tune.
 
     A dead worker restarts the worker group from the run's latest checkpoint (Train's
@@ -73,12 +75,14 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, lo
     from ray.tune.integration.ray_train import TuneReportCallback
 
     ctx = tune.get_context()
-    per_worker = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}
+    per_worker = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {}),
+                  **(extra_resources or {})}  # the node group's own resource: Plan.pinned()
     trainer = TorchTrainer(
         resolve(loop),
         train_loop_config=loop_config(config, data or {}),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
-                                     resources_per_worker=per_worker),
+                                     resources_per_worker=per_worker,
+                                     placement_strategy=placement_strategy),
         run_config=RunConfig(name=f"{ctx.get_experiment_name()}-{ctx.get_trial_id()}-ddp",
                              storage_path=storage, callbacks=[TuneReportCallback()],
                              failure_config=FailureConfig(max_failures=max_failures)),

@@ -29,11 +29,14 @@ class ReplayingOptunaSearch(OptunaSearch):
 
 
 def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dict,
-                pl: resources.Plan, tracker, loop: str, verbose: int, resume: bool):
+                pl: resources.Plan, tracker, loop: str, verbose: int, resume: bool,
+                callbacks: list = ()):
     """A new Tuner for the sweep `spec`, or (resume) the one saved at `spec.path`.
 
     `sp` is the resolved space (the epochs budget in its FIXED), `overrides` the parsed --set
-    values, `refs` the prepared data in the object store, `pl` the resource plan."""
+    values, `refs` the prepared data in the object store, `pl` the resource plan, `callbacks`
+    more Tune callbacks (the first-wave request's, which withdraws it)."""
+    extra_callbacks = list(callbacks)
     import optuna
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -51,6 +54,7 @@ def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dic
         fn = tune.with_parameters(run_ddp_trial, data=refs, loop=loop, workers=pl.workers,
                                   cpus_per_worker=pl.cpus_per_worker,
                                   gpus_per_worker=pl.gpus_per_worker, storage=root,
+                                  extra_resources=pl.pinned(), placement_strategy=pl.strategy,
                                   max_failures=max_failures)
     trainable = tune.with_resources(fn, pl.trial_resources())
     if resume:
@@ -65,6 +69,7 @@ def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dic
                  CSVLoggerCallback(), JsonLoggerCallback()]
     if pl.workers > 1:
         callbacks.append(resources.PlacementGroupJanitor())
+    callbacks += extra_callbacks
     define_by_run = spaces.DefineByRun(sp.define_by_run, sp.FIXED, overrides)
     if spec.searcher == "tpe":
         search_alg = ReplayingOptunaSearch(space=define_by_run, metric=metric, mode=mode,
