@@ -96,6 +96,7 @@ def set_split_yardsticks(card: Path) -> tuple[pd.DataFrame, dict, float]:
 def measure(quick: bool, sweep_fn=None) -> dict:
     """Sweep, score every finished trial on test next to baselines and floors, and the
     set-grouped yardsticks; the raw results, in a scratch folder that is removed after."""
+    from raysweep.evaluate.record import EvalSettings
     from raysweep.evaluate.winners import run_eval_winners
     from raysweep.synth import ensure_default_dataset
 
@@ -113,10 +114,11 @@ def measure(quick: bool, sweep_fn=None) -> dict:
         sw = (sweep_fn or sweep)(card, quick)
         t_search = time.time() - t
         t = time.time()
-        ev = run_eval_winners(parent_run=sw.parent_run_id, top_k=len(sw.table),
-                              per_group=("fusion", "features", "crop"), split="test",
-                              out=work / "winners", register=False, n_boot=N_BOOT,
-                              tracking_uri=sw.tracking_uri)
+        ev = run_eval_winners(EvalSettings(parent_run=sw.parent_run_id, top_k=len(sw.table),
+                                           per_group=("fusion", "features", "crop"),
+                                           split="test",
+                                           out=work / "winners", register=False, n_boot=N_BOOT,
+                                           tracking_uri=sw.tracking_uri))
         t_eval = time.time() - t
         errs = per_photo(ev)
         ids = ev.predictions.loc[ev.predictions["model"] == ev.champion, "sample_id"].to_numpy()

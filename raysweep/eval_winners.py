@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from raysweep.errors import UserError, run_cli, setup_logging
+from raysweep.evaluate.record import EvalSettings
 from raysweep.evaluate.winners import run_eval_winners
 from raysweep.fsutil import check_writable
 
@@ -45,17 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
     setup_logging(args.debug)
-    groups = [g.strip() for g in args.per_group.split(",") if g.strip()]
     if not 0.5 <= args.level < 1.0:
         raise UserError(f"--level {args.level} is not a confidence level",
                         where="--level", fix="give a level in [0.5, 1), e.g. 0.9")
-    check_writable(args.out, "--out", folder=True)  # before minutes of evaluation
+    return evaluate(EvalSettings.from_args(args))
+
+
+def evaluate(settings: EvalSettings) -> int:
+    """Evaluate and print, as the command does (also `python -m raysweep.search
+    --eval-winners`)."""
+    check_writable(settings.out, "--out", folder=True)  # before minutes of evaluation
     from raysweep.tracking.store import store_errors, tracking_uri
 
-    with store_errors(args.tracking_uri or tracking_uri()):
-        res = run_eval_winners(args.experiment, args.parent_run, args.top_k, groups, args.split,
-                               args.data, args.out, not args.no_mlflow, not args.no_register,
-                               args.n_boot, args.seed, args.tracking_uri, level=args.level)
+    with store_errors(settings.tracking_uri or tracking_uri()):
+        res = run_eval_winners(settings)
     s = res.summary.sort_values("mean")
     print(s[["model", "kind", "mean", "mean_lo", "mean_hi", "median", "p95"]].round(3)
           .to_string(index=False))

@@ -101,12 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _eval_winners(out: SweepResult) -> int:
-    # The same command a user would run next, so --eval-winners prints and exits the same way.
+    # What the eval_winners command does next, so --eval-winners prints and exits the same way.
     # Imported here: it loads the evaluation stack, which a plain sweep never needs.
     from raysweep import eval_winners
+    from raysweep.evaluate.record import EvalSettings
 
-    return int(eval_winners.main(["--parent-run", out.parent_run_id,
-                                  "--tracking-uri", out.tracking_uri]) or 0)
+    return eval_winners.evaluate(EvalSettings(parent_run=out.parent_run_id,
+                                              tracking_uri=out.tracking_uri))
 
 
 if __name__ == "__main__":

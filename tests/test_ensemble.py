@@ -19,6 +19,7 @@ from raysweep.errors import UserError
 from raysweep.evaluate import stats
 from raysweep.evaluate import winners as eval_winners
 from raysweep.evaluate.leaders import Leader
+from raysweep.evaluate.record import EvalSettings
 from raysweep.evaluate.scoring import comparisons
 from raysweep.serve import ensemble
 from raysweep.tracking.store import Tracker
@@ -42,9 +43,9 @@ def sweep(tmp_path_factory):
         biased = {"t_up": dataclasses.replace(data, target=data.target + SHIFT),
                   "t_down": dataclasses.replace(data, target=data.target - SHIFT)}
         logged = log_sweep(Tracker("ens-unit", "sweep-e"), data, root / "ckpt", TRIALS, biased)
-        res = eval_winners.run_eval_winners(
+        res = eval_winners.run_eval_winners(EvalSettings(
             experiment="ens-unit", top_k=2, data=data, out=root / "winners", n_boot=100,
-            baseline_names=["naive"])
+            baseline_names=["naive"]))
         yield {"root": root, "data": data, "res": res, **logged}
     finally:
         os.chdir(old)

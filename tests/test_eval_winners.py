@@ -15,6 +15,7 @@ import pytest
 
 from raysweep.errors import UserError
 from raysweep.evaluate import winners as eval_winners
+from raysweep.evaluate.record import EvalSettings
 from raysweep.tracking.store import Tracker
 from raysweep.train import predictor
 from tests.helpers.fakes import make_prepared
@@ -37,15 +38,15 @@ def sweep(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def evaluated(sweep):
-    return eval_winners.run_eval_winners(
+    return eval_winners.run_eval_winners(EvalSettings(
         experiment="unit", top_k=2, data=sweep["data"], out=sweep["root"] / "winners",
-        n_boot=200, baseline_names=["naive", "root_poly", "gbm"])
+        n_boot=200, baseline_names=["naive", "root_poly", "gbm"]))
 
 
 def test_val_split_reproduces_logged_val_metric(sweep):
-    res = eval_winners.run_eval_winners(
+    res = eval_winners.run_eval_winners(EvalSettings(
         parent_run=sweep["parent"], top_k=3, per_group=(), split="val", data=sweep["data"],
-        out=sweep["root"] / "val_eval", log_run=False, n_boot=50, baseline_names=["naive"])
+        out=sweep["root"] / "val_eval", log_run=False, n_boot=50, baseline_names=["naive"]))
     models = res.summary[res.summary["kind"] == "model"].set_index("run_id")
     assert len(models) == 3
     for run, fitres in sweep["trials"].values():
@@ -142,9 +143,9 @@ def test_champion_calibration_coverage_and_registered_bound(sweep, evaluated):
 
 
 def test_no_coverage_on_the_split_that_calibrates(sweep):
-    res = eval_winners.run_eval_winners(
+    res = eval_winners.run_eval_winners(EvalSettings(
         parent_run=sweep["parent"], top_k=1, per_group=(), split="val", data=sweep["data"],
-        out=sweep["root"] / "val_cov", log_run=False, n_boot=50, baseline_names=["naive"])
+        out=sweep["root"] / "val_cov", log_run=False, n_boot=50, baseline_names=["naive"]))
     assert not (res.out_dir / "coverage.csv").exists()
     assert (res.out_dir / "calibration.json").is_file()
     assert "not reported on the validation split" in (res.out_dir / "report.md").read_text()
@@ -168,14 +169,16 @@ def test_evaluation_run_links_parent_and_holds_report(sweep, evaluated):
 def test_mismatched_dataset_is_refused(sweep):
     other = make_prepared(n=60, size=16, seed=9)
     with pytest.raises(UserError, match="content_hash"):
-        eval_winners.run_eval_winners(experiment="unit", top_k=1, per_group=(), data=other,
-                                      out=sweep["root"] / "bad", log_run=False, n_boot=20)
+        eval_winners.run_eval_winners(EvalSettings(
+            experiment="unit", top_k=1, per_group=(), data=other, out=sweep["root"] / "bad",
+            log_run=False, n_boot=20))
     assert not (sweep["root"] / "bad").exists()
 
 
 def test_unknown_experiment_lists_valid(sweep):
     with pytest.raises(UserError, match="unit"):
-        eval_winners.run_eval_winners(experiment="nope", data=sweep["data"], log_run=False)
+        eval_winners.run_eval_winners(EvalSettings(experiment="nope", data=sweep["data"],
+                                                   log_run=False))
 
 
 def test_few_validation_sessions_crown_by_folds_over_sessions(sweep, monkeypatch):
@@ -199,9 +202,9 @@ def test_few_validation_sessions_crown_by_folds_over_sessions(sweep, monkeypatch
     monkeypatch.setattr(selection, "_fit_score", spy)
     monkeypatch.setattr(selection.rescore, "__defaults__",
                         selection.rescore.__defaults__[:-1] + (spy,))
-    res = eval_winners.run_eval_winners(
+    res = eval_winners.run_eval_winners(EvalSettings(
         experiment="unit-sessions", top_k=3, data=data, out=sweep["root"] / "winners_s",
-        n_boot=50, baseline_names=["naive"], log_run=False, select_folds=2, select_top=2)
+        n_boot=50, baseline_names=["naive"], log_run=False, select_folds=2, select_top=2))
     assert len(scored) == 4  # 2 leaders x 2 folds
     md = (res.out_dir / "report.md").read_text()
     assert "Selection across sessions" in md and "grouped k-fold over sessions" in md

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from raysweep.evaluate.record import EvalSettings
 from raysweep.sweep.run import run_sweep
 from raysweep.sweep.spec import Request
 from tests.helpers.fakes import make_prepared
@@ -228,8 +229,8 @@ def test_eval_winners_flag_hands_the_sweep_to_the_eval_winners_command(monkeypat
     from raysweep import eval_winners, search
 
     seen = []
-    monkeypatch.setattr(eval_winners, "main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(eval_winners, "evaluate", lambda settings: seen.append(settings) or 0)
     out = search.SweepResult(name="s", path="/x", parent_run_id="p1", table=pd.DataFrame(),
                              tracking_uri="sqlite:///t.db", metric="val_de00_mean", searched=[])
     assert search._eval_winners(out) == 0
-    assert seen == [["--parent-run", "p1", "--tracking-uri", "sqlite:///t.db"]]
+    assert seen == [EvalSettings(parent_run="p1", tracking_uri="sqlite:///t.db")]

@@ -14,11 +14,12 @@ log = logging.getLogger("raysweep.eval_winners")
 
 def crown(r: EvalRun) -> None:
     """The champion and why it was chosen; the study's questions as paired comparisons."""
-    leaders, ens, seed = r.leaders, r.ens, r.seed
+    s = r.settings
+    leaders, ens, seed = r.leaders, r.ens, s.seed
     champion = leaders[0]
     # few validation sessions select noise: re-score the top leaders across sessions
-    why = selection.why_rescore(champion.data) if r.select_folds > 1 else None
-    sel = selection.rescore(leaders, why, r.select_folds, r.select_top, seed) if why else None
+    why = selection.why_rescore(champion.data) if s.select_folds > 1 else None
+    sel = selection.rescore(leaders, why, s.select_folds, s.select_top, seed) if why else None
     if sel is not None:
         champion = leaders[sel.champion]
         log.info("selection across sessions: %s crowned (%s)", champion.name, sel.stability)
@@ -32,14 +33,15 @@ def crown(r: EvalRun) -> None:
         champion, chosen = ens, (f"chosen by validation dE00 {ens.val:.3f}, below the best "
                                  f"single leader's {leaders[0].val:.3f}; the mean of "
                                  f"{', '.join(ens.predictor.names)}")
-    r.comp = comparisons(leaders, r.errs, r.best_base, r.n_boot, seed, champion=champion.name)
+    r.comp = comparisons(leaders, r.errs, r.best_base, s.n_boot, seed, champion=champion.name)
     r.champion, r.chosen, r.sel = champion, chosen, sel
 
 
 def calibrate(r: EvalRun) -> None:
     """The champion's error bound: calibrated on validation, its coverage checked on `split`."""
+    s = r.settings
     champion = r.champion
     info = {"champion_run": champion.run_id, "split_id": r.eval_data.info.get("split_id")}
     r.cal, r.trust, r.trust_note = coverage.champion_trust(
-        champion.predictor, champion.data, r.split, r.level, max(200, r.n_boot // 4), r.seed,
+        champion.predictor, champion.data, s.split, s.level, max(200, s.n_boot // 4), s.seed,
         info=info)

@@ -110,11 +110,12 @@ def check_identity(data: Prepared, meta: dict, run_id: str) -> None:
 
 def find_leaders(r: EvalRun) -> None:
     """The sweep (experiment, parent run) and its leaders by validation score."""
-    r.client = trials.client_for(r.tracking_uri)
-    r.uri = r.tracking_uri or default_tracking_uri()
-    r.exp_id, parent, r.label = trials.resolve_sweep(r.client, None, r.experiment, r.parent_run)
+    s = r.settings
+    r.client = trials.client_for(s.tracking_uri)
+    r.uri = s.tracking_uri or default_tracking_uri()
+    r.exp_id, parent, r.label = trials.resolve_sweep(r.client, None, s.experiment, s.parent_run)
     runs = trials.runs_frame(r.client, r.exp_id, parent)
-    r.picked = pick_leaders(runs, r.top_k, r.per_group)
+    r.picked = pick_leaders(runs, s.top_k, s.per_group)
     if r.picked.empty:
         raise UserError(f"no FINISHED trial with a {trials.METRIC} in {r.label}",
                         fix="wait for the sweep to finish, or check it with "
@@ -142,9 +143,10 @@ def load_leaders(r: EvalRun) -> None:
 
 def _load_leader(r: EvalRun, row, loaded: dict) -> Leader | None:
     """One picked run as a Leader with its predictions; None when it is skipped or refused."""
+    s = r.settings
     from raysweep.train import predictor
 
-    data, split = r.data, r.split
+    data, split = s.data, s.split
     try:
         ckpt_dir = fetch_checkpoint(row.run_id, r.uri, r.work / row.run_id)
     except Exception as e:  # noqa: BLE001 - one missing artifact should not end it

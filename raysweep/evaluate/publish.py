@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from raysweep.evaluate import coverage, report
-from raysweep.evaluate.leaders import Leader
 from raysweep.evaluate.record import EvalResult, EvalRun
 from raysweep.evaluate.scoring import predictions_frame
 from raysweep.fsutil import atomic_dir
@@ -21,7 +20,8 @@ log = logging.getLogger("raysweep.eval_winners")
 
 def publish(r: EvalRun) -> EvalResult:
     """The report and its tables written (atomically), then logged and registered."""
-    champion, eval_data, split, n_boot, seed = r.champion, r.eval_data, r.split, r.n_boot, r.seed
+    s = r.settings
+    champion, eval_data, split, n_boot, seed = r.champion, r.eval_data, s.split, s.n_boot, s.seed
     inp = report.ReportInput(
         title=f"Winners of {r.label} on the {split} split", champion=champion.name,
         summary=r.summary, breakdown=r.table, comparisons=r.comp, target=eval_data.target,
@@ -37,12 +37,11 @@ def publish(r: EvalRun) -> EvalResult:
     predictions = predictions_frame(eval_data, r.preds, r.kinds, r.errs)
     if r.cal is not None:  # stored with the champion: registration and predict carry it
         bounds.write(r.cal, champion.checkpoint_dir)
-    out_dir = _write_outputs(Path(r.out), inp, r.summary, r.table, r.comp, predictions, r.cal)
+    out_dir = _write_outputs(Path(s.out), inp, r.summary, r.table, r.comp, predictions, r.cal)
     result = EvalResult(out_dir, champion.name, r.summary, r.table, r.comp, predictions,
                         coverage=None if r.trust is None else r.trust.table)
-    if r.log_run:
-        _log_to_mlflow(result, r.client, r.uri, r.exp_id, champion, r.leaders, split, r.study,
-                       r.register)
+    if s.log_run:
+        _log_to_mlflow(result, r)
     return result
 
 
@@ -65,10 +64,11 @@ def _write_outputs(out: Path, inp, summary, table, comp, predictions, cal=None) 
     return out.resolve()
 
 
-def _log_to_mlflow(result: EvalResult, client, uri: str, exp_id: str, champion: Leader,
-                   leaders: list[Leader], split: str, study: str, register: bool) -> None:
+def _log_to_mlflow(result: EvalResult, r: EvalRun) -> None:
     """An evaluation run (linked to the sweep's parent) holding the report; the champion
     registered as a pyfunc model with alias `champion`."""
+    client, uri, exp_id, champion, leaders = r.client, r.uri, r.exp_id, r.champion, r.leaders
+    split, study, register = r.settings.split, r.study, r.settings.register
     tracker = Tracker(study, f"eval-{split}", uri=uri)
     parents = sorted({ld.parent_run_id for ld in leaders if ld.parent_run_id})
     run = retry(client.create_run, exp_id, run_name=f"eval-{split}-{time.strftime('%Y%m%d-%H%M%S')}",

@@ -15,6 +15,7 @@ import pandas as pd
 
 from raysweep.data.prepared import Prepared
 from raysweep.evaluate import floors, selection
+from raysweep.tracking.store import TRIAL_TAGS
 
 
 @dataclass
@@ -30,27 +31,44 @@ class EvalResult:
     coverage: pd.DataFrame | None = None  # the champion's bound on the split (evaluate.coverage)
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """What to evaluate and how: the command's flags, or a caller's own values."""
+
+    experiment: str | None = None  # a study: all its sweeps (default: the most recent sweep)
+    parent_run: str | None = None  # one sweep, by its MLflow parent run id
+    top_k: int = 3
+    per_group: Sequence[str] = TRIAL_TAGS  # also the best run of each value of these
+    split: str = "test"
+    data: Any = None  # a path, a URI, an in-memory Prepared, or None (the sweep's own)
+    out: str | Path = "winners"
+    log_run: bool = True  # an evaluation run in MLflow
+    register: bool = True  # the champion registered as NAME@champion
+    n_boot: int = 2000
+    seed: int = 0
+    tracking_uri: str | None = None
+    baseline_names: Sequence[str] | None = None  # None: every baseline
+    level: float = 0.9  # confidence of the champion's error bound
+    with_floors: bool = True
+    select_folds: int = selection.DEFAULT_FOLDS
+    select_top: int = selection.DEFAULT_TOP
+
+    @classmethod
+    def from_args(cls, args) -> EvalSettings:
+        """The command line (`python -m raysweep.eval_winners`'s parsed flags)."""
+        return cls(experiment=args.experiment, parent_run=args.parent_run, top_k=args.top_k,
+                   per_group=tuple(g.strip() for g in args.per_group.split(",") if g.strip()),
+                   split=args.split, data=args.data, out=args.out,
+                   log_run=not args.no_mlflow, register=not args.no_register,
+                   n_boot=args.n_boot, seed=args.seed, tracking_uri=args.tracking_uri,
+                   level=args.level)
+
+
 @dataclass
 class EvalRun:
-    """Settings first (see `run_eval_winners`), then what each stage adds."""
+    """The settings, then what each stage adds."""
 
-    experiment: str | None
-    parent_run: str | None
-    top_k: int
-    per_group: Sequence[str]
-    split: str
-    data: Any  # a path, a URI, an in-memory Prepared, or None (the sweep's own)
-    out: str | Path
-    log_run: bool
-    register: bool
-    n_boot: int
-    seed: int
-    tracking_uri: str | None
-    baseline_names: Sequence[str] | None
-    level: float
-    with_floors: bool
-    select_folds: int
-    select_top: int
+    settings: EvalSettings
     work: Path  # a temporary folder for downloaded checkpoints
     # the sweep (leaders.find_leaders)
     client: Any = None

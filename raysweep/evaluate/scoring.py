@@ -20,12 +20,13 @@ from raysweep.serve import ensemble as serve_ensemble
 def add_candidates(r: EvalRun) -> None:
     """The leaders' predictions, plus the mean of the top-k leaders: a candidate scored on
     validation like any leader."""
+    s = r.settings
     leaders = r.leaders
     r.preds = {ld.name: ld.pred for ld in leaders}
     r.kinds = {ld.name: "model" for ld in leaders}
     r.extra = {ld.name: {"run_id": ld.run_id, "val_de00_mean": ld.val, "why": ld.why[0],
                          **ld.tags} for ld in leaders}
-    ens = _ensemble_candidate(leaders, r.top_k, r.split, r.eval_data, r.work)
+    ens = _ensemble_candidate(leaders, s.top_k, s.split, r.eval_data, r.work)
     if ens is not None:
         r.preds[ens.name], r.kinds[ens.name] = ens.pred, "ensemble"
         r.extra[ens.name] = {"run_id": ens.run_id, "val_de00_mean": ens.val, "why": ens.why[0]}
@@ -35,24 +36,25 @@ def add_candidates(r: EvalRun) -> None:
 
 def score_candidates(r: EvalRun) -> None:
     """Baselines and floors beside the candidates; all scored, with breakdowns."""
-    preds, kinds, eval_data, split = r.preds, r.kinds, r.eval_data, r.split
-    bdata = _baseline_data(r.base_data, r.data, r.leaders[0], r.client)
+    s = r.settings
+    preds, kinds, eval_data, split = r.preds, r.kinds, r.eval_data, s.split
+    bdata = _baseline_data(r.base_data, s.data, r.leaders[0], r.client)
     b_train = bdata.subset(bdata.indices("train"))
     b_eval = bdata.subset(bdata.indices(split))
-    bpred, skipped = baselines.run_baselines(b_train, b_eval, r.baseline_names)
+    bpred, skipped = baselines.run_baselines(b_train, b_eval, s.baseline_names)
     if not np.array_equal(b_eval.sample_id, eval_data.sample_id):
         raise UserError("baseline data rows differ from the models' rows")
     for name, p in bpred.items():
         preds[f"baseline:{name}"], kinds[f"baseline:{name}"] = p, "baseline"
     # the floors: how low the error could go, each with what it knows (synthetic data only)
-    fl = floors.run_floors(eval_data) if r.with_floors else floors.Floors()
+    fl = floors.run_floors(eval_data) if s.with_floors else floors.Floors()
     for name, p in fl.preds.items():
         preds[name], kinds[name] = p, "floor"
     skipped.update(fl.skipped)
-    summary, errs = score(preds, kinds, eval_data.target, r.extra, r.n_boot, r.seed)
+    summary, errs = score(preds, kinds, eval_data.target, r.extra, s.n_boot, s.seed)
     b = summary[summary["kind"] == "baseline"].sort_values("mean")
     r.best_base = b["model"].iloc[0] if len(b) else None
-    r.table = breakdowns.breakdown(errs, eval_data, n_boot=max(200, r.n_boot // 4), seed=r.seed)
+    r.table = breakdowns.breakdown(errs, eval_data, n_boot=max(200, s.n_boot // 4), seed=s.seed)
     r.skipped, r.fl, r.summary, r.errs = skipped, fl, summary, errs
 
 

@@ -19,43 +19,28 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
-from raysweep.data.prepared import Prepared
-from raysweep.errors import UserError
-from raysweep.evaluate import crowning, leaders, publish, scoring, selection
-from raysweep.evaluate.record import EvalResult, EvalRun
+from raysweep.errors import UserError, unknown_name
+from raysweep.evaluate import crowning, leaders, publish, scoring
+from raysweep.evaluate.record import EvalResult, EvalRun, EvalSettings
 from raysweep.fsutil import check_replaceable
 from raysweep.tracking.store import TRIAL_TAGS
 
 GROUP_DIMS = TRIAL_TAGS  # backbone, fusion, crop, features
 
 
-def run_eval_winners(experiment: str | None = None, parent_run: str | None = None,
-                     top_k: int = 3, per_group: Sequence[str] = GROUP_DIMS,
-                     split: str = "test", data: str | Path | Prepared | None = None,
-                     out: str | Path = "winners", log_run: bool = True, register: bool = True,
-                     n_boot: int = 2000,
-                     seed: int = 0, tracking_uri: str | None = None,
-                     baseline_names: Sequence[str] | None = None,
-                     level: float = 0.9, with_floors: bool = True,
-                     select_folds: int = selection.DEFAULT_FOLDS,
-                     select_top: int = selection.DEFAULT_TOP) -> EvalResult:
+def run_eval_winners(settings: EvalSettings) -> EvalResult:
     """The stages over one record: load leaders, add candidates, score, crown, calibrate,
     publish (see the module docstring)."""
-    for dim in per_group:
+    for dim in settings.per_group:
         if dim not in GROUP_DIMS:
-            from raysweep.errors import unknown_name
-
             raise unknown_name("--per-group dimension", dim, GROUP_DIMS)
-    if split not in ("test", "val"):
-        raise UserError(f"--split must be test or val, got {split!r}")
-    check_replaceable(out)  # before minutes of work, not after: a refusal must cost nothing
+    if settings.split not in ("test", "val"):
+        raise UserError(f"--split must be test or val, got {settings.split!r}")
+    check_replaceable(settings.out)  # before minutes of work: a refusal must cost nothing
     work = Path(tempfile.mkdtemp(prefix="raysweep-eval-"))
-    r = EvalRun(experiment, parent_run, top_k, per_group, split, data, out, log_run, register,
-                n_boot, seed, tracking_uri, baseline_names, level, with_floors, select_folds,
-                select_top, work)
+    r = EvalRun(settings, work)
     try:
         leaders.find_leaders(r)
         leaders.load_leaders(r)
