@@ -21,28 +21,10 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 SLOW_TIMEOUT_S = 900
-# Not sweeps, but each measured above 15 s in `make test-fast` on the shared 2-core machine
-# (`--durations`, load average ~10): marked slow here so that test-fast stays near 4 minutes.
-# Their modules' owners may move the marker into the module; `make test` runs them all.
-MEASURED_SLOW = frozenset({
-    "tests/test_baselines.py::test_gbm_context_uses_the_ring_as_light_reference",
-    "tests/test_baselines.py::test_per_session_recovers_a_known_per_session_colour_cast",
-    "tests/test_baselines.py::test_gbm_learns_camera_bias",
-    "tests/test_adversarial.py::test_commands_without_arguments_in_an_empty_store",
-    "tests/test_adversarial.py::test_predict_with_a_diverged_model_flags_every_row_and_fails",
-    "tests/test_adversarial.py::test_predict_without_model_uses_the_latest_champion_and_says_so",
-    "tests/test_adversarial.py::test_mlflow_loads_the_champion_without_unpickling",
-    "tests/test_adversarial.py::test_predict_from_the_registry_with_the_server_down_fails_fast",
-    "tests/test_cli_errors.py::test_predict_bad_model_and_photos",
-    "tests/test_cli_errors.py::test_search_with_the_tracking_server_down",
-    "tests/test_train.py::test_fault_injection_kills_once_per_trial",
-})
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.nodeid.split("[")[0] in MEASURED_SLOW:
-            item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 

@@ -64,6 +64,7 @@ def copy_ckpt(src: Path, dst: Path) -> Path:
 
 # ---- 1. a diverged model ------------------------------------------------------------------------
 
+@pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_predict_with_a_diverged_model_flags_every_row_and_fails(folder, ckpt, tmp_path):
     bad = copy_ckpt(ckpt, tmp_path / "nan")
     state = torch.load(bad / "model.pt", weights_only=True)
@@ -160,6 +161,7 @@ def registry(ckpt, tmp_path_factory):
     return {"uri": uri, "root": root}
 
 
+@pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_predict_without_model_uses_the_latest_champion_and_says_so(folder, registry, tmp_path):
     r = cli("predict", *photos(folder), "--format", "csv", cwd=tmp_path,
             env={"MLFLOW_TRACKING_URI": registry["uri"]})
@@ -168,6 +170,7 @@ def test_predict_without_model_uses_the_latest_champion_and_says_so(folder, regi
     assert len(pd.read_csv(pd.io.common.StringIO(r.stdout))) == 2
 
 
+@pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_mlflow_loads_the_champion_without_unpickling(registry, tmp_path):
     """`mlflow.pyfunc.load_model` as `mlflow models serve` uses it, pickle forbidden."""
     script = ("import mlflow.pyfunc, pandas as pd\n"
@@ -183,6 +186,7 @@ def test_mlflow_loads_the_champion_without_unpickling(registry, tmp_path):
     assert not list(registry["root"].rglob("python_model.pkl"))
 
 
+@pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_predict_from_the_registry_with_the_server_down_fails_fast(folder, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP")}
     url = f"http://127.0.0.1:{free_port()}"
@@ -196,6 +200,7 @@ def test_predict_from_the_registry_with_the_server_down_fails_fast(folder, tmp_p
     assert took < 120, f"{took:.0f} s (MLflow's own retries take 252 s)"
 
 
+@pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_commands_without_arguments_in_an_empty_store(folder, tmp_path):
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"}
     assert_clear_error(cli("eval_winners", cwd=tmp_path, env=env), "no sweep in")

@@ -110,6 +110,7 @@ def test_root_poly_features_scale_with_exposure():
     assert np.allclose(baselines.root_poly_features(2.5 * x), 2.5 * baselines.root_poly_features(x))
 
 
+@pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_gbm_learns_camera_bias():
     train, test = _split(make_scene(n=300, cast=0.0, exposure_sd=0.0, camera_offset=True))
     assert _mean_err("gbm", train, test) < 0.5 * _mean_err("naive", train, test)
@@ -141,6 +142,7 @@ def test_run_baselines_skips_what_data_cannot_support():
     assert "ring" in skipped["gbm_context"]
 
 
+@pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_per_session_recovers_a_known_per_session_colour_cast():
     # 6 sessions, each with its own strong colour cast; the exposure varies photo by photo
     p = make_scene(n=360, n_sets=6, cast=0.35, exposure_sd=0.4, session_cast=True,
@@ -162,6 +164,7 @@ def test_per_session_is_skipped_for_unseen_sessions():
     assert "per_session" not in preds and "never seen in training" in skipped["per_session"]
 
 
+@pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_gbm_context_uses_the_ring_as_light_reference():
     p = make_scene(n=600, cast=0.2, exposure_sd=0.5, with_ring=True, seed=2)
     p.meta[:] = np.nan  # no EXIF: only the ring tells the exposure and the light

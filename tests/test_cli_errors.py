@@ -69,6 +69,7 @@ def test_search_debug_shows_the_traceback(tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr and "UserError" in r.stderr
 
 
+@pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_search_with_the_tracking_server_down(tmp_path, tiny_card):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     r = cli("search", "--space", "quickstart", "--data", tiny_card, "--storage",
@@ -170,6 +171,7 @@ def test_mlflow_readers_with_the_server_down(tmp_path, module):
 
 # ---- predict ---------------------------------------------------------------------------------
 
+@pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_predict_bad_model_and_photos(tmp_path, checkpoint_dir, tiny_card):
     import cv2
 

@@ -199,6 +199,7 @@ print("EPOCHS", [h["epoch"] for h in r.history])
 """
 
 
+@pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_fault_injection_kills_once_per_trial(tmp_path):
     env = {**os.environ, FAULT_ENV: "2", "PYTHONPATH": str(REPO)}
     run = [sys.executable, "-c", FAULT_SCRIPT, str(tmp_path / "ck")]
