@@ -1,5 +1,6 @@
 """The package layout that ARCHITECTURE.md describes, checked: one name means one thing, no
-import cycles, and only the commands and the shared cores at the top level."""
+import cycles, no import from a lower layer to a higher one, and only the commands and the shared
+cores at the top level."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ PACKAGE = ROOT / "raysweep"
 COMMANDS = {"search", "eval_winners", "prepare", "predict", "summarize"}
 CORES = {"config", "errors", "color", "fsutil", "_compat"}
 SPECIAL = {"__init__", "__main__"}
+# The layers of ARCHITECTURE.md, bottom up: a module imports only from layers below its own (or
+# from its own subpackage). Two subpackages on one layer do not import each other.
+LAYERS = {"cores": 0, "data": 1, "synth": 1, "models": 2, "train": 3, "tracking": 4, "sweep": 5,
+          "serve": 5, "evaluate": 6, "commands": 7}
 
 
 def modules() -> dict[str, Path]:
@@ -98,6 +103,49 @@ def test_no_two_modules_share_a_file_name():
             by_name[path.stem].append(path.relative_to(ROOT).as_posix())
     twice = {k: sorted(v) for k, v in by_name.items() if len(v) > 1}
     assert not twice, f"one name, two modules (rename one): {twice}"
+
+
+def layer_of(name: str) -> str:
+    """`commands`, `cores` (the package itself included) or the subpackage of a module."""
+    parts = name.split(".")
+    if parts[-1] == "__main__" or (len(parts) == 2 and parts[1] in COMMANDS):
+        return "commands"  # python -m raysweep.synth is a command too
+    if len(parts) == 1 or (len(parts) == 2 and parts[1] in CORES):
+        return "cores"
+    return parts[1]
+
+
+def test_every_subpackage_has_a_layer():
+    subpackages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert subpackages <= set(LAYERS), f"give {sorted(subpackages - set(LAYERS))} a layer"
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """Imports from a module to one on its own layer or above, outside its own subpackage."""
+    upward = []
+    for name, targets in sorted(edges.items()):
+        here = layer_of(name)
+        for target in sorted(targets):
+            there = layer_of(target)
+            if there != here and LAYERS[there] >= LAYERS[here]:
+                upward.append(f"{name} ({here}) -> {target} ({there})")
+    return upward
+
+
+def test_no_import_from_a_lower_layer_to_a_higher_one():
+    upward = upward_imports(graph())
+    assert not upward, "imports against the layers (ARCHITECTURE.md):\n" + "\n".join(upward)
+
+
+def test_the_layer_rule_sees_an_upward_import():
+    edges = {"raysweep.tracking.callback": {"raysweep.sweep.storage", "raysweep.train.transfer"},
+             "raysweep.sweep.run": {"raysweep.serve.loading"},
+             "raysweep.synth.__main__": {"raysweep.evaluate.stats"},
+             "raysweep.errors": {"raysweep.search"}}
+    assert upward_imports(edges) == [
+        "raysweep.errors (cores) -> raysweep.search (commands)",
+        "raysweep.sweep.run (sweep) -> raysweep.serve.loading (serve)",
+        "raysweep.tracking.callback (tracking) -> raysweep.sweep.storage (sweep)"]
 
 
 def test_no_import_cycles():
