@@ -12,8 +12,7 @@ from PIL import Image
 from raysweep.data.exif_reader import read_exif
 from raysweep.data.features import camera_ids
 from raysweep.data.pipeline import load_prepared
-
-synth = pytest.importorskip("raysweep.synth.generate")
+from raysweep.synth.generate import generate
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +20,7 @@ def synth_card(tmp_path_factory):
     from raysweep.synth.context import GeneratorConfig
 
     out = tmp_path_factory.mktemp("synth") / "ds"
-    return synth.generate(out, GeneratorConfig(sets=6, tones=5, size=160), workers=1,
-                          progress=False)
+    return generate(out, GeneratorConfig(sets=6, tones=5, size=160), workers=1, progress=False)
 
 
 def test_camera_id_is_the_exif_derived_id(synth_card):

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from raysweep.data.card import load_card
 from raysweep.errors import UserError, run_cli
 from raysweep.synth import GENERATOR_VERSION, ensure_default_dataset
 from raysweep.synth import oracle as oracle_mod
@@ -75,11 +76,7 @@ def test_layout_card_and_manifest_contract(tiny):
 
 
 def test_card_reads_with_the_data_loader(tiny):
-    card_mod = pytest.importorskip("raysweep.data.card")
-    loader = getattr(card_mod, "load_card", None) or getattr(card_mod, "read_card", None)
-    if loader is None:
-        pytest.skip("raysweep.data.card has no loader yet")
-    card = loader(tiny)
+    card = load_card(tiny)
     assert card.manifest.name == "manifest.csv"
 
 
