@@ -48,6 +48,8 @@ def test_sweep_scales_a_cluster_up_from_zero(tmp_path):
         out = subprocess.run(
             [sys.executable, "-m", "raysweep.search", "--space", "quickstart", "--smoke-test",
              "--data", str(data), "--num-samples", str(TRIALS), "--gpus-per-trial", "0.5",
+             # The GPUs are fake: a trial given one trains on the CPU only when told (#23).
+             "--set", "device=cpu",
              "--storage", str(shared), "--name", "from-zero"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         log = out.stdout + out.stderr

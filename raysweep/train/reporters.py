@@ -125,6 +125,9 @@ class _RayReporter(Reporter):
     def _storage(self):
         return self.api.get_context().get_storage()
 
+    def device(self, cfg) -> torch.device:
+        return pick_device(cfg.device, *ray_gpus())
+
     def marker_exists_or_create(self, path: str) -> bool:
         return _storage_marker(self._storage().storage_filesystem, path)
 
@@ -155,6 +158,7 @@ class TrainReporter(_RayReporter):
             return super().device(cfg)
         import ray.train.torch
 
+        pick_device(cfg.device, *ray_gpus())  # a GPU it was given must be one torch can use
         return ray.train.torch.get_device()  # the GPU Ray assigned to this rank
 
     def prepare(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -164,6 +168,18 @@ class TrainReporter(_RayReporter):
 
     def marker_path(self, name: str) -> str | None:
         return f"{self._storage().experiment_fs_path.rstrip('/')}/{name}"
+
+
+def ray_gpus() -> tuple[list, str]:
+    """(the GPU ids Ray gave this process, "host (ip, node id)") inside a trial or worker."""
+    import socket
+
+    import ray
+
+    ctx = ray.get_runtime_context()
+    node = f"{socket.gethostname()} ({ray.util.get_node_ip_address()}, " \
+           f"{ctx.get_node_id()[:12]})"
+    return ray.get_gpu_ids(), node
 
 
 def _storage_marker(fs, path: str) -> bool:

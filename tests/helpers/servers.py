@@ -196,7 +196,7 @@ def create_mlflow_user(url: str, admin_pw: str, user: str, password: str) -> Non
 LOOPBACK_RAY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-def autoscaling_config(gcs_port: int, worker_types: dict, idle_minutes: int = 5) -> dict:
+def autoscaling_config(gcs_port: int, worker_types: dict, idle_minutes: float = 5) -> dict:
     """A cluster launcher config for Ray's fake multi-node provider: the autoscaler starts and
     stops worker nodes as local raylets (real Ray processes) instead of cloud instances.
     Ray's own `AutoscalingCluster` does this too, but it runs `ray stop --force` (every Ray
@@ -224,13 +224,14 @@ def autoscaling_config(gcs_port: int, worker_types: dict, idle_minutes: int = 5)
 
 
 @contextmanager
-def autoscaling_ray(tmp: Path, worker_types: dict, token: str) -> Iterator[dict]:
+def autoscaling_ray(tmp: Path, worker_types: dict, token: str,
+                    idle_minutes: float = 5) -> Iterator[dict]:
     """A head with 0 CPU / 0 GPU whose autoscaler adds `worker_types` nodes from 0; yields
     {"address", "env"}: the environment a driver needs to join it. Stops every process it
     started (the head's group, then anything that names the private temp dir)."""
     gcs, = free_ports(1)
     config = tmp / "autoscaling.json"
-    config.write_text(json.dumps(autoscaling_config(gcs, worker_types)))
+    config.write_text(json.dumps(autoscaling_config(gcs, worker_types, idle_minutes)))
     env = {**os.environ, **LOOPBACK_RAY, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
            "RAY_USAGE_STATS_ENABLED": "0"}
     for key in ("RAY_ADDRESS", "RAYSWEEP_NODE_GROUPS"):
