@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from raysweep.errors import UserError, unknown_name
-from raysweep.sweep import files, spaces
+from raysweep.sweep import files, spaces, strategy
 from raysweep.sweep.data import describe_data, smoke_dataset
 from raysweep.sweep.spec import BUILTIN_DATA, SPEC_FILE, EarlyStopping, Request, SweepSpec, Tracking
 from raysweep.sweep.spec import Resources as SpecResources
 
 DEFAULT_STORAGE = "~/raysweep_results"
 SMOKE = {"num_samples": 2, "epochs": 2}
-SEARCHERS = ("tpe", "random")
+SEARCHERS = strategy.SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -127,9 +127,16 @@ def _new_spec(request: Request, sp: spaces.Space, root: str, data: Any, epochs: 
             gpus_per_trial=request.gpus_per_trial if request.gpus_per_trial is not None
             else sp.GPUS_PER_TRIAL, max_concurrent=request.max_concurrent),
         early_stopping=EarlyStopping(request.early_stopping,
-                                     request.grace_period or sp.GRACE_PERIOD,
+                                     request.grace_period or space_grace(sp, epochs),
                                      request.reduction_factor or sp.REDUCTION_FACTOR),
         tracking=Tracking(uri=None, experiment=sp.name))
+
+
+def space_grace(sp: spaces.Space, epochs: int) -> int:
+    """ASHA's first rung: the space's GRACE_FRACTION of this sweep's budget, else GRACE_PERIOD."""
+    if sp.GRACE_FRACTION:
+        return strategy.grace_epochs(epochs, sp.GRACE_FRACTION)
+    return sp.GRACE_PERIOD
 
 
 def _resumed(saved: SweepSpec, request: Request, root: str, data: Any) -> SweepSpec:

@@ -2,8 +2,9 @@
 
 A space is a plain Python file with `define_by_run(trial) -> dict` of TrainConfig overrides
 (Optuna define-by-run: conditional parameters are just `if`s) and optional constants:
-FIXED (dict), MAX_EPOCHS, GRACE_PERIOD, REDUCTION_FACTOR, NUM_SAMPLES, METRIC, MODE,
-CPUS_PER_TRIAL, GPUS_PER_TRIAL, WORKERS_PER_TRIAL. It computes nothing, so we can run it a few
+FIXED (dict), MAX_EPOCHS, GRACE_FRACTION (ASHA's first rung as a share of the epoch budget) or
+GRACE_PERIOD (in epochs), REDUCTION_FACTOR, NUM_SAMPLES, METRIC, MODE, CPUS_PER_TRIAL,
+GPUS_PER_TRIAL, WORKERS_PER_TRIAL. It computes nothing, so we can run it a few
 dozen times with random choices to catch unknown names and invalid combinations up front.
 """
 
@@ -26,7 +27,8 @@ SPLIT_KEYS = ("split_by", "val_fraction", "test_fraction", "seed")
 # Settings that pick a prepared variant of the data (one object-store copy each).
 DATA_KEYS = ("crop", "image_size")
 SETTINGS = {  # module constant -> default
-    "FIXED": {}, "MAX_EPOCHS": None, "GRACE_PERIOD": 1, "REDUCTION_FACTOR": 3, "NUM_SAMPLES": 16,
+    "FIXED": {}, "MAX_EPOCHS": None, "GRACE_PERIOD": 1, "GRACE_FRACTION": None,
+    "REDUCTION_FACTOR": 3, "NUM_SAMPLES": 16,
     "METRIC": "val_de00_mean", "MODE": "min", "CPUS_PER_TRIAL": 1.0, "GPUS_PER_TRIAL": None,
     "WORKERS_PER_TRIAL": 1,
 }

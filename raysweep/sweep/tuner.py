@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray.tune.search.optuna import OptunaSearch
 
 from raysweep.errors import UserError
-from raysweep.sweep import progress, resources, spaces
+from raysweep.sweep import progress, resources, spaces, strategy
 from raysweep.sweep.spec import SweepSpec
 
 
@@ -37,10 +37,8 @@ def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dic
     values, `refs` the prepared data in the object store, `pl` the resource plan, `callbacks`
     more Tune callbacks (the first-wave request's, which withdraws it)."""
     extra_callbacks = list(callbacks)
-    import optuna
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    from ray.tune.schedulers import ASHAScheduler
 
     from raysweep.sweep.trainable import run_ddp_trial, run_trial, trial_name
     from raysweep.tracking.callback import TrialLogger
@@ -71,19 +69,12 @@ def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dic
         callbacks.append(resources.PlacementGroupJanitor())
     callbacks += extra_callbacks
     define_by_run = spaces.DefineByRun(sp.define_by_run, sp.FIXED, overrides)
-    if spec.searcher == "tpe":
-        search_alg = ReplayingOptunaSearch(space=define_by_run, metric=metric, mode=mode,
-                                           seed=spec.seed)
-    else:
-        search_alg = ReplayingOptunaSearch(
-            space=define_by_run, metric=metric, mode=mode,
-            sampler=optuna.samplers.RandomSampler(seed=spec.seed))
-    scheduler = None
-    if stopping.enabled:
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode,
-                                  max_t=max_epochs,
-                                  grace_period=min(stopping.grace_period, max_epochs),
-                                  reduction_factor=stopping.reduction_factor)
+    search_alg = ReplayingOptunaSearch(
+        space=define_by_run, metric=metric, mode=mode,
+        sampler=strategy.make_sampler(spec.searcher, spec.seed, spec.num_samples))
+    scheduler = strategy.make_scheduler(
+        strategy.Rungs(min(stopping.grace_period, max_epochs), stopping.reduction_factor,
+                       max_epochs) if stopping.enabled else None, metric, mode)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
