@@ -40,11 +40,13 @@ def describe(data: Prepared) -> dict:
 
 
 def log_input(tracker, run_id: str, dataset: dict, context: str = TRAINING) -> None:
-    """Link `run_id` to `dataset` (from `describe`) through the tracker's failure policy."""
+    """Link `run_id` to `dataset` (from `describe`). Best effort, as every link here: a run
+    without its dataset link is still a run, and no sweep or evaluation stops for one."""
     from mlflow.entities import Dataset
 
-    tracker.call(tracker.client.log_inputs, run_id,
-                 datasets=[_input(Dataset(**dataset), context)])
+    with tracker.best_effort(f"linking run {run_id} to dataset {dataset.get('name')}"):
+        tracker.call(tracker.client.log_inputs, run_id,
+                     datasets=[_input(Dataset(**dataset), context)])
 
 
 def log_like_parent(tracker, run_id: str) -> None:
@@ -52,12 +54,13 @@ def log_like_parent(tracker, run_id: str) -> None:
     parent = tracker.parent_run_id
     if not parent:
         return
-    if parent not in _PARENT_INPUTS:
-        run = tracker.call(tracker.client.get_run, parent)
-        _PARENT_INPUTS[parent] = [d.dataset for d in run.inputs.dataset_inputs]
-    if _PARENT_INPUTS[parent]:
-        tracker.call(tracker.client.log_inputs, run_id,
-                     datasets=[_input(d, TRAINING) for d in _PARENT_INPUTS[parent]])
+    with tracker.best_effort(f"linking run {run_id} to its sweep's dataset"):
+        if parent not in _PARENT_INPUTS:
+            run = tracker.call(tracker.client.get_run, parent)
+            _PARENT_INPUTS[parent] = [d.dataset for d in run.inputs.dataset_inputs]
+        if _PARENT_INPUTS[parent]:
+            tracker.call(tracker.client.log_inputs, run_id,
+                         datasets=[_input(d, TRAINING) for d in _PARENT_INPUTS[parent]])
 
 
 def _input(dataset, context: str):
