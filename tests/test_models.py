@@ -222,3 +222,12 @@ def test_loss_terms_reductions_and_schedules():
     assert aux_weight(sched.replace(aux_schedule="linear_decay"), 5) == pytest.approx(0.2)
     assert aux_weight(sched.replace(aux_schedule="cosine_decay"), 5) == pytest.approx(0.2)
     assert aux_weight(sched.replace(aux_schedule="cosine_decay"), 10) == pytest.approx(0.0)
+
+
+def test_config_names_are_the_model_registries():
+    # config.py lists the names (validation without torch); models/ maps them to classes
+    from raysweep.config import HEADS
+    from raysweep.models.fusion import FUSION_CLASSES
+    from raysweep.models.heads import HEAD_CLASSES
+
+    assert tuple(FUSION_CLASSES) == FUSIONS and tuple(HEAD_CLASSES) == HEADS

@@ -328,7 +328,7 @@ def breakdown_table(inp: ReportInput, dimension: str) -> pd.DataFrame:
     return wide.reset_index()
 
 
-def md_table(df: pd.DataFrame) -> str:
+def frame_markdown(df: pd.DataFrame) -> str:
     if df.empty:
         return "_none_\n"
     cols = [str(c) for c in df.columns]
@@ -412,7 +412,7 @@ def render(inp: ReportInput, out_dir: str | Path) -> dict[str, Path]:
         md.append(f"## {heading}\n")
         body.append(f"<h2>{html.escape(heading)}</h2>")
         if isinstance(content, pd.DataFrame):
-            md.append(md_table(content))
+            md.append(frame_markdown(content))
             body.append(content.to_html(index=False, border=0, classes="t")
                         if not content.empty else "<p><em>none</em></p>")
         elif isinstance(content, Path):

@@ -178,15 +178,15 @@ def group_table(df: pd.DataFrame, by: str, per_sweep: bool = False) -> pd.DataFr
 
 def markdown(df: pd.DataFrame, title: str, per_sweep: bool = False) -> str:
     # report.py loads matplotlib; eval_winners reads trials without ever rendering this
-    from raysweep.evaluate.report import md_table
+    from raysweep.evaluate.report import frame_markdown
 
     lines = [f"# {title}\n", f"{len(df)} trial runs; {int((df['status'] == 'FINISHED').sum())} "
              f"finished. Score: best-epoch {METRIC} (lower is better).\n"]
     for by in GROUPS:
         table = group_table(df, by, per_sweep)
-        lines += [f"## By {by}\n", md_table(table.round(3))]
+        lines += [f"## By {by}\n", frame_markdown(table.round(3))]
     top = df.head(10)[["sweep", "trial_id", *TRIAL_TAGS, METRIC, "best_epoch", "status"]]
-    lines += ["## Top 10 trials\n", md_table(top.round(3))]
+    lines += ["## Top 10 trials\n", frame_markdown(top.round(3))]
     return "\n".join(lines)
 
 

@@ -129,13 +129,13 @@ class Tabular(nn.Module):
         return cond
 
 
-FUSIONS = {"none": NoFusion, "concat": Concat, "film": Film, "xattn": XAttn}
+FUSION_CLASSES = {"none": NoFusion, "concat": Concat, "film": Film, "xattn": XAttn}
 
 
 def create_fusion(cfg: TrainConfig, backbone: Backbone | None, cond_dim: int) -> nn.Module:
     if backbone is None:
         return Tabular(None, cond_dim, cfg)
-    if cfg.fusion not in FUSIONS:
-        raise unknown_name("fusion", cfg.fusion, FUSIONS, where="TrainConfig.fusion")
-    return FUSIONS[cfg.fusion](backbone, cond_dim, cfg)
+    if cfg.fusion not in FUSION_CLASSES:
+        raise unknown_name("fusion", cfg.fusion, FUSION_CLASSES, where="TrainConfig.fusion")
+    return FUSION_CLASSES[cfg.fusion](backbone, cond_dim, cfg)
 

@@ -113,12 +113,12 @@ class ResidualHead(nn.Module):
         return batch["measured"].float() + RESIDUAL_SCALE * self.mlp(x).float()
 
 
-HEADS = {"lab": LabHead, "linrgb": LinRGBHead, "ccm": CCMHead, "residual": ResidualHead}
+HEAD_CLASSES = {"lab": LabHead, "linrgb": LinRGBHead, "ccm": CCMHead, "residual": ResidualHead}
 
 
 def create_head(name: str, in_dim: int, hidden: int, dropout: float, init_lab: torch.Tensor,
                 init_measured: torch.Tensor | None = None) -> nn.Module:
     """`init_lab`: the training mean target; `init_measured`: the training mean measured colour."""
-    if name not in HEADS:
-        raise unknown_name("head", name, HEADS, where="TrainConfig.head")
-    return HEADS[name](in_dim, hidden, dropout, init_lab, init_measured)
+    if name not in HEAD_CLASSES:
+        raise unknown_name("head", name, HEAD_CLASSES, where="TrainConfig.head")
+    return HEAD_CLASSES[name](in_dim, hidden, dropout, init_lab, init_measured)
