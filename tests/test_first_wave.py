@@ -58,6 +58,40 @@ def test_withdrawn_once_the_first_wave_has_started_and_only_once():
     assert rec.calls == [BUNDLES, []]
 
 
+def test_a_failed_withdrawal_is_tried_again_at_the_end():
+    calls = []
+
+    def flaky(bundles):
+        calls.append(len(bundles))
+        if not bundles and calls.count(0) == 1:
+            raise ConnectionError("GCS busy")
+
+    with FirstWave(BUNDLES, 1, request=flaky, watchdog=False) as wave:
+        wave.callback().on_trial_start(0, [], SimpleNamespace(trial_id="t0"))  # fails once
+    assert calls == [3, 0, 0]
+
+
+def test_the_callback_pickles_as_tune_saves_it_and_a_restored_copy_does_nothing():
+    import pickle
+
+    rec = Recorder()
+    with FirstWave(BUNDLES, 1, request=rec, watchdog=False) as wave:
+        restored = pickle.loads(pickle.dumps(wave.callback()))
+        restored.on_trial_start(0, [], SimpleNamespace(trial_id="t0"))
+        restored.on_experiment_end([])
+        assert rec.calls == [BUNDLES]
+    assert rec.calls == [BUNDLES, []]
+
+
+def test_a_resumed_sweep_asks_for_no_first_wave():
+    from raysweep.sweep import first_wave
+    from raysweep.sweep.resources import Plan
+
+    pl = Plan(1, 1.0, 0.5, 4, 0, 0, local=False, grows=True)
+    assert len(first_wave.for_plan(pl).bundles) == 4
+    assert first_wave.for_plan(pl, resume=True).bundles == []
+
+
 def test_nothing_asked_for_an_empty_wave():
     rec = Recorder()
     with FirstWave([], 0, request=rec, watchdog=False):

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 
 import ray
 from ray import tune
+from ray.autoscaler.sdk import request_resources as _request_resources
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raysweep import _compat
 
@@ -37,9 +39,7 @@ NAMESPACE = "raysweep"
 
 
 def request_resources(bundles: list) -> None:
-    from ray.autoscaler.sdk import request_resources as ask
-
-    ask(bundles=bundles)
+    _request_resources(bundles=bundles)
 
 
 class FirstWave:
@@ -56,14 +56,18 @@ class FirstWave:
         self.standing = False
         self.watchdog = None
         self.previous_sigterm = None
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entered by a SIGTERM arriving during a withdrawal
 
     def __enter__(self) -> FirstWave:
         if not self.bundles:
             return self
         if self.use_watchdog:
             self.watchdog = start_watchdog(ray.get_runtime_context().get_job_id())
-        self.request(self.bundles)
+        try:
+            self.request(self.bundles)
+        except BaseException:
+            self._stop_watchdog()
+            raise
         self.standing = True
         self._install_sigterm()
         log.info("asked the autoscaler for the first wave: %d bundle(s) of %s", len(self.bundles),
@@ -75,18 +79,21 @@ class FirstWave:
                       f"the sweep stopped ({kind.__name__})")
 
     def withdraw(self, why: str) -> None:
-        """Withdraw the request (once), then stop the watchdog; never raises."""
+        """Withdraw the request (once it succeeds), then stop the watchdog; never raises."""
         with self.lock:
             if not self.standing:
                 return
+            try:
+                self.request([])
+            except Exception as e:  # noqa: BLE001 - a later call retries; the watchdog covers
+                log.warning("could not withdraw the autoscaler request (%s): %s", why, e)
+                return  # a dead driver: keep it, it clears the request when this job is gone
             self.standing = False
-        try:
-            self.request([])
-            log.info("withdrew the first-wave request to the autoscaler: %s", why)
-        except Exception as e:  # noqa: BLE001 - the watchdog still clears it if the driver dies
-            log.warning("could not withdraw the autoscaler request (%s): %s", why, e)
-            return  # keep the watchdog: it clears the request when this driver is gone
+        log.info("withdrew the first-wave request to the autoscaler: %s", why)
         self._restore_sigterm()
+        self._stop_watchdog()
+
+    def _stop_watchdog(self) -> None:
         if self.watchdog is not None:
             try:
                 ray.kill(self.watchdog)
@@ -120,24 +127,33 @@ class FirstWave:
             os.kill(os.getpid(), signal.SIGTERM)  # the default: terminate, as without us
 
 
-def for_plan(pl) -> FirstWave:
-    """The first wave of a `resources.Plan`: its bundles on a cluster that grows, else none."""
-    return FirstWave(pl.first_wave() if pl.grows else [], pl.max_concurrent)
+def for_plan(pl, resume: bool = False) -> FirstWave:
+    """The first wave of a `resources.Plan`: its bundles on a cluster that grows, else none.
+    A resumed sweep asks for none: its Tuner is restored with the callbacks it was saved with,
+    so nothing would withdraw the request when the wave runs; its waiting trials' own demand
+    scales the cluster."""
+    return FirstWave(pl.first_wave() if pl.grows and not resume else [], pl.max_concurrent)
 
 
 class _WithdrawWhenRunning(tune.Callback):
     """Withdraws the request once as many trials have started as the first wave holds."""
 
-    def __init__(self, wave: FirstWave):
+    def __init__(self, wave: FirstWave | None):
         self.wave, self.started = wave, set()
+
+    def __reduce__(self):
+        # Tune pickles its callbacks with the Tuner (tuner.pkl). The request, its lock and its
+        # watchdog belong to this driver: a restored copy does nothing.
+        return _WithdrawWhenRunning, (None,)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.started.add(trial.trial_id)
-        if len(self.started) >= self.wave.trials:
+        if self.wave and len(self.started) >= self.wave.trials:
             self.wave.withdraw(f"the first wave runs ({len(self.started)} trials started)")
 
     def on_experiment_end(self, trials, **info):
-        self.wave.withdraw("the sweep ended")
+        if self.wave:
+            self.wave.withdraw("the sweep ended")
 
 
 # -- the watchdog: outlives a killed driver, clears its request, exits ----------------------
@@ -179,8 +195,6 @@ def start_watchdog(job_id: str, interval_s: float = WATCH_INTERVAL_S):
     options = {"name": f"raysweep-first-wave-{job_id}", "namespace": NAMESPACE,
                "lifetime": "detached"}
     if head:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head, soft=True)
     actor = _RequestWatchdog.options(**options).remote(job_id, interval_s)
     ray.get(actor.ping.remote(), timeout=120)

@@ -65,7 +65,7 @@ def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepR
         try:
             # The autoscaler request lives until the first wave runs, and ends first however
             # the sweep ends: before the leaderboard and MLflow's close (first_wave.py).
-            with first_wave.for_plan(pl) as wave:
+            with first_wave.for_plan(pl, resume=request.resume) as wave:
                 spec, refs = prepare(spec, sweep, tracker, pl, parent, resume=request.resume)
                 grid = run(spec, sweep, refs, pl, tracker, loop=loop, verbose=verbose,
                            resume=request.resume, callbacks=[wave.callback()])

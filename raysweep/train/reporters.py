@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 
@@ -172,9 +173,7 @@ class TrainReporter(_RayReporter):
 
 def ray_gpus() -> tuple[list, str]:
     """(the GPU ids Ray gave this process, "host (ip, node id)") inside a trial or worker."""
-    import socket
-
-    import ray
+    import ray  # here, as everywhere in this module: a local run never loads Ray
 
     ctx = ray.get_runtime_context()
     node = f"{socket.gethostname()} ({ray.util.get_node_ip_address()}, " \
