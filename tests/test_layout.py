@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "raysweep"
 COMMANDS = {"search", "eval_winners", "prepare", "predict", "summarize"}
-CORES = {"config", "errors", "color", "fsutil", "_compat"}
+CORES = {"config", "errors", "color", "fsutil", "uri", "_compat"}
 SPECIAL = {"__init__", "__main__"}
 # The layers of ARCHITECTURE.md, bottom up: a module imports only from layers below its own (or
 # from its own subpackage). Two subpackages on one layer do not import each other.

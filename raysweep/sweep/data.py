@@ -9,6 +9,7 @@ from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
 from raysweep.sweep import spaces
 from raysweep.sweep.trainable import variant_key
+from raysweep.uri import is_uri
 
 
 def load_data(data: str | Path | Prepared | None, variants: list[tuple[str, int]],
@@ -56,4 +57,4 @@ def describe_data(data: str | Path | Prepared | None) -> str:
         return "synthetic default"
     if isinstance(data, Prepared):
         return "<in-memory>"
-    return data if "://" in str(data) else str(Path(data).expanduser().resolve())
+    return str(data) if is_uri(data) else str(Path(data).expanduser().resolve())

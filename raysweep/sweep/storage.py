@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from raysweep.errors import UserError
+from raysweep.uri import is_remote, local_path
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def storage_problem(storage_path: str | os.PathLike | None, multi_node: bool,
         return None
     if scheme == "memory":
         return f"{text!r} is an in-memory file system of one process"
-    if scheme not in ("", "file", "local") and "://" in text:
+    if is_remote(text):
         # An fsspec URI we do not know (e.g. a custom protocol): its author knows it is remote.
         return None
     local = Path(urlsplit(text).path if scheme in ("file", "local") else text).expanduser()
@@ -121,11 +122,9 @@ def check_writable(storage_path: str) -> None:
     nothing: a command refused later for another reason must leave no trace. Remote URIs are left
     to Tune.
     """
-    scheme = urlsplit(storage_path).scheme.lower()
-    if "://" in storage_path and scheme not in ("file", "local"):
+    if is_remote(storage_path):
         return
-    path = Path(urlsplit(storage_path).path if "://" in storage_path else storage_path)
-    path = path.expanduser()
+    path = Path(local_path(storage_path)).expanduser()
     fix = "pass --storage with a folder you can write to (it is created if missing)"
     if path.exists() and not path.is_dir():
         raise UserError(f"--storage {storage_path} is a file, not a folder",

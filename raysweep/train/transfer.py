@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from raysweep.uri import is_remote, is_uri, local_path
+
 
 def local_checkpoint_dir(ckpt: Any) -> str | None:
     """The folder of a checkpoint that is on this machine's disk, else None.
@@ -19,8 +21,8 @@ def local_checkpoint_dir(ckpt: Any) -> str | None:
     path = getattr(ckpt, "path", ckpt)
     if fs is not None and getattr(fs, "type_name", "local") != "local":
         return None
-    path = str(path).removeprefix("file://")
-    return path if "://" not in path and os.path.isdir(path) else None
+    path = local_path(str(path))
+    return path if not is_uri(path) and os.path.isdir(path) else None
 
 
 def checkpoint_location(ckpt: Any, storage: str | None):
@@ -36,9 +38,9 @@ def checkpoint_location(ckpt: Any, storage: str | None):
     path = str(getattr(ckpt, "path", ckpt))
     if fs is not None:
         return fs, path
-    if "://" in path:
+    if is_uri(path):
         return pyarrow.fs.FileSystem.from_uri(path)
-    if storage and "://" in storage and not storage.startswith("file://"):
+    if storage and is_remote(storage):
         fs, _ = pyarrow.fs.FileSystem.from_uri(storage)
         return fs, path
     return pyarrow.fs.LocalFileSystem(), path
