@@ -3,7 +3,7 @@
     python -m benchmarks.run --quick                      # small sizes: ~30 minutes on 2 cores
     python -m benchmarks.run                              # full sizes (the study wants a GPU)
     python -m benchmarks.run --quick --only study         # refresh one section, keep the rest
-    python -m benchmarks.run --gpu                        # the study on one GPU, its own section
+    python -m benchmarks.run --gpu                        # the study and search on one GPU
 
 Each benchmark module's `run(quick)` runs in its own child process (a fresh interpreter: Ray,
 MLflow settings and environment variables of one benchmark cannot leak into the next, and a crash
@@ -42,7 +42,8 @@ BENCHMARKS = ("synth_speed", "prepare_speed", "crop_quality", "train_throughput"
 PACKAGES = {"python": None, "torch": "torch", "ray": "ray", "optuna": "optuna",
             "mlflow": "mlflow", "timm": "timm", "colour": "colour-science", "numpy": "numpy"}
 BEGIN, END = "<!-- section: {} -->", "<!-- /section: {} -->"
-GPU_BENCHMARK = "gpu_study"  # only with --gpu, never in a CPU run
+# Only with --gpu, never in a CPU run: the study, and the search benchmark at GPU size.
+GPU_BENCHMARKS = ("gpu_study", "gpu_search")
 
 
 def versions() -> dict[str, str]:
@@ -123,7 +124,7 @@ def old_sections(path: Path) -> dict[str, str]:
         return {}
     text = path.read_text()
     found = {}
-    for name in (*BENCHMARKS, GPU_BENCHMARK):
+    for name in (*BENCHMARKS, *GPU_BENCHMARKS):
         m = re.search(re.escape(BEGIN.format(name)) + r"\n(.*?)\n" + re.escape(END.format(name)),
                       text, re.S)
         if m:
@@ -208,7 +209,7 @@ def render(args, sections: dict[str, str], timings: dict[str, tuple[float, str]]
              "ray, optuna, mlflow, colour, sklearn\"`, then run `python3 -m benchmarks.run --only "
              "study` and keep the RESULTS.md it writes (its header names the GPU).", ""]
     body = []
-    for name in (*BENCHMARKS, GPU_BENCHMARK):
+    for name in (*BENCHMARKS, *GPU_BENCHMARKS):
         if name in sections:
             body += [BEGIN.format(name), sections[name].strip(), END.format(name), ""]
     return "\n".join(head + body).rstrip() + "\n"
@@ -234,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", help=f"comma list of: {', '.join(BENCHMARKS)}")
     ap.add_argument("--skip", help="comma list of benchmarks to leave out")
     ap.add_argument("--gpu", action="store_true",
-                    help="only the full study on this machine's GPU (<= 10 min), its own section")
+                    help="only the full study and the search benchmark on this machine's GPU, "
+                         "each in its own section")
     ap.add_argument("--debug", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -253,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UserError as e:
             print(f"error: {e.message()}", file=sys.stderr)  # one line: nothing to run here
             return 1
-        chosen = only = [GPU_BENCHMARK]  # the other sections are carried over
+        chosen = only = list(GPU_BENCHMARKS)  # the other sections are carried over
     if not chosen:
         raise UserError("--only and --skip leave no benchmark to run",
                         fix=f"choose among: {', '.join(BENCHMARKS)}")
@@ -264,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.out} holds a full-size run; this quick run goes to {out}", file=sys.stderr)
     sections = old_sections(out)
     if not (only or skip):  # a full run rewrites every section but the GPU run's own
-        sections = {k: v for k, v in sections.items() if k == GPU_BENCHMARK}
+        sections = {k: v for k, v in sections.items() if k in GPU_BENCHMARKS}
     timings: dict[str, tuple[float, str]] = {}
     failed = []
     from tqdm import tqdm

@@ -1,24 +1,29 @@
-"""How much of a sweep's wall time is training, and does TPE + ASHA beat random search?
+"""Does raysweep's default search (TPE + ASHA) find what random search finds, in less time?
 
-Three sweeps of the `quickstart` space on a synthetic dataset, on the CPUs of the machine it runs on:
+Five methods, equal trial budgets and trials in flight, several seeds, on two spaces: `tabular`
+(the synthetic default set as a spreadsheet: the colour measured in each photo, its ring and
+EXIF, no images) and `quickstart` (its small CNN on the photos):
 
-1. TPE + ASHA, one trial at a time: the per-trial fixed cost, (wall - training) / trials,
-   where training = the sum over every epoch the sweep ran of that model's solo epoch time.
-2. TPE + ASHA, trials at once as the resources allow (the default): the useful-work ratio
-   (the same sum / sweep wall time; above 1 means packing beats running the epochs back to back).
-3. Random search without early stopping, same trial budget and concurrency as 2: best
-   validation dE00 over wall time against 2 (a plot), and the time each takes to reach a target.
+- random: random search, every trial to its last epoch (the yardstick);
+- random + ASHA, TPE (no early stopping), TPE + ASHA: the space's default rungs and sampler;
+- previous default: what raysweep ran before, Optuna's TPE as installed (10 start-up trials;
+  Optuna 5 makes it multivariate with a constant liar) with the rungs it used before (grace
+  1/8 of the budget for tabular, 6/40 for quickstart).
 
-Solo epoch times are measured in the same run, alone, with `raysweep.train.fit` in this process
-(1 thread, like one trial), second epoch (warm).
+Runs go seed-major (each seed runs every method before the next seed starts, the method order
+rotated per seed), so that load from other jobs on the machine falls on the methods alike. One
+Ray serves every sweep. Each sweep is the library call `run_sweep`, MLflow included.
 
     python -m benchmarks.search_efficiency            # full
-    python -m benchmarks.search_efficiency --quick    # fewer trials
+    python -m benchmarks.search_efficiency --quick    # 2 seeds, fewer trials and epochs
+    python -m benchmarks.search_efficiency --from-log # the section again from the kept runs
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -28,189 +33,161 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks import RESULTS, Section, describe_machine, load_note, machine, md_table, result_path
+from benchmarks import Section, machine, result_path
 from benchmarks import main as bench_main
+from benchmarks.search_curves import BASELINE, DEFAULT
+from benchmarks.search_report import section
 
-SPACE = "quickstart"
-MAX_EPOCHS, GRACE_PERIOD = 6, 1
-
-
-def bench_dataset() -> Path:
-    """A mid-sized synthetic set (6 sets x 60 tones = 360 photos), cached between runs."""
-    from raysweep.synth.context import GeneratorConfig
-    from raysweep.synth.generate import CARD, generate
-
-    out = Path(os.environ.get("RAYSWEEP_CACHE", "~/.cache/raysweep")).expanduser() / "bench-synth"
-    if not (out / CARD).exists():
-        generate(out, GeneratorConfig(sets=6, tones=60, size=64), progress=False)
-    return out / CARD
+PREVIOUS = "previous default (Optuna's TPE + ASHA at the old rungs)"
+# method -> (sampler, early stopping: "space" = the space's rungs, "previous" = the old ones)
+METHODS = {BASELINE: ("random", None), "random + ASHA": ("random", "space"),
+           "TPE": ("tpe", None), DEFAULT: ("tpe", "space"),
+           PREVIOUS: ("tpe-optuna-default", "previous")}
+PREVIOUS_GRACE = {"tabular": 25 / 200, "quickstart": 6 / 40}  # the spaces' grace before #28
 
 
-def solo_epoch_s(configs: list[dict], card: Path) -> dict[str, float]:
-    """Warm epoch time of each distinct model config, trained alone in this process."""
-    import torch
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """How big each space's sweeps are in this run (the machine decides what fits)."""
 
-    from raysweep.config import TrainConfig
+    trials: int
+    epochs: int
+    concurrent: int
+    sets: tuple[str, ...] = ()
+
+
+def sizes(quick: bool) -> dict[str, Size]:
+    """Sized for 2 shared CPU cores: the spaces' own budgets (24 x 200 epochs, 16 x 40) would
+    take hours per seed there. A GPU machine runs the tabular budget at half size and more
+    trials at once."""
+    if quick:
+        return {"tabular": Size(6, 12, 2), "quickstart": Size(4, 4, 2, ("width=8",))}
+    if machine()["gpus"]:
+        return {"tabular": Size(16, 100, 4), "quickstart": Size(12, 20, 4, ("width=8",))}
+    return {"tabular": Size(10, 30, 2), "quickstart": Size(6, 8, 2, ("width=8",))}
+
+
+def datasets(image_size: int, image_share: int):
+    """(tabular, images): the synthetic default set prepared once, the tabular copy without
+    its photos (what a spreadsheet of measured colours holds), and every `image_share`-th photo
+    at `image_size` px for the image space (its epochs cost the most)."""
     from raysweep.data.pipeline import load_prepared
-    from raysweep.train.loop import fit
+    from raysweep.synth import ensure_default_dataset
 
-    torch.set_num_threads(1)
-    out = {}
-    for cfg in configs:
-        key = model_key(cfg)
-        if key in out:
-            continue
-        tc = TrainConfig.from_dict({**{k: v for k, v in cfg.items()
-                                       if k in TrainConfig.field_names()}, "epochs": 2})
-        data = load_prepared(card, crop=tc.crop, size=tc.image_size, progress=False)
-        history = fit(tc, data).history
-        out[key] = float(history[-1]["epoch_s"])
-    return out
+    card = ensure_default_dataset(progress=False)
+    images = load_prepared(card, crop="adaptive_bg", size=image_size, split_by="tone_id",
+                           progress=False)
+    tabular = dataclasses.replace(images, images=None,
+                                  info={**images.info, "crop": None, "size": None})
+    return tabular, images.subset(np.arange(0, len(images), image_share))
 
 
-def model_key(cfg: dict) -> str:
-    return f"{cfg['backbone']}/{cfg['features']}/{cfg.get('width')}/{cfg.get('batch_size')}"
-
-
-def sweep(card: Path, root: str, name: str, n: int, concurrent: int | None, searcher: str,
-          early: bool) -> tuple[float, pd.DataFrame, pd.DataFrame]:
-    from raysweep.sweep.run import run_sweep
+def request_for(space: str, method: str, seed: int, size: Size, data, root: str):
+    from raysweep.sweep import spaces, strategy
     from raysweep.sweep.spec import Request
 
+    sampler, stopping = METHODS[method]
+    grace = rf = None  # "space": what the space resolves to for this budget, as for a user
+    if stopping == "previous":
+        plan = strategy.rungs(size.epochs, PREVIOUS_GRACE[space],
+                              spaces.load_space(space).REDUCTION_FACTOR)
+        grace, rf = plan.grace_period, plan.reduction_factor
+    return Request(space=space, data=data, num_samples=size.trials,
+                   max_concurrent=size.concurrent, storage=root, seed=seed,
+                   name=f"{space}-{seed}-{sampler}-{stopping}",
+                   sets=(f"epochs={size.epochs}", *size.sets), searcher=sampler,
+                   early_stopping=stopping is not None, grace_period=grace, reduction_factor=rf)
+
+
+def history_of(path: str) -> pd.DataFrame:
+    """Every epoch result of the sweep at `path`: t (s since its first trial started), val."""
+    frames = [pd.read_csv(p, usecols=["timestamp", "time_total_s", "val_de00_mean"])
+              for p in Path(path).glob("trial_*/progress.csv")]
+    h = pd.concat(frames, ignore_index=True)
+    start = (h["timestamp"] - h["time_total_s"]).min()
+    return pd.DataFrame({"t": h["timestamp"] - start, "val": h["val_de00_mean"]})
+
+
+def test_error(checkpoint: str, data) -> float:
+    """Mean test dE00 of the champion's best checkpoint (the test split selects nothing)."""
+    from raysweep.evaluate.stats import errors_of
+    from raysweep.train.predictor import load
+
+    test = data.subset(data.indices("test"))
+    return float(errors_of(load(checkpoint, device="cpu").predict(test), test.target)[0].mean())
+
+
+def one_run(space: str, method: str, seed: int, size: Size, data, root: str) -> dict:
+    from raysweep.sweep.run import run_sweep
+
     t0 = time.time()
-    # Pinned, so the numbers do not move when the quickstart demo's epoch budget does.
-    out = run_sweep(Request(space=SPACE, data=str(card), num_samples=n, max_concurrent=concurrent,
-                            storage=root, name=name, seed=0, searcher=searcher,
-                            early_stopping=early, sets=(f"epochs={MAX_EPOCHS}",),
-                            grace_period=GRACE_PERIOD))
+    out = run_sweep(request_for(space, method, seed, size, data, root))
     wall = time.time() - t0
-    sweep.tracking_s[name] = out.tracking_s
-    frames = []
-    for progress in Path(out.path).glob("trial_*/progress.csv"):
-        df = pd.read_csv(progress)
-        frames.append(df[["timestamp", "time_total_s", "val_de00_mean", "trial_id"]])
-    history = pd.concat(frames, ignore_index=True)
-    return wall, out.table, history
+    hist = history_of(out.path)
+    best = out.table.iloc[0]
+    return {"space": space, "method": method, "seed": seed, "wall_s": wall,
+            "span_s": float(hist["t"].max()), "epochs_run": int(out.table["epochs_run"].sum()),
+            "final_best": float(best[out.metric]),
+            "test_de00": test_error(best["checkpoint"], data), "history": hist}
 
 
-sweep.tracking_s = {}
-
-
-def span(history: pd.DataFrame) -> float:
-    """From the first trial's start to the last result: the sweep without its setup."""
-    return float(history["timestamp"].max() - (history["timestamp"] - history["time_total_s"]).min())
-
-
-def useful_seconds(table: pd.DataFrame, solo: dict[str, float]) -> float:
-    import json
-
-    return float(sum(solo[model_key(json.loads(row.config))] * row.epochs_run
-                     for row in table.itertuples()))
-
-
-def best_curve(history: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    start = (history["timestamp"] - history["time_total_s"]).min()
-    h = history.sort_values("timestamp")
-    return (h["timestamp"] - start).to_numpy(), np.minimum.accumulate(h["val_de00_mean"].to_numpy())
-
-
-def time_to(curve: tuple[np.ndarray, np.ndarray], target: float) -> float:
-    t, best = curve
-    hit = np.flatnonzero(best <= target)
-    return float(t[hit[0]]) if len(hit) else float("nan")
-
-
-def run(quick: bool = False) -> Section:
+def measure(quick: bool, log: Path) -> pd.DataFrame:
+    """Every (space, seed, method) run, seed-major; each run appended to `log` as it ends."""
     import ray
 
-    n = 6 if quick else 16
-    card = bench_dataset()
+    size = sizes(quick)
+    tabular, images = datasets(image_size=16, image_share=1 if machine()["gpus"] else 2)
+    data = {"tabular": tabular, "quickstart": images}
+    seeds = range(int(os.environ.get("BENCH_SEEDS", 2 if quick else 5)))
+    spaces = os.environ.get("BENCH_SPACES", "tabular,quickstart").split(",")
     root = tempfile.mkdtemp(prefix="raysweep-bench-")
-    # The sweeps' storage and MLflow store are scratch: removed when the interpreter exits.
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # scratch sweeps and MLflow store
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root}/bench.db")
-    t_init = time.time()
-    ray.init(address="local", num_cpus=max(8, os.cpu_count() or 1), include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
-    t_init = time.time() - t_init
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    runs, names = [], list(METHODS)
     try:
-        wall1, table1, hist1 = sweep(card, root, "serial", n, 1, "tpe", True)
-        wall2, table2, hist2 = sweep(card, root, "packed", n, None, "tpe", True)
-        wall3, table3, hist3 = sweep(card, root, "random", n, None, "random", False)
+        for space in spaces:
+            sz = dataclasses.replace(size[space], sets=(*size[space].sets, "image_size=16")) \
+                if space == "quickstart" else size[space]
+            for seed in seeds:
+                for k in range(len(names)):  # rotated, so no method always runs first
+                    method = names[(k + seed) % len(names)]
+                    r = one_run(space, method, seed, sz, data[space], root)
+                    runs.append(r)
+                    with open(log, "a") as fh:
+                        fh.write(json.dumps({**r, "history": r["history"].to_dict("list")}) + "\n")
     finally:
         ray.shutdown()
-    configs = [__import__("json").loads(c) for t in (table1, table2, table3) for c in t["config"]]
-    solo = solo_epoch_s(configs, card)
-    u1, u2, u3 = (useful_seconds(t, solo) for t in (table1, table2, table3))
-    conc = min(n, len(os.sched_getaffinity(0)))
-    c2, c3 = best_curve(hist2), best_curve(hist3)
-    target = max(c2[1][-1], c3[1][-1])  # a level both reached
-    def row(label, table, hist, wall, useful, k, curve, key):
-        tune_s = span(hist)
-        return (label, n, int(table["epochs_run"].sum()), wall, wall - tune_s, tune_s, useful,
-                (tune_s * k - useful) / n, sweep.tracking_s[key] / n,
-                table["val_de00_mean"].min(),
-                time_to(curve, target) if curve is not None else float("nan"))
-
-    rows = [
-        row("TPE + ASHA, 1 at a time", table1, hist1, wall1, u1, 1, None, "serial"),
-        row(f"TPE + ASHA, {conc} at a time", table2, hist2, wall2, u2, conc, c2, "packed"),
-        row(f"random, no early stopping, {conc} at a time", table3, hist3, wall3, u3, conc, c3,
-            "random"),
-    ]
-    df = pd.DataFrame(rows, columns=["sweep", "trials", "epochs run", "wall s", "setup s",
-                                     "trials span s", "solo training s",
-                                     "fixed cost s/trial", "MLflow logging s/trial",
-                                     "best val dE00", f"s to reach dE00 {target:.3f}"])
-    df.insert(7, "useful-work ratio", df["solo training s"] / df["wall s"])
-    png = result_path("search_efficiency", quick, ".png").name  # quick never replaces full
-    plot(c2, c3, target, RESULTS / png)
-    cmd = "python -m benchmarks.search_efficiency" + (" --quick" if quick else "")
-    return Section(data={"rows": df, "solo_epoch_s": solo, "target": target,
-                         "ray_init_s": t_init, "machine": machine()}, markdown="\n".join([
-        "## Search efficiency: fixed cost per trial, useful work, TPE + ASHA vs random",
-        "",
-        f"Space `{SPACE}` (tinycnn/smallcnn at 32 px, at most {MAX_EPOCHS} epochs, ASHA grace "
-        f"period {GRACE_PERIOD}) on a synthetic set of "
-        "360 photos (6 sets x 60 tones, 64 px renders); trials run the loop in the Tune trial "
-        "process with actor reuse. Wall time is the whole `run_search` call (validation, MLflow "
-        f"parent run, cached data, Tune) with Ray already started (ray.init took {t_init:.1f} s). "
-        "Setup = the call before the first trial starts and after the last ends (checks, MLflow "
-        "parent run, data, ray.put, results); trials span = first trial start to last result. "
-        "Fixed cost per trial = (trials span x trials at once - solo training) / trials. Useful-work "
-        "ratio = solo training / wall (sum over every epoch run of that model's solo epoch time, "
-        "measured alone in this run).",
-        "",
-        md_table(df),
-        "",
-        f"Solo warm epoch times: {', '.join(f'{k} {v:.2f} s' for k, v in solo.items())}.",
-        "",
-        f"![best validation dE00 over wall time]({png})",
-        "",
-        f"Machine: {describe_machine()}; {load_note()}.",
-        "",
-        f"Command: `{cmd}`",
-    ]))
+    return pd.DataFrame(runs)
 
 
-def plot(tpe, rnd, target: float, path: Path) -> None:
-    import matplotlib
+def load_log(path: Path) -> pd.DataFrame:
+    """The runs a measurement appended to `path` (all of them, or those it finished)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for r in rows:
+        r["history"] = pd.DataFrame(r["history"])
+    return pd.DataFrame(rows)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.step(*tpe, where="post", label="Optuna TPE + ASHA")
-    ax.step(*rnd, where="post", label="random, no early stopping")
-    ax.axhline(target, color="grey", lw=0.8, ls="--", label=f"target {target:.2f}")
-    ax.set_xlabel("wall time since the first trial started (s)")
-    ax.set_ylabel("best validation dE00 so far")
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def from_log(quick: bool, name: str = "search_efficiency") -> Section:
+    """The section again from the kept runs, without measuring (`--from-log`)."""
+    runs = load_log(result_path(name, quick, ".runs.jsonl"))
+    return section(runs, quick, sizes(quick), float("nan"), list(METHODS), PREVIOUS_GRACE,
+                   name=name)
+
+
+def run(quick: bool = False, name: str = "search_efficiency") -> Section:
+    """Measure, keeping every run in results/<name>[_quick].runs.jsonl as it ends."""
+    log = result_path(name, quick, ".runs.jsonl")
+    log.unlink(missing_ok=True)
+    t = time.time()
+    runs = measure(quick, log)
+    return section(runs, quick, sizes(quick), time.time() - t, list(METHODS), PREVIOUS_GRACE,
+                   name=name)
 
 
 if __name__ == "__main__":
-    bench_main("search_efficiency", run)
+    import sys
+
+    bench_main("search_efficiency", from_log if "--from-log" in sys.argv else run)

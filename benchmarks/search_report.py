@@ -1,0 +1,110 @@
+"""The search benchmark's section: its tables, the plot and the targets, from the runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from benchmarks import Section, describe_machine, load_note, machine, md_table, result_path
+from benchmarks.search_curves import BASELINE, DEFAULT, per_seed, plot, summary
+
+TARGET_FRAC = 1 / 3
+
+
+def targets(table: pd.DataFrame, seeds: pd.DataFrame, baseline: str, default: str) -> list[dict]:
+    """The issue's three targets per space, each with its measured number."""
+    out = []
+    for space in dict.fromkeys(table["space"]):
+        d = table[(table.space == space) & (table.method == default)]
+        b = table[(table.space == space) & (table.method == baseline)]
+        if not (len(d) and len(b)):
+            continue  # a run cut short: nothing to compare yet
+        d, b = d.iloc[0], b.iloc[0]
+        s = seeds[(seeds.space == space) & (seeds.method == default)]
+        no_worse = int((s.final_best <= s.baseline_best_at_end).sum())
+        out += [
+            {"space": space, "target": "reaches random's final best in <= 1/3 of random's wall",
+             "measured": f"median {d.t_to_target_frac:.2f} of random's span "
+                         f"({d.reached}/{d.seeds} seeds reached it)",
+             "met": bool(d.t_to_target_frac <= TARGET_FRAC)},
+            {"space": space, "target": "final best no worse than random's at equal wall time",
+             "measured": f"median {d.final_best:.3f} vs random's {d.baseline_best_at_end:.3f} "
+                         f"when the default ended ({no_worse}/{len(s)} seeds no worse)",
+             "met": bool(d.final_best <= d.baseline_best_at_end)},
+            {"space": space, "target": "champion's test dE00 no worse than random's champion's",
+             "measured": f"median {d.test_de00:.3f} vs {b.test_de00:.3f}",
+             "met": bool(d.test_de00 <= b.test_de00)}]
+    return out
+
+
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "space": table.space, "method": table.method, "seeds": table.seeds,
+        "span s": table.span_s, "epochs run": table.epochs_run,
+        "final best val": [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
+                           zip(table.final_best, table.final_best_min, table.final_best_max,
+                               strict=True)],
+        "reached random's best": [f"{r}/{n}" for r, n in zip(table.reached, table.seeds,
+                                                             strict=True)],
+        "s to random's best": table.t_to_target_s,
+        "share of random's span": table.t_to_target_frac,
+        "share of random's epochs": table.epochs_to_target_frac,
+        "random's best at this span": table.baseline_best_at_end,
+        "champion test dE00": [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
+                               zip(table.test_de00, table.test_de00_min, table.test_de00_max,
+                                   strict=True)]})
+
+
+def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, methods: list[str],
+            previous_grace: dict[str, float], name: str = "search_efficiency") -> Section:
+    """`methods` in the plot's order; `previous_grace`: each space's grace fraction before;
+    `name`: the section's (its files are results/<name>[_quick].*)."""
+    from raysweep.sweep import spaces, strategy
+
+    seeds = per_seed(runs, BASELINE, DEFAULT)
+    table = summary(seeds)
+    goals = targets(table, seeds, BASELINE, DEFAULT)
+    png = result_path(name, quick, ".png")
+    plot(runs, methods, png)
+    setup = []
+    for space in dict.fromkeys(runs["space"]):
+        sz, sp = sizes[space], spaces.load_space(space)
+        new = strategy.rungs(sz.epochs, sp.GRACE_FRACTION, sp.REDUCTION_FACTOR)
+        old = strategy.rungs(sz.epochs, previous_grace[space], sp.REDUCTION_FACTOR)
+        setup.append(f"- `{space}`: {sz.trials} trials per sweep, {sz.concurrent} at a time, "
+                     f"`--set epochs={sz.epochs}` (the space's budget is {sp.MAX_EPOCHS}"
+                     + (f"; also {', '.join(sz.sets)}" if sz.sets else "") + f"); default rungs "
+                     f"{new.milestones} (grace {sp.GRACE_FRACTION:g} of the budget, reduction "
+                     f"factor {sp.REDUCTION_FACTOR}), previous {old.milestones}; TPE start-up "
+                     f"{strategy.startup_trials(sz.trials)} trials.")
+    cmd = ("python -m benchmarks.run --gpu" if name == "gpu_search" else
+           "python -m benchmarks.search_efficiency" + (" --quick" if quick else ""))
+    n_seeds = int(runs["seed"].nunique())
+    md = [
+        "## Search efficiency: TPE + ASHA against random search, over seeds",
+        "",
+        f"{len(runs)} sweeps ({n_seeds} seeds x {runs['method'].nunique()} methods x "
+        f"{runs['space'].nunique()} spaces)" + (f" in {seconds / 60:.0f} min" if seconds == seconds
+                                          else "") + ", seed-major (every method "
+        "of a seed before the next seed, the order rotated per seed) so that other jobs' load "
+        "falls on the methods alike; one Ray for all sweeps, each a `run_sweep` call with "
+        "MLflow. Data: the synthetic default set (2,070 photos, split by tone): `tabular` "
+        "searches its measured colours, ring and EXIF without the photos; `quickstart` its "
+        "16 px crops.",
+        "", *setup, "",
+        "Per seed, the target is random search's final best validation dE00 and the unit of "
+        "time is random's span (first trial start to last result); times are medians over "
+        "seeds (inf: not reached in most seeds). `random's best at this span` is random's "
+        "best validation at the moment this method's sweep ended (equal wall time). Test dE00 "
+        "is each sweep's champion (best validation) on the held-out test split; brackets: "
+        "[min, max] over seeds.",
+        "", md_table(shown(table)), "",
+        f"![best validation over wall time, median and 25-75% over seeds]({png.name})", "",
+        "Targets (median over seeds, default = TPE + ASHA):", "",
+        md_table(pd.DataFrame(goals)), "",
+        f"Machine: {describe_machine()}; {load_note()}.", "",
+        f"Command: `{cmd}`"]
+    data = {"per_seed": seeds, "summary": table, "targets": goals, "machine": machine(),
+            "sizes": {k: vars(v) for k, v in sizes.items()},
+            "curves": {f"{r.space}/{r.method}/{r.seed}": r.history.to_dict("list")
+                       for r in runs.itertuples()}}
+    return Section(markdown="\n".join(md), data=data)
