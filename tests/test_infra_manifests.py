@@ -129,6 +129,24 @@ def test_kuberay_groups_carry_the_resource_raysweep_pins_trials_to():
             assert started == pins and len(pins) == 1, (name, started, pins)
 
 
+def test_rays_own_kuberay_reader_sees_the_groups_the_head_declares():
+    """The autoscaler's view of each manifest (Ray's KubeRay config reader, which parses the
+    quoted `rayStartParams.resources`) equals RAYSWEEP_NODE_GROUPS, the group's resource too."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import (
+        _derive_autoscaling_config_from_ray_cr,
+    )
+
+    for name, spec in kuberay_clusters().items():
+        cr = {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+              "metadata": {"name": "raysweep", "namespace": "default"}, "spec": spec}
+        config = _derive_autoscaling_config_from_ray_cr(cr)
+        seen = {group: {"max_workers": t["max_workers"],
+                        "resources": {k: v for k, v in t["resources"].items() if k != "memory"}}
+                for group, t in config["available_node_types"].items()
+                if group != config["head_node_type"]}
+        assert seen == head_groups(spec), name
+
+
 def test_aws_node_types_have_their_own_resource_and_install_nothing():
     config = load("ray/aws.yaml")
     head = config["head_node_type"]
