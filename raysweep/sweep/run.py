@@ -18,6 +18,7 @@ from raysweep.sweep.resolve import Sweep, resolve
 from raysweep.sweep.spec import SPEC_FILE, Request, SweepSpec
 from raysweep.sweep.trainable import LOOP
 from raysweep.sweep.tuner import build_tuner
+from raysweep.tracking import datasets, importance
 
 log = logging.getLogger("raysweep.search")
 # Keeping 3 checkpoints per trial makes Tune snapshot its state more often than it likes; the
@@ -105,6 +106,7 @@ def prepare(spec: SweepSpec, sweep: Sweep, tracker, pl: resources.Plan, parent: 
 
     prepared = load_data(sweep.data, sweep.checked.variants, sweep.checked.base)
     info = next(iter(prepared.values())).info
+    datasets.log_input(tracker, parent, datasets.describe(next(iter(prepared.values()))))
     tracker.log(parent, tags={
         "raysweep.dataset_hash": str(info.get("content_hash", "")),
         "raysweep.split_file": str(info.get("split_file", "")),
@@ -146,6 +148,8 @@ def finalize(spec: SweepSpec, sweep: Sweep, grid, tracker, *, resume: bool) -> S
         table["mlflow_run_id"] = table["trial_id"].map(runs).fillna("")
     files.write_text(f"{spec.path}/results.csv", results.to_csv(table))
     tracker.log_text(parent, results.to_csv(table), "results.csv")
+    with tracker.best_effort("the sweep's parameter importance"):  # never worth the leaderboard
+        importance.log_to_parent(tracker, parent, table, searched, metric, spec.mode)
     best = table.iloc[0] if len(table) else None
     if best is not None and pd.notna(best.get(metric)):
         tracker.log(parent, metrics={f"best_{metric}": float(best[metric])},

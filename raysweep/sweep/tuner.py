@@ -40,9 +40,11 @@ def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dic
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from raysweep.sweep.console import FailureLines, quiet_tune
     from raysweep.sweep.trainable import run_ddp_trial, run_trial, trial_name
     from raysweep.tracking.callback import TrialLogger
 
+    quiet_tune(verbose)  # Tune reads its console settings when the run starts
     root, name, metric, mode = spec.storage, spec.name, spec.metric, spec.mode
     max_epochs, max_failures, stopping = spec.epochs, spec.max_failures, spec.early_stopping
     if pl.workers == 1:
@@ -64,7 +66,7 @@ def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dic
     # Tune's default loggers off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) cannot empty it.
     callbacks = [TrialLogger(tracker, max_epochs, storage=root),
                  progress.Progress(spec.num_samples, metric, mode),
-                 CSVLoggerCallback(), JsonLoggerCallback()]
+                 FailureLines(), CSVLoggerCallback(), JsonLoggerCallback()]
     if pl.workers > 1:
         callbacks.append(resources.PlacementGroupJanitor())
     callbacks += extra_callbacks

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ray import tune
 
+from raysweep.tracking import datasets
 from raysweep.tracking.store import Tracker, epoch_metrics
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class TrialLogger(tune.Callback):
             self._loaded = True
         if tid not in self.runs:
             self.runs[tid] = self.tracker.start_child(tid, str(trial), trial.config)
+            datasets.log_like_parent(self.tracker, self.runs[tid])
             self._adopted.add(tid)
         elif tid not in self._adopted:
             # A run from an earlier driver: the restored trial replays the epochs after its
