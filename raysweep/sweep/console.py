@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from ray import tune
+from tqdm import tqdm
 
 # Tune reads these when the run starts (Tuner.fit). A value the user exported wins.
 QUIET_ENV = {
@@ -61,6 +63,9 @@ def reason(text: str) -> str:
     for line in reversed(lines):
         if not line.startswith(("File ", "^", "~", "Traceback", "raise ", "During handling",
                                 "The above exception")):
+            kind, sep, rest = line.partition(": ")
+            if sep and re.fullmatch(r"[\w.]+", kind):  # raysweep.train.loop.NonFiniteLoss
+                line = f"{kind.rsplit('.', 1)[-1]}: {rest}"
             return line[:400]
     return "failed without an error message"
 
@@ -99,8 +104,6 @@ class FailureLines(tune.Callback):
 
 
 def _say(line: str) -> None:
-    from tqdm import tqdm
-
     tqdm.write(line, file=sys.stderr)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raysweep.data.card import load_card
 from raysweep.data.prepared import SPLITS, Prepared
 
 CONTEXT_TAG = "mlflow.data.context"  # mlflow.utils.mlflow_tags.MLFLOW_DATASET_CONTEXT
@@ -74,8 +75,6 @@ def _card_name(card: str) -> str:
     if not card:
         return "dataset"
     try:
-        from raysweep.data.card import load_card
-
         return load_card(card).name or Path(card).parent.name
     except Exception:  # noqa: BLE001 - a moved or edited card still names a dataset
         return Path(card).parent.name or "dataset"
