@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from raysweep.evaluate.breakdowns import DIMENSIONS
+from raysweep.tracking import importance, importance_plots
 
 
 @dataclass
@@ -341,8 +342,6 @@ def frame_markdown(df: pd.DataFrame) -> str:
 def importance_sections(folder: Path) -> list[tuple[str, object]]:
     """Which hyper-parameters mattered in the sweep: its importances, how they were computed,
     and the two plots logged with them on the sweep's parent run."""
-    from raysweep.tracking import importance, importance_plots
-
     t = pd.read_csv(folder / importance.CSV)
     if t.empty:
         return []
@@ -401,9 +400,7 @@ def render(inp: ReportInput, out_dir: str | Path) -> dict[str, Path]:
 
         written.update(coverage.draw(inp.trust, out))
     if inp.importance is not None:  # drawn at the sweep's end; copied so the report stands alone
-        from raysweep.tracking.importance_plots import IMPORTANCE_PNG, PARALLEL_PNG
-
-        for name in (IMPORTANCE_PNG, PARALLEL_PNG):
+        for name in (importance_plots.IMPORTANCE_PNG, importance_plots.PARALLEL_PNG):
             if (inp.importance / name).exists():
                 written[name] = Path(shutil.copyfile(inp.importance / name, out / name))
     md = [f"# {inp.title}\n"]
