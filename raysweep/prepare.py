@@ -24,6 +24,7 @@ import numpy as np
 from raysweep.config import SPLIT_BY
 from raysweep.data.card import card_path, load_card
 from raysweep.data.crop import CropParams
+from raysweep.data.demo import FOREIGN, make_folder
 from raysweep.data.pipeline import card_from_labels, load_prepared, write_debug_crops
 from raysweep.errors import UserError, run_cli, setup_logging
 
@@ -93,8 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _smoke_test(args) -> int:
-    from raysweep.data.demo import FOREIGN, make_folder
-
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         labels, _ = make_folder(root, n=8, size=96)

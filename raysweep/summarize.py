@@ -22,7 +22,7 @@ from raysweep.errors import UserError, run_cli, setup_logging
 from raysweep.evaluate.trials import METRIC, markdown, summarize, write_outputs
 from raysweep.fsutil import check_writable
 from raysweep.tracking import importance
-from raysweep.tracking.store import tracking_uri
+from raysweep.tracking.store import store_errors, tracking_uri
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,8 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup_logging(args.debug)
     check_writable(args.out, "--out", folder=True)  # before the store is read
-    from raysweep.tracking.store import store_errors
-
     with store_errors(args.tracking_uri or tracking_uri()):
         df = summarize(args.experiment, args.compare or (), args.parent_run, args.tracking_uri)
     if df.empty:

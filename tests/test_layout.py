@@ -15,6 +15,31 @@ CORES = {"config", "errors", "color", "fsutil", "uri", "_compat"}
 SPECIAL = {"__init__", "__main__"}
 # The layers of ARCHITECTURE.md, bottom up: a module imports only from layers below its own (or
 # from its own subpackage). Two subpackages on one layer do not import each other.
+# A function-local import of these is allowed without a word: importing them takes seconds (a
+# command must start fast) or they are optional. Any other function-local import says why with
+# "lazy: <reason>" on its line or the line above, or moves to the top of its module.
+LAZY = {
+    "ray": "seconds to import; read-only commands and local runs never start Ray",
+    "mlflow": "seconds to import; checkpoint paths and --no-mlflow never need it",
+    "optuna": "loaded with Ray Tune's searcher only",
+    "torch": "seconds to import; commands that only read tables never need it",
+    "torchvision": "loaded with the pretrained backbones only",
+    "timm": "optional backbones",
+    "sentence_transformers": "optional text encoder",
+    "matplotlib": "plots only, in reports",
+    "colour": "optional colour-science, the synth calibration only",
+    "cv2": "slow to import; photo paths only",
+    "sklearn": "slow to import; the baselines only",
+    "scipy": "slow to import; a few statistics only",
+    "pyarrow": "remote storage only",
+    "botocore": "S3 only",
+    "boto3": "S3 only",
+    "piexif": "EXIF writing only",
+    "exifread": "EXIF reading only",
+}
+# The function-local imports made before this rule, one "module path: imported name" a line;
+# the list only shrinks (a line whose import is gone or tagged must go too).
+TO_HOIST = ROOT / "tests" / "local_imports_to_hoist.txt"
 LAYERS = {"cores": 0, "data": 1, "synth": 1, "models": 2, "train": 3, "tracking": 4, "sweep": 5,
           "serve": 5, "evaluate": 6, "commands": 7}
 
@@ -94,6 +119,39 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+def untagged_local_imports() -> set[str]:
+    """"module path: imported name" for every function-local import outside LAZY that does
+    not say `lazy: <reason>` on its line or the line above."""
+    found = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines), str(path))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = ["." * node.level + (node.module or "")]
+                else:
+                    continue
+                said = " ".join(lines[max(0, node.lineno - 2):node.lineno])
+                for name in names:
+                    if name.split(".")[0] not in LAZY and "lazy:" not in said:
+                        found.add(f"{path.relative_to(PACKAGE).as_posix()}: {name}")
+    return found
+
+
+def test_function_local_imports_say_why():
+    untagged = untagged_local_imports()
+    listed = {ln.strip() for ln in TO_HOIST.read_text().splitlines() if ln.strip()}
+    new = sorted(untagged - listed)
+    assert not new, ("function-local imports without a reason: move them to the top of the "
+                     "module, or say `# lazy: <reason>` (ARCHITECTURE.md):\n" + "\n".join(new))
+    gone = sorted(listed - untagged)
+    assert not gone, (f"hoisted or tagged, so remove from {TO_HOIST.name}:\n" + "\n".join(gone))
 
 
 def test_no_two_modules_share_a_file_name():

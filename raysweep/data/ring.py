@@ -19,6 +19,7 @@ centre fallback knows no surround) or the ring is too small to measure (a patch 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from raysweep.data.prepared import RING_NAMES
 
@@ -68,8 +69,6 @@ def from_frame(frame) -> np.ndarray | None:
     """Ring statistics a spreadsheet carries (columns named as RING_NAMES), else None."""
     if not all(c in frame.columns for c in RING_NAMES):
         return None
-    import pandas as pd
-
     return np.stack([pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64)
                      for c in RING_NAMES], axis=1).astype(np.float32)
 

@@ -24,11 +24,14 @@ one. Each baseline is `fit(train: Prepared) -> self` then `predict(test: Prepare
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from raysweep import color
 from raysweep.data.prepared import Prepared
+from raysweep.data.ring import p50
 from raysweep.errors import UserError, unknown_name
 from raysweep.evaluate.breakdowns import background_type, is_neutral
 
@@ -150,8 +153,6 @@ class _ReferenceWhiteBalance:
     def _reference(self, data: Prepared) -> tuple[np.ndarray, np.ndarray]:
         """(patch linear RGB, reference linear RGB), each (N, 3)."""
         if self.region == "bg" and data.ring is not None:
-            from raysweep.data.ring import p50
-
             return _patch_linear(data), p50(data.ring).astype(np.float64)
         if data.images is None:
             raise UserError(f"the {self.region} reference needs images, this dataset is tabular",
@@ -312,8 +313,6 @@ class GradientBoostedContext(GradientBoosted):
 
 def _nanmedian(x: np.ndarray) -> np.ndarray:
     """Column medians; NaN (no warning) for a column with no value at all."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmedian(x, axis=0)

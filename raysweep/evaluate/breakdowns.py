@@ -15,6 +15,7 @@ import torch
 
 from raysweep import color
 from raysweep.data.prepared import Prepared
+from raysweep.data.ring import p50
 from raysweep.evaluate import stats
 
 DIMENSIONS = ("camera", "set_id", "background", "exposure", "illuminant", "skin_tone")
@@ -88,8 +89,6 @@ def background_type(data: Prepared) -> np.ndarray | None:
         return found[1].fillna("unknown").astype(str).to_numpy(dtype=object)
     if data.ring is None:
         return None
-    from raysweep.data.ring import p50
-
     med = np.maximum(p50(data.ring).astype(np.float64), 1e-4)
     with np.errstate(invalid="ignore"):
         spread = np.log(med.max(1) / med.min(1))

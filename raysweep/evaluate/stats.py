@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from raysweep.color import delta_e00, delta_e76
+from raysweep.errors import unknown_name
 
 STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     # each takes a (B, n) matrix and reduces over axis 1
@@ -30,8 +31,6 @@ _CHUNK_ELEMS = 4_000_000  # bounds memory: B*n float64 resamples are built in ch
 
 def _stat_fn(stat: str) -> Callable[[np.ndarray], np.ndarray]:
     if stat not in STATS:
-        from raysweep.errors import unknown_name
-
         raise unknown_name("statistic", stat, list(STATS))
     return STATS[stat]
 

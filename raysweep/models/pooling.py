@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raysweep.data.crop import CropParams
 from raysweep.errors import UserError
 
 PATCH_SHRINK = 0.8  # the patch mask stops short of the patch edge (rims, shifts by augmentation)
@@ -24,8 +25,6 @@ FINE = 64  # masks are drawn at FINE x the feature resolution, then area-average
 
 def centre_fraction(crop: str) -> float:
     """The patch's share of the crop side for a crop with background, from the crop geometry."""
-    from raysweep.data.crop import CropParams  # the one place the geometry is defined
-
     p = CropParams()
     if crop == "adaptive_bg":
         return 1.0 / (1.0 + 2.0 * p.bg_margin)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from raysweep.errors import UserError
 from raysweep.serve.ensemble import load_folder
+from raysweep.tracking.store import open_client, retry, store_errors, tracking_uri
 
 
 def latest_champion(alias: str = "champion") -> str:
     """`models:/NAME@champion` of the most recently registered champion in the tracking store
     (the model `eval_winners` registered last, whatever its study's name)."""
-    from raysweep.errors import UserError
-    from raysweep.tracking.store import open_client, retry, store_errors, tracking_uri
-
     uri = tracking_uri()
     with store_errors(uri, where="MLFLOW_TRACKING_URI (looking for the latest champion)"):
         client = open_client(uri)
@@ -37,7 +36,7 @@ def latest_champion(alias: str = "champion") -> str:
 def load_predictor(spec: str, device: str = "auto"):
     """A checkpoint folder, or an MLflow model URI (models:/NAME@champion, runs:/ID/model)."""
     if re.match(r"^[a-z][a-z0-9+.-]*:/", spec) and not Path(spec).exists():
-        # MLflow is imported only for registry URIs: a checkpoint path starts without it.
+        # lazy: MLflow is imported only for registry URIs; a checkpoint path starts without it.
         from raysweep.serve.pyfunc import load_pyfunc_predictor
 
         return load_pyfunc_predictor(spec, device=device)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from raysweep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -99,8 +101,6 @@ def declared_groups(environ: Mapping[str, str] | None = None,
         return parse_groups(env[GROUPS_ENV]), GROUPS_ENV
     path = Path(bootstrap).expanduser()
     if path.is_file():
-        import yaml
-
         try:
             config = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:

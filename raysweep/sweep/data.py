@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
 from raysweep.sweep import spaces
@@ -30,8 +32,6 @@ def load_data(data: str | Path | Prepared | None, variants: list[tuple[str, int]
         data = default_dataset()
     split = {k: base[k] for k in spaces.SPLIT_KEYS if k in base}
     out = {}
-    from tqdm import tqdm
-
     for crop, size in tqdm(variants, desc="preparing data", unit="variant", disable=len(variants) < 2):
         out[variant_key(crop, size)] = load_prepared(data, crop=crop, size=size, **split)
     return out

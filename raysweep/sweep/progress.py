@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ray import tune
+from tqdm import tqdm
 
 
 class Progress(tune.Callback):
@@ -24,8 +25,6 @@ class Progress(tune.Callback):
             self.best = min(self.best, self.sign * value)
 
     def on_step_end(self, iteration, trials, **info):
-        from tqdm import tqdm
-
         if self._bar is None:
             self._bar = tqdm(total=self.total, desc="trials", unit="trial", dynamic_ncols=True,
                              mininterval=1.0)

@@ -26,7 +26,7 @@ from ray import tune
 
 from raysweep import _compat
 from raysweep.errors import UserError
-from raysweep.sweep.cluster import PIN_PREFIX, NodeGroup, Shape, pin_of
+from raysweep.sweep.cluster import PIN_PREFIX, NodeGroup, Shape, pin_of, shape
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,6 @@ def plan(num_samples: int, workers: int = 1, cpus_per_worker: float = 1.0,
     if growth is None:
         import ray
 
-        from raysweep.sweep.cluster import shape
 
         growth = shape() if cpus is None and gpus is None else None
         if local is None:

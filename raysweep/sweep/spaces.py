@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import search_spaces
 from raysweep.config import TrainConfig, coerce
 from raysweep.errors import UserError, unknown_name
 
@@ -54,8 +55,6 @@ class Space:
 
 
 def builtin_spaces() -> list[str]:
-    import search_spaces
-
     return sorted(m.name for m in pkgutil.iter_modules(search_spaces.__path__)
                   if not m.name.startswith("_"))
 

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from raysweep.errors import UserError
+from raysweep.sweep import cluster
 from raysweep.uri import is_remote, local_path
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,6 @@ def check_storage(storage_path: str | os.PathLike | None,
     head-only cluster with GPU workers from 0 has one node at submit time).
     """
     if nodes is None or may_grow is None:
-        from raysweep.sweep import cluster
-
         if nodes is None:
             import ray
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from tqdm import tqdm
 
 from ..errors import UserError
 from ..fsutil import atomic_dir
@@ -95,8 +96,6 @@ def _plots(frame: pd.DataFrame, tones: pd.DataFrame, root: Path, out: Path) -> N
 
 def write_report(dataset: str | Path, oracle_limit: int | None = 300, progress: bool = True) -> Path:
     """Write DIR/report/report.md and its PNGs; returns the Markdown path."""
-    from tqdm import tqdm
-
     root = Path(dataset).expanduser().resolve()
     if root.is_file():
         root = root.parent

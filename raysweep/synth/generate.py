@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from tqdm import tqdm
 
 from ..errors import UserError
 from ..fsutil import replace_dir
@@ -36,7 +37,9 @@ def _init(ctx: Context, out: Path) -> None:
     global _CTX, _DIR
     _CTX, _DIR = ctx, out
     try:  # one numpy thread per worker: the workers are the parallelism
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import (
+            threadpool_limits,  # lazy: optional, numpy threads as they are without it
+        )
 
         threadpool_limits(1)
     except ImportError:
@@ -56,7 +59,8 @@ def _render_chunk(items: list[tuple[int, int]]) -> list[tuple[dict, list[float]]
 
 def card_dict(cfg: GeneratorConfig, calibration: list | None = None) -> dict:
     cal = {} if calibration is None else {"calibration": {
-        "passed": passed(calibration), "against": "issue 15: real phone photos of printed swatches",
+        "passed": passed(calibration),
+        "against": "real phone photos of printed swatches (real_phones.yaml, issues 15 and 27)",
         "rows": as_records(calibration)}}
     return {
         "name": "raysweep-synthetic",
@@ -81,8 +85,6 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 def generate(out: str | Path, cfg: GeneratorConfig = GeneratorConfig(), workers: int = 1,
              overwrite: bool = False, progress: bool = True) -> Path:
     """Generate the dataset into `out`; returns the path of its dataset.yaml."""
-    from tqdm import tqdm
-
     cfg.validate()
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}", where="--workers",

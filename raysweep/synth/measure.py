@@ -16,6 +16,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .scene import swatch_mask
 from .spectral import LINEAR_SRGB_TO_XYZ, srgb_decode, srgb_encode, srgb_to_lab
@@ -23,8 +24,6 @@ from .spectral import LINEAR_SRGB_TO_XYZ, srgb_decode, srgb_encode, srgb_to_lab
 
 def load_rgb(path: str | Path | io.BytesIO) -> np.ndarray:
     """Encoded sRGB in [0, 1], (S, S, 3)."""
-    from PIL import Image
-
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
 

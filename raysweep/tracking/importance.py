@@ -128,7 +128,7 @@ def markdown(imps: dict[str, Importance], k: int = 5) -> str:
 def log_to_parent(tracker, parent_run_id: str, frame: pd.DataFrame, params: list[str],
                   metric: str, mode: str = "min") -> Importance | None:
     """Compute the sweep's importances and log them, with their plots, on its parent run."""
-    from raysweep.tracking import importance_plots
+    from raysweep.tracking import importance_plots  # lazy: the plots load matplotlib
 
     imp = compute(frame, params, metric, mode)
     if imp is None:
