@@ -9,8 +9,6 @@ others finish.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -20,15 +18,6 @@ from tests.helpers.fakes import make_prepared
 from tests.helpers.sweeps import RELIABILITY_SPACE
 
 NAN_LR, OOM_LR = 3e-3, 5e-4  # trials above NAN_LR get NaN targets; below OOM_LR "run out"
-
-
-def killed_once_loop(config):
-    """The real loop with fault injection on: rank 0 SIGKILLs its process at epoch 2, once per
-    trial (raysweep.train.loop.maybe_fault)."""
-    from raysweep.train.loop import FAULT_ENV, train_loop_per_worker
-
-    os.environ[FAULT_ENV] = "2"
-    train_loop_per_worker(config)
 
 
 def faulty_data_loop(config):
@@ -83,7 +72,7 @@ def test_killed_trial_process_resumes_into_the_same_mlflow_run(ray_local, space_
     out = run_sweep(Request(space=space_file, data=make_prepared(n=48, size=16), num_samples=2,
                             max_concurrent=1, storage=str(tmp_path / "runs"), name="killed",
                             seed=0, early_stopping=False),
-                            loop="tests.test_reliability_workers:killed_once_loop")
+                            loop="tests.helpers.faults:killed_once_loop")
     assert out.complete and (out.table["status"] == "FINISHED").all()
     assert (out.table["epochs_run"] == 3).all()
     by_trial = assert_one_history_per_trial(mlflow_db, out, 3)
@@ -102,7 +91,7 @@ def test_killed_ddp_rank0_restarts_the_worker_group_from_its_checkpoint(ray_loca
     out = run_sweep(Request(space=space_file, data=make_prepared(n=48, size=16), num_samples=1,
                             workers_per_trial=2, max_concurrent=1, storage=str(tmp_path / "runs"),
                             name="ddpkill", seed=0, early_stopping=False),
-                            loop="tests.test_reliability_workers:killed_once_loop")
+                            loop="tests.helpers.faults:killed_once_loop")
     assert out.complete and (out.table["status"] == "FINISHED").all()
     by_trial = assert_one_history_per_trial(mlflow_db, out, 3)
     markers = list((tmp_path / "runs").glob("ddpkill-*-ddp/raysweep_fault_epoch2.marker"))

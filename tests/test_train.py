@@ -20,7 +20,6 @@ from raysweep.models import build_model
 from raysweep.models.inputs import encode, fit_stats
 from raysweep.train import checkpoint, predictor
 from raysweep.train.loop import (
-    FAULT_ENV,
     LocalReporter,
     NonFiniteLoss,
     augment,
@@ -28,10 +27,10 @@ from raysweep.train.loop import (
     fit,
     seed_everything,
     shard,
-    train_loop_per_worker,
 )
 from raysweep.train.losses import Loss
 from tests.helpers.fakes import make_prepared
+from tests.helpers.faults import killed_once_loop
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("epoch", "train_loss", "val_de00_mean", "val_de00_median", "val_de00_p95", "epoch_s",
@@ -193,15 +192,16 @@ import sys
 from raysweep.train.loop import fit, LocalReporter
 from raysweep.config import TrainConfig
 from tests.helpers.fakes import make_prepared
+from tests.helpers.faults import KillOnce
 cfg = TrainConfig(backbone="tinycnn", image_size=16, width=8, epochs=3, batch_size=16)
-r = fit(cfg, make_prepared(n=32, size=16), checkpoint_dir=sys.argv[1])
+r = fit(cfg, make_prepared(n=32, size=16), reporter=KillOnce(LocalReporter(sys.argv[1]), 2))
 print("EPOCHS", [h["epoch"] for h in r.history])
 """
 
 
 @pytest.mark.slow  # measured above 15 s in `make test-fast` on 2 shared cores
 def test_fault_injection_kills_once_per_trial(tmp_path):
-    env = {**os.environ, FAULT_ENV: "2", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     run = [sys.executable, "-c", FAULT_SCRIPT, str(tmp_path / "ck")]
     first = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == -9, first.stderr  # SIGKILL at the start of epoch 2
@@ -258,8 +258,7 @@ def _faulty_trial(config):
 
     with open(config["log"], "a") as f:  # one line per start of the trial process
         f.write(f"resume={ray.tune.get_checkpoint() is not None}\n")
-    os.environ[FAULT_ENV] = "2"
-    train_loop_per_worker(config)
+    killed_once_loop(config)
 
 
 @pytest.mark.slow

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import random
-import signal
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ from raysweep.train.losses import Loss, aux_weight
 from raysweep.train.predictor import predict_batch
 from raysweep.train.reporters import LocalReporter, Reporter, pick_reporter
 
-FAULT_ENV = "RAYSWEEP_FAULT_EPOCH"
 MAX_CACHED = 2  # datasets (and their device copies) kept per process
 
 __all__ = ["FitResult", "LocalReporter", "NonFiniteLoss", "fit", "train_loop_per_worker"]
@@ -173,17 +171,6 @@ def shard(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     return padded[rank::world]
 
 
-def maybe_fault(epoch_number: int, reporter: Reporter) -> None:
-    """RAYSWEEP_FAULT_EPOCH=k: rank 0 kills its own process at epoch k, once per trial (tests)."""
-    value = os.environ.get(FAULT_ENV)
-    if not value or reporter.rank != 0 or int(value) != epoch_number:
-        return
-    marker = reporter.marker_path(f"raysweep_fault_epoch{value}.marker")
-    if marker is not None and reporter.marker_exists_or_create(marker):
-        return  # already crashed once in this trial: run on
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def validate(model, tensors, idx, autocast: bool) -> dict:
     pred = predict_batch(ckpt.unwrap(model), tensors, idx, autocast=autocast)
     de = delta_e00(pred, tensors["target"][idx].float())
@@ -315,7 +302,6 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[float, int]:
 def _epoch(run: _Run, epoch: int) -> dict:
     """Train, validate (rank 0), report, and hand the reporter a checkpoint if it improved."""
     cfg, reporter = run.cfg, run.reporter
-    maybe_fault(epoch + 1, reporter)
     t0 = time.perf_counter()
     train_loss, seen = _train_one_epoch(run, epoch)
     train_s = time.perf_counter() - t0

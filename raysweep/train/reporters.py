@@ -55,18 +55,6 @@ class Reporter:
     def resume(self) -> Iterator[str | None]:
         yield None
 
-    def marker_path(self, name: str) -> str | None:
-        """A file path for a once-per-trial marker (fault injection); None if nowhere to put it."""
-        return None
-
-    def marker_exists_or_create(self, path: str) -> bool:
-        if os.path.exists(path):
-            return True
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write("fault injected\n")
-        return False
-
 
 class LocalReporter(Reporter):
     def __init__(self, checkpoint_dir: str | None = None, resume_from: str | None = None):
@@ -90,13 +78,6 @@ class LocalReporter(Reporter):
     @contextlib.contextmanager
     def resume(self):
         yield self.resume_from
-
-    def marker_path(self, name: str) -> str | None:
-        base = os.environ.get("RAYSWEEP_FAULT_MARKER_DIR")
-        if base:
-            return os.path.join(base, name)
-        # Beside, not inside, the checkpoint folder: saving a checkpoint replaces that folder.
-        return f"{os.path.abspath(self.checkpoint_dir)}.{name}" if self.checkpoint_dir else None
 
 
 class _RayReporter(Reporter):
@@ -123,14 +104,8 @@ class _RayReporter(Reporter):
             with checkpoint.as_directory() as d:
                 yield d
 
-    def _storage(self):
-        return self.api.get_context().get_storage()
-
     def device(self, cfg) -> torch.device:
         return pick_device(cfg.device, *ray_gpus())
-
-    def marker_exists_or_create(self, path: str) -> bool:
-        return _storage_marker(self._storage().storage_filesystem, path)
 
 
 class TuneReporter(_RayReporter):
@@ -138,12 +113,6 @@ class TuneReporter(_RayReporter):
         import ray.tune
 
         super().__init__(ray.tune)
-
-    def marker_path(self, name: str) -> str | None:
-        # The trial's folder in the run storage: the same for every attempt of the trial.
-        # get_trial_dir() is not: a trial in a reused actor gets another working directory than
-        # the same trial restarted in a fresh actor, so a marker there could kill it twice.
-        return f"{self._storage().trial_fs_path.rstrip('/')}/{name}"
 
 
 class TrainReporter(_RayReporter):
@@ -167,9 +136,6 @@ class TrainReporter(_RayReporter):
 
         return ray.train.torch.prepare_model(model, move_to_device=device)  # DDP
 
-    def marker_path(self, name: str) -> str | None:
-        return f"{self._storage().experiment_fs_path.rstrip('/')}/{name}"
-
 
 def ray_gpus() -> tuple[list, str]:
     """(the GPU ids Ray gave this process, "host (ip, node id)") inside a trial or worker."""
@@ -179,18 +145,6 @@ def ray_gpus() -> tuple[list, str]:
     node = f"{socket.gethostname()} ({ray.util.get_node_ip_address()}, " \
            f"{ctx.get_node_id()[:12]})"
     return ray.get_gpu_ids(), node
-
-
-def _storage_marker(fs, path: str) -> bool:
-    """marker_exists_or_create on the run's storage, which may be S3/GCS/NFS (pyarrow fs)."""
-    import pyarrow.fs
-
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
-        return True
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(b"fault injected\n")
-    return False
 
 
 def _in_train_worker() -> bool:
