@@ -259,6 +259,26 @@ def flag(data: Prepared, ranges: TrainingRanges, statuses: Sequence[str] | None 
     out = {f: np.zeros(n, bool) for f in FLAGS}
     unchecked = [[] for _ in range(n)]
     out["unseen_camera"] = ~np.isin(np.asarray(data.camera).astype(str), ranges.cameras)
+    _flag_meta(data, ranges, out, unchecked)
+    _flag_patch(data, statuses, out, unchecked)
+    _flag_background(data, ranges, out, unchecked)
+    shift = shift_score(data, ranges)
+    # a photo out of an EXIF range or before an unusual background is flagged for that; this
+    # flag is for the photo whose every reading is usual but whose light is like no session's
+    in_range = ~np.any([out[f] for f in (*META_RANGES, "unusual_background")], axis=0)
+    out["light_unlike_training"] = np.isfinite(shift) & (shift > 1) & in_range
+    if ranges.shift_names:
+        for i in np.flatnonzero(~np.isfinite(shift)):
+            unchecked[i].append("light_unlike_training")
+    frame = pd.DataFrame(out)
+    frame["shift_score"] = shift
+    frame["flags"] = [";".join(f for f in FLAGS if frame.at[i, f]) for i in range(n)]
+    frame["unchecked"] = [";".join(u) for u in unchecked]
+    return frame
+
+
+def _flag_meta(data: Prepared, ranges: TrainingRanges, out: dict, unchecked: list) -> None:
+    """EXIF readings outside the training range; a missing reading is unchecked."""
     names = list(data.meta_names)
     for name, (col, _) in META_RANGES.items():
         if col not in names or col not in ranges.meta:
@@ -269,6 +289,11 @@ def flag(data: Prepared, ranges: TrainingRanges, statuses: Sequence[str] | None 
             out[name] = np.isfinite(v) & ((v < lo) | (v > hi))
         for i in np.flatnonzero(~np.isfinite(v)):
             unchecked[i].append(name)
+
+
+def _flag_patch(data: Prepared, statuses: Sequence[str] | None, out: dict,
+                unchecked: list) -> None:
+    """No patch found, or a clipped one (the crop analysis' status, the clipped share)."""
     statuses = statuses if statuses is not None else patch_status(data)
     if statuses is not None:
         st = [str(s) for s in statuses]
@@ -281,6 +306,10 @@ def flag(data: Prepared, ranges: TrainingRanges, statuses: Sequence[str] | None 
     elif statuses is None:
         for u in unchecked:
             u += ["patch_not_found", "clipped_patch"]
+
+
+def _flag_background(data: Prepared, ranges: TrainingRanges, out: dict, unchecked: list) -> None:
+    """A background unlike the training photos' (k nearest neighbours in standardized units)."""
     if ranges.background_kind != "none":
         feats, _ = background_features(data, ranges.background_kind)
         if feats is None:
@@ -298,19 +327,6 @@ def flag(data: Prepared, ranges: TrainingRanges, statuses: Sequence[str] | None 
     else:
         for u in unchecked:
             u.append("unusual_background")
-    shift = shift_score(data, ranges)
-    # a photo out of an EXIF range or before an unusual background is flagged for that; this
-    # flag is for the photo whose every reading is usual but whose light is like no session's
-    in_range = ~np.any([out[f] for f in (*META_RANGES, "unusual_background")], axis=0)
-    out["light_unlike_training"] = np.isfinite(shift) & (shift > 1) & in_range
-    if ranges.shift_names:
-        for i in np.flatnonzero(~np.isfinite(shift)):
-            unchecked[i].append("light_unlike_training")
-    frame = pd.DataFrame(out)
-    frame["shift_score"] = shift
-    frame["flags"] = [";".join(f for f in FLAGS if frame.at[i, f]) for i in range(n)]
-    frame["unchecked"] = [";".join(u) for u in unchecked]
-    return frame
 
 
 def summary_line(flags: pd.DataFrame) -> str:
