@@ -13,6 +13,7 @@ from raysweep.evaluate.record import EvalResult, EvalRun
 from raysweep.evaluate.scoring import predictions_frame
 from raysweep.fsutil import atomic_dir
 from raysweep.serve import bounds
+from raysweep.tracking import datasets, importance
 from raysweep.tracking.store import Tracker, retry
 
 log = logging.getLogger("raysweep.eval_winners")
@@ -33,7 +34,8 @@ def publish(r: EvalRun) -> EvalResult:
                  "champion": f"{champion.name}, {r.chosen}",
                  "intervals": f"percentile bootstrap, {n_boot} resamples, seed {seed}"},
         notes=[f"{k} skipped: {v}" for k, v in r.skipped.items()] + r.refused
-        + [r.trust_note] * bool(r.trust_note), trust=r.trust, floors=r.fl.knows, selection=r.sel)
+        + [r.trust_note] * bool(r.trust_note), trust=r.trust, floors=r.fl.knows, selection=r.sel,
+        importance=importance.fetch(r.client, champion.parent_run_id, r.work / "importance"))
     predictions = predictions_frame(eval_data, r.preds, r.kinds, r.errs)
     if r.cal is not None:  # stored with the champion: registration and predict carry it
         bounds.write(r.cal, champion.checkpoint_dir)
@@ -77,6 +79,7 @@ def _log_to_mlflow(result: EvalResult, r: EvalRun) -> None:
                       "raysweep.parent_runs": ",".join(parents),
                       "raysweep.champion_run": champion.run_id})
     rid = run.info.run_id
+    datasets.log_input(tracker, rid, datasets.describe(r.base_data), datasets.EVALUATION)
     s = result.summary.set_index("model")
     metrics = {f"{split}_de00_{k}": float(s.loc[champion.name, k]) for k in
                ("mean", "mean_lo", "mean_hi", "median", "p95")}
