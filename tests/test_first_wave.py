@@ -92,6 +92,22 @@ def test_a_resumed_sweep_asks_for_no_first_wave():
     assert first_wave.for_plan(pl, resume=True).bundles == []
 
 
+def test_no_request_without_a_watchdog(monkeypatch):
+    """A request that could outlive a killed driver is not made at all."""
+    from raysweep.sweep import first_wave
+
+    def fails(job_id):
+        raise TimeoutError("actor did not start")
+
+    monkeypatch.setattr(first_wave, "start_watchdog", fails)
+    monkeypatch.setattr(first_wave.ray, "get_runtime_context",
+                        lambda: SimpleNamespace(get_job_id=lambda: "01000000"))
+    rec = Recorder()
+    with FirstWave(BUNDLES, 3, request=rec):
+        pass
+    assert rec.calls == []
+
+
 def test_nothing_asked_for_an_empty_wave():
     rec = Recorder()
     with FirstWave([], 0, request=rec, watchdog=False):

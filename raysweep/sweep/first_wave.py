@@ -62,7 +62,12 @@ class FirstWave:
         if not self.bundles:
             return self
         if self.use_watchdog:
-            self.watchdog = start_watchdog(ray.get_runtime_context().get_job_id())
+            try:
+                self.watchdog = start_watchdog(ray.get_runtime_context().get_job_id())
+            except Exception as e:  # noqa: BLE001 - no watchdog: a request could outlive us
+                log.warning("no first-wave request to the autoscaler: its watchdog did not "
+                            "start (%s); the trials' own demand scales the cluster", e)
+                return self
         try:
             self.request(self.bundles)
         except BaseException:
