@@ -131,10 +131,8 @@ def write_report(dataset: str | Path, oracle_limit: int | None = 300, progress: 
     return out / "report.md"
 
 
-def _markdown(card: dict, frame: pd.DataFrame, tones: pd.DataFrame, tiers: dict,
-              cal: list) -> str:
-    orc = tiers["oracle:latents"]
-    gen = card["generated_by"]
+def _tables(frame: pd.DataFrame, tones: pd.DataFrame, tiers: dict) -> dict:
+    """The datasheet's tables, by the name its Markdown uses."""
     gt = pd.DataFrame({c.split("_")[1]: [tones[c].min(), tones[c].median(), tones[c].max(),
                                          f"{lo}..{hi}"] for c, (lo, hi) in TARGETS.items()},
                       index=pd.Index(["min", "median", "max", "real skin"], name="ground truth"))
@@ -156,6 +154,15 @@ def _markdown(card: dict, frame: pd.DataFrame, tones: pd.DataFrame, tiers: dict,
     by_exp.index.name = "exposure error"
     base = frame.groupby("background_type")[[f"de_{m}" for m in METHODS]].mean().round(2)
     base.columns = list(METHODS)
+    return {"gt": gt, "meta": meta, "naive": naive, "floor_rows": floor_rows, "by_exp": by_exp,
+            "base": base}
+
+
+def _markdown(card: dict, frame: pd.DataFrame, tones: pd.DataFrame, tiers: dict,
+              cal: list) -> str:
+    orc = tiers["oracle:latents"]
+    gen = card["generated_by"]
+    t = _tables(frame, tones, tiers)
     per_cam = frame.groupby("camera")["de_naive"].mean()
     ok = per_cam.between(8, 18).all() and orc["de00"].mean() < 0.5 and calibration.passed(cal)
     return f"""# Datasheet: {card.get('name', 'synthetic dataset')}
@@ -171,13 +178,13 @@ Targets: every row of the calibration table (issue 15), latents oracle < 0.5.
 
 ## Ground truth (D65 / 2 degree), one row per tone
 
-{_table(gt)}
+{_table(t['gt'])}
 
 ![ground truth](ground_truth.png)
 
 ## Metadata per camera
 
-{_table(meta)}
+{_table(t['meta'])}
 
 ![metadata](metadata.png)
 
@@ -187,13 +194,13 @@ Oracles on {len(orc)} of {len(frame)} photos{" (random sample)" if len(orc) < le
 
 | floor | mean dE00 | median dE00 | what it knows |
 |---|---|---|---|
-{floor_rows}
+{t['floor_rows']}
 
-{_table(naive)}
+{_table(t['naive'])}
 
 Naive mean dE00 per exposure-error bin:
 
-{_table(by_exp)}
+{_table(t['by_exp'])}
 
 ![naive error](naive_error.png)
 
@@ -202,7 +209,7 @@ Naive mean dE00 per exposure-error bin:
 `background_ref` takes the background as an 18% grey card, `background_wb` as a neutral;
 `grey_world_swatch` is what is left once the background is cropped away.
 
-{_table(base)}
+{_table(t['base'])}
 
 ## Contact sheet
 
