@@ -81,6 +81,11 @@ def test_trial_lifecycle_finished_and_failed(tracker, tmp_path):
         == [9.0, 7.5]
     assert "train_loss" not in run_ok.data.metrics  # non-finite values are skipped, not sent
     assert "time_total_s" not in run_ok.data.metrics  # Tune bookkeeping is not a metric
+    # every run names its checkpoint; only the leaders' weights are copied, at the sweep's end
+    assert run_ok.data.tags["raysweep.checkpoint_uri"] == str(ckpt)
+    assert client.list_artifacts(run_ok.info.run_id, "checkpoint") == []
+    ok.status = "TERMINATED"
+    logger.on_experiment_end([ok, bad])
     assert [a.path for a in client.list_artifacts(run_ok.info.run_id, "checkpoint")] == \
         ["checkpoint/model.pt"]
     run_bad = client.get_run(logger.runs["bbb"])

@@ -17,7 +17,8 @@ from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
 from raysweep.evaluate import trials
 from raysweep.evaluate.record import EvalRun
-from raysweep.tracking.store import TRIAL_TAGS, retry
+from raysweep.tracking.checkpoints import ensure_checkpoint
+from raysweep.tracking.store import TRIAL_TAGS, Tracker, retry
 from raysweep.tracking.store import tracking_uri as default_tracking_uri
 
 log = logging.getLogger("raysweep.eval_winners")
@@ -66,10 +67,9 @@ def pick_leaders(runs: pd.DataFrame, top_k: int, per_group: Sequence[str]) -> pd
 
 
 def fetch_checkpoint(run_id: str, uri: str, dst: Path) -> Path:
-    import mlflow.artifacts
-
-    return Path(retry(mlflow.artifacts.download_artifacts, run_id=run_id,
-                      artifact_path="checkpoint", dst_path=str(dst), tracking_uri=uri))
+    """The run's `checkpoint/` artifact; a run the sweep did not copy (only its top-K are) is
+    copied from its checkpoint URI first."""
+    return ensure_checkpoint(Tracker("", "", uri=uri), run_id, dst)
 
 
 def data_source(client, parent_run_id: str, meta: dict, given: str | None) -> str | Path:

@@ -13,6 +13,7 @@ The prepared data reach trials as object-store refs, one per (crop, image_size) 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -53,10 +54,13 @@ def loop_config(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 def run_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: str = LOOP,
               threads: int = 1) -> None:
     """Function trainable: one trial, the loop running in this (reused) process."""
-    import torch
-
-    torch.set_num_threads(max(1, int(threads)))
-    resolve(loop)(loop_config(config, data or {}))
+    fn = resolve(loop)
+    torch = sys.modules.get("torch")
+    # Only for a loop whose module brought torch: importing it here anyway would add some
+    # 250 MiB to every trial process of a loop that does not use it (a stand-in loop).
+    if torch is not None:
+        torch.set_num_threads(max(1, int(threads)))
+    fn(loop_config(config, data or {}))
 
 
 def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: str = LOOP,
@@ -70,7 +74,7 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, lo
     FailureConfig), inside the same trial, instead of failing the trial.
     """
     from ray import tune
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -85,6 +89,9 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, lo
                                      placement_strategy=placement_strategy),
         run_config=RunConfig(name=f"{ctx.get_experiment_name()}-{ctx.get_trial_id()}-ddp",
                              storage_path=storage, callbacks=[TuneReportCallback()],
-                             failure_config=FailureConfig(max_failures=max_failures)),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             # The loop checkpoints only when validation improved, so the
+                             # latest is the best: one copy per trial, not one per improvement.
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
     trainer.fit()

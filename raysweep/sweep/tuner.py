@@ -64,12 +64,16 @@ def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dic
         return tune.Tuner.restore(spec.path, trainable, resume_unfinished=True)
     # Per-trial result files feed the leaderboard; named here so that an environment turning
     # Tune's default loggers off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) cannot empty it.
-    callbacks = [TrialLogger(tracker, max_epochs, storage=root),
-                 progress.Progress(spec.num_samples, metric, mode),
+    callbacks = [progress.Progress(spec.num_samples, metric, mode),
                  FailureLines(), CSVLoggerCallback(), JsonLoggerCallback()]
     if pl.workers > 1:
         callbacks.append(resources.PlacementGroupJanitor())
     callbacks += extra_callbacks
+    # MLflow's last: a result is on disk (Tune's result.json) before the writer thread has it,
+    # so what a killed driver still had queued is reconciled from there on --resume; and the
+    # end of the sweep, which waits for MLflow, runs after every other callback's.
+    callbacks.append(TrialLogger(tracker, max_epochs, storage=root, background=True,
+                                 metric=metric, mode=mode))
     define_by_run = spaces.DefineByRun(sp.define_by_run, sp.FIXED, overrides)
     search_alg = ReplayingOptunaSearch(
         space=define_by_run, metric=metric, mode=mode,

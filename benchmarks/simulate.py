@@ -1,0 +1,132 @@
+"""What the scale benchmarks share: a trial that only reports, a real MLflow server, the waits.
+
+`fake_loop` stands in for raysweep's training loop (the `loop=` of `run_sweep`): it sleeps for
+its "epoch" and reports what the real loop reports (the epoch, the validation metrics, a small
+checkpoint when validation improved), and it times every `tune.report`: the time a trial
+waited for the driver to take its result. Bare Tune runs the same function through
+`bare_trial`, so both sides pay the same for the trial itself.
+Nothing here imports torch: a trial process stays small, so 64 of them fit next to the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# Read by the trial processes (local Ray workers inherit the driver's environment).
+EPOCH_S_ENV, WAITS_ENV = "RAYSWEEP_SIM_EPOCH_S", "RAYSWEEP_SIM_WAITS"
+
+
+def fake_loop(config: dict) -> None:
+    """One trial: `epochs` reports, `RAYSWEEP_SIM_EPOCH_S` apart; a checkpoint when improved."""
+    from ray import tune
+
+    train = config["train"]
+    epochs, pause = int(train["epochs"]), float(os.environ.get(EPOCH_S_ENV, "0.2"))
+    lr = float(train.get("lr", 1e-3))
+    best, waits, ends = math.inf, [], []
+    for epoch in range(1, epochs + 1):
+        if pause:
+            time.sleep(pause)
+        # a made-up score: better near lr 3e-3, improving for 6 epochs, then flat (so that
+        # checkpoints come as often as in a real trial: early, then rarely)
+        val = 2.0 + abs(math.log10(lr) + 2.5) + 1.0 / min(epoch, 5) + 0.01 * (epoch % 3)
+        metrics = {"epoch": epoch, "train_loss": val / 2, "val_de00_mean": val,
+                   "val_de00_median": val * 0.9, "val_de00_p95": val * 1.8, "epoch_s": pause,
+                   "samples_per_s": 1000.0}
+        t0 = time.perf_counter()
+        if val < best:
+            best = val
+            with tempfile.TemporaryDirectory() as tmp:
+                write_checkpoint(Path(tmp), train, epoch, metrics)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        else:
+            tune.report(metrics)
+        waits.append(time.perf_counter() - t0)
+        ends.append(time.time())
+    out = os.environ.get(WAITS_ENV)
+    if out:  # one line per trial; appends of one line this short do not interleave
+        with open(out, "a") as fh:
+            fh.write(json.dumps({"waits": waits, "ends": ends}) + "\n")
+
+
+def write_checkpoint(folder: Path, train: dict, epoch: int, metrics: dict) -> None:
+    """The shape of raysweep's checkpoint folder, tiny: weights, metadata, optimizer state."""
+    (folder / "model.pt").write_bytes(os.urandom(4096))
+    (folder / "train_state.pt").write_bytes(os.urandom(8192))
+    (folder / "checkpoint.json").write_text(json.dumps({"train": train, "epoch": epoch,
+                                                         "metrics": metrics}))
+
+
+def bare_trial(config: dict) -> None:
+    """Bare Tune's trainable: the same function, given the trial's config as the loop is."""
+    fake_loop({"train": config["cfg"]})
+
+
+def small_dataset() -> Path:
+    """The data handed to the sweep (prepared once, outside the timed part; never read by the
+    fake loop, but the sweep prepares and ships it as it would for real trials)."""
+    from raysweep.sweep.data import smoke_dataset
+
+    return smoke_dataset()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(root: Path, workers: int = 1) -> Iterator[str]:
+    """`mlflow server` (this environment's) on 127.0.0.1 and a free port, SQLite behind it;
+    yields its URL and stops it (its process group) on exit."""
+    port = free_port()
+    log = open(root / "mlflow-server.log", "w")
+    mlflow = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--artifacts-destination", str(root / "mlartifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(workers)],
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while not _answers(f"{url}/health"):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("mlflow server did not start:\n" +
+                                   (root / "mlflow-server.log").read_text()[-2000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, 9)
+        log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]

@@ -1,0 +1,130 @@
+"""How many results per second the sweep's driver absorbs, and how long trials wait for it.
+
+64 trials at once on one local Ray with 70 logical CPUs (the trials only sleep and report, so
+a 2-core machine can hold them; no autoscaling cluster: 64 trial processes are what fits next
+to it), through `raysweep.sweep.run.run_sweep` with MLflow on a real `mlflow server` this
+benchmark starts on 127.0.0.1, in two modes:
+
+1. paced: each trial reports every 0.5 s (64 x 2 = 128 results/s offered, what 64 GPUs at
+   2 s per epoch and 0.25 GPU per trial send): the wait in `tune.report` (median, p95);
+2. flat out: each trial reports back to back, so the driver is the bottleneck: the results per
+   second it absorbs (over the window in which every trial was reporting) and the waits.
+
+A trial times every `tune.report` call (benchmarks.simulate.fake_loop): the time it waited for
+the driver to take its result. Checked afterwards: MLflow holds every result of every trial.
+
+    python -m benchmarks.throughput            # 64 trials, 40 reports each
+    python -m benchmarks.throughput --quick    # 16 trials, 20 reports each
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import Section, describe_machine, load_note, machine, md_table
+from benchmarks.simulate import EPOCH_S_ENV, WAITS_ENV, mlflow_server, percentile, small_dataset
+
+LOOP = "benchmarks.simulate:fake_loop"
+LOGICAL_CPUS = 70
+
+
+def sweep(root: Path, name: str, trials: int, reports: int, pause: float) -> dict:
+    from raysweep.sweep.run import run_sweep
+    from raysweep.sweep.spec import Request
+
+    waits = root / f"{name}.waits"
+    os.environ[EPOCH_S_ENV], os.environ[WAITS_ENV] = str(pause), str(waits)
+    t0 = time.perf_counter()
+    out = run_sweep(Request(space="tabular", data=str(small_dataset()), num_samples=trials,
+                            max_concurrent=trials, cpus_per_worker=1, storage=str(root / "runs"),
+                            name=name, seed=0, searcher="random", early_stopping=False,
+                            sets=(f"epochs={reports}", "features=mean+meta")), loop=LOOP)
+    wall = time.perf_counter() - t0
+    lines = [json.loads(x) for x in waits.read_text().splitlines() if x]
+    return {"wall_s": wall, "trials": lines, "tracking_s": out.tracking_s,
+            "parent": out.parent_run_id, "failed": int((out.table["status"] != "FINISHED").sum())}
+
+
+def absorbed(trials: list[dict]) -> tuple[float, float, int]:
+    """(results/s, window s, results) over the window in which every trial was reporting."""
+    start = max(t["ends"][0] for t in trials)
+    stop = min(t["ends"][-1] for t in trials)
+    n = sum(1 for t in trials for e in t["ends"] if start < e <= stop)
+    window = stop - start
+    return (n / window if window > 0 else float("nan")), window, n
+
+
+def mlflow_count(url: str, parent: str) -> int:
+    """Results MLflow holds for the sweep: `epoch` points over its child runs."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(url)
+    exp = client.get_experiment_by_name("tabular")
+    runs = client.search_runs([exp.experiment_id], max_results=5000,
+                              filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    return sum(len(client.get_metric_history(r.info.run_id, "epoch")) for r in runs)
+
+
+def summarize(mode: str, res: dict, logged: int) -> dict:
+    waits = [w for t in res["trials"] for w in t["waits"]]
+    rate, window, n = absorbed(res["trials"])
+    return {"mode": mode, "trials": len(res["trials"]), "results": len(waits),
+            "in_mlflow": logged, "rate": rate, "window_s": window, "window_results": n,
+            "median_ms": 1000 * percentile(waits, 50), "p95_ms": 1000 * percentile(waits, 95),
+            "max_ms": 1000 * max(waits, default=float("nan")), "wall_s": res["wall_s"],
+            "tracking_s": res["tracking_s"], "failed": res["failed"]}
+
+
+def run(quick: bool = False) -> Section:
+    import ray
+
+    trials, reports = (16, 20) if quick else (64, 40)
+    root = Path(tempfile.mkdtemp(prefix="raysweep-throughput-"))
+    rows = []
+    try:
+        with mlflow_server(root) as url:
+            os.environ["MLFLOW_TRACKING_URI"] = url
+            ray.init(address="local", num_cpus=LOGICAL_CPUS, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+            for mode, pause in (("paced, every 0.5 s", 0.5), ("flat out", 0.0)):
+                res = sweep(root, mode.split(",")[0].replace(" ", "-"), trials, reports, pause)
+                rows.append(summarize(mode, res, mlflow_count(url, res["parent"])))
+            ray.shutdown()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return section(rows, trials, reports, quick)
+
+
+def section(rows: list[dict], trials: int, reports: int, quick: bool) -> Section:
+    table = [(r["mode"], r["trials"], r["results"], r["in_mlflow"], r["rate"], r["median_ms"],
+              r["p95_ms"], r["max_ms"], r["wall_s"]) for r in rows]
+    flat = rows[-1]
+    paced = rows[0]
+    md = [f"{trials} trials at once, {reports} reports each, through `run_sweep` with MLflow on "
+          f"a local `mlflow server` ({'quick' if quick else 'full'} mode). Machine: "
+          f"{describe_machine()}; {load_note()}.\n",
+          md_table(table, ["mode", "trials", "results", "in MLflow", "absorbed results/s",
+                           "median wait ms", "p95 wait ms", "max wait ms", "wall s"]), "",
+          f"- flat out, the driver absorbed **{flat['rate']:.0f} results/s** (target >= 200), "
+          f"over {flat['window_s']:.1f} s in which all trials reported.",
+          f"- paced (offered {trials * 2} results/s): median wait in tune.report "
+          f"**{paced['median_ms']:.1f} ms** (target < 50 ms), p95 {paced['p95_ms']:.1f} ms.",
+          "- absorbed results/s counts the reports that returned inside the window in which "
+          "every trial was reporting; the wait is the time `tune.report` took in the trial."]
+    return Section("\n".join(md), {"rows": rows, "trials": trials, "reports": reports,
+                                   "machine": machine()})
+
+
+if __name__ == "__main__":
+    from benchmarks import write_section
+
+    quick = "--quick" in sys.argv[1:]
+    result = run(quick=quick)
+    print(result)
+    write_section("throughput", quick, result)

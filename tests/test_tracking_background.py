@@ -1,0 +1,227 @@
+"""The background MLflow writer: Tune's thread only hands over, nothing is lost or logged twice.
+
+A "killed driver" here is a TrialLogger whose writer thread is stuck in a write that never lands
+(as if the process died with steps queued); the "resumed driver" is the callback restored from
+the pickle Tune wrote before the trial started, as `--resume` restores it, with the trial's
+result.json as Tune's JSON logger leaves it (one line per report, replayed epochs appended).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from raysweep.tracking import background, callback, checkpoints, reconcile
+from raysweep.tracking import store as tracking
+
+
+class FakeTrial(SimpleNamespace):
+    error_file = None
+    num_failures = 0
+    status = "RUNNING"
+
+    def __str__(self):
+        return f"trial_{self.trial_id}"
+
+
+@pytest.fixture
+def tracker(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    t = tracking.Tracker("study", "sweep-bg")
+    t.start_parent(tags={}, params={})
+    return t
+
+
+def result(epoch: int, value: float) -> dict:
+    return {"epoch": epoch, "training_iteration": epoch, "val_de00_mean": value,
+            "train_loss": value / 2}
+
+
+def report(logger, trial, epoch: int, value: float) -> None:
+    """What Tune does with one result: the JSON logger's line, then our hook."""
+    r = result(epoch, value)
+    with open(Path(trial.local_path) / "result.json", "a") as fh:
+        fh.write(json.dumps(r) + "\n")
+    logger.on_trial_result(0, [], trial, r)
+
+
+def history(tracker, run_id: str, key: str = "val_de00_mean") -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in MlflowClient(tracker.uri).get_metric_history(run_id, key))
+
+
+def make_trial(tmp_path: Path, tid: str) -> FakeTrial:
+    folder = tmp_path / f"trial_{tid}"
+    folder.mkdir()
+    return FakeTrial(trial_id=tid, config={"lr": 0.01, "epochs": 4}, local_path=str(folder))
+
+
+class Stuck:
+    """log_batch that blocks until released, then returns without writing (a dead driver)."""
+
+    def __init__(self, client):
+        self.real, self.gate, self.stuck = client.log_batch, threading.Event(), threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        self.stuck.set()
+        self.gate.wait(60)
+
+
+class Dead:
+    """The client of a process that no longer exists: every call fails at once."""
+
+    def __getattr__(self, name):
+        def refused(*args, **kwargs):
+            raise ConnectionError("the driver is dead")
+
+        return refused
+
+
+def test_results_are_merged_into_one_write_per_run(tracker, tmp_path):
+    logger = callback.TrialLogger(tracker, max_epochs=20, background=True)
+    trials = [make_trial(tmp_path, t) for t in ("m1", "m2")]
+    for trial in trials:
+        logger.on_trial_start(0, [], trial)
+    assert logger.writer.flush(120)
+    calls, real = [], tracker.client.log_batch
+    gate = threading.Event()
+
+    def counted(*args, **kwargs):
+        gate.wait(60)  # held, so that the next results queue up behind this write
+        calls.append(len(kwargs.get("metrics", ())))
+        return real(*args, **kwargs)
+
+    tracker.client.log_batch = counted
+    for epoch in range(1, 11):
+        for trial in trials:
+            report(logger, trial, epoch, 10.0 - epoch / 10)
+    gate.set()
+    assert logger.writer.flush(120)
+    for trial in trials:
+        assert [s for s, _ in history(tracker, logger.runs[trial.trial_id])] == list(range(1, 11))
+    assert len(calls) < 20, calls  # 20 results, fewer requests: merged per run
+    assert logger.writer.backlog() == 0
+
+
+def test_a_full_queue_refuses_a_result_and_the_end_reconciles_it(tracker, tmp_path):
+    logger = callback.TrialLogger(tracker, max_epochs=4, background=True)
+    trial = make_trial(tmp_path, "full")
+    logger.on_trial_start(0, [], trial)
+    assert logger.writer.flush(120)
+    stuck = Stuck(tracker.client)
+    tracker.client.log_batch = stuck
+    logger.writer._queue.maxsize = 1
+    report(logger, trial, 1, 9.0)  # taken by the writer thread, which then blocks
+    assert stuck.stuck.wait(60)
+    report(logger, trial, 2, 8.0)  # fills the queue
+    report(logger, trial, 3, 7.0)  # refused: Tune's thread does not wait
+    assert logger.writer.refused == 1 and "full" in logger.dirty
+    tracker.client.log_batch = stuck.real
+    stuck.gate.set()  # the blocked write of epoch 1 is lost too (never landed)
+    logger.writer._queue.maxsize = 0
+    trial.status = "TERMINATED"
+    logger.on_trial_complete(0, [], trial)
+    logger.on_experiment_end([trial])
+    run = logger.runs["full"]
+    assert history(tracker, run) == [(1, 9.0), (2, 8.0), (3, 7.0)]
+    assert [s for s, _ in history(tracker, run, "epoch")] == [1, 2, 3]
+    tags = MlflowClient(tracker.uri).get_run(run).data.tags
+    assert tags[reconcile.COMPLETE_TAG] == "true" and tags["raysweep.epochs_run"] == "3"
+
+
+def test_a_killed_driver_and_resume_lose_and_duplicate_nothing(tracker, tmp_path):
+    first = callback.TrialLogger(tracker, max_epochs=4, background=True)
+    saved = pickle.dumps(first)  # Tune's tuner.pkl: written before any trial ran
+    trial = make_trial(tmp_path, "k1")
+    done = make_trial(tmp_path, "k2")  # finishes before the kill; its last writes are queued
+    for t in (trial, done):
+        first.on_trial_start(0, [], t)
+    report(first, trial, 1, 9.0)
+    report(first, done, 1, 5.0)
+    assert first.writer.flush(120)
+    stuck = Stuck(tracker.client)
+    tracker.client.log_batch = stuck  # from here on nothing the first driver queues lands
+    for epoch, value in ((2, 8.0), (3, 7.0)):
+        report(first, trial, epoch, value)
+    report(first, done, 2, 4.0)
+    done.status = "TERMINATED"
+    first.on_trial_complete(0, [], done)
+    assert stuck.stuck.wait(60)
+    # SIGKILL: the first driver's queue is gone with it; nothing it still holds ever lands.
+    second_tracker = pickle.loads(pickle.dumps(tracker))
+    tracker.COOLDOWN_S = 3600.0
+    tracker._client = Dead()
+    stuck.gate.set()
+    second = pickle.loads(saved)
+    second.tracker = second_tracker
+    for epoch, value in ((2, 18.0), (3, 17.0), (4, 16.0)):  # restored from epoch 1's checkpoint
+        report(second, trial, epoch, value)
+    trial.status = "TERMINATED"
+    second.on_trial_complete(0, [], trial)
+    second.on_experiment_end([trial, done])
+    client = MlflowClient(tracker.uri)
+    runs = reconcile.run_states(second.tracker)
+    assert set(runs) == {"k1", "k2"}  # one run per trial, the first driver's
+    assert history(tracker, runs["k1"][0]) == [(1, 9.0), (2, 8.0), (3, 7.0), (4, 16.0)]
+    assert [s for s, _ in history(tracker, runs["k1"][0], "epoch")] == [1, 2, 3, 4]
+    assert history(tracker, runs["k2"][0]) == [(1, 5.0), (2, 4.0)]
+    for tid, (_run, status, complete) in runs.items():
+        assert status == "FINISHED" and complete, tid
+    assert client.get_run(runs["k2"][0]).data.tags["raysweep.epochs_run"] == "2"
+
+
+def write_checkpoint(folder: Path, score: float) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(b"weights")
+    (folder / "checkpoint.json").write_text(json.dumps({"score": score}))
+    (folder / "train_state.pt").write_bytes(b"optimizer state")
+    return folder
+
+
+def test_only_the_leaders_weights_are_copied_and_every_run_has_its_uri(tracker, tmp_path):
+    logger = callback.TrialLogger(tracker, max_epochs=1, background=True, keep=2)
+    trials = []
+    for i, score in enumerate((3.0, 1.0, 2.0, 4.0)):
+        trial = make_trial(tmp_path, f"c{i}")
+        logger.on_trial_start(0, [], trial)
+        report(logger, trial, 1, score)
+        ckpt = write_checkpoint(tmp_path / "ckpts" / trial.trial_id, score)
+        logger.on_checkpoint(0, [], trial, checkpoint=SimpleNamespace(path=str(ckpt)))
+        trial.status = "TERMINATED"
+        logger.on_trial_complete(0, [], trial)
+        trials.append(trial)
+    logger.on_experiment_end(trials)
+    client = MlflowClient(tracker.uri)
+    copied = {}
+    for trial in trials:
+        run = logger.runs[trial.trial_id]
+        assert client.get_run(run).data.tags[checkpoints.URI_TAG] == \
+            str(tmp_path / "ckpts" / trial.trial_id)
+        copied[trial.trial_id] = sorted(a.path for a in client.list_artifacts(run, "checkpoint"))
+    served = ["checkpoint/checkpoint.json", "checkpoint/model.pt"]  # no optimizer state
+    assert copied == {"c0": [], "c1": served, "c2": served, "c3": []}
+    # eval_winners asks for a run that was not copied: fetched from its URI, then kept in MLflow
+    run = logger.runs["c3"]
+    local = checkpoints.ensure_checkpoint(tracker, run, tmp_path / "fetch")
+    assert sorted(p.name for p in local.iterdir()) == ["checkpoint.json", "model.pt"]
+    assert sorted(a.path for a in client.list_artifacts(run, "checkpoint")) == served
+
+
+def test_the_writer_splits_what_mlflow_would_refuse():
+    from mlflow.entities import Metric
+
+    p = background.Pending(metrics=[Metric("m", 1.0, 0, s) for s in range(2500)],
+                           params={f"p{i}": "x" for i in range(150)},
+                           tags={f"t{i}": "y" for i in range(30)})
+    chunks = list(p.chunks())
+    assert sum(len(m) for m, _, _ in chunks) == 2500
+    assert sum(len(pa) for _, pa, _ in chunks) == 150 and sum(len(t) for *_, t in chunks) == 30
+    for m, pa, t in chunks:
+        assert len(m) <= 1000 and len(pa) <= 100 and len(t) <= 100 and len(m) + len(pa) + len(t) <= 1000
+    assert chunks[-1][2], "tags go in the last request"
