@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from raysweep.errors import run_cli, setup_logging
-from raysweep.sweep import results
+from raysweep.sweep import console, results
 from raysweep.sweep.resolve import DEFAULT_STORAGE, SEARCHERS
 from raysweep.sweep.run import SweepResult, run_sweep
 from raysweep.sweep.spec import Request
@@ -86,10 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_failed = int((out.table["status"] == "FAILED").sum()) if len(out.table) else 0
     n_stopped = int(out.table["stopped_early"].sum()) if len(out.table) else 0
     stopping = f"{n_stopped} stopped early by ASHA" if out.early_stopping else "early stopping off"
-    print(f"\n{len(out.table)} trials ({stopping}, {n_failed} failed); "
-          f"all in {out.path}/results.csv")
-    print(f"MLflow parent run: {out.parent_run_id}  (tracking: {out.tracking_uri}; "
-          f"`mlflow ui --backend-store-uri {out.tracking_uri}`)")
+    print(f"\n{len(out.table)} trials ({stopping}, {n_failed} failed)")
+    if not (args.eval_winners and out.complete and console.any_finished(out)):
+        print(console.where(out))  # else below the evaluation, beside its report
     if not out.complete:
         print(f"The sweep was interrupted; continue it with: python -m raysweep.search "
               f"--resume --name {out.name}"
@@ -106,8 +106,10 @@ def _eval_winners(out: SweepResult) -> int:
     from raysweep import eval_winners
     from raysweep.evaluate.record import EvalSettings
 
-    return eval_winners.evaluate(EvalSettings(parent_run=out.parent_run_id,
-                                              tracking_uri=out.tracking_uri))
+    settings = EvalSettings(parent_run=out.parent_run_id, tracking_uri=out.tracking_uri)
+    code = eval_winners.evaluate(settings)
+    print(console.where(out, Path(settings.out).resolve() / "report.html"))
+    return code
 
 
 if __name__ == "__main__":
