@@ -51,7 +51,7 @@ def test_the_closing_lines_say_where_everything_is():
     lines = console.where(out, "/home/u/winners/report.html").splitlines()
     assert lines == [
         "results: /home/u/raysweep_results/quickstart-1/results.csv",
-        "MLflow:  sqlite:////home/u/mlruns.db (parent run abc; browse with `mlflow ui "
+        "MLflow parent run: abc in sqlite:////home/u/mlruns.db (browse with `mlflow ui "
         "--backend-store-uri sqlite:////home/u/mlruns.db`)",
         "report:  /home/u/winners/report.html"]
     assert "python -m raysweep.eval_winners --parent-run abc" in console.where(out)

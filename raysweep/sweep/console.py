@@ -117,5 +117,10 @@ def where(out, report: str | Path | None = None) -> str:
         f"none yet: `python -m raysweep.eval_winners --parent-run {out.parent_run_id}` "
         "writes it (or run the sweep with --eval-winners)")
     return "\n".join([f"results: {out.path}/results.csv",
-                      f"MLflow:  {uri} (parent run {out.parent_run_id}; {browse})",
+                      f"MLflow parent run: {out.parent_run_id} in {uri} ({browse})",
                       f"report:  {report_line}"])
+
+
+def any_finished(out) -> bool:
+    """Whether a trial of the sweep `out` finished: what an evaluation needs to run."""
+    return "status" in out.table and bool((out.table["status"] == "FINISHED").any())
