@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 BENCHMARKS = ("synth_speed", "prepare_speed", "crop_quality", "train_throughput",
-              "search_efficiency", "predict_latency", "trust", "study")
+              "search_efficiency", "scale", "throughput", "predict_latency", "trust", "study")
 PACKAGES = {"python": None, "torch": "torch", "ray": "ray", "optuna": "optuna",
             "mlflow": "mlflow", "timm": "timm", "colour": "colour-science", "numpy": "numpy"}
 BEGIN, END = "<!-- section: {} -->", "<!-- /section: {} -->"
