@@ -14,7 +14,7 @@ N FINISHED child runs, each with both epochs, and the leaders' checkpoints.
 
     python -m benchmarks.scale                 # 1,000 trials
     python -m benchmarks.scale --trials 300    # fewer, when the machine is shared
-    python -m benchmarks.scale --quick         # 100 trials
+    python -m benchmarks.scale --quick         # 40 trials
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def trial_configs(out) -> list[dict]:
 def run(quick: bool = False, trials: int | None = None) -> Section:
     import ray
 
-    n = trials or (100 if quick else 1000)
+    n = trials or (40 if quick else 1000)
     root = Path(tempfile.mkdtemp(prefix="raysweep-scale-"))
     os.environ[EPOCH_S_ENV] = str(EPOCH_S)
     small_dataset()  # outside the timed sweeps
