@@ -37,3 +37,13 @@ def test_checkpoint_transfer_reads_local_and_file_uris_as_local(tmp_path):
     assert local_checkpoint_dir("s3://bucket/ckpt") is None
     fs, path = checkpoint_location(str(tmp_path), storage=f"file://{tmp_path}")
     assert isinstance(fs, pyarrow.fs.LocalFileSystem) and path == str(tmp_path)
+
+
+def test_copy_checkpoint_copies_a_folder_given_by_file_uri(tmp_path):
+    from raysweep.train.transfer import copy_checkpoint
+
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "checkpoint.json").write_text("{}")
+    out = copy_checkpoint(f"file://{src}", storage=None, dst=str(tmp_path / "copy"))
+    assert (Path(out) / "checkpoint.json").read_text() == "{}"

@@ -46,7 +46,7 @@ def checkpoint_location(ckpt: Any, storage: str | None):
     return pyarrow.fs.LocalFileSystem(), path
 
 
-def fetch_checkpoint(ckpt: Any, storage: str | None, dst: str) -> str:
+def copy_checkpoint(ckpt: Any, storage: str | None, dst: str) -> str:
     """Copy a checkpoint (any file system) into the local folder `dst`; returns dst."""
     from ray.train import Checkpoint
 
