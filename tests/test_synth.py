@@ -204,7 +204,9 @@ def test_phone_profiles_are_well_conditioned_and_sigma_is_opt_in():
 
 
 def test_white_balance_error_is_drawn_per_session():
-    ctx = build_context(dataclasses.replace(TINY, sets=3, tones=8, manual_wb_share=0.0))
+    # generator 2.0 kept it per session; 3.0 redraws part per frame (tests/test_synth_drift.py)
+    ctx = build_context(dataclasses.replace(TINY, sets=3, tones=8, manual_wb_share=0.0,
+                                            version="2.0"))
     for s in range(3):
         gains = np.array([np.log(render_mod.plan(ctx, s, t).gains[[0, 2]]) for t in range(8)])
         err = ctx.sets[s].awb_error

@@ -2,8 +2,10 @@
 
 `python -m raysweep.synth --out DIR` writes it; `ensure_default_dataset()` generates it once into
 a cache folder and returns its card, for search and the demo. The physics is in skin.py,
-light.py, camera.py, scene.py, exposure.py, isp.py and render.py; the calibration
-against real phones in calibration.py, the datasheet in datasheet.py, the tiered floors in oracle.py.
+light.py, camera.py, scene.py, exposure.py, isp.py, drift.py (per-photo drift, generator 3.0) and
+render.py; the calibration against real phones in calibration.py (its reference figures in
+real_phones.yaml, the learnability statistics in learnability.py), the datasheet in datasheet.py,
+the tiered floors in oracle.py. `GeneratorConfig(version="2.0")` reproduces generator 2.0.
 """
 
 from __future__ import annotations

@@ -202,13 +202,17 @@ def _fit_matrix(sens: np.ndarray) -> np.ndarray:
     return np.array(rows)
 
 
-def _vendor_look(spec: CameraSpec) -> np.ndarray:
+def look_matrix(saturation: float, hue_deg: float) -> np.ndarray:
     """Saturation boost and hue twist around the luminance axis, in linear sRGB."""
     to_opp = np.array([[1 / 3, 1 / 3, 1 / 3], [1, -1, 0], [0.5, 0.5, -1]])
-    t = np.radians(spec.hue_deg)
+    t = np.radians(hue_deg)
     rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
-    m = np.linalg.inv(to_opp) @ rot @ np.diag([1.0, spec.saturation, spec.saturation]) @ to_opp
+    m = np.linalg.inv(to_opp) @ rot @ np.diag([1.0, saturation, saturation]) @ to_opp
     return m / (m @ np.ones(3))[:, None]  # greys keep their luminance: white stays white
+
+
+def _vendor_look(spec: CameraSpec) -> np.ndarray:
+    return look_matrix(spec.saturation, spec.hue_deg)
 
 
 @cache

@@ -4,6 +4,9 @@ its datasheet.
     python -m raysweep.synth --out DIR [--sets 15] [--tones 138] [--cameras 3] [--size 256]
                              [--seed 0] [--profiles phone_a,phone_b,phone_c,sigma_stress]
                              [--trap-share 0.2] [--bias-share 0.01] [--manual-wb-share 0.01]
+                             [--generator-version 3.0] [--awb-frame-share X]
+                             [--light-drift-mired X] [--hand-shade-share X]
+                             [--isp-saturation-sigma X] [--isp-hue-sigma-deg X]
                              [--workers N] [--overwrite]
     python -m raysweep.synth --calibrate DIR       # the calibration table vs real phones
     python -m raysweep.synth --report DIR          # DIR/report/report.md + PNGs
@@ -23,7 +26,7 @@ import yaml
 
 from ..errors import UserError, run_cli, setup_logging
 from . import calibration
-from .context import GeneratorConfig
+from .context import DRIFT_DEFAULTS, DRIFT_PARAMS, GeneratorConfig
 from .datasheet import write_report
 from .generate import CARD, generate
 from .measure import measure
@@ -55,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of photos with exposure compensation")
     p.add_argument("--manual-wb-share", type=float, default=d.manual_wb_share,
                    help="share of photos with a manual white-balance preset")
+    p.add_argument("--generator-version", default=d.version, choices=sorted(DRIFT_DEFAULTS),
+                   help="generator version (an older one reproduces its datasets)")
+    for name in DRIFT_PARAMS:  # the per-photo drift; default: the version's (drift.py says why)
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=None,
+                       help=f"per-photo drift (default {DRIFT_DEFAULTS[d.version][name]} in "
+                            f"{d.version}, 0 in 2.0)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--oracle-limit", type=int, default=300,
@@ -64,8 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def calibrate_dir(dataset: str | Path) -> list[calibration.Row]:
-    """The calibration table of a generated dataset, measured afresh from its photos."""
+def calibrate_dir(dataset: str | Path, compare=None) -> list[calibration.Row]:
+    """The calibration table of a generated dataset, measured afresh from its photos.
+
+    `compare(frame, measured) -> Row` adds the baselines' order on the tabular export (the
+    command passes it: the baselines live in raysweep.evaluate, above this package)."""
     root = Path(dataset).expanduser()
     root = root.parent if root.is_file() else root
     if not (root / CARD).is_file():
@@ -75,10 +87,13 @@ def calibrate_dir(dataset: str | Path) -> list[calibration.Row]:
     if "swatch_cx" not in frame:
         raise UserError(f"{root} is not a synthetic dataset (no swatch outline in its manifest)",
                         where="--calibrate", fix="calibrate a dataset this generator wrote")
-    return calibration.calibrate(frame, measure(frame, root)["naive"])
+    measured = measure(frame, root)["naive"]
+    rows = calibration.calibrate(frame, measured)
+    return rows if compare is None else [*rows, compare(frame, measured)]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, compare=None) -> int:
+    """The CLI; `compare` as in calibrate_dir (`python -m raysweep.synth` passes the baselines)."""
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
     progress = not args.no_progress
@@ -90,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"smoke test ok: {card} and {report}")
         return 0
     if args.calibrate:
-        rows = calibrate_dir(args.calibrate)
+        rows = calibrate_dir(args.calibrate, compare)
         print(calibration.markdown(rows))
         print(f"\ncalibration: {'PASS' if calibration.passed(rows) else 'FAIL'} "
               f"({sum(r.passed for r in rows)} of {len(rows)} rows)")
@@ -102,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = GeneratorConfig(seed=args.seed, sets=args.sets, tones=args.tones, cameras=args.cameras,
                           size=args.size, camera_profiles=tuple(args.profiles.split(",")),
                           trap_share=args.trap_share, exposure_bias_share=args.bias_share,
-                          manual_wb_share=args.manual_wb_share)
+                          manual_wb_share=args.manual_wb_share, version=args.generator_version,
+                          **{n: getattr(args, n) for n in DRIFT_PARAMS})
     card = generate(args.out, cfg, workers=args.workers, overwrite=args.overwrite,
                     progress=progress)
     print(card)

@@ -12,13 +12,23 @@ import numpy as np
 
 from ..errors import UserError
 from . import camera as camera_mod
+from .drift import mired_direction, session_awb_scale
 from .exposure import centre_weights
-from .light import daylight
+from .light import daylight, nominal_light
 from .scene import SetSpec, draw_set, trap_sets
 from .skin import Tones, make_tones
 
-GENERATOR_VERSION = "2.0"
+GENERATOR_VERSION = "3.0"
 MIN_SIZE, MAX_SIZE = 32, 2048
+# Per-photo drift (drift.py) by generator version: 2.0 had none, so `version="2.0"` reproduces
+# its datasets byte for byte. Each parameter's physical reason is in drift.py's docstring.
+DRIFT_DEFAULTS = {
+    "2.0": {"awb_frame_share": 0.0, "light_drift_mired": 0.0, "hand_shade_share": 0.0,
+            "isp_saturation_sigma": 0.0, "isp_hue_sigma_deg": 0.0},
+    "3.0": {"awb_frame_share": 0.8, "light_drift_mired": 10.0, "hand_shade_share": 0.2,
+            "isp_saturation_sigma": 0.04, "isp_hue_sigma_deg": 2.0},
+}
+DRIFT_PARAMS = tuple(DRIFT_DEFAULTS[GENERATOR_VERSION])
 
 
 @dataclass(frozen=True)
@@ -32,11 +42,31 @@ class GeneratorConfig:
     trap_share: float = 0.2  # share of sessions on a coloured background
     exposure_bias_share: float = 0.01  # photos with exposure compensation (stress sets: more)
     manual_wb_share: float = 0.01  # photos with a manual white-balance preset
+    version: str = GENERATOR_VERSION  # an older version reproduces that generator's datasets
+    # Per-photo drift (None: the version's default, DRIFT_DEFAULTS; physics in drift.py):
+    awb_frame_share: float | None = None  # share of the AWB error variance re-drawn per frame
+    light_drift_mired: float | None = None  # per-photo light drift along the Planckian locus
+    hand_shade_share: float | None = None  # photos with a hand shading the swatch
+    isp_saturation_sigma: float | None = None  # per-frame ISP saturation change (relative sd)
+    isp_hue_sigma_deg: float | None = None  # per-frame ISP hue twist (sd, degrees)
 
     def __post_init__(self):  # a card read back from YAML gives a list
         object.__setattr__(self, "camera_profiles", tuple(self.camera_profiles))
+        object.__setattr__(self, "version", str(self.version))
+
+    @property
+    def drift(self) -> dict[str, float]:
+        """The per-photo drift parameters, the version's defaults filled in (a field left None
+        follows the version, so `dataclasses.replace(cfg, version="2.0")` switches it off)."""
+        base = DRIFT_DEFAULTS.get(self.version, DRIFT_DEFAULTS[GENERATOR_VERSION])
+        return {n: float(base[n] if getattr(self, n) is None else getattr(self, n))
+                for n in DRIFT_PARAMS}
 
     def validate(self) -> GeneratorConfig:
+        if self.version not in DRIFT_DEFAULTS:
+            raise UserError(f"unknown generator version {self.version!r}",
+                            where="raysweep.synth generator arguments",
+                            fix=f"use one of {sorted(DRIFT_DEFAULTS)} ({GENERATOR_VERSION} is current)")
         unknown = [c for c in self.camera_profiles if c not in camera_mod.PROFILES]
         n_cam = len(camera_mod.available(self.camera_profiles))
         checks = [
@@ -52,6 +82,10 @@ class GeneratorConfig:
             (all(0 <= x <= 1 for x in (self.trap_share, self.exposure_bias_share,
                                        self.manual_wb_share)),
              "trap_share, exposure_bias_share and manual_wb_share are shares", "use 0..1"),
+            (0 <= self.drift["awb_frame_share"] <= 1 and 0 <= self.drift["hand_shade_share"] <= 1,
+             "awb_frame_share and hand_shade_share are shares", "use 0..1"),
+            (min(self.drift.values()) >= 0, "the drift sigmas cannot be negative",
+             "use 0 to switch one off"),
         ]
         for ok, what, fix in checks:
             if not ok:
@@ -63,8 +97,7 @@ class GeneratorConfig:
         return camera_mod.available(self.camera_profiles)[: self.cameras]
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "camera_profiles": list(self.camera_profiles),
-                "version": GENERATOR_VERSION}
+        return {**asdict(self), "camera_profiles": list(self.camera_profiles), **self.drift}
 
 
 @dataclass
@@ -84,6 +117,7 @@ class Context:
     responses: list[SetResponses]
     meter_weights: np.ndarray
     daylight_white: dict  # profile key -> raw RGB of a white under D55 (the AWB's neutral point)
+    mired_dir: dict  # profile key -> (3,) d log raw white per mired (drift.mired_direction)
 
     @property
     def seed(self) -> int:
@@ -100,8 +134,9 @@ def build_context(cfg: GeneratorConfig) -> Context:
     cams = {c: camera_mod.build_camera(c) for c in ids}
     tones = make_tones(cfg.tones, cfg.seed)
     traps = trap_sets(cfg.sets, len(ids), cfg.trap_share)
-    sets = [draw_set(i, cams[ids[i % len(ids)]].spec, cfg.seed, cfg.sets, i in traps, i // len(ids))
-            for i in range(cfg.sets)]
+    awb_scale = session_awb_scale(cfg)
+    sets = [draw_set(i, cams[ids[i % len(ids)]].spec, cfg.seed, cfg.sets, i in traps, i // len(ids),
+                     awb_scale) for i in range(cfg.sets)]
     d55 = daylight(5500.0)
     responses = []
     for s in sets:
@@ -114,7 +149,8 @@ def build_context(cfg: GeneratorConfig) -> Context:
             lights=lights,
         ))
     return Context(cfg, tones, sets, cams, responses, centre_weights(cfg.size),
-                   {c: cams[c].response(d55, np.ones_like(d55)) for c in ids})
+                   {c: cams[c].response(d55, np.ones_like(d55)) for c in ids},
+                   {c: mired_direction(cams[c], nominal_light) for c in ids})
 
 
 def sample_id(set_idx: int, tone_idx: int) -> str:

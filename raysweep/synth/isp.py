@@ -2,8 +2,10 @@
 
 White balance: the estimate of the light is the truth pulled toward the frame's grey world (a
 coloured background, and the skin swatch itself, drag it), partly kept warm or cool on purpose,
-plus an error drawn once per session with a small per-photo jitter (real phones keep their cast
-for a session: issue 15). A manual preset ignores the scene.
+plus an error drawn once per session with a small per-photo jitter (issue 15); generator 3.0
+draws part of that error per frame instead (drift.py: phones re-estimate it from every frame, and
+real sessions explain far less of the colour error than 2.0's did). A manual preset ignores the
+scene.
 
 Local tone mapping: a smooth gain field that pulls each region of the frame toward mid-grey
 (strength per camera profile), computed from the noise-free preview so the latent-aware oracle

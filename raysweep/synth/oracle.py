@@ -4,7 +4,8 @@ Tiers (`KNOWS` says each in one line; `floors()` returns all, `evaluate(tier=...
 
 - `oracle:latents` knows every latent of every photo (the lights, the exact exposure, the
   white-balance gains, the ISP gain field, the shading / shadow / vignetting fields and the
-  specular spot): only sensor noise, JPEG and metamerism are left. No photo reveals all that.
+  specular spot, and generator 3.0's per-photo drift: drift.py): only sensor noise, JPEG and
+  metamerism are left. No photo reveals all that.
 - `oracle:exif` knows the session's truth (light spectra, illuminance, the camera's session
   white-balance error) and the camera's fixed pipeline, and of each photo only its EXIF exposure
   (time, ISO, f-number): not the hidden digital gain, local tone mapping, per-photo white-balance
@@ -40,10 +41,11 @@ from .skin import reflectance, sample_params
 from .spectral import delta_e00, reflectance_to_lab
 
 KNOWS = {  # tier -> what it knows, one line (raysweep.evaluate.floors shows it by the number)
-    "latents": "every per-photo latent (exposure, WB gains, ISP gain, shading, shadow): only "
-               "noise, JPEG and metamerism left; no photo reveals these",
+    "latents": "every per-photo latent (exposure, WB gains, ISP gain and look, shading, shadow, "
+               "light drift, hand shade): only noise, JPEG and metamerism left; no photo reveals "
+               "these",
     "exif": "the session's light, illuminance and WB error, and each photo's EXIF exposure; not "
-            "the hidden digital gain, tone mapping, per-photo WB drift or shading",
+            "the hidden digital gain, tone mapping, per-photo WB, light or ISP drift or shading",
     "observable": "the background's reflectance; the light read off the photo's background ring "
                   "(EXIF exposure where the ring is clipped); no per-photo hidden latent",
 }
@@ -54,7 +56,9 @@ HIDDEN_PER_PHOTO = (  # manifest columns no photo reveals (the observable tier m
     "meter_reflectance", "ae_limited", "ltm_gain_swatch", "wb_gain_r", "wb_gain_b", "wb_error_r",
     "wb_error_b", "shading_strength", "shadow", "shadow_depth", "shadow_swatch_fraction",
     "specular_amp", "specular_x", "specular_y", "specular_sigma_px", "second_light_share",
-    "target_L", "target_a", "target_b", "target_ita", "white_balance_mode")
+    "target_L", "target_a", "target_b", "target_ita", "white_balance_mode", "awb_frame_error_r",
+    "awb_frame_error_b", "light_drift_mired", "hand_shade_depth", "hand_fill_tint_r",
+    "hand_fill_tint_b", "isp_saturation", "isp_hue_deg")
 
 
 @lru_cache(maxsize=2)
@@ -90,10 +94,11 @@ def local_linear(z_train: np.ndarray, y_train: np.ndarray, z: np.ndarray, k: int
     return coef[-1]
 
 
-def wb_linear(cam, img: np.ndarray) -> np.ndarray:
-    """Undo the camera's fixed pipeline (tone curve, matrix): 8-bit sRGB -> white-balanced raw
-    RGB times the ISP gain (1 = sensor saturation), (S, S, 3)."""
-    return cam.untone(img) @ (np.linalg.inv(cam.matrix).T * K_HEAD)
+def wb_linear(cam, img: np.ndarray, matrix: np.ndarray | None = None) -> np.ndarray:
+    """Undo the camera's fixed pipeline (tone curve, matrix; a frame's own matrix when given):
+    8-bit sRGB -> white-balanced raw RGB times the ISP gain (1 = sensor saturation), (S, S, 3)."""
+    m = cam.matrix if matrix is None else matrix
+    return cam.untone(img) @ (np.linalg.inv(m).T * K_HEAD)
 
 
 def _skin_lab(ctx: Context, camera_key: str, spectrum: np.ndarray, rgb: np.ndarray) -> np.ndarray:
@@ -115,9 +120,9 @@ def oracle_lab(ctx: Context, set_idx: int, tone_idx: int, img: np.ndarray) -> np
 
     p = plan(ctx, set_idx, tone_idx)
     f = p.fields
-    wb = wb_linear(ctx.cameras[p.spec.camera_id], img) / p.isp_gain[..., None]
+    wb = wb_linear(ctx.cameras[p.spec.camera_id], img, p.matrix) / p.isp_gain[..., None]
     clipped = wb.max(-1) > 0.97 * min(p.gains.min(), 1.0)  # clipped: no signal
-    clean = wb / p.gains / (K_HEAD * 2**p.exposure.sensor_error_ev)
+    clean = wb / p.gains / (K_HEAD * 2**p.exposure.sensor_error_ev) / p.tint
     core = cv2.erode((f.mask > 0.999).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
     if f.specular is not None:
         core &= f.specular < 2e-3

@@ -63,6 +63,19 @@ def manifest_row(ctx: Context, p, tone_idx: int, bbox: tuple[int, int, int, int]
         "specular_y": round(ph.specular_y, 2) if ph.specular_amp else np.nan,
         "specular_sigma_px": round(ph.specular_sigma, 2) if ph.specular_amp else np.nan,
         "jpeg_quality": ph.jpeg_quality, "image_size": ctx.size,
+        **_drift_columns(p.drift),
+    }
+
+
+def _drift_columns(d) -> dict:
+    """The per-photo drift of generator 3.0 (drift.py); all zero / one in generator 2.0."""
+    return {
+        "awb_frame_error_r": round(float(d.awb_frame[0]), 5),
+        "awb_frame_error_b": round(float(d.awb_frame[1]), 5),
+        "light_drift_mired": round(d.mired, 3), "hand_shade_depth": round(d.hand_depth, 4),
+        "hand_fill_tint_r": round(float(d.hand_tint[0]), 4),
+        "hand_fill_tint_b": round(float(d.hand_tint[1]), 4),
+        "isp_saturation": round(d.isp_saturation, 4), "isp_hue_deg": round(d.isp_hue_deg, 3),
     }
 
 

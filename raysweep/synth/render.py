@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .camera import look_matrix
+from .drift import Drift, draw_drift, tint_field
 from .exif import exif_bytes
 from .exposure import K_HEAD, Exposure, auto_exposure, meter
 from .isp import local_tone_map, white_balance
@@ -35,6 +37,9 @@ class Plan:
     centre_second_share: float
     wb_mode: str  # "auto" or "manual:<preset>"
     ltm_swatch: float  # mean local tone mapping gain over the swatch
+    drift: Drift  # the photo's per-photo drift (drift.py)
+    tint: np.ndarray  # raw channel multipliers of the drifting / shaded light, (3,) or (S, S, 3)
+    matrix: np.ndarray  # (3, 3) this frame's colour matrix: the ISP's look of the frame
 
 
 def _clean_image(ctx, spec, resp, f: Fields, tone_idx: int) -> np.ndarray:
@@ -59,6 +64,10 @@ def plan(ctx, set_idx: int, tone_idx: int) -> Plan:
                        cfg.manual_wb_share)
     f = fields(spec, photo, size, cs.vignetting)
     clean = _clean_image(ctx, spec, resp, f, tone_idx)
+    drift = draw_drift(cfg, cs, ctx.seed, set_idx, tone_idx, photo)
+    tint = tint_field(drift, ctx.mired_dir[spec.camera_id], size)
+    if drift.mired or drift.hand_shade:  # generator 2.0 has neither: its bytes stay
+        clean = clean * tint
     c = size // 2
     share = 0.0 if f.second is None else float(f.second[c, c] / (f.second[c, c] + f.primary[c, c]))
     white = (1 - share) * resp.white[0] + (share * resp.white[1] if f.second is not None else 0)
@@ -70,7 +79,7 @@ def plan(ctx, set_idx: int, tone_idx: int) -> Plan:
     # The camera's own statistics run on a 1/4-resolution preview, as in a real AE/AWB engine.
     preview = clean[::4, ::4]
     gains = white_balance(cs, spec.awb_error, preview, white,
-                          np.array([photo.awb_jitter_r, photo.awb_jitter_b]),
+                          np.array([photo.awb_jitter_r, photo.awb_jitter_b]) + drift.awb_frame,
                           ctx.daylight_white[spec.camera_id], preset_white)
     metered = meter(preview[..., 1], f.mask[::4, ::4] > 0.5, ctx.meter_weights[::4, ::4],
                     cs.subject_weight)
@@ -81,9 +90,13 @@ def plan(ctx, set_idx: int, tone_idx: int) -> Plan:
                              (spec.bv_offset_ev, spec.bv_zeroed))
     ltm = local_tone_map(preview[..., 1] * np.float32(2**exposure.error_ev), cs.ltm, size)
     ideal = np.array([white[1] / white[0], 1.0, white[1] / white[2]])
+    matrix = cam.matrix
+    if drift.isp_saturation != 1 or drift.isp_hue_deg:
+        matrix = look_matrix(drift.isp_saturation, drift.isp_hue_deg) @ cam.matrix
     return Plan(spec, photo, f, clean, exposure, gains, ideal,
                 ltm * np.float32(2**exposure.digital_gain_ev), share, wb_mode,
-                float(ltm[f.mask > 0.5].mean()) if (f.mask > 0.5).any() else 1.0)
+                float(ltm[f.mask > 0.5].mean()) if (f.mask > 0.5).any() else 1.0,
+                drift, tint, matrix)
 
 
 def develop(cam, p: Plan) -> np.ndarray:
@@ -105,7 +118,7 @@ def develop(cam, p: Plan) -> np.ndarray:
     raw = np.clip(raw, 0, 1) * p.gains.astype(np.float32)
     raw = np.minimum(raw, np.float32(min(p.gains.min(), 1.0)))  # saturated stays neutral
     raw *= p.isp_gain[..., None]
-    lin = raw @ (cam.matrix.T / K_HEAD).astype(np.float32)
+    lin = raw @ (p.matrix.T / K_HEAD).astype(np.float32)
     enc = cam.tone(lin)
     return np.clip(np.rint(enc * 255), 0, 255).astype(np.uint8)
 

@@ -78,10 +78,12 @@ def trap_sets(n_sets: int, n_cameras: int, share: float) -> set[int]:
     return set(order[:n])
 
 
-def draw_set(set_id: int, cam, seed: int, n_sets: int, trap: bool, session_of_camera: int) -> SetSpec:
+def draw_set(set_id: int, cam, seed: int, n_sets: int, trap: bool, session_of_camera: int,
+             awb_scale: float = 1.0) -> SetSpec:
     """One session with camera profile `cam` (its `session_of_camera`-th). Neutral backgrounds
     alternate grey card / paper; illuminance quantiles are stratified over the sets (one shuffled
-    stratum each)."""
+    stratum each). `awb_scale` is the part of the camera's white-balance error sd that stays per
+    session (the rest is drawn per frame: drift.py)."""
     rng = np.random.default_rng([seed, 7, set_id])
     stratum = np.random.default_rng([seed, 8]).permutation(n_sets)[set_id]
     kind = "coloured" if trap else ("grey_card" if (set_id // 2) % 2 == 0 else "neutral_paper")
@@ -92,7 +94,7 @@ def draw_set(set_id: int, cam, seed: int, n_sets: int, trap: bool, session_of_ca
         second = make_light(str(rng.choice(["daylight", "fluorescent", "led"])), rng)
         share = float(rng.uniform(0.15, 0.45))
     lux = draw_lux(light, (stratum + rng.random()) / n_sets)
-    awb_error = rng.normal(0, cam.awb_session_sigma, 2)
+    awb_error = rng.normal(0, cam.awb_session_sigma, 2) * awb_scale
     h = cam.habits
     offset = float(rng.uniform(*h.bv_offset_ev))
     zeroed = bool(h.bv_zero_every) and session_of_camera % h.bv_zero_every == 1
