@@ -1,10 +1,13 @@
 """What a user sees: a finished sweep's experiment page in the MLflow UI, in headless Chromium.
 
 A quickstart smoke sweep logs to an `mlflow server` started here; the test opens the experiment
-page, expands the sweep's parent run, shows the `val_de00_mean` column (MLflow 3 hides metric
-columns by default) and checks that every trial run is listed with the value MLflow's REST API
-holds for it. The MLflow UI is a React app, so Selenium drives Chromium and waits for the rows.
-A screenshot is kept in tests/artifacts/ (and the test's tmp dir).
+page, expands the sweep's parent run, checks that the sweep and every trial run show the
+training data in the Dataset column (name and digest, the digest being the content hash), shows
+the `val_de00_mean` column (MLflow 3 hides metric columns by default) and checks that every
+trial run is listed with the value MLflow's REST API holds for it; then it opens the parent
+run's artifacts and previews the parameter-importance plot. The MLflow UI is a React app, so
+Selenium drives Chromium and waits for the rows. Screenshots are kept in tests/artifacts/ (and
+the test's tmp dir).
 """
 
 from __future__ import annotations
@@ -53,6 +56,17 @@ def tags(run: dict) -> dict:
     return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
 
 
+def dataset_of(run: dict) -> tuple[str, str]:
+    """(name, digest) of the run's one dataset input, as MLflow's REST API holds it."""
+    inputs = run.get("inputs", {}).get("dataset_inputs", [])
+    assert len(inputs) == 1, run["info"]["run_name"]
+    return inputs[0]["dataset"]["name"], inputs[0]["dataset"]["digest"]
+
+
+def row(run: dict) -> str:
+    return f"//div[@role='row'][@row-id='{run['info']['run_id']}']"
+
+
 def latest(run: dict, key: str) -> float | None:
     return next((m["value"] for m in run["data"].get("metrics", []) if m["key"] == key), None)
 
@@ -97,6 +111,15 @@ def test_experiment_page_shows_trials_and_their_val_de00_mean(finished_sweep):
             wait.until(ec.visibility_of_element_located((By.XPATH, (
                 f"//div[@role='row'][@row-id='{child['info']['run_id']}']"
                 f"//a[normalize-space()='{child['info']['run_name']}']"))))
+        # The Dataset column: the sweep and every trial trained on the one dataset, named by
+        # its card and digested by its content hash (what "runs on this dataset" filters on).
+        name, digest = dataset_of(parent)
+        assert digest == tags(parent)["raysweep.dataset_hash"]
+        assert all(dataset_of(child) == (name, digest) for child in children)
+        for run in (parent, *children):
+            cell = f"{row(run)}//div[@role='gridcell'][@col-id='attributes.`Dataset`']"
+            wait.until(lambda d, cell=cell: f"{name} ({digest})" in d.find_element(
+                By.XPATH, cell).text)
         # Metric columns are hidden until chosen in the Columns menu.
         driver.find_element(By.XPATH, "//button[normalize-space()='Columns']").click()
         wait.until(ec.element_to_be_clickable(
@@ -121,5 +144,40 @@ def test_experiment_page_shows_trials_and_their_val_de00_mean(finished_sweep):
     finally:
         driver.quit()
     assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(shot, ARTIFACTS / shot.name)
+
+
+def test_parent_run_shows_the_parameter_importance_plot(finished_sweep):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, experiment_id, runs, root = finished_sweep
+    parent = next(r for r in runs if tags(r).get("raysweep.sweep_name") == SWEEP
+                  and "mlflow.parentRunId" not in tags(r))
+    files = get_json(f"{url}/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}"
+                     "&path=importance")["files"]
+    assert {f["path"] for f in files} >= {"importance/importance.csv", "importance/importance.png",
+                                          "importance/parallel_coordinates.png"}
+    driver = browser(root / "chromium-profile-artifacts")
+    try:
+        wait = WebDriverWait(driver, 90)
+        driver.get(f"{url}/#/experiments/{experiment_id}/runs/{parent['info']['run_id']}"
+                   "/artifacts")
+        node = "//div[@data-testid='artifact-tree-node'][@artifact-name='{}']"
+        wait.until(ec.element_to_be_clickable((By.XPATH, node.format("importance")))).click()
+        wait.until(ec.element_to_be_clickable((By.XPATH, node.format("importance.png")))).click()
+        wait.until(ec.presence_of_element_located(
+            (By.XPATH, "//*[normalize-space(text())='importance/importance.png']")))
+        # the preview is an <img> whose picture has loaded (a blob of the PNG)
+        wait.until(lambda d: d.execute_script(
+            "return [...document.images].some(i => i.src.startsWith('blob:') && i.complete "
+            "&& i.naturalWidth > 200)"))
+        shot = root / "mlflow_parameter_importance.png"
+        assert driver.save_screenshot(str(shot))
+    finally:
+        driver.quit()
+    assert shot.stat().st_size > 10_000
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(shot, ARTIFACTS / shot.name)
