@@ -16,6 +16,8 @@ Why each is private and not replaced by a public API:
   reference, and without `fetch_from_server` it answers for this process, not the cluster.
 - `standing_request`: what `request_resources` currently asks for. Ray can set the request but
   not read it back; v1 keeps it in the GCS KV store, v2 as the GCS's cluster constraint.
+- `keep_secrets_out_of_tune_env`: Tune copies AWS_* keys of the driver into every trainable's
+  runtime env (logged in plain text by Ray's agent) and offers no switch to stop it.
 - `job_is_dead`: whether a driver's job has ended. The public job API covers submitted jobs only
   (a driver started by hand has none) and the State API needs the dashboard.
 - `mlflow_store_uris` / `restore_mlflow_store_uris`: MLflow sets its fluent API's store with
@@ -28,7 +30,7 @@ path) import this module's MLflow half and must not pay for Ray.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 TESTED = {"ray": "2.60.0", "mlflow": "3.17.2"}
@@ -110,6 +112,21 @@ def job_is_dead(job_id_hex: str) -> bool:
         if job["JobID"] == job_id_hex:
             return bool(job["IsDead"])
     return True
+
+
+def keep_secrets_out_of_tune_env(is_secret: Callable[[str], bool]) -> list[str]:
+    """Stop Tune copying the driver's secret variables (its AWS keys) into its trainable actor's
+    runtime env, which Ray writes in plain text to its runtime-env agent log. Returns the names
+    taken off Tune's list.
+
+    Tune's class cache holds the list as a module global, read when a trainable is registered.
+    A local Ray started by the driver gives its workers the driver's environment anyway; the
+    nodes of a cluster need their own credentials (an instance profile), as infra/ sets up."""
+    from ray.tune.execution import class_cache
+
+    removed = sorted(n for n in class_cache.ENV_VARS_TO_PROPAGATE if is_secret(n))
+    class_cache.ENV_VARS_TO_PROPAGATE = set(class_cache.ENV_VARS_TO_PROPAGATE) - set(removed)
+    return removed
 
 
 # ---- MLflow ----------------------------------------------------------------------------------

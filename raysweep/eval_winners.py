@@ -58,7 +58,8 @@ def evaluate(settings: EvalSettings) -> int:
     check_writable(settings.out, "--out", folder=True)  # before minutes of evaluation
     from raysweep.tracking.store import store_errors, tracking_uri
 
-    with store_errors(settings.tracking_uri or tracking_uri()):
+    with store_errors(settings.tracking_uri or tracking_uri(),
+                      write=settings.log_run or settings.register):
         res = run_eval_winners(settings)
     s = res.summary.sort_values("mean")
     print(s[["model", "kind", "mean", "mean_lo", "mean_hi", "median", "p95"]].round(3)

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "than one node needs shared storage, see infra/README.md)")
     p.add_argument("--name", help="sweep name (default: SPACE-DATE-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the sweep --name")
-    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("--seed", type=int, help="seed of the TPE sampler (default 0)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a parameter for every trial (repeatable), e.g. --set lr=1e-3")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be stopped")
@@ -95,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"--resume --name {out.name}"
               + (f" --storage {args.storage}" if args.storage else ""))
         return 130
+    if not out.finished:
+        log.error("no trial finished (%d failed): the sweep has no result to select from; each "
+                  "trial's reason is in the error column of %s/results.csv", n_failed, out.path)
+        return 1
     if args.eval_winners:
         return _eval_winners(out)
     return 0

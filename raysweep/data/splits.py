@@ -88,6 +88,34 @@ def assign(frame: pd.DataFrame, by: str = "tone_id", val_fraction: float = 0.15,
     return keys.map(dict(zip(order, label))).to_numpy().astype(str)
 
 
+def check_validation(source, split_by: str = "tone_id", val_fraction: float = 0.15) -> None:
+    """Refuse, from the manifest alone (no photo decoded, no Ray started), a split that leaves no
+    validation rows: every trial of a sweep would fail on it, one by one, inside Ray. Only
+    `split_by="column"` and `val_fraction=0` can do that (`assign` gives a non-zero fraction at
+    least one group)."""
+    if split_by != "column":
+        if val_fraction <= 0:
+            raise UserError("val_fraction=0 leaves no validation rows, so no trial could be "
+                            "scored or selected", where="val_fraction",
+                            fix="set val_fraction above 0 (e.g. --set val_fraction=0.15)")
+        return
+    from raysweep.data.card import load_card
+    from raysweep.data.manifest import read_manifest
+
+    card = load_card(source)
+    frame = read_manifest(card)[0]
+    column = frame["split"] if "split" in frame.columns else pd.Series([], dtype=str)
+    counts = column.astype(str).str.strip().value_counts()
+    if not counts.get("val", 0) or not counts.get("train", 0):
+        shown = ", ".join(f"{k or '(empty)'} {v}" for k, v in counts.items()) or "no split column"
+        raise UserError(f"split_by='column', but the manifest's split column leaves the "
+                        f"{'validation' if not counts.get('val', 0) else 'training'} split "
+                        f"empty ({shown}), so no trial could be trained and scored",
+                        where=f"{card.manifest}: split",
+                        fix="mark some rows `val` (and some `train`) in the split column, or "
+                            "split by tone_id (--set split_by=tone_id)")
+
+
 def _stratify_by_camera(order: np.ndarray, keys: pd.Series, cameras: np.ndarray
                         ) -> tuple[np.ndarray, int]:
     """(groups re-ordered, number that may leave train): the held-out candidates first, camera

@@ -4,11 +4,13 @@ concrete, frozen `SweepSpec`: everything the user can get wrong, checked before 
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from raysweep.data.splits import check_validation
 from raysweep.errors import UserError, unknown_name
 from raysweep.sweep import files, spaces, strategy
 from raysweep.sweep.data import describe_data, smoke_dataset
@@ -50,6 +52,8 @@ def resolve(request: Request) -> tuple[SweepSpec, Sweep]:
 
     check_writable(root)
     saved = read_spec(root, request.name) if request.resume else None
+    if saved is not None:
+        _refuse_what_resume_ignores(request, saved)
     space_arg = request.space
     if space_arg is None and saved is not None:
         space_arg = saved.space if saved.space in spaces.builtin_spaces() else saved.space_source
@@ -72,6 +76,9 @@ def resolve(request: Request) -> tuple[SweepSpec, Sweep]:
         fixed["epochs"] = loaded.MAX_EPOCHS
     sp = replace(loaded, settings={**loaded.settings, "FIXED": fixed})
     checked = spaces.check_space(sp, overrides)
+    if isinstance(data, str | Path) and "://" not in str(data):  # before Ray, not in each trial
+        check_validation(data, **{k: checked.base[k] for k in ("split_by", "val_fraction")
+                                  if k in checked.base})
     if data is None and saved and saved.data not in BUILTIN_DATA:
         data = saved.data
     if data is None and smoke:
@@ -85,6 +92,8 @@ def resolve(request: Request) -> tuple[SweepSpec, Sweep]:
 
 
 def _check_flags(request: Request) -> None:
+    if request.name is not None:
+        check_name(request.name)
     if request.searcher not in SEARCHERS:
         raise unknown_name("searcher", request.searcher, SEARCHERS, where="--searcher")
     # 0 must not quietly mean "the space's default": say it is invalid.
@@ -97,6 +106,53 @@ def _check_flags(request: Request) -> None:
         if value is not None and value < least:
             raise UserError(f"{flag} must be at least {least}, got {value}", where=flag,
                             fix=f"pass {flag} {least} or more, or leave it out for the default")
+
+
+# A sweep name is a folder under --storage and a value in MLflow's run filters: no path, no quote.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_MAX = 128
+
+
+def check_name(name: str) -> None:
+    fix = "use letters, digits, '.', '_' and '-' only, e.g. --name fusion-2026-12-01"
+    if len(name) > NAME_MAX:
+        raise UserError(f"--name is {len(name)} characters long; a sweep name has at most "
+                        f"{NAME_MAX} (it names a folder and MLflow runs)", where="--name",
+                        fix=fix)
+    if not NAME.fullmatch(name) or ".." in name:
+        raise UserError(f"{name!r} is not a sweep name: it becomes a folder under --storage and "
+                        "an MLflow filter value, so it may hold no path separator, quote, space "
+                        "or '..', and starts with a letter or digit", where="--name", fix=fix)
+
+
+def _refuse_what_resume_ignores(request: Request, saved: SweepSpec) -> None:
+    """--resume continues the sweep as it was started: a flag that would change what it
+    samples or how it stops is refused, not silently ignored."""
+    given = [("--set", bool(request.sets) and tuple(request.sets) != tuple(saved.sets),
+              " ".join(saved.sets) or "none"),
+             ("--num-samples", request.num_samples not in (None, saved.num_samples),
+              saved.num_samples),
+             ("--seed", request.seed not in (None, saved.seed), saved.seed),
+             ("--grace-period", request.grace_period not in (None, saved.early_stopping
+                                                             .grace_period),
+              saved.early_stopping.grace_period),
+             ("--reduction-factor", request.reduction_factor not in (
+                 None, saved.early_stopping.reduction_factor),
+              saved.early_stopping.reduction_factor),
+             ("--no-early-stopping", not request.early_stopping and saved.early_stopping.enabled,
+              "on"),
+             ("--smoke-test", request.smoke_test and not saved.smoke_test, "off")]
+    data = request.data
+    if isinstance(data, str | Path) and saved.data not in BUILTIN_DATA and \
+            describe_data(data) != saved.data and Path(saved.data).exists():
+        given.append(("--data", True, saved.data))  # allowed only for a dataset that moved
+    refused = [(flag, was) for flag, changed, was in given if changed]
+    if refused:
+        shown = "; ".join(f"{flag} (the sweep has {was})" for flag, was in refused)
+        raise UserError(f"--resume continues sweep {saved.name!r} as it was started, so it "
+                        f"cannot change: {shown}", where="--resume",
+                        fix="leave these flags out to resume, or start a new sweep with "
+                            "another --name to search differently")
 
 
 def read_spec(root: str, name: str | None) -> SweepSpec:
@@ -117,7 +173,7 @@ def _new_spec(request: Request, sp: spaces.Space, root: str, data: Any, epochs: 
     return SweepSpec(
         name=request.name or f"{sp.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage=root,
         space=sp.name, space_source=sp.source, data=describe_data(data),
-        sets=tuple(request.sets), seed=request.seed,
+        sets=tuple(request.sets), seed=request.seed if request.seed is not None else 0,
         num_samples=request.num_samples or (SMOKE["num_samples"] if smoke else sp.NUM_SAMPLES),
         epochs=epochs, metric=sp.METRIC, mode=sp.MODE, searcher=request.searcher,
         smoke_test=smoke, max_failures=request.max_failures,

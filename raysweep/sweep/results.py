@@ -77,7 +77,14 @@ def _status(result, states: dict[str, str]) -> str:
     if result.error:
         return "FAILED"
     state = states.get(str(result.path), "TERMINATED")
-    return "FINISHED" if state == "TERMINATED" else "FAILED" if state == "ERROR" else "INTERRUPTED"
+    if state == "ERROR":
+        return "FAILED"
+    # Tune's clean-up after an interrupt marks the running trials TERMINATED too, and a trial
+    # that never started may have no state: a trial finished only if it reported and its last
+    # result says done (its last epoch, or a stop by the scheduler)
+    reported = result.metrics_dataframe is not None and len(result.metrics_dataframe) > 0
+    done = (result.metrics or {}).get("done", True)
+    return "FINISHED" if state == "TERMINATED" and reported and done else "INTERRUPTED"
 
 
 def _finite(history: pd.DataFrame | None, metric: str) -> pd.DataFrame | None:

@@ -6,19 +6,23 @@ resolve (flags + space, or the saved `SweepSpec` on --resume -> a concrete spec,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from raysweep.sweep import files, first_wave, resources, results
+from raysweep import _compat
+from raysweep.sweep import files, first_wave, lease, resources, results, schedulable
 from raysweep.sweep.data import load_data
+from raysweep.sweep.interrupts import Interrupts
 from raysweep.sweep.resolve import Sweep, resolve
 from raysweep.sweep.spec import SPEC_FILE, Request, SweepSpec
 from raysweep.sweep.trainable import LOOP
 from raysweep.sweep.tuner import build_tuner
 from raysweep.tracking import datasets, importance
+from raysweep.tracking.secrets import is_secret_key
 
 log = logging.getLogger("raysweep.search")
 # Keeping 3 checkpoints per trial makes Tune snapshot its state more often than it likes; the
@@ -39,6 +43,11 @@ class SweepResult:
     tracking_s: float = 0.0  # driver time spent logging trials to MLflow
     early_stopping: bool = True  # whether ASHA could stop trials (the summary line's wording)
 
+    @property
+    def finished(self) -> int:
+        """Trials that ended normally (FINISHED); none: the sweep failed."""
+        return int((self.table["status"] == "FINISHED").sum()) if len(self.table) else 0
+
 
 def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepResult:
     """Run (or with `request.resume`, continue) a sweep; see `python -m raysweep.search --help`.
@@ -47,6 +56,14 @@ def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepR
     space sampled at random, every trial run to its last epoch.
     """
     spec, sweep = resolve(request)
+    # One writer per sweep (a second fails at once, naming the first), and Ctrl-C or SIGTERM
+    # end it as interrupted, not as done: both settled before Ray and MLflow hear of it.
+    with lease.hold(spec.path), Interrupts() as stop:
+        return _run_sweep(request, spec, sweep, stop, loop=loop, verbose=verbose)
+
+
+def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts, *, loop: str,
+               verbose: int) -> SweepResult:
     from raysweep.tracking.store import Tracker
 
     tracker = Tracker(spec.tracking.experiment, spec.name, uri=spec.tracking.uri)
@@ -61,6 +78,8 @@ def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepR
         pl = resources.plan(spec.num_samples, workers, r.cpus_per_worker, r.gpus_per_trial,
                             r.max_concurrent)
         log.info("%s", pl.describe())
+        if not pl.grows:  # a worker no node can hold would wait forever in Tune's queue
+            schedulable.check_fits_a_node(pl)
         parent = prepare_parent(spec, sweep, tracker)
         status = "FAILED"
         try:
@@ -69,10 +88,12 @@ def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepR
             with first_wave.for_plan(pl, resume=request.resume) as wave:
                 spec, refs = prepare(spec, sweep, tracker, pl, parent, resume=request.resume)
                 grid = run(spec, sweep, refs, pl, tracker, loop=loop, verbose=verbose,
-                           resume=request.resume, callbacks=[wave.callback()])
-            out = finalize(spec, sweep, grid, tracker, resume=request.resume)
-            # An interrupted sweep (Ctrl-C, a lost driver) stays open for --resume.
-            status = "FINISHED" if out.complete else "KILLED"
+                           resume=request.resume, stop=stop, callbacks=[wave.callback()])
+            out = finalize(spec, sweep, grid, tracker, resume=request.resume,
+                           interrupted=stop.signal is not None)
+            # An interrupted sweep (Ctrl-C, a lost driver) stays open for --resume; one in
+            # which no trial finished failed, whatever each trial's reason.
+            status = "KILLED" if not out.complete else "FINISHED" if out.finished else "FAILED"
             return out
         except KeyboardInterrupt:
             status = "KILLED"
@@ -122,17 +143,20 @@ def prepare(spec: SweepSpec, sweep: Sweep, tracker, pl: resources.Plan, parent: 
 # -- run and finalize ------------------------------------------------------------------------------
 
 def run(spec: SweepSpec, sweep: Sweep, refs: dict, pl: resources.Plan, tracker, *, loop: str,
-        verbose: int, resume: bool, callbacks: list = ()):
+        verbose: int, resume: bool, stop: Interrupts | None = None, callbacks: list = ()):
     """Tune's run of the sweep: its ResultGrid (interrupted or complete)."""
     tuner = build_tuner(spec, sweep.space, sweep.overrides, refs=refs, pl=pl, tracker=tracker,
                         loop=loop, verbose=verbose, resume=resume, callbacks=callbacks)
-    grid = tuner.fit()
+    _compat.keep_secrets_out_of_tune_env(is_secret_key)  # Ray logs the runtime env in clear
+    with stop.tune() if stop else contextlib.nullcontext():
+        grid = tuner.fit()
     if pl.workers > 1:
         resources.free_orphaned_placement_groups(wait_s=10)
     return grid
 
 
-def finalize(spec: SweepSpec, sweep: Sweep, grid, tracker, *, resume: bool) -> SweepResult:
+def finalize(spec: SweepSpec, sweep: Sweep, grid, tracker, *, resume: bool,
+             interrupted: bool = False) -> SweepResult:
     """The leaderboard: results.csv under the sweep and in MLflow, the best trial on the parent."""
     parent, metric, searched = tracker.parent_run_id, spec.metric, sorted(sweep.checked.names)
     table = results.table(grid, metric, spec.mode, spec.epochs, searched, {},
@@ -159,7 +183,18 @@ def finalize(spec: SweepSpec, sweep: Sweep, grid, tracker, *, resume: bool) -> S
         log.warning("MLflow was unreachable during the sweep, so its runs miss some "
                     "metrics; the complete record is %s/results.csv and every trial's "
                     "result.json under %s", spec.path, spec.path)
-    interrupted = grid.num_terminated + grid.num_errors < spec.num_samples
+    statuses = table["status"] if len(table) else pd.Series([], dtype=str)
+    interrupted = interrupted or len(table) < spec.num_samples or \
+        bool((statuses == "INTERRUPTED").any())
+    if interrupted and len(table):  # Tune ended these without on_trial_complete
+        close_interrupted(tracker, table)
     return SweepResult(spec.name, spec.path, parent, table, tracker.uri, metric, searched,
                        complete=not interrupted, tracking_s=tracker.seconds,
                        early_stopping=spec.early_stopping.enabled)
+
+
+def close_interrupted(tracker, table: pd.DataFrame) -> None:
+    """Mark the runs of INTERRUPTED trials KILLED (a resumed trial reopens its run)."""
+    for run_id in table.loc[table["status"] == "INTERRUPTED", "mlflow_run_id"]:
+        if run_id:
+            tracker.end(run_id, "KILLED")

@@ -37,7 +37,7 @@ class Request:
     storage: str | None = None
     name: str | None = None
     resume: bool = False
-    seed: int = 0
+    seed: int | None = None  # None: 0 for a new sweep; on --resume, the sweep's own
     sets: tuple[str, ...] = ()
     smoke_test: bool = False
     grace_period: int | None = None

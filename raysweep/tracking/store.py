@@ -123,14 +123,74 @@ def is_unreachable(e: BaseException) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def store_errors(uri: str, where: str = "--tracking-uri / MLFLOW_TRACKING_URI"):
-    """Turn 'cannot reach the tracking store' into a UserError (one paragraph, exit 2)."""
+# A local SQLite store can fail in three ways of its own; sqlite's words for each, ours, and
+# what to do. Matched on the exception text, which SQLAlchemy and MLflow pass on.
+SQLITE_PROBLEMS = (
+    (("file is not a database", "database disk image is malformed", "file is encrypted"),
+     "is not an SQLite database or is damaged",
+     "restore it from a backup, or point MLFLOW_TRACKING_URI (--tracking-uri) at another store"),
+    (("database is locked", "database table is locked"), "is locked by another process",
+     "let the other process that writes it (a sweep, eval_winners, `mlflow ui`) finish, or stop "
+     "it, then run the command again"),
+    (("readonly database", "read-only", "unable to open database file"),
+     "is read-only (or its folder is) for this user",
+     "make the file and its folder writable, or point MLFLOW_TRACKING_URI at a store you can "
+     "write"),
+)
+
+
+def sqlite_problem(e: BaseException) -> tuple[str, str] | None:
+    """(what is wrong, fix) when `e` is a local SQLite store failing, else None."""
+    seen, err, texts = set(), e, []
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        texts.append(str(err))
+        err = err.__cause__ or err.__context__
+    text = " ".join(texts)
+    return next(((what, fix) for needles, what, fix in SQLITE_PROBLEMS
+                 if any(n in text for n in needles)), None)
+
+
+def probe_sqlite(uri: str, write: bool = False) -> None:
+    """Raise what sqlite says when a `sqlite:///` store cannot be read (or, with `write`,
+    written), in at most a few seconds: before any work, not after it. Other URIs: nothing."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if not path.is_file():
+        return  # MLflow creates a new store; its folder's trouble is said by MLflow
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
+        con.execute("PRAGMA schema_version").fetchone()
+        if write:
+            # root ignores file modes, not the immutable flag; access() answers for both
+            if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+                raise sqlite3.OperationalError("attempt to write a readonly database")
+            con.execute("BEGIN IMMEDIATE")  # a writer holding the file answers "locked"
+            con.rollback()
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def store_errors(uri: str, where: str = "--tracking-uri / MLFLOW_TRACKING_URI",
+                 write: bool = False):
+    """The one failure policy of the commands that read MLflow: a store that cannot be reached,
+    or a local SQLite store that is damaged, locked or read-only, is a UserError (one
+    paragraph, exit 2). The store is probed first (`write`: also for writing), so a command
+    that logs at its end (eval_winners) fails before its work, not after."""
+    try:
+        probe_sqlite(uri, write)
         yield
     except UserError:
         raise
     except Exception as e:
+        problem = sqlite_problem(e)
+        if problem is not None:
+            raise UserError(f"the MLflow tracking store {uri!r} {problem[0]} (sqlite: "
+                            f"{_sqlite_words(e)})", where=where, fix=problem[1]) from e
         if not is_unreachable(e):
             raise
         text = str(e)
@@ -140,6 +200,14 @@ def store_errors(uri: str, where: str = "--tracking-uri / MLFLOW_TRACKING_URI"):
                         fix="start the tracking server or fix the URI and its credentials "
                             "(MLFLOW_TRACKING_USERNAME/PASSWORD), then run the command again"
                         ) from e
+
+
+def _sqlite_words(e: BaseException) -> str:
+    """sqlite's own message, without SQLAlchemy's statement and background link."""
+    err = e
+    while err is not None and "sqlite3" not in type(err).__module__:
+        err = err.__cause__ or err.__context__
+    return str(err or e).splitlines()[0][:200]
 
 
 def flat_params(config: Mapping[str, Any]) -> dict[str, str]:
