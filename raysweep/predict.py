@@ -21,6 +21,7 @@ the per-photo results go to a CSV (`--out`, default predictions.csv).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from raysweep.serve.inference import (
     read_photo,
 )
 from raysweep.serve.loading import latest_champion, load_predictor
+from raysweep.tracking.store import store_errors, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.debug)
     if args.level is not None and not 0 < args.level < 1:
         raise UserError(f"--level must be between 0 and 1, got {args.level}", fix="e.g. --level 0.95")
-    if not args.model:
-        args.model = latest_champion()
-        log.info("no --model: using the most recently registered champion, %s", args.model)
-    predictor = load_predictor(args.model, device=args.device)
+    from_store = not args.model or args.model.startswith(("models:/", "runs:/"))
+    with store_errors(tracking_uri()) if from_store else contextlib.nullcontext():
+        if not args.model:
+            args.model = latest_champion()
+            log.info("no --model: using the most recently registered champion, %s", args.model)
+        predictor = load_predictor(args.model, device=args.device)
     if not hasattr(predictor, "calibration") and Path(args.model).is_dir():
         bounds.attach(predictor, args.model)  # the calibration.json eval_winners stored with it
     if getattr(predictor, "calibration", None) is None:
