@@ -37,7 +37,8 @@ from raysweep.errors import UserError, run_cli, setup_logging, unknown_name
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-BENCHMARKS = ("synth_speed", "prepare_speed", "crop_quality", "train_throughput",
+# new_sessions first: the headline regime (a photo from a session no model trained on)
+BENCHMARKS = ("new_sessions", "synth_speed", "prepare_speed", "crop_quality", "train_throughput",
               "search_efficiency", "scale", "throughput", "predict_latency", "trust", "study")
 PACKAGES = {"python": None, "torch": "torch", "ray": "ray", "optuna": "optuna",
             "mlflow": "mlflow", "timm": "timm", "colour": "colour-science", "numpy": "numpy"}

@@ -31,7 +31,7 @@ TARGETS = "coverage 87-93% overall, >= 85% per camera and ITA group with >= 30 p
           "photos and < 5% of in-distribution test photos"
 
 
-def _synth_state() -> str:
+def synth_state() -> str:
     from raysweep.synth import GENERATOR_VERSION
 
     root = Path(__file__).resolve().parent.parent
@@ -131,7 +131,7 @@ def measure(quick: bool = False, seed: int = 0, more_seeds: tuple[int, ...] = ()
             "const_bound": constant.quantile(), "held": pd.DataFrame(held),
             "seeds": pd.DataFrame(seeds),
             "wall_s": time.time() - t0,
-            "synth": _synth_state(), "shape": shape or "default (15 sets x 138 tones, 3 cameras)"}
+            "synth": synth_state(), "shape": shape or "default (15 sets x 138 tones, 3 cameras)"}
 
 
 def _verdict(ok: bool | None) -> str:

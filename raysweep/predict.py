@@ -8,12 +8,16 @@ Each photo goes through the same steps as a prepared dataset (raysweep.data: EXI
 analysis, crop at the model's crop and size) and then through the model. `--meta` adds or
 overrides metadata per photo (a CSV with a `photo` column holding the file name or path and any
 contract columns: camera, iso, exposure_time_s, f_number, brightness_ev, exposure_bias_ev,
-make, model, mean_L/a/b). The CSV wins over EXIF, as the manifest does in `prepare`.
+make, model, mean_L/a/b; and set_id, the capture session). The CSV wins over EXIF, as the manifest does in `prepare`.
 
 Every prediction carries an error bound, "dE00 <= B" at the level the champion was calibrated at
-(`--level` asks for another), and named flags for photos unlike the training data (unseen_camera,
-exposure/iso/brightness_out_of_range, patch_not_found, clipped_patch, unusual_background); a
-summary line on stderr says how many were flagged and why. A PHOTO may also be a folder (its
+(`--level` asks for another), for the regime it holds in: a photo from a NEW capture session (the
+default: the bound calibrated on sessions the model never trained on), or, when `--meta` gives
+the photo's `set_id` and that session was in training, a seen session; the output says which
+(`bound_regime`, and a line on stderr). Named flags mark photos unlike the training data
+(unseen_camera, exposure/iso/brightness_out_of_range, patch_not_found, clipped_patch,
+unusual_background, light_unlike_training); a summary line on stderr says how many were flagged
+and why. A PHOTO may also be a folder (its
 images) or a manifest (CSV/Parquet with an `image` or `photo` column, or a dataset.yaml): then
 the per-photo results go to a CSV (`--out`, default predictions.csv).
 """
@@ -36,6 +40,7 @@ from raysweep.serve.inference import (
     FORMATS,
     INVALID,
     OVERRIDE_COLUMNS,
+    SESSION_COLUMN,
     format_output,
     geometry,
     predict_photos,
@@ -111,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not batch or args.format != "table":
         print(format_output(out, args.format))
     print(ood.summary_line(out), file=sys.stderr)
+    if getattr(predictor, "calibration", None) is not None:
+        print(bounds.regime_line(out["bound_regime"]), file=sys.stderr)
     invalid = out.loc[out["ita_category"] == INVALID, "photo"].tolist()
     if invalid:
         # the rows stay in the output, flagged, but the command must not look successful
@@ -174,7 +181,7 @@ def _manifest_photos(path: Path) -> pd.DataFrame:
     if col is None:
         raise UserError(f"manifest {path} has no `image` or `photo` column", where=str(path),
                         fix="name the column holding each photo's path `image`")
-    out = frame[[c for c in OVERRIDE_COLUMNS if c in frame.columns]].copy()
+    out = frame[[c for c in (*OVERRIDE_COLUMNS, SESSION_COLUMN) if c in frame.columns]].copy()
     out.insert(0, "photo", [str(root / str(v)) for v in frame[col]])
     return out.reset_index(drop=True)
 

@@ -197,8 +197,8 @@ def champion_trust(predictor, data, split: str, level: float, n_boot: int = 1000
         cal.spread_of = spread_of  # the bound of a new photo asks the members again
     if oof is not None:
         seen = cal if cal is not None and cal.regime == bounds.SEEN else None
-        cal = bounds.calibrate_sessions(data, oof, train, level, cams, seed=seed, info=info,
-                                        seen=seen)
+        cal = bounds.calibrate_sessions(data, oof, train, level, cams, seed=seed,
+                                        info={**(info or {}), "n_val": len(val)}, seen=seen)
         cal.spread_of = spread_of
     if cal is None:
         return None, None, (f"no error bound: {len(val)} validation photos cannot calibrate a "

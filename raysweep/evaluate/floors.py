@@ -1,14 +1,24 @@
-"""Floors: how low the error could go, shown next to every learned result, each with what it knows.
+"""The floor and the one-photo physics references, shown next to every learned result, each with
+exactly what it knows.
 
-A floor is the generator's oracle at one tier of knowledge, scored on the same photos as the
-models (synthetic datasets only: the oracle rebuilds the generator from the card's
-`generated_by` block). The tiers say how much of a gap is reachable:
+Each is the generator's oracle at one tier of knowledge, scored on the same photos as the models
+(synthetic datasets only: the oracle rebuilds the generator from the card's `generated_by`
+block). Only one is a floor:
 
-- `oracle:latents`: every per-photo hidden variable (light, exposure, white-balance gains,
-  shading, shadow and specular maps). No photo reveals these; it bounds the data, not a model.
-- `oracle:exif`: the camera pipeline and the exposure read from EXIF; nothing about the light.
-- `oracle:observable`: the exposure from EXIF and the session's light estimated from the
-  background ring; no per-photo hidden noise. What a model could at best reach from the photo.
+- `oracle:latents` (kind "floor"): every per-photo hidden variable (light, exposure,
+  white-balance gains, shading, shadow and specular maps). No photo reveals these; it bounds the
+  data, not a model.
+
+The other two are hand-built physics estimators without labels (kind "reference"): a learned
+model can and should beat them (they are not floors), and what they know is not what a model
+knows, so each carries its one exact line:
+
+- `oracle:exif`: the session's TRUE light (spectra, illuminance) and white-balance error and the
+  camera's fixed pipeline, plus each photo's EXIF exposure; it knows more about the light than
+  a new photo shows, and nothing of the per-photo hidden gain, tone mapping or shading.
+- `oracle:observable`: the camera's fixed pipeline and the background's true reflectance (one
+  measurement per session), the light read off the photo's background ring; where the ring is
+  clipped or black, the session's ring level pooled over its photos (test photos included).
 
 The tiers are computed by `raysweep.synth.oracle` (the synth area owns them); this module only
 calls it: `evaluate(card, rows=..., tier=...)` when the oracle takes a tier, else `evaluate(card,
@@ -31,12 +41,16 @@ from raysweep.data.prepared import Prepared
 log = logging.getLogger(__name__)
 
 TIERS = ("latents", "exif", "observable")
+KIND = {"latents": "floor", "exif": "reference", "observable": "reference"}
 KNOWS = {  # one line each, shown next to the number (the oracle's own KNOWS wins when it has one)
-    "latents": "every per-photo hidden variable (light, exposure, white-balance gains, shading, "
-               "shadow and specular maps): unreachable, it bounds the data",
-    "exif": "the camera pipeline and the exposure from EXIF; nothing about the light",
-    "observable": "the exposure from EXIF and the session's light from the background ring; no "
-                  "per-photo hidden noise: the best a model could do from the photo",
+    "latents": "floor: every per-photo hidden variable (light, exposure, white-balance gains, "
+               "shading, shadow and specular maps): unreachable, it bounds the data",
+    "exif": "one-photo physics reference, no labels: the session's TRUE light spectra, "
+            "illuminance and white-balance error, the camera's fixed pipeline and the photo's "
+            "EXIF exposure; not the hidden gain, tone mapping, per-photo drift or shading",
+    "observable": "one-photo physics reference, no labels: the camera's fixed pipeline and the "
+                  "background's TRUE reflectance; the light read off the photo's ring (where "
+                  "clipped, the session's ring level pooled over its photos, test ones included)",
 }
 
 
@@ -44,6 +58,7 @@ KNOWS = {  # one line each, shown next to the number (the oracle's own KNOWS win
 class Floors:
     preds: dict[str, np.ndarray] = field(default_factory=dict)  # "oracle:<tier>" -> (N, 3) Lab
     knows: dict[str, str] = field(default_factory=dict)  # "oracle:<tier>" -> one line
+    kinds: dict[str, str] = field(default_factory=dict)  # "oracle:<tier>" -> floor | reference
     skipped: dict[str, str] = field(default_factory=dict)  # "oracle:<tier>" -> why not
 
 
@@ -112,4 +127,5 @@ def run_floors(data: Prepared, tiers=TIERS) -> Floors:
         out.preds[name] = res.loc[list(data.sample_id.astype(str)),
                                   ["oracle_L", "oracle_a", "oracle_b"]].to_numpy(np.float64)
         out.knows[name] = lines[name]
+        out.kinds[name] = KIND[tier]
     return out

@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from raysweep.evaluate import coverage, report
+from raysweep.evaluate import coverage, report, selection
 from raysweep.evaluate.record import EvalResult, EvalRun
 from raysweep.evaluate.scoring import predictions_frame
 from raysweep.fsutil import atomic_dir
@@ -27,7 +27,8 @@ def publish(r: EvalRun) -> EvalResult:
         title=f"Winners of {r.label} on the {split} split", champion=champion.name,
         summary=r.summary, breakdown=r.table, comparisons=r.comp, target=eval_data.target,
         preds=r.preds, errors=r.errs,
-        context={"study": r.study, "sweep": r.label, "split": f"{split} ({len(eval_data)} "
+        context={"regime": selection.split_regime(champion.data, split),
+                 "study": r.study, "sweep": r.label, "split": f"{split} ({len(eval_data)} "
                  f"photos, split id {eval_data.info.get('split_id')})",
                  "dataset": f"{eval_data.info.get('card')} (content hash "
                             f"{eval_data.info.get('content_hash')})",
@@ -88,7 +89,7 @@ def _log_to_mlflow(result: EvalResult, r: EvalRun) -> None:
         overall = result.coverage.iloc[0]
         metrics[f"{split}_bound_coverage"] = float(overall["coverage"])
         metrics[f"{split}_bound_median"] = float(overall["median_bound"])
-    for name, row in s[s["kind"].isin(["baseline", "floor"])].iterrows():
+    for name, row in s[s["kind"].isin(["baseline", "floor", "reference"])].iterrows():
         metrics[f"{name.replace(':', '_')}_de00_mean"] = float(row["mean"])
     tracker.log(rid, metrics=metrics)
     tracker.log_artifacts(rid, str(result.out_dir), "report")

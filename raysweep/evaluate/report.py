@@ -21,6 +21,8 @@ from matplotlib.figure import Figure
 from raysweep.evaluate.breakdowns import DIMENSIONS
 from raysweep.tracking import importance, importance_plots
 
+YARDSTICKS = ("floor", "reference")  # raysweep.evaluate.floors kinds: not learned models
+
 
 @dataclass
 class ReportInput:
@@ -71,7 +73,8 @@ def plot_histogram(inp: ReportInput, path: Path, max_models: int = 4) -> Path:
 def _plot_models(inp: ReportInput, max_models: int) -> list[str]:
     """The champion, then the others by mean dE00, with the best baseline always included
     (floors are in the tables and the bar chart, not in the per-photo plots)."""
-    ranked = inp.summary[inp.summary["kind"] != "floor"].sort_values("mean")["model"].tolist()
+    ranked = inp.summary[~inp.summary["kind"].isin(YARDSTICKS)].sort_values("mean")
+    ranked = ranked["model"].tolist()
     names = [inp.champion] + [m for m in ranked if m != inp.champion]
     baselines = inp.summary.loc[inp.summary["kind"] == "baseline"].sort_values("mean")["model"]
     chosen = names[: max_models - 1]
@@ -86,11 +89,12 @@ def grouped_models(inp: ReportInput) -> list[tuple[str, list[str]]]:
     """The models in their groups: learned (the champion first, then by mean), baselines and
     floors (each by mean); empty groups left out."""
     s = inp.summary.sort_values("mean", kind="stable")
-    learned = s.loc[~s["kind"].isin(["baseline", "floor"]), "model"].tolist()
+    learned = s.loc[~s["kind"].isin(["baseline", *YARDSTICKS]), "model"].tolist()
     if inp.champion in learned:
         learned = [inp.champion] + [m for m in learned if m != inp.champion]
     groups = [("learned", learned), ("baselines", s.loc[s["kind"] == "baseline", "model"].tolist()),
-              ("floors", s.loc[s["kind"] == "floor", "model"].tolist())]
+              ("references", s.loc[s["kind"] == "reference", "model"].tolist()),
+              ("floor", s.loc[s["kind"] == "floor", "model"].tolist())]
     return [(label, names) for label, names in groups if names]
 
 
@@ -123,7 +127,7 @@ def plot_model_bars(inp: ReportInput, path: Path) -> Path:
     fig = Figure(figsize=(6.4, 0.35 * len(s) + 1.2))
     ax = fig.add_subplot()
     y = np.arange(len(s))
-    palette = {"baseline": "tab:orange", "floor": "tab:green"}
+    palette = {"baseline": "tab:orange", "floor": "tab:green", "reference": "tab:olive"}
     for kind, rows in s.assign(y=y).groupby("kind", sort=False):
         err = np.vstack([rows["mean"] - rows["mean_lo"], rows["mean_hi"] - rows["mean"]])
         ax.errorbar(rows["mean"], rows["y"], xerr=err, fmt="o", capsize=3, markersize=5,
@@ -284,7 +288,8 @@ def summary_table(inp: ReportInput) -> pd.DataFrame:
 
 
 def floor_table(inp: ReportInput) -> pd.DataFrame:
-    """Each floor's mean error next to the champion's, with its one line of what it knows."""
+    """The floor and the one-photo physics references (raysweep.evaluate.floors): mean error
+    next to the champion's, with the one line of what each knows."""
     s = inp.summary.set_index("model")
     champ = float(s.loc[inp.champion, "mean"]) if inp.champion in s.index else float("nan")
     rows = [{"floor": name, "mean dE00": _fmt_ci(s.loc[name], "mean"),
@@ -360,11 +365,12 @@ def _sections(inp: ReportInput) -> list[tuple[str, object]]:
     """(heading, content) pairs shared by both renderings; content is str, DataFrame or png."""
     sections: list[tuple[str, object]] = [
         ("Context", "\n".join(f"- **{k}**: {v}" for k, v in inp.context.items())),
-        ("Models, baselines and floors (test photos, 95% bootstrap intervals)",
+        ("Models, baselines, references and the floor (test photos, 95% bootstrap intervals)",
          summary_table(inp)),
     ]
     if inp.floors:
-        sections.append(("Floors: how low the error could go, and what each floor knows",
+        sections.append(("The floor (oracle:latents) and the one-photo physics references "
+                         "(hand-built, no labels): what each knows",
                          floor_table(inp)))
     if inp.selection is not None:
         sel = inp.selection

@@ -49,13 +49,23 @@ def score_candidates(r: EvalRun) -> None:
     # the floors: how low the error could go, each with what it knows (synthetic data only)
     fl = floors.run_floors(eval_data) if s.with_floors else floors.Floors()
     for name, p in fl.preds.items():
-        preds[name], kinds[name] = p, "floor"
+        preds[name], kinds[name] = p, fl.kinds.get(name, "floor")
     skipped.update(fl.skipped)
     summary, errs = score(preds, kinds, eval_data.target, r.extra, s.n_boot, s.seed)
-    b = summary[summary["kind"] == "baseline"].sort_values("mean")
-    r.best_base = b["model"].iloc[0] if len(b) else None
+    r.best_base = best_baseline(bdata, b_train, list(bpred))
     r.table = breakdowns.breakdown(errs, eval_data, n_boot=max(200, s.n_boot // 4), seed=s.seed)
     r.skipped, r.fl, r.summary, r.errs = skipped, fl, summary, errs
+
+
+def best_baseline(bdata, b_train, names: list[str]) -> str | None:
+    """The baseline with the lowest mean dE00 on VALIDATION: the test split picks nothing, not
+    even the yardstick the champion is compared with."""
+    val = bdata.subset(bdata.indices("val"))
+    if not len(val) or not names:
+        return None
+    vpred, _ = baselines.run_baselines(b_train, val, names)
+    means = {n: float(stats.errors_of(p, val.target)[0].mean()) for n, p in vpred.items()}
+    return f"baseline:{min(means, key=means.get)}" if means else None
 
 
 def score(preds: dict[str, np.ndarray], kinds: dict[str, str], target: np.ndarray,

@@ -65,6 +65,20 @@ def sessions_of(data: Prepared) -> np.ndarray | None:
     return data.frame["set_id"].astype(str).str.strip().to_numpy()
 
 
+def split_regime(data: Prepared, split: str = "test") -> str:
+    """Which regime `split`'s photos measure: new sessions (no session of theirs was in
+    training), seen sessions (held-out tones of training sessions), or a mix."""
+    s = sessions_of(data)
+    if s is None:
+        return "unknown (the data names no capture sessions)"
+    ev, train = set(s[data.split == split]), set(s[data.split == "train"])
+    if not ev & train:
+        return f"new sessions (none of the {len(ev)} {split} sessions was in training)"
+    if ev <= train:
+        return "seen sessions (held-out tones of sessions that were in training)"
+    return f"mixed ({len(ev - train)} of the {len(ev)} {split} sessions new to training)"
+
+
 def why_rescore(data: Prepared, min_sessions: int = MIN_VAL_SESSIONS) -> str | None:
     """Why validation alone cannot select (it holds few sessions that train lacks), else None."""
     s = sessions_of(data)
@@ -156,6 +170,23 @@ def session_oof(cfg, data: Prepared, k: int = DEFAULT_FOLDS, seed: int = 0,
     return run_folds(cfg, data, folds, fit_score)[2]
 
 
+def leader_config(ld):
+    """A leader's config at its recorded best epoch count (what each fold re-trains)."""
+    epochs = max(1, int(ld.predictor.meta.get("epoch") or ld.predictor.cfg.epochs))
+    return dataclasses.replace(ld.predictor.cfg, epochs=epochs)
+
+
+def champion_oof(members: list, sel: Selection | None, k: int = DEFAULT_FOLDS, seed: int = 0,
+                 fit_score=_fit_score) -> OutOfFold | None:
+    """The crowned model's out-of-fold predictions (the mean of its members' for an ensemble;
+    one member for a single leader): from the re-scoring where it ran them, else by running
+    the folds now."""
+    have = {} if sel is None else sel.oof
+    parts = [have[m.name] if m.name in have else
+             session_oof(leader_config(m), m.data, k, seed, fit_score) for m in members]
+    return parts[0] if len(parts) == 1 else ensemble_oof(parts)
+
+
 def ensemble_oof(parts: list[OutOfFold]) -> OutOfFold | None:
     """The members' mean out-of-fold prediction, when all were run on the same folds."""
     if not parts or any(p is None for p in parts):
@@ -181,8 +212,8 @@ def rescore(leaders: list, reason: str, k: int = DEFAULT_FOLDS, top: int = DEFAU
     for i in ranked:
         ld = leaders[i]
         folds = session_folds(ld.data, k, seed)
-        epochs = max(1, int(ld.predictor.meta.get("epoch") or ld.predictor.cfg.epochs))
-        cfg = dataclasses.replace(ld.predictor.cfg, epochs=epochs)
+        cfg = leader_config(ld)
+        epochs = cfg.epochs
         scores, sizes, oof = run_folds(cfg, ld.data, folds, fit_score, ld.name)
         if oof is not None:
             oofs[ld.name] = oof

@@ -33,7 +33,7 @@ def yardsticks(data: Prepared, split: str = "test", names=None, with_floors: boo
     if with_floors:
         fl = floors.run_floors(test)
         preds.update(fl.preds)
-        kinds.update({k: "floor" for k in fl.preds})
+        kinds.update(fl.kinds)
         lines, notes = fl.knows, {**notes, **fl.skipped}
     for name, pred in preds.items():
         errs[name] = errors_of(pred, test.target)[0]

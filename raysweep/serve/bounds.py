@@ -423,7 +423,8 @@ def attach(predictor, directory: str | os.PathLike):
 
 def trust_columns(predictor, data: Prepared, lab: np.ndarray,
                   statuses: list[str] | None = None, level: float | None = None) -> pd.DataFrame:
-    """de00_bound, bound_level, one column per OOD flag, `flags` and `unchecked` per row.
+    """de00_bound, bound_level, bound_regime (the photos the bound is for: new or seen
+    sessions), one column per OOD flag, `shift_score`, `flags` and `unchecked` per row.
 
     Without a calibration the bound is NaN and only the flags that need no training ranges
     (camera vocabulary, patch found, clipping) are checked.
@@ -436,9 +437,22 @@ def trust_columns(predictor, data: Prepared, lab: np.ndarray,
         ranges, lvl = cal.ranges, float(level or cal.level)
         bound = cal.bound(data, lab, lvl)
         bound[~np.isfinite(np.asarray(lab, np.float64)).all(axis=1)] = np.nan  # no colour, no bound
-    out = pd.DataFrame({"de00_bound": bound, "bound_level": lvl})
+    regime = cal.regimes(data) if cal is not None else np.full(len(data), "")
+    out = pd.DataFrame({"de00_bound": bound, "bound_level": lvl, "bound_regime": regime})
     flags = ood.flag(data, ranges, statuses)
     if cal is None:
         flags["unchecked"] = [";".join(filter(None, [u, "metadata ranges (no calibration)"]))
                               for u in flags["unchecked"]]
     return pd.concat([out, flags], axis=1)
+
+
+def regime_line(regimes) -> str:
+    """One line for a person: which photos the bounds of these rows are for."""
+    got = pd.Series(np.asarray(regimes).astype(str)).value_counts()
+    what = {NEW: "a NEW capture session (calibrated on sessions the model never trained on)",
+            SEEN: "a capture session the model trained on (a fixed setup; calibrated on new "
+                  "tones of training sessions)",
+            LEGACY: "photos like the validation ones (an old calibration.json that does not say "
+                    "which; re-run eval_winners)"}
+    parts = [f"{n} photo{'s' if n != 1 else ''}: {what.get(k, k)}" for k, n in got.items() if k]
+    return "error bounds are for " + "; ".join(parts) if parts else "no error bounds"

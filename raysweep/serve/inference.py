@@ -35,7 +35,10 @@ OVERRIDE_COLUMNS = ("camera", "make", "model", "exposure_time_s", "f_number", "i
                     "brightness_ev", "exposure_bias_ev", "mean_L", "mean_a", "mean_b")
 OUTPUT_COLUMNS = ("photo", "L", "a", "b", "hex", "ita_deg", "ita_category", "camera", "notes")
 # the error bound and OOD flags (raysweep.serve.bounds, raysweep.serve.ood) shown after the colour
-TRUST_COLUMNS = ("de00_bound", "bound_level", "flags", "unchecked")
+TRUST_COLUMNS = ("de00_bound", "bound_level", "bound_regime", "flags", "unchecked")
+# a photo naming its capture session (--meta): a session the model trained on gets the
+# seen-sessions bound, any other photo the new-session one (raysweep.serve.bounds)
+SESSION_COLUMN = "set_id"
 
 
 @dataclass
@@ -120,7 +123,9 @@ def photos_to_prepared(photos: Sequence[Photo], crop: str, size: int,
                 if not (v is None or (isinstance(v, float) and np.isnan(v)) or v == ""):
                     given[col] = v
         values, _ = exif_mod.merge(given, ph.exif)  # the CSV wins, EXIF fills the gaps
-        rows.append({"sample_id": ph.name, **given, **values})
+        session = overrides.iloc[i].get(SESSION_COLUMN) if overrides is not None else None
+        rows.append({"sample_id": ph.name, **given, **values,
+                     SESSION_COLUMN: "" if pd.isna(session) else str(session)})
         notes.append(list(ph.notes))
     frame = pd.DataFrame(rows)
     for col in OVERRIDE_COLUMNS[3:]:
@@ -209,16 +214,18 @@ def predict_photos(predictor, photos: Sequence[Photo], overrides: pd.DataFrame |
 def read_meta_csv(path: str, photos: Sequence[str]) -> pd.DataFrame:
     """Rows of the --meta CSV aligned with `photos` (by exact path, then by file name)."""
     try:
-        meta = pd.read_csv(path, dtype={"camera": str, "make": str, "model": str})
+        meta = pd.read_csv(path, dtype={"camera": str, "make": str, "model": str,
+                                        SESSION_COLUMN: str})
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read --meta {path}: {e}", where=path) from None
     if "photo" not in meta.columns:
         raise UserError("the --meta CSV has no `photo` column", where=path,
                         fix="add a `photo` column with each photo's file name or path")
-    unknown = [c for c in meta.columns if c != "photo" and c not in OVERRIDE_COLUMNS]
+    known = (*OVERRIDE_COLUMNS, SESSION_COLUMN)
+    unknown = [c for c in meta.columns if c != "photo" and c not in known]
     if unknown:
         raise UserError(f"--meta has unknown columns {unknown}", where=path,
-                        fix=f"use photo plus any of: {', '.join(OVERRIDE_COLUMNS)}")
+                        fix=f"use photo plus any of: {', '.join(known)}")
     by_path = {str(p): i for i, p in enumerate(meta["photo"])}
     by_name = {Path(str(p)).name: i for i, p in enumerate(meta["photo"])}
     idx = [by_path.get(p, by_name.get(Path(p).name, -1)) for p in photos]
@@ -228,6 +235,9 @@ def read_meta_csv(path: str, photos: Sequence[str]) -> pd.DataFrame:
     empty = pd.Series([np.nan] * len(meta.columns), index=meta.columns)
     rows = [meta.iloc[i] if i >= 0 else empty for i in idx]
     return pd.DataFrame(rows).reset_index(drop=True).drop(columns="photo")
+
+
+SHORT_REGIME = {"new sessions": "new session", "seen sessions": "seen session"}
 
 
 def format_output(df: pd.DataFrame, fmt: str) -> str:
@@ -242,10 +252,13 @@ def format_output(df: pd.DataFrame, fmt: str) -> str:
                     r[c] = [f for f in str(r[c] or "").split(";") if f]
         return json.dumps(records, indent=1)
     shown = df.copy()
-    if "de00_bound" in shown:  # "<= 2.31 (90%)": the bound reads as a statement
-        shown["de00_bound"] = [f"<= {b:.2f} ({lv:.0%})" if np.isfinite(b) else "-"
-                               for b, lv in zip(shown["de00_bound"], shown["bound_level"])]
-        shown = shown.drop(columns=["bound_level"], errors="ignore")
+    if "de00_bound" in shown:  # "<= 2.31 (90%, new session)": the bound reads as a statement
+        regime = shown.get("bound_regime", pd.Series([""] * len(shown), index=shown.index))
+        shown["de00_bound"] = [
+            f"<= {b:.2f} ({lv:.0%}{', ' + SHORT_REGIME.get(r, r) if r else ''})"
+            if np.isfinite(b) else "-"
+            for b, lv, r in zip(shown["de00_bound"], shown["bound_level"], regime)]
+        shown = shown.drop(columns=["bound_level", "bound_regime"], errors="ignore")
         for c in ("flags", "unchecked"):  # a check not made is shown, never hidden as passed
             if c in shown:
                 shown[c] = shown[c].replace("", "-")

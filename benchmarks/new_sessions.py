@@ -1,0 +1,190 @@
+"""New sessions: the headline numbers for a photo from a capture session no model trained on.
+
+The synthetic default dataset split by `set_id` (whole sessions held out, every camera kept in
+training), three split seeds. Per seed, the steps of `eval_winners` through the library:
+
+1. the leaders: a few small configurations (`CANDIDATES`), each trained once with the loop on the
+   training split, its best epoch picked on validation, as a sweep's trial is;
+2. selection by session folds (`raysweep.evaluate.selection.rescore`, the real loop, k folds over
+   the train + val sessions): the folds' leader, and `ensemble:topK` scored on the SAME folds
+   (the mean of its members' out-of-fold predictions), crowned only when the folds prefer it;
+3. the new-session bound (`raysweep.serve.bounds.calibrate_sessions`) on the crowned model's
+   out-of-fold errors; beside it, for comparison, the old bound calibrated on the validation photos;
+4. on the test sessions (never used above): the champion's error against `baseline:gbm`, the
+   one-photo physics references `oracle:observable` and `oracle:exif` and the floor
+   `oracle:latents`; the bound's coverage overall, per camera, ITA group and session with
+   session x tone (two-way) bootstrap intervals; the session-shift flag against the bound's misses.
+
+    python -m benchmarks.new_sessions [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks import main as bench_main
+from benchmarks.trust import synth_state
+
+LEVEL = 0.9
+SEEDS = (0, 1, 2)
+CROP = "adaptive_bg"
+FOLDS = 4
+SAVED = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "raysweep" / "new_sessions"
+# --quick is small on purpose (one run ~20 minutes on two shared cores); full is for a GPU
+SCALE = {True: dict(backbone="tinycnn", size=32, epochs=8),
+         False: dict(backbone="smallcnn", size=64, epochs=20)}
+CANDIDATES = {  # name -> TrainConfig overrides; "{backbone}" is the scale's
+    "{backbone} image+mean+ring+meta": dict(features="image+mean+ring+meta", fusion="concat"),
+    "{backbone} image+mean+meta": dict(features="image+mean+meta", fusion="concat"),
+    "mlp mean+ring+meta": dict(features="mean+ring+meta", fusion="none"),
+}
+TARGETS = ("bound coverage 87-93% overall (mean of 3 split seeds) and >= 80% in every camera and "
+           "ITA group; champion mean dE00 <= 0.7x baseline:gbm and below oracle:observable; "
+           "champion never worse than the leader the session folds chose")
+
+
+@dataclass
+class Pred:
+    """A leader for raysweep.evaluate.selection: its config, best epoch, data and predictor."""
+
+    cfg: object
+    meta: dict
+    model: object = None
+    stats: object = None
+
+    def predict(self, data):
+        return self.model.predict(data)
+
+
+@dataclass
+class Leader:
+    name: str
+    val: float
+    data: object
+    predictor: Pred
+    extra: dict = field(default_factory=dict)
+
+
+def _train_leader(name: str, over: dict, data, scale: dict, seed: int, tmp: Path) -> Leader:
+    from raysweep.train import LocalReporter, fit
+    from raysweep.train.predictor import load
+
+    cfg = dict(image_size=scale["size"], epochs=scale["epochs"], batch_size=64, seed=seed,
+               split_by="set_id", crop=CROP, backbone=scale["backbone"], **over)
+    ckpt = tmp / f"{seed}-{len(list(tmp.iterdir()))}"
+    res = fit(cfg, data, reporter=LocalReporter(), checkpoint_dir=str(ckpt))
+    model = load(res.checkpoint_dir, device="cpu")
+    return Leader(name, float(res.best["val_de00_mean"]), data,
+                  Pred(model.cfg, dict(model.meta), model))
+
+
+def _crown(leaders: list[Leader], data, seed: int) -> dict:
+    """The folds' leader, the ensemble scored on the same folds, and the crowned one."""
+    from raysweep.evaluate import selection
+
+    sel = selection.rescore(leaders, "new sessions", FOLDS, len(leaders), seed)
+    cv = {ld.name: float(sel.oof[ld.name].errors(data).mean()) for ld in leaders}
+    fold_leader = min(cv, key=cv.get)
+    top = sorted(leaders, key=lambda ld: ld.val)[:3]
+    ens = selection.ensemble_oof([sel.oof[ld.name] for ld in top])
+    oof = dict(sel.oof)
+    if ens is not None:
+        name = f"ensemble:top{len(top)}"
+        oof[name], cv[name] = ens, float(ens.errors(data).mean())
+    champion = fold_leader if cv.get(f"ensemble:top{len(top)}", np.inf) >= cv[fold_leader] \
+        else f"ensemble:top{len(top)}"
+    return {"selection": sel, "cv": cv, "oof": oof, "fold_leader": fold_leader,
+            "champion": champion, "members": [ld.name for ld in top]}
+
+
+def _predict(name: str, leaders: list[Leader], members: list[str], data) -> np.ndarray:
+    by = {ld.name: ld for ld in leaders}
+    if name in by:
+        return by[name].predictor.predict(data).astype(np.float64)
+    return np.mean([by[m].predictor.predict(data) for m in members], axis=0).astype(np.float64)
+
+
+def _yardsticks(data) -> dict[str, np.ndarray]:
+    from raysweep.evaluate import baselines, floors
+
+    train, test = data.subset(data.indices("train")), data.subset(data.indices("test"))
+    preds, _ = baselines.run_baselines(train, test, ["naive", "gbm", "gbm_context"])
+    out = {f"baseline:{k}": v for k, v in preds.items()}
+    out.update(floors.run_floors(test).preds)
+    return out
+
+
+def _one_seed(card, seed: int, scale: dict, tmp: Path) -> dict:
+    from raysweep.data.pipeline import load_prepared
+    from raysweep.evaluate.breakdowns import group_labels
+    from raysweep.evaluate.stats import errors_of
+    from raysweep.serve import bounds, ood
+
+    t0 = time.time()
+    data = load_prepared(card, crop=CROP, size=scale["size"], split_by="set_id", seed=seed,
+                         progress=False)
+    leaders = [_train_leader(n.format(**scale), o, data, scale, seed, tmp)
+               for n, o in CANDIDATES.items()]
+    c = _crown(leaders, data, seed)
+    train, val = data.subset(data.indices("train")), data.subset(data.indices("val"))
+    test = data.subset(data.indices("test"))
+    cams = sorted(set(train.camera))
+    cal = bounds.calibrate_sessions(data, c["oof"][c["champion"]], train, LEVEL, cams, seed=seed)
+    pv = _predict(c["champion"], leaders, c["members"], val)
+    old = bounds.calibrate(val, pv, train, LEVEL, cams, seed=seed)
+    pt = _predict(c["champion"], leaders, c["members"], test)
+    preds = {"champion": pt, "fold leader": _predict(c["fold_leader"], leaders, [], test),
+             "val leader": _predict(min(leaders, key=lambda ld: ld.val).name, leaders, [], test),
+             **_yardsticks(data)}
+    g = group_labels(test)
+    photos = pd.DataFrame({"seed": seed, "sample_id": test.sample_id, "camera": g["camera"],
+                           "skin_tone": g["skin_tone"], "set_id": g["set_id"],
+                           "tone_id": test.frame["tone_id"].astype(str).to_numpy(),
+                           "bound": cal.bound(test, pt), "bound_val": old.bound(test, pt),
+                           "regime": cal.regimes(test)})
+    for name, p in preds.items():
+        photos[f"err:{name}"] = errors_of(p, test.target)[0]
+    flags = ood.flag(test, cal.ranges)
+    photos["flagged"] = flags[list(ood.FLAGS)].any(axis=1).to_numpy()
+    photos["flags"] = flags["flags"].to_numpy()
+    return {"photos": photos, "cv": c["cv"], "champion": c["champion"], "oof": c["oof"],
+            "pred_test": pt, "pred_val": pv,
+            "shift": flags["shift_score"].to_numpy(),
+            "fold_leader": c["fold_leader"], "val": {ld.name: ld.val for ld in leaders},
+            "method": cal.info["method"], "n_oof": cal.info["n_cal"],
+            "test_sessions": sorted(set(g["set_id"])), "wall_s": time.time() - t0}
+
+
+def measure(quick: bool = False, seeds=SEEDS, shape: dict | None = None, **scale) -> dict:
+    """Every seed's results; `shape` (GeneratorConfig fields) and `scale` overrides are for a
+    smoke run, the figures use the default dataset."""
+    from raysweep.synth import ensure_default_dataset
+
+    card = ensure_default_dataset(progress=False, **(shape or {}))
+    scale = {**SCALE[quick], **scale}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = [_one_seed(card, s, scale, Path(tmp)) for s in seeds]
+    m = {"runs": runs, "scale": scale, "seeds": seeds, "card": str(card),
+         "shape": "default" if not shape else str(shape), "synth": synth_state()}
+    SAVED.parent.mkdir(parents=True, exist_ok=True)
+    with open(SAVED.with_suffix(f".{'quick' if quick else 'full'}.pkl"), "wb") as f:
+        pickle.dump(m, f)  # the trained models' outputs: a failed report costs no retraining
+    return m
+
+
+def run(quick: bool = False):
+    from benchmarks.new_sessions_report import section
+
+    return section(measure(quick), quick)
+
+
+if __name__ == "__main__":
+    bench_main("new_sessions", run)
