@@ -234,3 +234,29 @@ def test_an_s3_lease_is_one_writer_and_a_stale_one_is_taken_over(monkeypatch):
         with lease.hold("s3://sweeps-25/runs/b") as taken:
             body = s3.get_object(Bucket="sweeps-25", Key=f"runs/b/{lease.LEASE_FILE}")["Body"]
             assert json.loads(body.read())["token"] == taken["token"]
+
+
+@pytest.mark.parametrize("line, fragment", [('FIXED = ["epochs", 2]', "FIXED = ['epochs', 2]"),
+                                            ('NUM_SAMPLES = "8"', "is not an int")])
+def test_a_space_constant_of_the_wrong_type_is_one_paragraph(tmp_path, line, fragment):
+    (tmp_path / "bad.py").write_text(f'"""Bad study. Scientific: lr."""\n{line}\n'
+                                     "def define_by_run(trial):\n"
+                                     '    return {"lr": trial.suggest_float("lr", 1e-3, 1e-2)}\n')
+    r = cli("search", "--space", "bad.py", "--storage", tmp_path / "runs", "--name", "b",
+            cwd=tmp_path, timeout=300)
+    assert_clear_error(r, fragment, "bad.py")
+
+
+def test_a_mistyped_sweep_record_is_one_paragraph(tmp_path):
+    from raysweep.sweep.spec import SPEC_FILE, EarlyStopping, Resources, SweepSpec, Tracking
+
+    spec = SweepSpec("s", str(tmp_path / "runs"), "quickstart", "quickstart", "synthetic default",
+                     (), 0, 2, 2, "val_de00_mean", "min", "tpe", False, 1,
+                     Resources(1, 1.0, None, None), EarlyStopping(True, 1, 3),
+                     Tracking(None, "quickstart"))
+    raw = {**json.loads(spec.to_json()), "num_samples": "two"}
+    (tmp_path / "runs" / "s").mkdir(parents=True)
+    (tmp_path / "runs" / "s" / SPEC_FILE).write_text(json.dumps(raw))
+    r = cli("search", "--resume", "--name", "s", "--storage", tmp_path / "runs", cwd=tmp_path,
+            timeout=300)
+    assert_clear_error(r, "mistypes num_samples='two'")

@@ -91,9 +91,33 @@ def load_space(name_or_path: str) -> Space:
         raise UserError(f"search space {name!r} has no define_by_run(trial) function",
                         where=source, fix="define `def define_by_run(trial): return {...}`")
     settings = {k: getattr(module, k, v) for k, v in SETTINGS.items()}
+    check_settings(settings, source)
     settings["FIXED"] = dict(settings["FIXED"] or {})
     return Space(name=name, define_by_run=fn, doc=module.__doc__ or "", settings=settings,
                  source=source)
+
+
+# What each module constant must be (None allowed where its default is None).
+SETTING_TYPES = {"FIXED": dict, "MAX_EPOCHS": int, "GRACE_PERIOD": int, "GRACE_FRACTION": float,
+                 "REDUCTION_FACTOR": int, "NUM_SAMPLES": int, "METRIC": str, "MODE": str,
+                 "CPUS_PER_TRIAL": float, "GPUS_PER_TRIAL": float, "WORKERS_PER_TRIAL": int}
+
+
+def check_settings(settings: dict[str, Any], source: str) -> None:
+    """A space's constants of the wrong type (`FIXED = [...]`, `NUM_SAMPLES = "8"`) are one
+    paragraph naming the constant, not a traceback later."""
+    for key, want in SETTING_TYPES.items():
+        value = settings.get(key)
+        if value is None and (SETTINGS[key] is None or key == "FIXED"):
+            continue
+        ok = (int, float) if want is float else (want,)
+        if isinstance(value, bool) or not isinstance(value, ok):
+            kind = {dict: "a dict", float: "a number", int: "an int", str: "a str"}[want]
+            raise UserError(f"{key} = {value!r} in search space {source} is not {kind}",
+                            where=f"{source}: {key}",
+                            fix='e.g. FIXED = {"epochs": 20}' if want is dict else
+                            f"give {key} a {want.__name__} value, or leave it out for the "
+                            f"default ({SETTINGS[key]!r})")
 
 
 class FixingTrial:

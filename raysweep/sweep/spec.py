@@ -13,7 +13,9 @@ than half-read. Files written before the spec existed (no `version`) are read as
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from raysweep.errors import UserError
@@ -128,7 +130,7 @@ class SweepSpec:
                             f"{version!r}; this one reads version {VERSION}", where=where,
                             fix="resume it with the raysweep that started it")
         try:
-            return cls(**{
+            spec = cls(**{
                 **_known(cls, raw), "sets": tuple(raw["sets"]),
                 "resources": Resources(**_known(Resources, raw["resources"])),
                 "early_stopping": EarlyStopping(**_known(EarlyStopping, raw["early_stopping"])),
@@ -137,6 +139,39 @@ class SweepSpec:
             raise UserError(f"the sweep record lacks or mistypes a field ({e})", where=where,
                             fix="restore the file, or start the sweep again under a new "
                                 "--name") from None
+        bad = mistyped(spec)
+        if bad:  # found here, not as a traceback deep in the resumed sweep
+            raise UserError(f"the sweep record mistypes {', '.join(bad)}", where=where,
+                            fix="restore the file, or start the sweep again under a new --name")
+        return spec
+
+
+def mistyped(record: Any) -> list[str]:
+    """`field=value` for every field of a (nested) dataclass record whose value is not of its
+    annotated type (bool is no int here, an int is a float)."""
+    hints = typing.get_type_hints(type(record))
+    bad = []
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if is_dataclass(value):
+            bad += [f"{f.name}.{b}" for b in mistyped(value)]
+        elif not _is(value, hints[f.name]):
+            bad.append(f"{f.name}={value!r}")
+    return bad
+
+
+def _is(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        ok = (int, float) if hint is float else (int,)
+        return isinstance(value, ok) and not isinstance(value, bool)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_is(v, args[0]) for v in value)
+    return hint is Any or not isinstance(hint, type) or isinstance(value, hint)
 
 
 def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
