@@ -3,8 +3,6 @@ run to the dataset it scored (digest = the content hash), as the sweep's runs ar
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import pytest
 
@@ -13,16 +11,12 @@ from raysweep.evaluate.record import EvalSettings
 from raysweep.tracking import datasets, importance
 from raysweep.tracking.store import Tracker
 from tests.helpers.fakes import make_prepared
-from tests.helpers.sweeps import TRIALS, log_sweep
+from tests.helpers.sweeps import TRIALS, default_store_in, log_sweep
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    old = os.getcwd()
-    os.chdir(root)  # default store: sqlite:///<cwd>/mlruns.db, artifacts in <cwd>/mlartifacts
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
+    with default_store_in(tmp_path_factory.mktemp("sweep")) as root:
         data = make_prepared(n=60, size=16, seed=2)
         tracker = Tracker("unit-imp", "sweep-1")
         logged = log_sweep(tracker, data, root / "ckpt")
@@ -37,8 +31,6 @@ def evaluated(tmp_path_factory):
             parent_run=logged["parent"], top_k=2, data=data, out=root / "winners", n_boot=100,
             baseline_names=["naive"], register=False))
         yield {"data": data, "imp": imp, "res": res, "client": tracker.client}
-    finally:
-        os.chdir(old)
 
 
 def test_the_evaluation_run_links_to_the_dataset(evaluated):

@@ -7,8 +7,6 @@ checkpoint under `checkpoint/`. The store is built once per module (SQLite, in a
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,21 +17,15 @@ from raysweep.evaluate.record import EvalSettings
 from raysweep.tracking.store import Tracker
 from raysweep.train import predictor
 from tests.helpers.fakes import make_prepared
-from tests.helpers.sweeps import log_sweep
+from tests.helpers.sweeps import default_store_in, log_sweep
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    old = os.getcwd()
-    os.chdir(root)  # default store: sqlite:///<cwd>/mlruns.db, artifacts in <cwd>/mlartifacts
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
+    with default_store_in(tmp_path_factory.mktemp("sweep")) as root:
         data = make_prepared(n=60, size=16, seed=2)
         logged = log_sweep(Tracker("unit", "sweep-1"), data, root / "ckpt")
         yield {"root": root, "data": data, **logged}
-    finally:
-        os.chdir(old)
 
 
 @pytest.fixture(scope="module")

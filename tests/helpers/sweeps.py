@@ -3,6 +3,10 @@ the reliability tests."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
+
 from raysweep.evaluate import stats
 from raysweep.tracking.store import Tracker
 from raysweep.train import predictor
@@ -24,6 +28,19 @@ TRIALS = {
 }
 BASE = dict(backbone="smallcnn", width=8, image_size=16, epochs=4, batch_size=16, lr=3e-3,
             device="cpu", crop="adaptive_bg", meta_hidden=16)
+
+
+@contextlib.contextmanager
+def default_store_in(root: Path):
+    """MLflow's default store in `root` (sqlite:///<root>/mlruns.db, artifacts in
+    <root>/mlartifacts): the working directory while the block runs, no MLFLOW_TRACKING_URI."""
+    old = os.getcwd()
+    os.chdir(root)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        yield root
+    finally:
+        os.chdir(old)
 
 
 def log_sweep(tracker: Tracker, data, root, trials: dict = TRIALS,
