@@ -122,24 +122,23 @@ def _yardsticks(data) -> dict[str, np.ndarray]:
     return out
 
 
-def _one_seed(card, seed: int, scale: dict, tmp: Path) -> dict:
+def _load(card, seed: int, scale: dict):
     from raysweep.data.pipeline import load_prepared
+
+    return load_prepared(card, crop=CROP, size=scale["size"], split_by="set_id", seed=seed,
+                         progress=False)
+
+
+def _one_seed(card, seed: int, scale: dict, tmp: Path) -> dict:
     from raysweep.evaluate.breakdowns import group_labels
     from raysweep.evaluate.stats import errors_of
-    from raysweep.serve import bounds, ood
 
     t0 = time.time()
-    data = load_prepared(card, crop=CROP, size=scale["size"], split_by="set_id", seed=seed,
-                         progress=False)
+    data = _load(card, seed, scale)
     leaders = [_train_leader(n.format(**scale), o, data, scale, seed, tmp)
                for n, o in CANDIDATES.items()]
     c = _crown(leaders, data, seed)
-    train, val = data.subset(data.indices("train")), data.subset(data.indices("val"))
-    test = data.subset(data.indices("test"))
-    cams = sorted(set(train.camera))
-    cal = bounds.calibrate_sessions(data, c["oof"][c["champion"]], train, LEVEL, cams, seed=seed)
-    pv = _predict(c["champion"], leaders, c["members"], val)
-    old = bounds.calibrate(val, pv, train, LEVEL, cams, seed=seed)
+    val, test = data.subset(data.indices("val")), data.subset(data.indices("test"))
     pt = _predict(c["champion"], leaders, c["members"], test)
     preds = {"champion": pt, "fold leader": _predict(c["fold_leader"], leaders, [], test),
              "val leader": _predict(min(leaders, key=lambda ld: ld.val).name, leaders, [], test),
@@ -147,20 +146,46 @@ def _one_seed(card, seed: int, scale: dict, tmp: Path) -> dict:
     g = group_labels(test)
     photos = pd.DataFrame({"seed": seed, "sample_id": test.sample_id, "camera": g["camera"],
                            "skin_tone": g["skin_tone"], "set_id": g["set_id"],
-                           "tone_id": test.frame["tone_id"].astype(str).to_numpy(),
-                           "bound": cal.bound(test, pt), "bound_val": old.bound(test, pt),
-                           "regime": cal.regimes(test)})
+                           "tone_id": test.frame["tone_id"].astype(str).to_numpy()})
     for name, p in preds.items():
         photos[f"err:{name}"] = errors_of(p, test.target)[0]
+    r = {"photos": photos, "cv": c["cv"], "champion": c["champion"], "oof": c["oof"],
+         "pred_test": pt, "pred_val": _predict(c["champion"], leaders, c["members"], val),
+         "fold_leader": c["fold_leader"], "val": {ld.name: ld.val for ld in leaders},
+         "test_sessions": sorted(set(g["set_id"])), "seed": seed}
+    calibrate(r, data)
+    r["wall_s"] = time.time() - t0
+    return r
+
+
+def calibrate(r: dict, data) -> None:
+    """The crowned model's bounds (new-session; the old validation one for comparison) and the
+    flags on the test photos, into `r["photos"]`: cheap, so a saved run can redo them."""
+    from raysweep.serve import bounds, ood
+
+    train, val = data.subset(data.indices("train")), data.subset(data.indices("val"))
+    test = data.subset(data.indices("test"))
+    cams, seed, pt = sorted(set(train.camera)), r["seed"], r["pred_test"]
+    cal = bounds.calibrate_sessions(data, r["oof"][r["champion"]], train, LEVEL, cams, seed=seed)
+    old = bounds.calibrate(val, r["pred_val"], train, LEVEL, cams, seed=seed)
     flags = ood.flag(test, cal.ranges)
-    photos["flagged"] = flags[list(ood.FLAGS)].any(axis=1).to_numpy()
-    photos["flags"] = flags["flags"].to_numpy()
-    return {"photos": photos, "cv": c["cv"], "champion": c["champion"], "oof": c["oof"],
-            "pred_test": pt, "pred_val": pv,
-            "shift": flags["shift_score"].to_numpy(),
-            "fold_leader": c["fold_leader"], "val": {ld.name: ld.val for ld in leaders},
-            "method": cal.info["method"], "n_oof": cal.info["n_cal"],
-            "test_sessions": sorted(set(g["set_id"])), "wall_s": time.time() - t0}
+    r["photos"] = r["photos"].assign(
+        bound=cal.bound(test, pt), bound_val=old.bound(test, pt), regime=cal.regimes(test),
+        flagged=flags[list(ood.FLAGS)].any(axis=1).to_numpy(), flags=flags["flags"].to_numpy(),
+        shift_score=flags["shift_score"].to_numpy())
+    r.update(method=cal.info["method"], n_oof=cal.info["n_cal"],
+             chosen=cal.info.get("chosen_by_folds", ""))
+
+
+def recalibrate(quick: bool) -> dict:
+    """The saved run of `measure` with its bounds and flags redone by the current code."""
+    with open(SAVED.with_suffix(f".{'quick' if quick else 'full'}.pkl"), "rb") as f:
+        m = pickle.load(f)
+    for r in m["runs"]:
+        r.setdefault("seed", int(r["photos"]["seed"].iloc[0]))
+        calibrate(r, _load(m["card"], r["seed"], m["scale"]))
+    m["recalibrated"] = True
+    return m
 
 
 def measure(quick: bool = False, seeds=SEEDS, shape: dict | None = None, **scale) -> dict:
@@ -186,5 +211,14 @@ def run(quick: bool = False):
     return section(measure(quick), quick)
 
 
+def run_saved(quick: bool = False):
+    """--from-saved: the last run's trained models' outputs, bounds and flags recomputed."""
+    from benchmarks.new_sessions_report import section
+
+    return section(recalibrate(quick), quick)
+
+
 if __name__ == "__main__":
-    bench_main("new_sessions", run)
+    import sys
+
+    bench_main("new_sessions", run_saved if "--from-saved" in sys.argv else run)

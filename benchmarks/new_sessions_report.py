@@ -112,6 +112,10 @@ def section(m: dict, quick: bool = False) -> Section:
     from raysweep.evaluate.coverage import table_for_report
 
     cmd = "python -m benchmarks.new_sessions" + (" --quick" if quick else "")
+    again = (f" The bounds and flags were then recomputed by the current code from that run's "
+             f"saved outputs (`{cmd} --from-saved`, seconds; training is the cost)."
+             if m.get("recalibrated") else "")
+    chosen = "; ".join(f"seed {r['seed']}: {r['chosen']}" for r in m["runs"] if r.get("chosen"))
     run0 = m["runs"][0]
     lines = [
         "## New sessions: a photo from a capture session no model trained on\n",
@@ -124,7 +128,9 @@ def section(m: dict, quick: bool = False) -> Section:
         f"crowned only when they prefer it. Bound: {run0['method']} at 90% on the crowned "
         f"model's out-of-fold errors ({run0['n_oof']} photos in seed {m['seeds'][0]}); the test "
         "sessions take no part in any choice. Intervals resample sessions and tones (two-way "
-        "cluster bootstrap), pooled over seeds.\n",
+        "cluster bootstrap), pooled over seeds." + again + "\n",
+        *([f"Scaled or constant bound, chosen by the session folds: {chosen}.\n"] if chosen
+          else []),
         f"Targets: {TARGETS}.\n",
         *[f"- {what}: **{'met' if ok else 'MISSED'}**" for what, ok in checks],
         "", "### Accuracy on the test sessions (all seeds pooled)\n",

@@ -331,7 +331,7 @@ def _regime(val: Prepared, train: Prepared) -> tuple[str, list[str]]:
 
 
 def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVEL,
-                       cameras: list[str] | None = None, scaled: bool = True, seed: int = 0,
+                       cameras: list[str] | None = None, scaled: bool | None = None, seed: int = 0,
                        info: dict | None = None, spread: np.ndarray | None = None,
                        seen: Calibration | None = None) -> Calibration:
     """The new-session bound, from out-of-fold errors (raysweep.evaluate.selection.OutOfFold:
@@ -340,7 +340,8 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
 
     Cross-conformal over session folds: the scores of fold j are its errors over a difficulty
     sigma fitted on the OTHER folds' errors, so a score is as honest as the test photo's; the
-    stored sigma is refitted on all folds. `seen` (the validation bound of a split whose
+    stored sigma is refitted on all folds. With `scaled` None the folds also choose between the
+    scaled and the constant bound (`_fold_choice`). `seen` (the validation bound of a split whose
     validation sessions were all in training) is kept beside it for photos of those sessions.
     """
     if not 0 < level < 1:
@@ -351,28 +352,50 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
     if not np.isfinite(err).all():
         raise ValueError("out-of-fold errors are not finite: a fold model or the targets hold NaN")
     folds = np.unique(oof.fold)
-    if scaled and len(err) >= MIN_SPLIT and len(folds) >= 2:
+    sid = sub.frame["set_id"].astype(str).str.strip().to_numpy()
+    diff, scores, method, chosen = None, err, "constant cross-conformal", ""
+    if scaled is not False and len(err) >= MIN_SPLIT and len(folds) >= 2:
         shift = _fold_shift(data, oof) if ranges.shift_names else None
         x, names = features(sub, oof.pred, ranges.cameras, ranges.background_kind, spread, shift)
-        scores = np.empty(len(err))
+        cross = np.empty(len(err))
         for j in folds:
             m = oof.fold == j
-            scores[m] = err[m] / Difficulty.fit(x[~m], names, err[~m], seed).sigma(x[m], names)
-        diff, method = Difficulty.fit(x, names, err, seed), "scaled cross-conformal"
-    else:
-        diff, scores, method = None, err, "constant cross-conformal"
+            cross[m] = err[m] / Difficulty.fit(x[~m], names, err[~m], seed).sigma(x[m], names)
+        use, chosen = (True, "") if scaled else _fold_choice(err, cross, oof.fold, sid, level)
+        if use:
+            diff, scores, method = Difficulty.fit(x, names, err, seed), cross, \
+                "scaled cross-conformal"
     held = sorted({s for f in oof.folds for s in f})
-    sid = sub.frame["set_id"].astype(str).str.strip().to_numpy()
     order = np.argsort(scores, kind="stable")
     info = {**(info or {}), "method": f"{method} over {len(folds)} session folds, sessions "
-            "weighted equally",
-            "n_fit": len(err), "n_cal": len(err), "sessions_held_out": len(held)}
+            "weighted equally", "n_fit": len(err), "n_cal": len(err),
+            "sessions_held_out": len(held), **({"chosen_by_folds": chosen} if chosen else {})}
     train_sessions = train.frame["set_id"].astype(str).str.strip() \
         if "set_id" in train.frame.columns else pd.Series([], dtype=str)
     return Calibration(level=level, scores=scores[order].tolist(), ranges=ranges,
                        difficulty=diff, info=info, regime=NEW, seen=seen,
                        sessions=sorted(set(train_sessions)),
                        weights=session_weights(sid)[order].tolist())
+
+
+def _fold_choice(err: np.ndarray, cross: np.ndarray, fold: np.ndarray, sid: np.ndarray,
+                 level: float) -> tuple[bool, str]:
+    """Scaled or constant? Each fold in turn is a new session set: its coverage by the bound the
+    OTHER folds calibrate (for the scaled bound, `cross` already divides by a sigma fitted
+    without it). The bound whose fold coverages stray less from `level` wins; a tie goes to the
+    constant one (fewer things to go wrong on a session unlike the others)."""
+    dev = {}
+    for name, s in (("scaled", cross), ("constant", err)):
+        cov = []
+        for j in np.unique(fold):
+            m = fold == j
+            q = conformal_quantile(s[~m], level, session_weights(sid[~m]))
+            cov.append(float(np.mean(s[m] <= q)))
+        dev[name] = (float(np.mean(np.abs(np.asarray(cov) - level))), cov)
+    use = dev["scaled"][0] < dev["constant"][0]
+    line = "; ".join(f"{k}: fold coverage {', '.join(f'{c:.0%}' for c in v[1])}"
+                     for k, v in dev.items())
+    return use, f"{'scaled' if use else 'constant'} ({line})"
 
 
 def _fold_shift(data: Prepared, oof) -> np.ndarray:

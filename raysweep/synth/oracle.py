@@ -1,4 +1,8 @@
-"""Tiered floors: how well the colour can be read back by an oracle that knows a stated amount.
+"""The floor and two one-photo physics references: how well the colour can be read back by an
+oracle that knows a stated amount. Only `oracle:latents` is a floor; `oracle:exif` and
+`oracle:observable` are hand-built estimators without labels that a learned model should beat,
+and each knows something a new photo does not show (the session's true light; the background's
+true reflectance and, where a ring is clipped, the other photos of its session).
 
 Tiers (`KNOWS` says each in one line; `floors()` returns all, `evaluate(tier=...)` one):
 
@@ -40,14 +44,17 @@ from .render import plan
 from .skin import reflectance, sample_params
 from .spectral import delta_e00, reflectance_to_lab
 
-KNOWS = {  # tier -> what it knows, one line (raysweep.evaluate.floors shows it by the number)
-    "latents": "every per-photo latent (exposure, WB gains, ISP gain and look, shading, shadow, "
-               "light drift, hand shade): only noise, JPEG and metamerism left; no photo reveals "
-               "these",
-    "exif": "the session's light, illuminance and WB error, and each photo's EXIF exposure; not "
-            "the hidden digital gain, tone mapping, per-photo WB, light or ISP drift or shading",
-    "observable": "the background's reflectance; the light read off the photo's background ring "
-                  "(EXIF exposure where the ring is clipped); no per-photo hidden latent",
+KNOWS = {  # tier -> exactly what it knows, one line (raysweep.evaluate.floors shows it)
+    "latents": "floor: every per-photo latent (exposure, WB gains, ISP gain and look, shading, "
+               "shadow, light drift, hand shade): only noise, JPEG and metamerism left; no photo "
+               "reveals these",
+    "exif": "one-photo physics reference, no labels: the session's TRUE light spectra, "
+            "illuminance and WB error and the camera's fixed pipeline, plus the photo's EXIF "
+            "exposure; not the hidden gain, tone mapping, per-photo WB, light or ISP drift, shading",
+    "observable": "one-photo physics reference, no labels: the camera's fixed pipeline and the "
+                  "background's TRUE reflectance (one measurement per session); the light read off "
+                  "the photo's ring; where clipped, the session's ring level pooled over its "
+                  "photos (test photos included)",
 }
 TIERS = tuple(KNOWS)
 RING = (0.04, 0.14)  # the observable tier's background ring, in frame sizes from the swatch edge
