@@ -4,6 +4,8 @@ over session folds) differ, and only the new-session bound holds its level on ne
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,3 +122,27 @@ def test_cluster_bootstrap_is_wider_than_the_photo_bootstrap_when_sessions_share
     assert (hi - lo) > 2 * (phi - plo)
     t = coverage.coverage_table(np.zeros(len(s)), covered, {"set_id": s}, 0.9, 200, 0, (s, t))
     assert len(t) == 13 and (t["coverage"] == 1.0).all()
+
+
+def test_an_ensemble_is_scored_on_its_members_folds_and_predict_names_the_regime():
+    from raysweep.serve import inference
+
+    data = lit_sessions(1)
+    a = selection.session_oof(None, data, k=4, seed=0, fit_score=session_corrector)
+    b = dataclasses.replace(a, pred=a.pred + 1.0)
+    ens = selection.ensemble_oof([a, b])
+    np.testing.assert_allclose(ens.pred, a.pred + 0.5)
+    other = selection.session_oof(None, data, k=3, seed=0, fit_score=session_corrector)
+    assert selection.ensemble_oof([a, other]) is None  # other folds: no common score
+    assert selection.split_regime(data).startswith("new sessions")
+    assert selection.split_regime(lit_sessions(1, by="tone_id")).startswith("seen sessions")
+    out = pd.DataFrame({"photo": ["x.jpg", "y.jpg"], "L": [50.0, 60.0], "a": [10.0, 11.0],
+                        "b": [15.0, 16.0], "hex": ["#aa8866", "#bb9977"], "ita_deg": [30.0, 40.0],
+                        "ita_category": ["tan", "light"], "camera": ["c", "c"], "notes": ["", ""],
+                        "de00_bound": [4.2, 1.5], "bound_level": [0.9, 0.9],
+                        "bound_regime": [bounds.NEW, bounds.SEEN], "flags": ["", ""],
+                        "unchecked": ["", ""]})
+    table = inference.format_output(out, "table")
+    assert "<= 4.20 (90%, new session)" in table and "<= 1.50 (90%, seen session)" in table
+    line = bounds.regime_line(out["bound_regime"])
+    assert "1 photo: a NEW capture session" in line and "trained on" in line
