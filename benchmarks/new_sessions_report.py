@@ -9,7 +9,7 @@ import pandas as pd
 from benchmarks import Section, load_note, machine, md_table, result_path
 
 REFS = ("baseline:gbm", "baseline:gbm_context", "baseline:naive", "oracle:observable",
-        "oracle:exif", "oracle:latents")
+        "oracle:exif", "oracle:latents")  # those the run measured are shown
 
 
 def _pooled(runs: list[dict]) -> pd.DataFrame:
@@ -136,8 +136,9 @@ def section(m: dict, quick: bool = False) -> Section:
         "", "### Accuracy on the test sessions (all seeds pooled)\n",
         "`oracle:observable` and `oracle:exif` are one-photo physics references (hand-built, no "
         "labels; `raysweep.evaluate.floors` says exactly what each knows: exif knows each "
-        "session's TRUE light, observable the background's TRUE reflectance); `oracle:latents` "
-        "is the floor.\n",
+        "session's TRUE light, observable the background's TRUE reflectance); the floor "
+        "`oracle:latents` is left out here (it re-renders every photo: too slow on a shared "
+        "CPU).\n",
         md_table(acc.round(3)) + "\n",
         "### Per split seed\n", md_table(seeds.round(3)) + "\n",
         "### Coverage of the new-session 90% bound (all seeds pooled)\n",
