@@ -165,7 +165,10 @@ def run(quick: bool = False) -> Section:
     ]
     cmd = "python -m benchmarks.trust" + (" --quick" if quick else "")
     lines = [
-        "## Trust: the dE00 bound's coverage and the OOD flags\n",
+        "## Trust in seen sessions: the dE00 bound's coverage and the OOD flags\n",
+        "The regime here is SEEN sessions: the split holds out skin tones, so every test photo "
+        "comes from a session the model trained on (a fixed lab setup). A photo from a new "
+        "session is the `new_sessions` section's case, with the new-session bound.\n",
         f"Dataset: synthetic, {m['shape']}, {m['n']} photos, {m['synth']}. Champion: tinycnn, "
         f"features image+mean+meta, fusion concat, crop {CROP} at {SIZE} px, {m['epochs']} "
         f"epochs with `raysweep.train.fit` on CPU (best validation dE00 "
