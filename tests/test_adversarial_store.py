@@ -79,3 +79,31 @@ def test_a_read_only_store_is_one_paragraph(tmp_path, cmd):
     else:  # eval_winners would log and register at its end: refused before any work
         assert_clear_error(r, "read-only", str(db))
         assert not (tmp_path / "winners").exists()
+
+
+def test_a_store_that_answers_no_is_not_called_unreachable(tmp_path):
+    """The sweep's parent run: a refused request says what the store said; only a store that
+    does not answer is 'cannot reach'."""
+    from types import SimpleNamespace
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    from raysweep.errors import UserError
+    from raysweep.tracking.store import Tracker
+
+    def refuse(*a, **k):
+        raise MlflowException("Invalid value \"it's\" for tag",
+                              error_code=INVALID_PARAMETER_VALUE)
+
+    def fail_locally(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "mlartifacts"))
+
+    for create_run, said in ((refuse, "Invalid value"), (fail_locally, "Permission denied")):
+        tracker = Tracker("e", "n", uri=f"sqlite:///{tmp_path / 'm.db'}")
+        tracker._experiment_id = "1"
+        tracker._client = SimpleNamespace(search_runs=lambda *a, **k: [], create_run=create_run)
+        with pytest.raises(UserError) as e:
+            tracker.start_parent(tags={}, params={})
+        assert "could not open the sweep's run" in e.value.message() and said in str(e.value)
+        assert "cannot reach" not in e.value.message()

@@ -151,6 +151,15 @@ def sqlite_problem(e: BaseException) -> tuple[str, str] | None:
                  if any(n in text for n in needles)), None)
 
 
+def sqlite_error(uri: str, e: BaseException, where: str) -> UserError | None:
+    """The one paragraph for a local SQLite store that failed (None: `e` is something else)."""
+    problem = sqlite_problem(e)
+    if problem is None:
+        return None
+    return UserError(f"the MLflow tracking store {uri!r} {problem[0]} (sqlite: "
+                     f"{_sqlite_words(e)})", where=where, fix=problem[1])
+
+
 def probe_sqlite(uri: str, write: bool = False) -> None:
     """Raise what sqlite says when a `sqlite:///` store cannot be read (or, with `write`,
     written), in at most a few seconds: before any work, not after it. Other URIs: nothing."""
@@ -187,10 +196,8 @@ def store_errors(uri: str, where: str = "--tracking-uri / MLFLOW_TRACKING_URI",
     except UserError:
         raise
     except Exception as e:
-        problem = sqlite_problem(e)
-        if problem is not None:
-            raise UserError(f"the MLflow tracking store {uri!r} {problem[0]} (sqlite: "
-                            f"{_sqlite_words(e)})", where=where, fix=problem[1]) from e
+        if (refused := sqlite_error(uri, e, where)) is not None:
+            raise refused from e
         if not is_unreachable(e):
             raise
         text = str(e)
@@ -200,6 +207,10 @@ def store_errors(uri: str, where: str = "--tracking-uri / MLFLOW_TRACKING_URI",
                         fix="start the tracking server or fix the URI and its credentials "
                             "(MLFLOW_TRACKING_USERNAME/PASSWORD), then run the command again"
                         ) from e
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _sqlite_words(e: BaseException) -> str:
@@ -332,11 +343,21 @@ class Tracker:
         except UserError:
             raise
         except Exception as e:
-            raise UserError(f"cannot reach the MLflow tracking store {self.uri!r}: {e}",
-                            where="MLFLOW_TRACKING_URI" if os.environ.get(
-                                "MLFLOW_TRACKING_URI") else "the default SQLite store",
-                            fix="start the tracking server (or fix MLFLOW_TRACKING_URI and its "
-                                "credentials), or unset MLFLOW_TRACKING_URI to log locally"
+            where = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else \
+                "the default SQLite store"
+            if (refused := sqlite_error(self.uri, e, where)) is not None:
+                raise refused from e
+            cause = e.__cause__ if isinstance(e, TrackingUnavailable) and e.__cause__ else e
+            if is_unreachable(cause):
+                raise UserError(f"cannot reach the MLflow tracking store {self.uri!r}: {e}",
+                                where=where,
+                                fix="start the tracking server (or fix MLFLOW_TRACKING_URI and "
+                                    "its credentials), or unset MLFLOW_TRACKING_URI to log "
+                                    "locally") from e
+            # it answered, or the local files failed: say what failed, not that it is down
+            raise UserError(f"the MLflow tracking store {self.uri!r} could not open the "
+                            f"sweep's run: {_first_line(cause)}", where=where,
+                            fix="see the store's message; run with --debug for the traceback"
                             ) from e
         self.parent_run_id = run_id
         self.log(run_id, tags={k: str(v) for k, v in scrub_secrets(tags).items()})
