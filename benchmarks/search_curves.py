@@ -48,7 +48,7 @@ def per_seed(runs: pd.DataFrame, baseline: str, default: str) -> pd.DataFrame:
     """One row per (space, seed, method) with the comparisons against that seed's baseline run
     (random search without early stopping): its final best is the target, its span the unit."""
     rows = []
-    for (space, seed), group in runs.groupby(["space", "seed"], sort=True):
+    for (space, seed), group in runs.groupby(["space", "seed"], sort=False):
         by = {r.method: r for r in group.itertuples()}
         if baseline not in by:
             continue

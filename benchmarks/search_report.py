@@ -60,6 +60,9 @@ def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, method
     `name`: the section's (its files are results/<name>[_quick].*)."""
     from raysweep.sweep import spaces, strategy
 
+    # A seed cut short (the run was stopped) would compare some methods and not others.
+    done = runs.groupby(["space", "seed"])["method"].transform("nunique") == len(methods)
+    partial, runs = runs[~done], runs[done]
     seeds = per_seed(runs, BASELINE, DEFAULT)
     table = summary(seeds)
     goals = targets(table, seeds, BASELINE, DEFAULT)
@@ -91,6 +94,9 @@ def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, method
         "searches its measured colours, ring and EXIF without the photos; `quickstart` its "
         "16 px crops.",
         "", *setup, "",
+        *([f"Left out: {len(partial)} sweeps of seeds that did not run every method "
+           f"({', '.join(sorted({f'{r.space} seed {r.seed}' for r in partial.itertuples()}))})."
+           , ""] if len(partial) else []),
         "Per seed, the target is random search's final best validation dE00 and the unit of "
         "time is random's span (first trial start to last result); times are medians over "
         "seeds (inf: not reached in most seeds). `random's best at this span` is random's "

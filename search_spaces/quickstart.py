@@ -19,7 +19,8 @@ the synthetic set: rank correlation with the final best 0.01-0.17 over the first
 budget, 0.55 at a quarter, 0.71 at half). The previous first rung (6 of 40 epochs) compared
 trials before their order meant anything; ASHA now compares at 1/4 and 3/4 of the budget
 (GRACE_FRACTION 0.25, reduction factor 3: rungs 10 and 30 of 40), which moves with
-`--set epochs=N`.
+`--set epochs=N`. What this buys against random search: benchmarks/RESULTS.md, "Search
+efficiency".
 """
 
 MAX_EPOCHS = 40

@@ -15,12 +15,13 @@ On data without ring columns, pin `--set features=mean+meta`.
 
 Early stopping: the learning rate decays over the whole budget, so the MLP keeps improving to
 its last epochs (real phone data: the best trials peak at epochs 140-180 of 200; the synthetic
-set at 40 epochs: 26-40). A first rung at 1/8 of the budget (the previous 25 of 200) ranked the
-eventual winner 5th of 12 and cut it; at 1/4 of the budget the rank correlation with the final
-best is 0.93 and the winner is in the top third. So ASHA compares at 1/4 and 3/4 of the budget
-(GRACE_FRACTION 0.25, reduction factor 3: rungs 50 and 150 of 200), which spends about 44% of
-the epochs of a sweep without early stopping. The fraction keeps the rungs at the same point of
-the curve when `--set epochs=N` changes the budget.
+set, 12 random trials of 40 epochs: at epochs 26-40). On those curves a first rung at 1/8 of the
+budget (the previous 25 of 200) ranked the eventual winner 6th of 12, so ASHA's top third cut
+it; at 1/4 of the budget the rank correlation with the final best is 0.93 and the winner ranks
+3rd. So ASHA compares at 1/4 and 3/4 of the budget (GRACE_FRACTION 0.25, reduction factor 3:
+rungs 50 and 150 of 200): about 44% of the epochs of a sweep without early stopping at most.
+The fraction keeps the rungs at the same point of the curve when `--set epochs=N` changes the
+budget. What this buys against random search: benchmarks/RESULTS.md, "Search efficiency".
 """
 
 MAX_EPOCHS = 200
