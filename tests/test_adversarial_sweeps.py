@@ -260,3 +260,16 @@ def test_a_mistyped_sweep_record_is_one_paragraph(tmp_path):
     r = cli("search", "--resume", "--name", "s", "--storage", tmp_path / "runs", cwd=tmp_path,
             timeout=300)
     assert_clear_error(r, "mistypes num_samples='two'")
+
+
+def test_a_quote_in_the_space_file_or_folder_makes_a_valid_default_name(tmp_path):
+    from raysweep.sweep.resolve import check_name, resolve
+    from raysweep.sweep.spec import Request
+
+    folder = tmp_path / "it's here"
+    root, _ = project(folder, epochs=2)
+    (root / "tab.py").rename(root / "o'brien.py")
+    spec, _ = resolve(Request(space=str(root / "o'brien.py"), data=str(root / "data"),
+                              storage=str(root / "runs")))
+    check_name(spec.name)
+    assert spec.name.startswith("o_brien-") and spec.path == f"{root / 'runs'}/{spec.name}"

@@ -125,6 +125,12 @@ def check_name(name: str) -> None:
                         "or '..', and starts with a letter or digit", where="--name", fix=fix)
 
 
+def default_name(space: str) -> str:
+    """SPACE-DATE-TIME, with what a name may not hold (a space file named `it's.py`) as `_`."""
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", space).strip("._-")[:80] or "sweep"
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}".replace("..", "_")
+
+
 def _refuse_what_resume_ignores(request: Request, saved: SweepSpec) -> None:
     """--resume continues the sweep as it was started: a flag that would change what it
     samples or how it stops is refused, not silently ignored."""
@@ -171,7 +177,7 @@ def read_spec(root: str, name: str | None) -> SweepSpec:
 def _new_spec(request: Request, sp: spaces.Space, root: str, data: Any, epochs: int) -> SweepSpec:
     smoke = request.smoke_test
     return SweepSpec(
-        name=request.name or f"{sp.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage=root,
+        name=request.name or default_name(sp.name), storage=root,
         space=sp.name, space_source=sp.source, data=describe_data(data),
         sets=tuple(request.sets), seed=request.seed if request.seed is not None else 0,
         num_samples=request.num_samples or (SMOKE["num_samples"] if smoke else sp.NUM_SAMPLES),
