@@ -109,3 +109,19 @@ def test_the_real_phones_pass_their_own_bands():
     assert calibration.order_row(base["gbm"], base["per_session"]).passed
     # and a generator whose sessions explain most of the b* error (2.0: 0.66-0.73) fails
     assert not calibration.phone_row("share_b", pd.Series([0.73, 0.67, 0.66])).passed
+
+
+@pytest.mark.slow
+def test_calibrate_command_adds_the_baselines_order(tmp_path, capsys, monkeypatch):
+    """`python -m raysweep.synth --calibrate` adds the gbm vs per-session row (the library's CLI,
+    below evaluate in the layers, prints every other row). One split seed keeps it short."""
+    from raysweep.synth import __main__ as command
+    from raysweep.synth.generate import generate
+
+    monkeypatch.setattr(command, "SPLIT_SEEDS", (0,))
+    card = generate(tmp_path / "ds", dataclasses.replace(SMALL, tones=20), progress=False)
+    command.main(["--calibrate", str(card.parent), "--no-progress"])
+    line = [r for r in capsys.readouterr().out.splitlines() if "gradient boosting" in r]
+    assert len(line) == 1 and "3.26 / 3.97 = 0.82" in line[0], line
+    gbm, per_session = (float(v) for v in line[0].split("|")[3].split("=")[0].split("/"))
+    assert 0 < gbm < 30 and 0 < per_session < 30
