@@ -25,6 +25,9 @@ from pathlib import Path
 
 # Read by the trial processes (local Ray workers inherit the driver's environment).
 EPOCH_S_ENV, WAITS_ENV = "RAYSWEEP_SIM_EPOCH_S", "RAYSWEEP_SIM_WAITS"
+# "<folder>:<n>": a trial reports only once n trials have started (throughput is measured
+# with all of them reporting; 64 trial processes take minutes to start on a loaded machine)
+BARRIER_ENV = "RAYSWEEP_SIM_BARRIER"
 
 
 def fake_loop(config: dict) -> None:
@@ -34,6 +37,7 @@ def fake_loop(config: dict) -> None:
     train = config["train"]
     epochs, pause = int(train["epochs"]), float(os.environ.get(EPOCH_S_ENV, "0.2"))
     lr = float(train.get("lr", 1e-3))
+    wait_for_the_others()
     best, waits, ends = math.inf, [], []
     for epoch in range(1, epochs + 1):
         if pause:
@@ -58,6 +62,18 @@ def fake_loop(config: dict) -> None:
     if out:  # one line per trial; appends of one line this short do not interleave
         with open(out, "a") as fh:
             fh.write(json.dumps({"waits": waits, "ends": ends}) + "\n")
+
+
+def wait_for_the_others(timeout: float = 900.0) -> None:
+    spec = os.environ.get(BARRIER_ENV)
+    if not spec:
+        return
+    folder, n = spec.rsplit(":", 1)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"{os.getpid()}-{time.time_ns()}").touch()
+    deadline = time.time() + timeout
+    while len(os.listdir(folder)) < int(n) and time.time() < deadline:
+        time.sleep(0.1)
 
 
 def write_checkpoint(folder: Path, train: dict, epoch: int, metrics: dict) -> None:

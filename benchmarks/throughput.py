@@ -28,24 +28,39 @@ import time
 from pathlib import Path
 
 from benchmarks import Section, describe_machine, load_note, machine, md_table
-from benchmarks.simulate import EPOCH_S_ENV, WAITS_ENV, mlflow_server, percentile, small_dataset
+from benchmarks.simulate import (
+    BARRIER_ENV,
+    EPOCH_S_ENV,
+    WAITS_ENV,
+    mlflow_server,
+    percentile,
+    small_dataset,
+)
 
 LOOP = "benchmarks.simulate:fake_loop"
 LOGICAL_CPUS = 70
 
 
 def sweep(root: Path, name: str, trials: int, reports: int, pause: float) -> dict:
+    import ray
+
     from raysweep.sweep.run import run_sweep
     from raysweep.sweep.spec import Request
 
     waits = root / f"{name}.waits"
+    # Trial processes inherit the environment Ray started with: one Ray per mode.
     os.environ[EPOCH_S_ENV], os.environ[WAITS_ENV] = str(pause), str(waits)
+    os.environ[BARRIER_ENV] = f"{root / name}.started:{trials}"
+    ray.init(address="local", num_cpus=LOGICAL_CPUS, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    data = str(small_dataset())
     t0 = time.perf_counter()
-    out = run_sweep(Request(space="tabular", data=str(small_dataset()), num_samples=trials,
+    out = run_sweep(Request(space="tabular", data=data, num_samples=trials,
                             max_concurrent=trials, cpus_per_worker=1, storage=str(root / "runs"),
                             name=name, seed=0, searcher="random", early_stopping=False,
                             sets=(f"epochs={reports}", "features=mean+meta")), loop=LOOP)
     wall = time.perf_counter() - t0
+    ray.shutdown()
     lines = [json.loads(x) for x in waits.read_text().splitlines() if x]
     return {"wall_s": wall, "trials": lines, "tracking_s": out.tracking_s,
             "parent": out.parent_run_id, "failed": int((out.table["status"] != "FINISHED").sum())}
@@ -82,20 +97,15 @@ def summarize(mode: str, res: dict, logged: int) -> dict:
 
 
 def run(quick: bool = False) -> Section:
-    import ray
-
     trials, reports = (16, 20) if quick else (64, 40)
     root = Path(tempfile.mkdtemp(prefix="raysweep-throughput-"))
     rows = []
     try:
         with mlflow_server(root) as url:
             os.environ["MLFLOW_TRACKING_URI"] = url
-            ray.init(address="local", num_cpus=LOGICAL_CPUS, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
             for mode, pause in (("paced, every 0.5 s", 0.5), ("flat out", 0.0)):
                 res = sweep(root, mode.split(",")[0].replace(" ", "-"), trials, reports, pause)
                 rows.append(summarize(mode, res, mlflow_count(url, res["parent"])))
-            ray.shutdown()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return section(rows, trials, reports, quick)
@@ -106,7 +116,8 @@ def section(rows: list[dict], trials: int, reports: int, quick: bool) -> Section
               r["p95_ms"], r["max_ms"], r["wall_s"]) for r in rows]
     flat = rows[-1]
     paced = rows[0]
-    md = [f"{trials} trials at once, {reports} reports each, through `run_sweep` with MLflow on "
+    md = ["## Result throughput: what the driver absorbs, what trials wait\n",
+          f"{trials} trials at once, {reports} reports each, through `run_sweep` with MLflow on "
           f"a local `mlflow server` ({'quick' if quick else 'full'} mode). Machine: "
           f"{describe_machine()}; {load_note()}.\n",
           md_table(table, ["mode", "trials", "results", "in MLflow", "absorbed results/s",
@@ -116,7 +127,8 @@ def section(rows: list[dict], trials: int, reports: int, quick: bool) -> Section
           f"- paced (offered {trials * 2} results/s): median wait in tune.report "
           f"**{paced['median_ms']:.1f} ms** (target < 50 ms), p95 {paced['p95_ms']:.1f} ms.",
           "- absorbed results/s counts the reports that returned inside the window in which "
-          "every trial was reporting; the wait is the time `tune.report` took in the trial."]
+          "every trial was reporting; the wait is the time `tune.report` took in the trial.", "",
+          f"Command: `python -m benchmarks.throughput{' --quick' if quick else ''}`"]
     return Section("\n".join(md), {"rows": rows, "trials": trials, "reports": reports,
                                    "machine": machine()})
 
