@@ -1,7 +1,7 @@
 """`run_sweep`: a sweep (or with `request.resume` its continuation) as one library call.
 
 resolve (flags + space, or the saved `SweepSpec` on --resume -> a concrete spec, `resolve.py`)
--> prepare (parent run, data, the spec on disk) -> run (Tune) -> finalize (the leaderboard).
+-> prepare (parent run, data, the spec on disk) -> run_tune (Tune) -> finalize (the leaderboard).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from raysweep.sweep.interrupts import Interrupts
 from raysweep.sweep.resolve import Sweep, resolve
 from raysweep.sweep.spec import SPEC_FILE, Request, SweepSpec
 from raysweep.sweep.trainable import LOOP
-from raysweep.sweep.tuner import build_tuner
+from raysweep.sweep.tuner import TuneJob, build_tuner
 from raysweep.tracking import datasets, importance
 from raysweep.tracking.secrets import is_secret_key
 
@@ -87,8 +87,10 @@ def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts
             # the sweep ends: before the leaderboard and MLflow's close (first_wave.py).
             with first_wave.for_plan(pl, resume=request.resume) as wave:
                 spec, refs = prepare(spec, sweep, tracker, pl, parent, resume=request.resume)
-                grid = run(spec, sweep, refs, pl, tracker, loop=loop, verbose=verbose,
-                           resume=request.resume, stop=stop, callbacks=[wave.callback()])
+                job = TuneJob(spec, sweep.space, sweep.overrides, refs, pl, tracker, loop=loop,
+                              verbose=verbose, resume=request.resume,
+                              callbacks=(wave.callback(),))
+                grid = run_tune(job, stop)
             out = finalize(spec, sweep, grid, tracker, resume=request.resume,
                            interrupted=stop.signal is not None)
             # An interrupted sweep (Ctrl-C, a lost driver) stays open for --resume; one in
@@ -142,15 +144,13 @@ def prepare(spec: SweepSpec, sweep: Sweep, tracker, pl: resources.Plan, parent: 
 
 # -- run and finalize ------------------------------------------------------------------------------
 
-def run(spec: SweepSpec, sweep: Sweep, refs: dict, pl: resources.Plan, tracker, *, loop: str,
-        verbose: int, resume: bool, stop: Interrupts | None = None, callbacks: list = ()):
+def run_tune(job: TuneJob, stop: Interrupts | None = None):
     """Tune's run of the sweep: its ResultGrid (interrupted or complete)."""
-    tuner = build_tuner(spec, sweep.space, sweep.overrides, refs=refs, pl=pl, tracker=tracker,
-                        loop=loop, verbose=verbose, resume=resume, callbacks=callbacks)
+    tuner = build_tuner(job)
     _compat.keep_secrets_out_of_tune_env(is_secret_key)  # Ray logs the runtime env in clear
     with stop.tune() if stop else contextlib.nullcontext():
         grid = tuner.fit()
-    if pl.workers > 1:
+    if job.plan.workers > 1:
         resources.free_orphaned_placement_groups(wait_s=10)
     return grid
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from raysweep.config import TrainConfig
+from raysweep.sweep.resources import Plan
 
 LOOP = "raysweep.train:train_loop_per_worker"
 FIELDS = frozenset(TrainConfig.field_names())
@@ -64,10 +65,8 @@ def run_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: 
 
 
 def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: str = LOOP,
-                  workers: int = 2, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-                  storage: str | None = None, max_failures: int = 1,
-                  extra_resources: dict[str, float] | None = None,
-                  placement_strategy: str = "PACK") -> None:
+                  plan: Plan | None = None, storage: str | None = None,
+                  max_failures: int = 1) -> None:
     """Function trainable for a multi-worker trial: a TorchTrainer reporting back to Tune.
 
     A dead worker restarts the worker group from the run's latest checkpoint (Train's
@@ -79,14 +78,16 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, lo
     from ray.tune.integration.ray_train import TuneReportCallback
 
     ctx = tune.get_context()
-    per_worker = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {}),
-                  **(extra_resources or {})}  # the node group's own resource: Plan.pinned()
+    gpus_per_worker = plan.gpus_per_worker
+    per_worker = {"CPU": plan.cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker
+                                                  else {}),
+                  **plan.pinned()}  # the node group's own resource
     trainer = TorchTrainer(
         resolve(loop),
         train_loop_config=loop_config(config, data or {}),
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0,
+        scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker=per_worker,
-                                     placement_strategy=placement_strategy),
+                                     placement_strategy=plan.strategy),
         run_config=RunConfig(name=f"{ctx.get_experiment_name()}-{ctx.get_trial_id()}-ddp",
                              storage_path=storage, callbacks=[TuneReportCallback()],
                              failure_config=FailureConfig(max_failures=max_failures),

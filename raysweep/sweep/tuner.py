@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from ray.tune.search.optuna import OptunaSearch
 
 from raysweep.errors import UserError
 from raysweep.sweep import progress, resources, spaces, strategy
 from raysweep.sweep.spec import SweepSpec
+from raysweep.sweep.trainable import LOOP, run_ddp_trial, run_trial, trial_name
 
 
 class ReplayingOptunaSearch(OptunaSearch):
@@ -28,56 +32,41 @@ class ReplayingOptunaSearch(OptunaSearch):
             reported[trial_id] = step
 
 
-def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dict,
-                pl: resources.Plan, tracker, loop: str, verbose: int, resume: bool,
-                callbacks: list = ()):
-    """A new Tuner for the sweep `spec`, or (resume) the one saved at `spec.path`.
+@dataclass(frozen=True)
+class TuneJob:
+    """What a sweep's Tune run is built from (run_sweep assembles it)."""
 
-    `sp` is the resolved space (the epochs budget in its FIXED), `overrides` the parsed --set
-    values, `refs` the prepared data in the object store, `pl` the resource plan, `callbacks`
-    more Tune callbacks (the first-wave request's, which withdraws it)."""
-    extra_callbacks = list(callbacks)
+    spec: SweepSpec
+    space: spaces.Space  # resolved: the epochs budget in its FIXED
+    overrides: dict  # the parsed --set values
+    refs: dict  # the prepared data in the object store, one ref per (crop, size) variant
+    plan: resources.Plan
+    tracker: Any  # raysweep.tracking.store.Tracker (None: no MLflow, tests only)
+    loop: str = LOOP
+    verbose: int = 0
+    resume: bool = False
+    callbacks: tuple = ()  # more Tune callbacks (the first-wave request's, which withdraws it)
+
+
+def build_tuner(job: TuneJob):
+    """A new Tuner for the sweep `job.spec`, or (resume) the one saved at `spec.path`."""
     from ray import tune
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from raysweep.sweep.console import FailureLines, quiet_tune
-    from raysweep.sweep.trainable import run_ddp_trial, run_trial, trial_name
-    from raysweep.tracking.callback import TrialLogger
+    from raysweep.sweep.console import quiet_tune
 
-    quiet_tune(verbose)  # Tune reads its console settings when the run starts
-    root, name, metric, mode = spec.storage, spec.name, spec.metric, spec.mode
-    max_epochs, max_failures, stopping = spec.epochs, spec.max_failures, spec.early_stopping
-    if pl.workers == 1:
-        fn = tune.with_parameters(run_trial, data=refs, loop=loop,
-                                  threads=max(1, int(pl.cpus_per_worker)))
-    else:
-        fn = tune.with_parameters(run_ddp_trial, data=refs, loop=loop, workers=pl.workers,
-                                  cpus_per_worker=pl.cpus_per_worker,
-                                  gpus_per_worker=pl.gpus_per_worker, storage=root,
-                                  extra_resources=pl.pinned(), placement_strategy=pl.strategy,
-                                  max_failures=max_failures)
-    trainable = tune.with_resources(fn, pl.trial_resources())
-    if resume:
+    spec, pl, metric, mode = job.spec, job.plan, job.spec.metric, job.spec.mode
+    quiet_tune(job.verbose)  # Tune reads its console settings when the run starts
+    trainable = tune.with_resources(_trainable(job), pl.trial_resources())
+    if job.resume:
         if not tune.Tuner.can_restore(spec.path):
-            raise UserError(f"sweep {name!r} has no Tune state to resume under {root}",
-                            fix="start it again without --resume")
+            raise UserError(f"sweep {spec.name!r} has no Tune state to resume under "
+                            f"{spec.storage}", fix="start it again without --resume")
         return tune.Tuner.restore(spec.path, trainable, resume_unfinished=True)
-    # Per-trial result files feed the leaderboard; named here so that an environment turning
-    # Tune's default loggers off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) cannot empty it.
-    callbacks = [progress.Progress(spec.num_samples, metric, mode),
-                 FailureLines(), CSVLoggerCallback(), JsonLoggerCallback()]
-    if pl.workers > 1:
-        callbacks.append(resources.PlacementGroupJanitor())
-    callbacks += extra_callbacks
-    # MLflow's last: a result is on disk (Tune's result.json) before the writer thread has it,
-    # so what a killed driver still had queued is reconciled from there on --resume; and the
-    # end of the sweep, which waits for MLflow, runs after every other callback's.
-    callbacks.append(TrialLogger(tracker, max_epochs, storage=root, background=True,
-                                 metric=metric, mode=mode))
-    define_by_run = spaces.DefineByRun(sp.define_by_run, sp.FIXED, overrides)
+    define_by_run = spaces.DefineByRun(job.space.define_by_run, job.space.FIXED, job.overrides)
     search_alg = ReplayingOptunaSearch(
         space=define_by_run, metric=metric, mode=mode,
         sampler=strategy.make_sampler(spec.searcher, spec.seed, spec.num_samples))
+    stopping, max_epochs = spec.early_stopping, spec.epochs
     scheduler = strategy.make_scheduler(
         strategy.Rungs(min(stopping.grace_period, max_epochs), stopping.reduction_factor,
                        max_epochs) if stopping.enabled else None, metric, mode)
@@ -91,10 +80,45 @@ def build_tuner(spec: SweepSpec, sp: spaces.Space, overrides: dict, *, refs: dic
                                     trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
-            name=name, storage_path=root, callbacks=callbacks, verbose=verbose,
-            failure_config=tune.FailureConfig(max_failures=max_failures, fail_fast=False),
+            name=spec.name, storage_path=spec.storage, callbacks=_callbacks(job),
+            verbose=job.verbose,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures, fail_fast=False),
             # Keeping a few (not 1) avoids a forced experiment snapshot at every checkpoint.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3,
                                                     checkpoint_score_attribute=metric,
                                                     checkpoint_score_order=mode)),
     )
+
+
+def _trainable(job: TuneJob):
+    """The trial function with its data refs and loop: in process, or a DDP TorchTrainer."""
+    from ray import tune
+
+    pl = job.plan
+    if pl.workers == 1:
+        return tune.with_parameters(run_trial, data=job.refs, loop=job.loop,
+                                    threads=max(1, int(pl.cpus_per_worker)))
+    return tune.with_parameters(run_ddp_trial, data=job.refs, loop=job.loop, plan=pl,
+                                storage=job.spec.storage, max_failures=job.spec.max_failures)
+
+
+def _callbacks(job: TuneJob) -> list:
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from raysweep.sweep.console import FailureLines
+    from raysweep.tracking.callback import TrialLogger
+
+    spec = job.spec
+    # Per-trial result files feed the leaderboard; named here so that an environment turning
+    # Tune's default loggers off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) cannot empty it.
+    callbacks = [progress.Progress(spec.num_samples, spec.metric, spec.mode),
+                 FailureLines(), CSVLoggerCallback(), JsonLoggerCallback()]
+    if job.plan.workers > 1:
+        callbacks.append(resources.PlacementGroupJanitor())
+    callbacks += list(job.callbacks)
+    # MLflow's last: a result is on disk (Tune's result.json) before the writer thread has it,
+    # so what a killed driver still had queued is reconciled from there on --resume; and the
+    # end of the sweep, which waits for MLflow, runs after every other callback's.
+    callbacks.append(TrialLogger(job.tracker, spec.epochs, storage=spec.storage,
+                                 background=True, metric=spec.metric, mode=spec.mode))
+    return callbacks
