@@ -95,7 +95,7 @@ def test_nan_never_leads_the_tune_table_or_the_leaderboard():
     table = results.table([trial("nan", [math.nan, math.nan]), trial("inf", [math.inf]),
                            trial("ok", [5.0, 4.0]),
                            trial("failed", [1.0], error=RuntimeError("non-finite"))],
-                          "val_de00_mean", "min", 2, ["lr"], {})
+                          "val_de00_mean", "min", 2, ["lr"])
     assert table["trial_id"].tolist()[0] == "ok" and table["val_de00_mean"].iloc[0] == 4.0
     assert table.set_index("trial_id").loc["failed", "rank"] == 4  # failed after finished
     assert table.set_index("trial_id")["val_de00_mean"].drop(["ok", "failed"]).isna().all()
@@ -128,7 +128,7 @@ def test_an_interrupted_trial_is_interrupted_not_finished_or_stopped_early():
                            path=f"/x/trial_{t}", checkpoint=None) for t in ("run", "asha")]
     analysis = SimpleNamespace(trials=[SimpleNamespace(path="/x/trial_run", status="RUNNING"),
                                        SimpleNamespace(path="/x/trial_asha", status="TERMINATED")])
-    table = results.table(_Grid(res, analysis), "val_de00_mean", "min", 4, [], {}
+    table = results.table(_Grid(res, analysis), "val_de00_mean", "min", 4, []
                           ).set_index("trial_id")
     assert table.loc["run", "status"] == "INTERRUPTED" and not table.loc["run", "stopped_early"]
     assert table.loc["asha", "status"] == "FINISHED" and table.loc["asha", "stopped_early"]

@@ -261,5 +261,5 @@ def test_the_leaderboard_holds_no_secret_values():
     trial = SimpleNamespace(config={"lr": 0.1, "wandb_api_key": "k-123456"}, error=None,
                             metrics_dataframe=history, metrics={}, path="/x/trial_abc",
                             checkpoint=None)
-    csv = results.to_csv(results.table([trial], "val_de00_mean", "min", 1, ["lr"], {}))
+    csv = results.to_csv(results.table([trial], "val_de00_mean", "min", 1, ["lr"]))
     assert "k-123456" not in csv and "***" in csv and "0.1" in csv

@@ -141,8 +141,8 @@ def finished_after(epochs: int, planned: int = 3):
 
 def test_without_early_stopping_no_trial_counts_as_stopped_by_asha(monkeypatch, capsys):
     trials = [finished_after(1), finished_after(3)]
-    on = results.table(trials, "val_de00_mean", "min", 3, ["lr"], {})
-    off = results.table(trials, "val_de00_mean", "min", 3, ["lr"], {}, early_stopping=False)
+    on = results.table(trials, "val_de00_mean", "min", 3, ["lr"])
+    off = results.table(trials, "val_de00_mean", "min", 3, ["lr"], early_stopping=False)
     assert on["stopped_early"].sum() == 1 and off["stopped_early"].sum() == 0
 
     for early_stopping, says in ((False, "(early stopping off, 0 failed)"),

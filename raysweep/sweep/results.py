@@ -16,7 +16,7 @@ SHOWN = ("val_de00_mean", "val_de00_median", "val_de00_p95")
 
 
 def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
-          runs: dict[str, str], early_stopping: bool = True) -> pd.DataFrame:
+          early_stopping: bool = True) -> pd.DataFrame:
     """One row per trial (best epoch by `metric`), best first; failed trials last.
 
     `early_stopping`: whether a scheduler (ASHA) could stop trials; without one, no trial is
@@ -51,7 +51,7 @@ def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
         row["stopped_early"] = early_stopping and row["status"] == "FINISHED" and epochs < planned
         row.update({k: config.get(k) for k in searched})
         row["error"] = _last_line(r.error) if r.error else ""
-        row["mlflow_run_id"] = runs.get(trial_id, "")
+        row["mlflow_run_id"] = ""  # the sweep fills it in from MLflow (run.finalize)
         row["checkpoint"] = r.checkpoint.path if r.checkpoint else ""
         row["config"] = json.dumps(scrub_secrets(config), sort_keys=True, default=str)
         rows.append(row)

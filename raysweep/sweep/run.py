@@ -25,9 +25,6 @@ from raysweep.tracking import datasets, importance
 from raysweep.tracking.secrets import is_secret_key
 
 log = logging.getLogger("raysweep.search")
-# Keeping 3 checkpoints per trial makes Tune snapshot its state more often than it likes; the
-# snapshot is cheap here (small state) and the warning would drown the progress bar.
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 @dataclass
@@ -65,6 +62,11 @@ def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepR
 def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts, *, loop: str,
                verbose: int) -> SweepResult:
     from raysweep.tracking.store import Tracker
+
+    # Keeping 3 checkpoints per trial makes Tune snapshot its state more often than it likes;
+    # the snapshot is cheap here (small state) and the warning would drown the progress bar.
+    # Set when a sweep runs (Tune reads it when the run starts), not when this module loads.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
     tracker = Tracker(spec.tracking.experiment, spec.name, uri=spec.tracking.uri)
     # -- Ray: the cluster decides the storage check and the plan, before MLflow hears of it --
@@ -159,7 +161,7 @@ def finalize(spec: SweepSpec, sweep: Sweep, grid, tracker, *, resume: bool,
              interrupted: bool = False) -> SweepResult:
     """The leaderboard: results.csv under the sweep and in MLflow, the best trial on the parent."""
     parent, metric, searched = tracker.parent_run_id, spec.metric, sorted(sweep.checked.names)
-    table = results.table(grid, metric, spec.mode, spec.epochs, searched, {},
+    table = results.table(grid, metric, spec.mode, spec.epochs, searched,
                           early_stopping=spec.early_stopping.enabled)
     if len(table):
         try:
