@@ -273,3 +273,21 @@ def test_a_quote_in_the_space_file_or_folder_makes_a_valid_default_name(tmp_path
                               storage=str(root / "runs")))
     check_name(spec.name)
     assert spec.name.startswith("o_brien-") and spec.path == f"{root / 'runs'}/{spec.name}"
+
+
+def test_an_interrupted_trial_is_closed_killed_by_the_reconciler():
+    """Tune's clean-up after Ctrl-C marks running trials TERMINATED before the tracking
+    callback's end-of-sweep reconciliation: only `done` tells a finished trial from a stopped
+    one, and the stopped one's run must not be closed FINISHED."""
+    from types import SimpleNamespace
+
+    from raysweep.tracking.reconcile import terminal_status
+
+    def trial(status, **last):
+        return SimpleNamespace(status=status, last_result=last)
+
+    assert terminal_status(trial("TERMINATED", done=False)) == "KILLED"
+    assert terminal_status(trial("TERMINATED", done=True)) == "FINISHED"
+    assert terminal_status(trial("TERMINATED")) == "FINISHED"  # no result: as before
+    assert terminal_status(trial("ERROR", done=False)) == "FAILED"
+    assert terminal_status(trial("RUNNING", done=False)) is None

@@ -212,7 +212,7 @@ class TrialLogger(tune.Callback):
             planned = int(trial.config.get("epochs", self.max_epochs))
             tags["raysweep.stopped_early"] = str(epochs < min(planned, self.max_epochs)).lower()
             tags["raysweep.epochs_run"] = str(epochs)
-        else:
+        elif status == "FAILED":  # KILLED (interrupted) has no error to say
             text = _error_text(trial)
             tags["raysweep.error"] = _summary(text)
         ckpt = self.checkpoints.get(tid) or getattr(trial, "checkpoint", None)

@@ -65,4 +65,7 @@ def run_states(tracker) -> dict[str, tuple[str, str, bool]]:
 
 def terminal_status(trial) -> str | None:
     """The MLflow status of a trial Tune is done with; None while it can still run."""
-    return {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(str(getattr(trial, "status", "")))
+    status = str(getattr(trial, "status", ""))
+    if status == "TERMINATED" and (getattr(trial, "last_result", None) or {}).get("done") is False:
+        return "KILLED"  # stopped by Tune's clean-up after Ctrl-C or SIGTERM, not finished
+    return {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(status)
