@@ -1,7 +1,8 @@
 """`run_sweep`: a sweep (or with `request.resume` its continuation) as one library call.
 
 resolve (flags + space, or the saved `SweepSpec` on --resume -> a concrete spec, `resolve.py`)
--> prepare (parent run, data, the spec on disk) -> run_tune (Tune) -> finalize (the leaderboard).
+-> prepare_parent, prepare_data (parent run, data, the spec on disk) -> run_tune (Tune)
+-> finalize (the leaderboard).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts
             # The autoscaler request lives until the first wave runs, and ends first however
             # the sweep ends: before the leaderboard and MLflow's close (first_wave.py).
             with first_wave.for_plan(pl, resume=request.resume) as wave:
-                spec, refs = prepare(spec, sweep, tracker, pl, parent, resume=request.resume)
+                spec, refs = prepare_data(spec, sweep, tracker, pl, parent, resume=request.resume)
                 job = TuneJob(spec, sweep.space, sweep.overrides, refs, pl, tracker, loop=loop,
                               verbose=verbose, resume=request.resume,
                               callbacks=(wave.callback(),))
@@ -124,7 +125,7 @@ def prepare_parent(spec: SweepSpec, sweep: Sweep, tracker) -> str:
                                 params=spec.params(), run_id=spec.tracking.parent_run_id)
 
 
-def prepare(spec: SweepSpec, sweep: Sweep, tracker, pl: resources.Plan, parent: str, *,
+def prepare_data(spec: SweepSpec, sweep: Sweep, tracker, pl: resources.Plan, parent: str, *,
             resume: bool) -> tuple[SweepSpec, dict]:
     """Prepare the data into the object store and write the spec (with its parent run)."""
     import ray

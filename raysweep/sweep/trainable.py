@@ -33,7 +33,7 @@ def trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def resolve(path: str) -> Callable:
+def import_loop(path: str) -> Callable:
     """'package.module:function' -> the function (tests swap in a stand-in loop this way)."""
     module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -55,7 +55,7 @@ def loop_config(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 def run_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: str = LOOP,
               threads: int = 1) -> None:
     """Function trainable: one trial, the loop running in this (reused) process."""
-    fn = resolve(loop)
+    fn = import_loop(loop)
     torch = sys.modules.get("torch")
     # Only for a loop whose module brought torch: importing it here anyway would add some
     # 250 MiB to every trial process of a loop that does not use it (a stand-in loop).
@@ -83,7 +83,7 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, lo
                                                   else {}),
                   **plan.pinned()}  # the node group's own resource
     trainer = TorchTrainer(
-        resolve(loop),
+        import_loop(loop),
         train_loop_config=loop_config(config, data or {}),
         scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker=per_worker,
