@@ -31,9 +31,7 @@ class FakeTrial(SimpleNamespace):
 
 
 @pytest.fixture
-def tracker(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def tracker(mlflow_db):
     t = tracking.Tracker("study", "sweep-bg")
     t.start_parent(tags={}, params={})
     return t
