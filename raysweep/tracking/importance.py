@@ -3,10 +3,12 @@ on the sweep's parent run under `importance/` and read back by the report and su
 
 The importances are Optuna's fANOVA (a random forest of the score on the searched parameters,
 its variance split by parameter, normalised to sum to 1) over a study rebuilt from the trials,
-so a sweep logged to MLflow gets them whatever ran it. Their interval is the spread of the
-same fit on random subsets of the trials (a smaller forest on 80% of them, drawn without
-replacement: a bootstrap's repeated trials make a forest overconfident): with the 16 trials of
-a quick sweep the ranking of close parameters is often noise, and the interval says so. Every finished trial with a finite
+so a sweep logged to MLflow gets them whatever ran it. Each importance is the mean of the same
+fit on random subsets of the trials (80% of them, drawn without replacement: a bootstrap's
+repeated trials make a forest overconfident), its interval the spread of those fits: with the
+16 trials of a quick sweep the ranking of close parameters is often noise, and the interval
+says so. (One fit on all trials beside intervals from the subsets fell outside its own
+interval on a real 8-trial sweep: a point and an interval from the same fits cannot.) Every finished trial with a finite
 score counts, ASHA's early-stopped ones included at their best epoch: their scores are lower
 bounds of what they would have reached, as in any early-stopping sweep's importance.
 
@@ -52,8 +54,9 @@ def note(n_trials: int, metric: str) -> str:
     """How the importances were computed, in one line (shown with them in every rendering)."""
     few = (f"; with fewer than {FEW_TRIALS} trials the ranking is mostly noise"
            if n_trials < FEW_TRIALS else "")
-    return (f"fANOVA over {n_trials} finished trials (score: best-epoch {metric}); intervals: "
-            f"{LEVEL:.0%} of {RESAMPLES} fits on random {SUBSET:.0%} subsets of the trials{few}")
+    return (f"fANOVA over {n_trials} finished trials (score: best-epoch {metric}); mean and "
+            f"{LEVEL:.0%} interval of {RESAMPLES} fits on random {SUBSET:.0%} subsets of the "
+            f"trials{few}")
 
 
 def compute(frame: pd.DataFrame, params: list[str], metric: str, mode: str = "min",
@@ -67,13 +70,12 @@ def compute(frame: pd.DataFrame, params: list[str], metric: str, mode: str = "mi
         return None
     with _quiet_optuna():
         dists = {p: _distribution(trials[p]) for p in varying}
-        main = _fanova(trials, dists, metric, mode, seed, n_trees=64)
         rng, n = np.random.default_rng(seed), len(trials)
         size = max(2, round(SUBSET * n))
         subs = np.array([_fanova(trials.iloc[rng.choice(n, size, replace=False)], dists, metric,
-                                 mode, seed + i, n_trees=16) for i in range(RESAMPLES)])
+                                 mode, seed + i, n_trees=32) for i in range(RESAMPLES)])
     tail = (1 - LEVEL) / 2 * 100
-    table = pd.DataFrame({"parameter": varying, "importance": main,
+    table = pd.DataFrame({"parameter": varying, "importance": subs.mean(axis=0),
                           "lo": np.percentile(subs, tail, axis=0),
                           "hi": np.percentile(subs, 100 - tail, axis=0)})
     table = table.sort_values("importance", ascending=False, kind="stable")
