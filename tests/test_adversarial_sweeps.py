@@ -284,10 +284,36 @@ def test_an_interrupted_trial_is_closed_killed_by_the_reconciler():
     from raysweep.tracking.reconcile import terminal_status
 
     def trial(status, **last):
-        return SimpleNamespace(status=status, last_result=last)
+        return SimpleNamespace(status=status, last_result=last, config={"epochs": 4})
 
-    assert terminal_status(trial("TERMINATED", done=False)) == "KILLED"
+    assert terminal_status(trial("TERMINATED", done=False, training_iteration=2)) == "KILLED"
+    # restored by --resume: Tune did not save `done` for a trial that ended on its own
+    assert terminal_status(trial("TERMINATED", done=False, training_iteration=4)) == "FINISHED"
     assert terminal_status(trial("TERMINATED", done=True)) == "FINISHED"
     assert terminal_status(trial("TERMINATED")) == "FINISHED"  # no result: as before
     assert terminal_status(trial("ERROR", done=False)) == "FAILED"
     assert terminal_status(trial("RUNNING", done=False)) is None
+
+
+def test_the_table_tells_interrupted_from_finished_trials():
+    """A trial restored by --resume may say done=False (Tune does not save it for a trial that
+    ended on its own): only a sweep that was interrupted asks, and a trial that ran all its
+    epochs finished."""
+    from types import SimpleNamespace
+
+    from raysweep.sweep import results
+
+    def trial(tid, epochs, done):
+        hist = pd.DataFrame({"training_iteration": range(1, epochs + 1),
+                             "epoch": range(1, epochs + 1), "val_de00_mean": [5.0] * epochs})
+        return SimpleNamespace(config={"epochs": 4}, error=None, metrics_dataframe=hist,
+                               metrics={"done": done}, path=f"/x/trial_{tid}", checkpoint=None)
+
+    grid = [trial("ran_all", 4, False), trial("stopped", 2, False), trial("asha", 2, True)]
+    calm = results.table(grid, "val_de00_mean", "min", 4, []).set_index("trial_id")
+    assert (calm["status"] == "FINISHED").all()
+    cut = results.table(grid, "val_de00_mean", "min", 4, [], interrupted=True
+                        ).set_index("trial_id")
+    assert cut["status"].to_dict() == {"ran_all": "FINISHED", "stopped": "INTERRUPTED",
+                                       "asha": "FINISHED"}
+    assert cut["stopped_early"].to_dict() == {"ran_all": False, "stopped": False, "asha": True}

@@ -16,7 +16,7 @@ SHOWN = ("val_de00_mean", "val_de00_median", "val_de00_p95")
 
 
 def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
-          early_stopping: bool = True) -> pd.DataFrame:
+          early_stopping: bool = True, interrupted: bool = False) -> pd.DataFrame:
     """One row per trial (best epoch by `metric`), best first; failed trials last.
 
     `early_stopping`: whether a scheduler (ASHA) could stop trials; without one, no trial is
@@ -29,7 +29,7 @@ def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
         metrics = r.metrics or {}
         # The folder name is set by us (trial_<id>); metrics can be empty for failed trials.
         trial_id = Path(r.path).name.removeprefix("trial_") if r.path else metrics.get("trial_id")
-        row: dict[str, Any] = {"trial_id": trial_id, "status": _status(r, states)}
+        row: dict[str, Any] = {"trial_id": trial_id}
         # Only finite epochs can be a trial's best: a NaN or inf score (diverged weights) is
         # the worst answer, never a small one, and must not rank anywhere.
         scored = _finite(history, metric)
@@ -46,6 +46,7 @@ def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
             row.update({k: math.nan for k in (*SHOWN, metric)})
         row["epochs_run"] = epochs
         planned = min(int(config.get("epochs", max_epochs)), max_epochs)
+        row["status"] = _status(r, states, interrupted, ran_all=epochs >= planned)
         # only a trial that Tune ended before its budget was stopped early; one still running
         # when the sweep was interrupted is INTERRUPTED, whatever its epoch count
         row["stopped_early"] = early_stopping and row["status"] == "FINISHED" and epochs < planned
@@ -73,18 +74,22 @@ def _tune_states(results) -> dict[str, str]:
     return {str(t.path): str(t.status) for t in trials if getattr(t, "path", None)}
 
 
-def _status(result, states: dict[str, str]) -> str:
+def _status(result, states: dict[str, str], interrupted: bool = False,
+            ran_all: bool = False) -> str:
     if result.error:
         return "FAILED"
     state = states.get(str(result.path), "TERMINATED")
     if state == "ERROR":
         return "FAILED"
-    # Tune's clean-up after an interrupt marks the running trials TERMINATED too, and a trial
-    # that never started may have no state: a trial finished only if it reported and its last
-    # result says done (its last epoch, or a stop by the scheduler)
     reported = result.metrics_dataframe is not None and len(result.metrics_dataframe) > 0
+    if state != "TERMINATED" or not reported:  # still running, or never started
+        return "INTERRUPTED"
+    # After an interrupt Tune's clean-up marks the running trials TERMINATED too: then only a
+    # trial whose last result says done (a stop by the scheduler) or that ran all its epochs
+    # finished. Not always: Tune does not save `done` for a trial that ended on its own, so a
+    # trial restored by --resume may say done=False.
     done = (result.metrics or {}).get("done", True)
-    return "FINISHED" if state == "TERMINATED" and reported and done else "INTERRUPTED"
+    return "FINISHED" if not interrupted or done or ran_all else "INTERRUPTED"
 
 
 def _finite(history: pd.DataFrame | None, metric: str) -> pd.DataFrame | None:

@@ -163,7 +163,7 @@ def finalize(spec: SweepSpec, sweep: Sweep, grid, tracker, *, resume: bool,
     """The leaderboard: results.csv under the sweep and in MLflow, the best trial on the parent."""
     parent, metric, searched = tracker.parent_run_id, spec.metric, sorted(sweep.checked.names)
     table = results.table(grid, metric, spec.mode, spec.epochs, searched,
-                          early_stopping=spec.early_stopping.enabled)
+                          early_stopping=spec.early_stopping.enabled, interrupted=interrupted)
     if len(table):
         try:
             if resume:  # runs of trials that a killed driver started but Tune never recorded

@@ -66,6 +66,12 @@ def run_states(tracker) -> dict[str, tuple[str, str, bool]]:
 def terminal_status(trial) -> str | None:
     """The MLflow status of a trial Tune is done with; None while it can still run."""
     status = str(getattr(trial, "status", ""))
-    if status == "TERMINATED" and (getattr(trial, "last_result", None) or {}).get("done") is False:
-        return "KILLED"  # stopped by Tune's clean-up after Ctrl-C or SIGTERM, not finished
+    last = getattr(trial, "last_result", None) or {}
+    planned = (getattr(trial, "config", None) or {}).get("epochs")
+    # Tune's clean-up after Ctrl-C or SIGTERM marks running trials TERMINATED, not done. (Tune
+    # does not save `done` for a trial that ended on its own: a restored one that ran all its
+    # epochs finished, whatever it says.)
+    if status == "TERMINATED" and last.get("done") is False and \
+            not (planned and int(last.get("training_iteration") or 0) >= int(planned)):
+        return "KILLED"
     return {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(status)
