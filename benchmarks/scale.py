@@ -56,7 +56,9 @@ def bare_sweep(root: Path, configs: list[dict]) -> tuple[float, object]:
     tuner = tune.Tuner(
         tune.with_resources(bare_trial, {"cpu": 1}),
         param_space={"cfg": tune.grid_search(configs)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=SLOTS),
+        # short folder names, as raysweep's: Tune's default name spells out the whole config
+        tune_config=tune.TuneConfig(max_concurrent_trials=SLOTS,
+                                    trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
         run_config=tune.RunConfig(name="bare", storage_path=str(root / "runs"), verbose=0))
     grid = tuner.fit()
     return time.perf_counter() - t0, grid
@@ -136,8 +138,12 @@ def section(n, wall_rs, wall_bare, out, grid, tracked, quick) -> Section:
           f"{tracked['all_epochs']} with their last epoch; {tracked['sampled']} sampled "
           f"histories {'complete' if tracked['sampled_histories_ok'] else 'INCOMPLETE'}; "
           f"{tracked['checkpoint_uri_tags']} runs tagged with their checkpoint URI, "
-          f"{tracked['checkpoints_copied']} checkpoints copied (the leaders).", "",
-          f"Command: `{cmd}`"]
+          f"{tracked['checkpoints_copied']} checkpoints copied (the leaders)."]
+    if n < 1000 and not quick:
+        md.append(f"- {n} trials, not the 1,000 of the target: what fitted on the shared machine "
+                  "(`--trials`).")
+    md += ["",
+           f"Command: `{cmd}`"]
     data = {"trials": n, "slots": SLOTS, "epochs": EPOCHS, "epoch_s": EPOCH_S,
             "wall_raysweep_s": wall_rs, "wall_bare_s": wall_bare, "ratio": ratio,
             "per_slot_raysweep_s": per_slot(wall_rs, n), "per_slot_bare_s": per_slot(wall_bare, n),
