@@ -145,7 +145,7 @@ def section(m: dict, quick: bool = False) -> Section:
         md_table(table_for_report(cov)) + "\n",
         "### Flags against the bound's misses\n", md_table(flags) + "\n",
         f"Wall time {sum(r['wall_s'] for r in m['runs']):.0f} s. {load_note()}.\n",
-        f"Command: `{cmd}`",
+        f"Command: `{cmd}`" + (f", then `{cmd} --from-saved`" if m.get("recalibrated") else ""),
     ]
     cols = ["seed", "sample_id", "camera", "skin_tone", "set_id", "tone_id", "regime", "bound",
             "bound_val", "flags", *[c for c in ph.columns if c.startswith("err:")]]
