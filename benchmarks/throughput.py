@@ -1,8 +1,8 @@
 """How many results per second the sweep's driver absorbs, and how long trials wait for it.
 
 64 trials at once on one local Ray with 70 logical CPUs (the trials only sleep and report, so
-a 2-core machine can hold them; no autoscaling cluster: 64 trial processes are what fits next
-to it), through `raysweep.sweep.run.run_sweep` with MLflow on a real `mlflow server` this
+a machine of a few cores can hold them; no autoscaling cluster: 64 trial processes are what
+fits beside it), through `raysweep.sweep.run.run_sweep` with MLflow on a real `mlflow server` this
 benchmark starts on 127.0.0.1, in two modes:
 
 1. paced: each trial reports every 0.5 s (64 x 2 = 128 results/s offered, what 64 GPUs at
