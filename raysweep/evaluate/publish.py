@@ -4,6 +4,7 @@ registered as a pyfunc model NAME@champion."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from pathlib import Path
@@ -87,8 +88,11 @@ def _log_to_mlflow(result: EvalResult, r: EvalRun) -> None:
     metrics[f"{split}_de76_mean"] = float(s.loc[champion.name, "de76_mean"])
     if result.coverage is not None:  # the bound's coverage and sharpness, overall
         overall = result.coverage.iloc[0]
-        metrics[f"{split}_bound_coverage"] = float(overall["coverage"])
-        metrics[f"{split}_bound_median"] = float(overall["median_bound"])
+        # an infinite bound means "too few calibration sessions for this level" (the report
+        # says so): it is no score, so it is not logged as one
+        for key, col in (("coverage", "coverage"), ("median", "median_bound")):
+            if math.isfinite(float(overall[col])):
+                metrics[f"{split}_bound_{key}"] = float(overall[col])
     for name, row in s[s["kind"].isin(["baseline", "floor", "reference"])].iterrows():
         metrics[f"{name.replace(':', '_')}_de00_mean"] = float(row["mean"])
     tracker.log(rid, metrics=metrics)
@@ -100,8 +104,11 @@ def _log_to_mlflow(result: EvalResult, r: EvalRun) -> None:
     from raysweep.serve.pyfunc import register_champion
 
     try:
+        # the registry refuses a model whose own errors are non-finite; the baselines' scores
+        # and the bound are context, not the model's
+        own = {k: v for k, v in metrics.items() if k.startswith(f"{split}_de")}
         result.model_uri = register_champion(champion.checkpoint_dir, registry_name(study), rid,
-                                             uri, scores=metrics)
+                                             uri, scores=own)
     finally:
         tracker.end(rid)
     log.info("registered the champion as %s", result.model_uri)
