@@ -187,6 +187,7 @@ def test_the_lease_names_its_holder_and_a_dead_holder_frees_it(tmp_path):
     from raysweep.sweep import lease
 
     sweep = str(tmp_path / "runs" / "s")
+    os.makedirs(sweep)  # a sweep folder that exists keeps its lease file
     with lease.hold(sweep) as held:
         code = ("from raysweep.sweep import lease\n"
                 f"with lease.hold({sweep!r}): pass\n")
@@ -203,6 +204,18 @@ def test_the_lease_names_its_holder_and_a_dead_holder_frees_it(tmp_path):
     assert lease.stale({"host": "elsewhere", "pid": 1, "renewed": time.time() - 1e4})
     assert json.loads((tmp_path / "runs" / "s" / lease.LEASE_FILE).read_text())["pid"] \
         == os.getpid()
+
+
+def test_a_lease_on_a_new_sweep_that_wrote_nothing_leaves_no_folder(tmp_path):
+    from raysweep.sweep import lease
+
+    sweep = tmp_path / "runs" / "s"
+    with lease.hold(str(sweep)):
+        assert (sweep / lease.LEASE_FILE).is_file()
+    assert not (tmp_path / "runs").exists(), "a refused sweep leaves nothing on the storage"
+    with lease.hold(str(sweep)):
+        (sweep / "experiment_state.json").write_text("{}")
+    assert (sweep / lease.LEASE_FILE).is_file(), "a sweep that wrote keeps its folder"
 
 
 def test_an_s3_lease_is_one_writer_and_a_stale_one_is_taken_over(monkeypatch):

@@ -75,21 +75,51 @@ def hold(sweep_path: str) -> Iterator[dict]:
 def _local(folder: str) -> Iterator[dict]:
     import fcntl
 
+    created = _missing_ancestors(folder)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LEASE_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise busy(folder, _read_json(os.read(fd, 65536))) from None
+            holder = _read_json(os.read(fd, 65536))
+            os.close(fd)
+            raise busy(folder, holder) from None
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # the holder before us removed the file we locked: lock the new one
+    try:
         holder = holder_record(uuid.uuid4().hex)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         os.fsync(fd)
         yield holder
     finally:
-        os.close(fd)  # closing releases the flock; the file stays (deleting it would race)
+        # A sweep refused before it wrote anything leaves no folder behind. The file goes while
+        # the lock is held; a waiter that locked the old file sees it gone and retries.
+        if created and os.listdir(folder) == [LEASE_FILE]:
+            os.unlink(path)
+            for d in created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+        os.close(fd)
+
+
+def _missing_ancestors(folder: str) -> list[str]:
+    """`folder` and its parents that do not exist yet, deepest first."""
+    out, d = [], os.path.abspath(folder)
+    while not os.path.exists(d):
+        out.append(d)
+        d = os.path.dirname(d)
+    return out
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _read_json(raw: bytes) -> dict:
