@@ -34,7 +34,13 @@ render() {
     for f in "${FILES[@]}"; do
         grep -q "$PLACEHOLDER_RE" "$ROOT/$f" || die "$f names no placeholder image"
         # The whole placeholder (up to the end of the image word) becomes IMAGE.
-        sed -E "s#${PLACEHOLDER_RE}[A-Za-z0-9._-]+#${image}#g" "$ROOT/$f" >"$out/$(basename "$f")"
+        local dest="$out/$(basename "$f")" new
+        new=$(sed -E "s#${PLACEHOLDER_RE}[A-Za-z0-9._-]+#${image}#g" "$ROOT/$f")
+        # Never overwrite a file of someone else's: only an identical earlier render may stand.
+        if [[ -e $dest ]] && ! cmp -s "$dest" <(printf '%s\n' "$new"); then
+            die "$dest exists and differs; choose an empty OUT folder or move the file away"
+        fi
+        printf '%s\n' "$new" >"$dest"
     done
     echo "$out"
 }
