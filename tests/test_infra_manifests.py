@@ -203,3 +203,21 @@ def test_onprem_head_declares_its_worker_machines_as_a_node_group():
     started = json.loads(re.search(r"--resources='([^']+)'", worker_start).group(1))
     assert pins and started == {pins[0]: 1}
     assert "--num-cpus=0" in head_start, "trials stay off the head"
+
+
+def test_release_render_keeps_a_users_file_and_writes_nothing(tmp_path):
+    """A differing file of the same name in OUT is refused, before any file is written; an
+    identical earlier render may stand (rendering twice into one folder works)."""
+    image = "ghcr.io/acme/raysweep:0123456789ab-ray2.60.0-py311-gpu@sha256:" + "cd" * 32
+    render = [str(RELEASE), "render", image, str(tmp_path)]
+    mine = tmp_path / "rayjob.yaml"
+    mine.write_text("my own job\n")
+    out = subprocess.run(render, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "exists and differs" in out.stderr
+    assert mine.read_text() == "my own job\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rayjob.yaml"]
+    mine.unlink()
+    for _ in range(2):
+        out = subprocess.run(render, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aws.yaml", "raycluster.yaml", "rayjob.yaml"]

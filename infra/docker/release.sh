@@ -30,7 +30,8 @@ render() {
     local tag=${image##*/}
     tag=${tag%%@*}
     out=${out:-$HOME/.cache/raysweep/release/${tag#*:}}
-    mkdir -p "$out"
+    # Every file is rendered and checked before any is written: a refusal leaves OUT as it was.
+    local -a dests=() texts=()
     for f in "${FILES[@]}"; do
         grep -q "$PLACEHOLDER_RE" "$ROOT/$f" || die "$f names no placeholder image"
         # The whole placeholder (up to the end of the image word) becomes IMAGE.
@@ -40,8 +41,11 @@ render() {
         if [[ -e $dest ]] && ! cmp -s "$dest" <(printf '%s\n' "$new"); then
             die "$dest exists and differs; choose an empty OUT folder or move the file away"
         fi
-        printf '%s\n' "$new" >"$dest"
+        dests+=("$dest"); texts+=("$new")
     done
+    mkdir -p "$out"
+    local i
+    for i in "${!dests[@]}"; do printf '%s\n' "${texts[$i]}" >"${dests[$i]}"; done
     echo "$out"
 }
 
