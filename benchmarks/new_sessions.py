@@ -126,8 +126,10 @@ def _yardsticks(data) -> dict[str, np.ndarray]:
 
 def _load(card, seed: int, scale: dict):
     from raysweep.data.pipeline import load_prepared
+    from raysweep.data.prepared import SplitSettings
 
-    return load_prepared(card, crop=CROP, size=scale["size"], split_by="set_id", seed=seed,
+    return load_prepared(card, crop=CROP, size=scale["size"],
+                         split=SplitSettings("set_id", seed=seed),
                          progress=False)
 
 

@@ -72,10 +72,12 @@ def datasets(image_size: int, image_share: int):
     its photos (what a spreadsheet of measured colours holds), and every `image_share`-th photo
     at `image_size` px for the image space (its epochs cost the most)."""
     from raysweep.data.pipeline import load_prepared
+    from raysweep.data.prepared import SplitSettings
     from raysweep.synth import ensure_default_dataset
 
     card = ensure_default_dataset(progress=False)
-    images = load_prepared(card, crop="adaptive_bg", size=image_size, split_by="tone_id",
+    images = load_prepared(card, crop="adaptive_bg", size=image_size,
+                           split=SplitSettings("tone_id"),
                            progress=False)
     tabular = dataclasses.replace(images, images=None,
                                   info={**images.info, "crop": None, "size": None})

@@ -83,10 +83,12 @@ def per_photo(ev) -> dict[str, np.ndarray]:
 def set_split_yardsticks(card: Path) -> tuple[pd.DataFrame, dict, float]:
     """Baselines and floors on split_by=set_id (unseen sessions, every camera in training)."""
     from raysweep.data.pipeline import load_prepared
+    from raysweep.data.prepared import SplitSettings
     from raysweep.evaluate.yardsticks import yardsticks
 
     t = time.time()
-    data = load_prepared(card, crop="adaptive_bg", size=64, split_by="set_id", progress=False)
+    data = load_prepared(card, crop="adaptive_bg", size=64, split=SplitSettings("set_id"),
+                         progress=False)
     table, notes, _ = yardsticks(data, names=YARDSTICK_BASELINES, n_boot=N_BOOT)
     test = data.subset(data.indices("test"))
     notes["test sessions"] = ", ".join(sorted(set(test.frame["set_id"].astype(str))))

@@ -52,12 +52,14 @@ def synth_state() -> str:
 def _fit_and_assess(card, seed: int, epochs: int, tmp: str):
     """Train the small champion on split `seed`, calibrate on validation, assess on test."""
     from raysweep.data.pipeline import load_prepared
+    from raysweep.data.prepared import SplitSettings
     from raysweep.evaluate import coverage
     from raysweep.serve import bounds
     from raysweep.train import predictor
     from raysweep.train.loop import fit
 
-    data = load_prepared(card, crop=CROP, size=SIZE, seed=seed, progress=False)
+    data = load_prepared(card, crop=CROP, size=SIZE, split=SplitSettings(seed=seed),
+                         progress=False)
     cfg = dict(backbone="tinycnn", image_size=SIZE, epochs=epochs, batch_size=64,
                features="image+mean+meta", fusion="concat", device="cpu", seed=seed)
     res = fit(cfg, data, checkpoint_dir=str(Path(tmp) / f"ckpt{seed}"))

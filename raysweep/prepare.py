@@ -26,6 +26,7 @@ from raysweep.data.card import card_path, load_card
 from raysweep.data.crop import CropParams
 from raysweep.data.demo import FOREIGN, make_folder
 from raysweep.data.pipeline import card_from_labels, load_prepared, write_debug_crops
+from raysweep.data.prepared import SplitSettings
 from raysweep.errors import UserError, run_cli, setup_logging
 
 
@@ -70,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 args.card_out, args.skip_bad)
         print(f"wrote {card}", file=sys.stderr)
     t0 = time.perf_counter()
-    data = load_prepared(card, size=args.size, split_by=args.split_by,
-                         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                         seed=args.seed, cache_dir=args.cache_dir,
+    data = load_prepared(card, size=args.size, split=SplitSettings(
+                             args.split_by, args.val_fraction, args.test_fraction, args.seed),
+                         cache_dir=args.cache_dir,
                          skip_bad=True if args.skip_bad else None, workers=args.workers,
                          progress=not args.no_progress)
     info = data.info

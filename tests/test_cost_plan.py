@@ -16,6 +16,7 @@ import yaml
 
 from raysweep.errors import UserError
 from raysweep.sweep import cluster, resources
+from raysweep.sweep.spec import Resources
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_ONLY = [{"Alive": True, "Resources": {"memory": 1e9, "node:__internal_head__": 1.0}}]
@@ -30,7 +31,7 @@ def grown(groups: str = PINNED, **kw) -> cluster.Shape:
 
 
 def test_fractional_trials_take_one_group_and_are_pinned_to_it():
-    pl = resources.plan(500, gpus_per_trial=0.25, growth=grown())
+    pl = resources.plan(500, Resources(gpus_per_trial=0.25), growth=grown())
     assert pl.max_concurrent == 8 * 4 and pl.pin == "raysweep_group_gpu1"
     assert pl.trial_resources() == {"cpu": 1.0, "gpu": 0.25,
                                     "raysweep_group_gpu1": resources.PIN_SHARE}
@@ -43,7 +44,7 @@ def test_fractional_trials_take_one_group_and_are_pinned_to_it():
 
 
 def test_ddp_trials_take_the_group_whose_node_holds_all_workers_strict_pack():
-    pl = resources.plan(50, workers=4, gpus_per_trial=4, growth=grown())
+    pl = resources.plan(50, Resources(4, gpus_per_trial=4), growth=grown())
     assert (pl.pin, pl.strategy, pl.max_concurrent) == ("raysweep_group_gpu4", "STRICT_PACK", 2)
     assert "4 DDP workers on one node" in pl.describe()
     wave = pl.first_wave()
@@ -54,19 +55,19 @@ def test_ddp_trials_take_the_group_whose_node_holds_all_workers_strict_pack():
 
 def test_a_trial_no_node_holds_is_refused_naming_the_largest_node():
     with pytest.raises(UserError, match=r"largest is gpu4 \(up to 2 x 48 CPU, 4 GPU\)"):
-        resources.plan(10, workers=8, gpus_per_trial=8, growth=grown())
+        resources.plan(10, Resources(8, gpus_per_trial=8), growth=grown())
 
 
 def test_cpu_trials_prefer_a_group_without_gpus():
     groups = json.loads(PINNED)
     groups["cpu"] = {"max_workers": 4, "resources": {"CPU": 16, "raysweep_group_cpu": 1}}
-    pl = resources.plan(500, gpus_per_trial=0, growth=grown(json.dumps(groups)))
+    pl = resources.plan(500, Resources(gpus_per_trial=0), growth=grown(json.dumps(groups)))
     assert pl.pin == "raysweep_group_cpu" and pl.max_concurrent == 64
 
 
 def test_groups_without_their_own_resource_are_planned_but_say_they_cannot_pin():
     bare = json.dumps({"gpu": {"max_workers": 3, "resources": {"CPU": 4, "GPU": 1}}})
-    pl = resources.plan(100, gpus_per_trial=0.5, growth=grown(bare))
+    pl = resources.plan(100, Resources(gpus_per_trial=0.5), growth=grown(bare))
     assert pl.pin == "" and pl.max_concurrent == 6
     assert pl.trial_resources() == {"cpu": 1.0, "gpu": 0.5}
     assert "may add another node type" in pl.describe()
@@ -80,9 +81,9 @@ def test_readme_plan_line_is_the_one_the_code_prints_for_the_shipped_rayjob():
     env = {e["name"]: e["value"] for e in job["spec"]["rayClusterSpec"]["headGroupSpec"]
            ["template"]["spec"]["containers"][0]["env"]}
     groups, source = cluster.declared_groups(env, bootstrap="/nonexistent")
-    pl = resources.plan(args.num_samples, args.workers_per_trial or 1,
-                        args.cpus_per_worker or 1.0, args.gpus_per_trial, args.max_concurrent,
-                        growth=cluster.decide([{"Alive": True, "Resources": {}}], groups, source))
+    pl = resources.plan(args.num_samples, Resources(
+        args.workers_per_trial or 1, args.cpus_per_worker or 1.0, args.gpus_per_trial,
+        args.max_concurrent), growth=cluster.decide([{"Alive": True, "Resources": {}}], groups, source))
     assert pl.describe() in (ROOT / "infra" / "README.md").read_text()
 
 
@@ -96,7 +97,7 @@ def test_v2_reported_by_ray_makes_a_cluster_with_cpus_growable():
     assert not cluster.decide(head_with_cpus).may_grow
     s = cluster.decide(head_with_cpus, autoscaler_v2=True)
     assert s.may_grow and "autoscaler v2" in s.reason and cluster.GROUPS_ENV in s.reason
-    pl = resources.plan(40, gpus_per_trial=0.5, growth=s)  # trusted, not "the cluster has none"
+    pl = resources.plan(40, Resources(gpus_per_trial=0.5), growth=s)  # trusted, not "the cluster has none"
     assert pl.grows and pl.gpus_per_worker == 0.5
 
 

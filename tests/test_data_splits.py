@@ -108,13 +108,14 @@ def test_set_split_file_says_which_sessions_went_where(tmp_path, caplog):
     import logging
 
     from raysweep.data.pipeline import load_prepared
+    from raysweep.data.prepared import SplitSettings
 
     df = _sessions(per_cam=(2, 2, 3), photos=6).assign(
         target_L=50.0, target_a=10.0, target_b=15.0, mean_L=48.0, mean_a=9.0, mean_b=14.0)
     df.to_csv(tmp_path / "m.csv", index=False)
     (tmp_path / "dataset.yaml").write_text("manifest: m.csv\n")
     with caplog.at_level(logging.INFO, logger="raysweep.data.pipeline"):
-        data = load_prepared(tmp_path, split_by="set_id", progress=False)
+        data = load_prepared(tmp_path, split=SplitSettings("set_id"), progress=False)
     header = splits.read(data.info["split_file"])[1]
     went = header["groups"]
     assert sorted(sum(went.values(), [])) == sorted(df["set_id"].unique())

@@ -417,6 +417,7 @@ def test_rayjob_entrypoint_plans_on_a_head_only_cluster():
     CPU and 0 GPU) and the node groups the manifest declares: GPU trials, no error."""
     from raysweep.search import build_parser
     from raysweep.sweep import cluster, resources
+    from raysweep.sweep.spec import Resources
 
     job = load(INFRA / "kuberay" / "rayjob.yaml")
     args = build_parser().parse_args(job["spec"]["entrypoint"].split()[3:])
@@ -424,8 +425,9 @@ def test_rayjob_entrypoint_plans_on_a_head_only_cluster():
            ["template"]["spec"]["containers"][0]["env"]}
     groups, source = cluster.declared_groups(env, bootstrap="/nonexistent")
     head = [{"Alive": True, "Resources": {"memory": 1e9}}]
-    pl = resources.plan(args.num_samples, args.workers_per_trial or 1, 1.0, args.gpus_per_trial,
-                        args.max_concurrent, growth=cluster.decide(head, groups, source))
+    pl = resources.plan(args.num_samples, Resources(args.workers_per_trial or 1, 1.0,
+                                                    args.gpus_per_trial, args.max_concurrent),
+                        growth=cluster.decide(head, groups, source))
     assert pl.grows and pl.gpus_per_worker == 0.25 and pl.max_concurrent == 8 * 4
 
 

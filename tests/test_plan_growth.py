@@ -9,7 +9,7 @@ import pytest
 
 from raysweep.errors import UserError
 from raysweep.sweep import cluster, resources, storage
-from raysweep.sweep.spec import Request
+from raysweep.sweep.spec import Request, Resources
 
 HEAD_ONLY = [{"Alive": True, "Resources": {"memory": 1e9, "node:__internal_head__": 1.0}}]
 GPU_GROUPS = json.dumps({"gpu1": {"max_workers": 8, "resources": {"CPU": 8, "GPU": 1}},
@@ -54,7 +54,7 @@ def test_autoscaler_status_names_launchable_types():
 def test_gpu_flag_is_trusted_on_a_head_only_cluster():
     """The shipped RayJob: --gpus-per-trial 0.25 on a head with 0 CPU, 0 GPU (was: 'the Ray
     cluster has none')."""
-    pl = resources.plan(200, gpus_per_trial=0.25, growth=shape_of())
+    pl = resources.plan(200, Resources(gpus_per_trial=0.25), growth=shape_of())
     assert pl.grows and pl.gpus_per_worker == 0.25 and pl.max_concurrent == 200
     assert pl.trial_resources() == {"cpu": 1.0, "gpu": 0.25}
     assert "no CPU and no GPU" in pl.describe()
@@ -70,33 +70,33 @@ def test_node_groups_bound_concurrency_and_default_to_gpus():
     assert pl.gpus_per_worker == 0.25 and pl.max_concurrent == 32
     assert "node group gpu1" in pl.describe()
     assert resources.plan(10, growth=s).max_concurrent == 10
-    assert resources.plan(500, max_concurrent=5, growth=s).max_concurrent == 5
+    assert resources.plan(500, Resources(max_concurrent=5), growth=s).max_concurrent == 5
 
 
 def test_gpus_per_trial_is_the_trials_total_for_ddp_too():
     s = shape_of(env={cluster.GROUPS_ENV: GPU_GROUPS})
-    pl = resources.plan(50, workers=4, gpus_per_trial=4, growth=s)
+    pl = resources.plan(50, Resources(4, gpus_per_trial=4), growth=s)
     assert pl.gpus_per_worker == 1.0  # one GPU per worker, not 4 workers on one GPU
     # #23: a DDP trial's workers share one node (STRICT_PACK): only gpu4 holds one, 2 nodes x 1
     assert pl.max_concurrent == 2 and pl.strategy == "STRICT_PACK"
     wave = pl.first_wave()
     assert wave.count({"CPU": 1.0, "GPU": 1.0}) == 4 * pl.max_concurrent
     assert wave.count({"CPU": resources.DDP_DRIVER_CPU}) == pl.max_concurrent
-    local = resources.plan(4, workers=2, gpus_per_trial=1, cpus=8, gpus=1, local=False)
+    local = resources.plan(4, Resources(2, gpus_per_trial=1), cpus=8, gpus=1, local=False)
     assert local.gpus_per_worker == 0.5
 
 
 def test_groups_without_gpus_refuse_a_gpu_flag():
     cpu_only = json.dumps({"cpu": {"max_workers": 4, "resources": {"CPU": 16}}})
     with pytest.raises(UserError, match="no node group"):
-        resources.plan(8, gpus_per_trial=1, growth=shape_of(env={cluster.GROUPS_ENV: cpu_only}))
+        resources.plan(8, Resources(gpus_per_trial=1), growth=shape_of(env={cluster.GROUPS_ENV: cpu_only}))
     pl = resources.plan(100, growth=shape_of(env={cluster.GROUPS_ENV: cpu_only}))
     assert pl.gpus_per_worker == 0 and pl.max_concurrent == 64
 
 
 def test_fixed_cluster_still_refuses_gpus_it_does_not_have():
     with pytest.raises(UserError, match="has none"):
-        resources.plan(4, gpus_per_trial=0.5, cpus=8, gpus=0, local=False)
+        resources.plan(4, Resources(gpus_per_trial=0.5), cpus=8, gpus=0, local=False)
 
 
 # ------------------------------------------------------------------ --storage before Ray

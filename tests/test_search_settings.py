@@ -104,12 +104,13 @@ def test_the_tuner_samples_and_stops_with_the_strategy(tmp_path, ray_local):
     """build_tuner hands Tune the strategy's sampler and ASHA over the spec's rungs."""
     from raysweep.sweep import resources
     from raysweep.sweep.resolve import resolve
-    from raysweep.sweep.spec import Request
+    from raysweep.sweep.spec import Request, Resources
     from raysweep.sweep.tuner import TuneJob, build_tuner
 
     spec, sweep = resolve(Request(space="tabular", storage=str(tmp_path), num_samples=12,
                                   sets=("epochs=40",)))
-    pl = resources.plan(spec.num_samples, 1, 1.0, 0, 2, local=True, cpus=8, gpus=0)
+    pl = resources.plan(spec.num_samples, Resources(1, 1.0, 0, 2), local=True, cpus=8,
+                        gpus=0)
     tuner = build_tuner(TuneJob(spec, sweep.space, sweep.overrides, refs={}, plan=pl,
                                 tracker=None))
     config = tuner._local_tuner._tune_config

@@ -28,15 +28,14 @@ from raysweep.data import cache, features, images, manifest, ring, splits
 from raysweep.data import exif_reader as exif
 from raysweep.data.card import CARD_NAME, Card, check_illuminant, load_card, write_card
 from raysweep.data.crop import VARIANTS, CropParams
-from raysweep.data.prepared import META_NAMES, RING_NAMES, Prepared
+from raysweep.data.prepared import META_NAMES, RING_NAMES, Prepared, SplitSettings
 from raysweep.errors import UserError, unknown_name
 
 log = logging.getLogger(__name__)
 
 
 def load_prepared(source: str | Path, crop: str = "adaptive_bg", size: int = 64,
-                  split_by: str = "tone_id", val_fraction: float = 0.15,
-                  test_fraction: float = 0.15, seed: int = 0, cache_dir: str | Path | None = None,
+                  split: SplitSettings = SplitSettings(), cache_dir: str | Path | None = None,
                   *, skip_bad: bool | None = None, workers: int | None = None,
                   progress: bool = True) -> Prepared:
     """The prepared dataset of a card (file or folder); see ARCHITECTURE.md "The data hand-off".
@@ -47,28 +46,30 @@ def load_prepared(source: str | Path, crop: str = "adaptive_bg", size: int = 64,
         raise unknown_name("crop", crop, CROPS, where="load_prepared")
     card = load_card(source)
     folder, arrays, frame, info = prepare(card, size, cache_dir, skip_bad, workers, progress)
-    split = splits.assign(frame, split_by, val_fraction, test_fraction, seed,
-                          info["content_hash"])
+    split_by = split.split_by
+    assigned = splits.assign(frame, split_by, split.val_fraction, split.test_fraction,
+                             split.seed, info["content_hash"])
     split_dir = Path(info["cache_dir"]) / "splits"
-    header = {"by": split_by, "val_fraction": val_fraction, "test_fraction": test_fraction,
-              "seed": seed, "content_hash": info["content_hash"], "card": str(card.path)}
+    header = {"by": split_by, "val_fraction": split.val_fraction,
+              "test_fraction": split.test_fraction, "seed": split.seed,
+              "content_hash": info["content_hash"], "card": str(card.path)}
     if split_by in ("set_id", "camera"):  # few groups: say which went where
-        went = splits.groups_by_split(frame, split_by, split)
+        went = splits.groups_by_split(frame, split_by, assigned)
         header["groups"] = went
-        header["cameras"] = {k: sorted(set(arrays["camera"][split == k])) for k in went}
+        header["cameras"] = {k: sorted(set(arrays["camera"][assigned == k])) for k in went}
         log.info("split_by=%s: %s", split_by, "; ".join(
             f"{k} {', '.join(v) or '-'} (cameras {', '.join(header['cameras'][k]) or '-'})"
             for k, v in went.items()))
-    split_file, split_id = splits.write(arrays["sample_id"], split, split_dir, header)
+    split_file, split_id = splits.write(arrays["sample_id"], assigned, split_dir, header)
     imgs = None if info["tabular"] else cache.load_variant(folder, crop, size)
     if "split" in frame and split_by != "column":  # keep the manifest's own column visible
         frame = frame.rename(columns={"split": "manifest_split"})
-    frame = frame.assign(split=split)
+    frame = frame.assign(split=assigned)
     info = {**info, "split_file": str(split_file), "split_id": split_id,
             "crop": None if info["tabular"] else crop, "size": size, "split_by": split_by}
     return Prepared(sample_id=arrays["sample_id"], images=imgs, mean_lab=arrays["mean_lab"],
                     meta=arrays["meta"], camera=arrays["camera"], device=arrays["device"],
-                    target=arrays["target"], split=split, frame=frame, info=info,
+                    target=arrays["target"], split=assigned, frame=frame, info=info,
                     ring=arrays["ring"] if info.get("has_ring") else None)
 
 

@@ -8,7 +8,9 @@ training code and stored with the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,24 @@ RING_NAMES = (
     "ring_r_p90", "ring_g_p90", "ring_b_p90",
     "log_patch_over_ring_r", "log_patch_over_ring_g", "log_patch_over_ring_b",
 )
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """How the photos go to train/val/test: the TrainConfig fields of the same names, so a
+    trial's config picks its split with `SplitSettings.of(cfg)`."""
+
+    split_by: str = "tone_id"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+
+    @classmethod
+    def of(cls, settings: Any) -> SplitSettings:
+        """The split fields of a TrainConfig (or of a mapping holding some of them)."""
+        get = settings.get if isinstance(settings, Mapping) else (
+            lambda k, d: getattr(settings, k, d))
+        return cls(**{f.name: get(f.name, f.default) for f in fields(cls)})
 
 
 @dataclass

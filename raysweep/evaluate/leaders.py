@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raysweep.data.prepared import Prepared
+from raysweep.data.prepared import Prepared, SplitSettings
 from raysweep.errors import UserError
 from raysweep.evaluate import trials
 from raysweep.evaluate.record import EvalRun
@@ -166,9 +166,8 @@ def _load_leader(r: EvalRun, row, loaded: dict) -> Leader | None:
             from raysweep.data.pipeline import load_prepared
 
             src = data_source(r.client, ld.parent_run_id, meta, data)
-            loaded[key] = load_prepared(src, crop=key[0], size=key[1], split_by=key[2],
-                                        val_fraction=key[3], test_fraction=key[4],
-                                        seed=key[5])
+            loaded[key] = load_prepared(src, crop=key[0], size=key[1],
+                                        split=SplitSettings(*key[2:]))
         d = loaded[key]
     check_identity(d, meta, ld.run_id)
     ld.data = d

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raysweep.data.prepared import Prepared
+from raysweep.data.prepared import Prepared, SplitSettings
 from raysweep.errors import UserError
 from raysweep.evaluate import baselines, breakdowns, ensemble_candidate, floors, stats
 from raysweep.evaluate.leaders import Leader, data_source
@@ -159,5 +159,4 @@ def _baseline_data(base: Prepared, given, champion: Leader, client) -> Prepared:
     cfg = champion.predictor.cfg
     src = data_source(client, champion.parent_run_id, champion.predictor.meta, given)
     return load_prepared(src, crop="adaptive_bg", size=int(base.info.get("size") or 64),
-                         split_by=cfg.split_by, val_fraction=cfg.val_fraction,
-                         test_fraction=cfg.test_fraction, seed=cfg.seed)
+                         split=SplitSettings.of(cfg))

@@ -1,7 +1,7 @@
 """Yardsticks without a sweep: the baselines and floors of one dataset and split, in one call.
 
     from raysweep.evaluate.yardsticks import yardsticks
-    table = yardsticks(load_prepared(card, split_by="set_id"))
+    table = yardsticks(load_prepared(card, split=SplitSettings("set_id")))
 
 What every learned result is judged against (raysweep.evaluate.baselines fitted on the training
 split, raysweep.evaluate.floors on the evaluated photos), for a report section or a benchmark

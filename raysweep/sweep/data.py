@@ -7,10 +7,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from raysweep.data.prepared import Prepared
+from raysweep.data.pipeline import load_prepared
+from raysweep.data.prepared import Prepared, SplitSettings
 from raysweep.errors import UserError
-from raysweep.sweep import spaces
 from raysweep.sweep.trainable import variant_key
+from raysweep.synth import ensure_default_dataset
 from raysweep.uri import is_uri
 
 
@@ -26,28 +27,22 @@ def load_data(data: str | Path | Prepared | None, variants: list[tuple[str, int]
             raise UserError(f"the given dataset is prepared as {have}, but the space asks for "
                             f"{missing}", fix="fix crop and image_size with --set")
         return {have: data}
-    from raysweep.data.pipeline import load_prepared
-
     if data is None:
         data = default_dataset()
-    split = {k: base[k] for k in spaces.SPLIT_KEYS if k in base}
+    split = SplitSettings.of(base)
     out = {}
     for crop, size in tqdm(variants, desc="preparing data", unit="variant", disable=len(variants) < 2):
-        out[variant_key(crop, size)] = load_prepared(data, crop=crop, size=size, **split)
+        out[variant_key(crop, size)] = load_prepared(data, crop=crop, size=size, split=split)
     return out
 
 
 def default_dataset() -> Path:
-    from raysweep.synth import ensure_default_dataset
-
     return ensure_default_dataset()
 
 
 def smoke_dataset() -> Path:
     """A small synthetic dataset (3 sets x 20 tones at 64 px), generated once and cached: a
     smoke test checks the plumbing and must not wait for the full 2,070 photos."""
-    from raysweep.synth import ensure_default_dataset
-
     return ensure_default_dataset(sets=3, tones=20, size=64, progress=False)
 
 

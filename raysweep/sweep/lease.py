@@ -16,6 +16,7 @@ Tune states. The lease closes that window: the second writer fails at once, nami
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from raysweep import uri
 from raysweep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,8 @@ def busy(sweep_path: str, holder: dict) -> UserError:
 def hold(sweep_path: str) -> Iterator[dict]:
     """Hold the sweep's lease for the block; raise UserError (busy) when another writer has it."""
     scheme = urlsplit(sweep_path).scheme.lower()
-    if "://" not in sweep_path or scheme in ("file", "local"):
-        with _local(urlsplit(sweep_path).path if "://" in sweep_path else sweep_path) as h:
+    if not uri.is_remote(sweep_path):
+        with _local(uri.local_path(sweep_path)) as h:
             yield h
     elif scheme in ("s3", "s3a"):
         with _s3(sweep_path) as h:
@@ -73,8 +75,6 @@ def hold(sweep_path: str) -> Iterator[dict]:
 
 @contextlib.contextmanager
 def _local(folder: str) -> Iterator[dict]:
-    import fcntl
-
     created = _missing_ancestors(folder)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LEASE_FILE)

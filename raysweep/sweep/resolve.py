@@ -10,12 +10,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from raysweep.data.card import card_path
 from raysweep.data.splits import check_validation
 from raysweep.errors import UserError, unknown_name
 from raysweep.sweep import files, spaces, strategy
 from raysweep.sweep.data import describe_data, smoke_dataset
 from raysweep.sweep.spec import BUILTIN_DATA, SPEC_FILE, EarlyStopping, Request, SweepSpec, Tracking
 from raysweep.sweep.spec import Resources as SpecResources
+from raysweep.sweep.storage import check_writable
+from raysweep.uri import is_uri
 
 DEFAULT_STORAGE = "~/raysweep_results"
 SMOKE = {"num_samples": 2, "epochs": 2}
@@ -34,7 +37,7 @@ class Sweep:
 
 def storage_root(storage: str | None) -> str:
     storage = storage or DEFAULT_STORAGE
-    if "://" in storage:
+    if is_uri(storage):
         return storage.rstrip("/")
     return os.path.abspath(os.path.expanduser(storage))
 
@@ -43,13 +46,9 @@ def resolve(request: Request) -> tuple[SweepSpec, Sweep]:
     """The request (plus, with --resume, the sweep's own spec) and the space -> a concrete spec."""
     _check_flags(request)
     data = request.data
-    if isinstance(data, str | Path) and "://" not in str(data):
-        from raysweep.data.card import card_path
-
+    if isinstance(data, str | Path) and not is_uri(data):
         card_path(data)  # a missing dataset fails here, before a run is opened in MLflow
     root = storage_root(request.storage)
-    from raysweep.sweep.storage import check_writable
-
     check_writable(root)
     saved = read_spec(root, request.name) if request.resume else None
     if saved is not None:
@@ -76,7 +75,7 @@ def resolve(request: Request) -> tuple[SweepSpec, Sweep]:
         fixed["epochs"] = loaded.MAX_EPOCHS
     sp = replace(loaded, settings={**loaded.settings, "FIXED": fixed})
     checked = spaces.check_space(sp, overrides)
-    if isinstance(data, str | Path) and "://" not in str(data):  # before Ray, not in each trial
+    if isinstance(data, str | Path) and not is_uri(data):  # before Ray, not in each trial
         check_validation(data, **{k: checked.base[k] for k in ("split_by", "val_fraction")
                                   if k in checked.base})
     if data is None and saved and saved.data not in BUILTIN_DATA:

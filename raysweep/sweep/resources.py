@@ -22,11 +22,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import ray
 from ray import tune
 
 from raysweep import _compat
 from raysweep.errors import UserError
 from raysweep.sweep.cluster import PIN_PREFIX, NodeGroup, Shape, pin_of, shape
+from raysweep.sweep.spec import Resources
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,6 @@ def connect(num_cpus: int | None = None, dashboard: bool = True,
 
     Returns True when this process started Ray (and so should shut it down).
     """
-    import ray
-
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS")
@@ -119,18 +119,15 @@ def cores() -> int:
 
 def only_this_machine() -> bool:
     """True when the Ray cluster is this one machine (so its cores bound real parallelism)."""
-    import ray
-
     here = ray.get_runtime_context().get_node_id()
     alive = [n for n in ray.nodes() if n.get("Alive")]
     return len(alive) == 1 and alive[0]["NodeID"] == here
 
 
-def plan(num_samples: int, workers: int = 1, cpus_per_worker: float = 1.0,
-         gpus_per_trial: float | None = None, max_concurrent: int | None = None,
-         local: bool | None = None, cpus: float | None = None,
-         gpus: float | None = None, growth: Shape | None = None) -> Plan:
-    """Resources per trial and how many trials run at once.
+def plan(num_samples: int, asked: Resources = Resources(), *, local: bool | None = None,
+         cpus: float | None = None, gpus: float | None = None,
+         growth: Shape | None = None) -> Plan:
+    """Resources per trial (`asked`: the resource flags) and how many trials run at once.
 
     `gpus_per_trial` is the whole trial's share, split evenly across its workers (one meaning
     for one worker and for DDP). None picks 1/4 of a GPU per single-worker trial when the
@@ -138,10 +135,9 @@ def plan(num_samples: int, workers: int = 1, cpus_per_worker: float = 1.0,
     GPU per worker for DDP trials. On a cluster that can grow (`growth.may_grow`), the flags
     are trusted and concurrency comes from the node groups' maximum size, not from what is up.
     """
+    workers, cpus_per_worker = asked.workers_per_trial, asked.cpus_per_worker
+    gpus_per_trial, max_concurrent = asked.gpus_per_trial, asked.max_concurrent
     if growth is None:
-        import ray
-
-
         growth = shape() if cpus is None and gpus is None else None
         if local is None:
             local = only_this_machine()
@@ -160,8 +156,7 @@ def plan(num_samples: int, workers: int = 1, cpus_per_worker: float = 1.0,
     if gpus_per_trial is not None and gpus_per_trial < 0:
         raise UserError(f"--gpus-per-trial must be >= 0, got {gpus_per_trial:g}")
     if growth is not None and growth.may_grow:
-        return _plan_growing(num_samples, workers, cpus_per_worker, gpus_per_trial,
-                             max_concurrent, cpus, gpus, growth)
+        return _plan_growing(num_samples, asked, cpus, gpus, growth)
     if gpus_per_trial is None:
         gpus_per_trial = 0.0 if gpus == 0 else default_gpus(workers)
     if gpus_per_trial > 0 and gpus == 0:
@@ -202,10 +197,11 @@ def trials_that_fit(cpus: float, gpus: float, workers: int, cpus_per_worker: flo
     return max(0, min(limits))
 
 
-def _plan_growing(num_samples: int, workers: int, cpus_per_worker: float,
-                  gpus_per_trial: float | None, max_concurrent: int | None, cpus: float,
-                  gpus: float, growth: Shape) -> Plan:
+def _plan_growing(num_samples: int, asked: Resources, cpus: float, gpus: float,
+                  growth: Shape) -> Plan:
     """Plan for a cluster whose autoscaler adds nodes: never conclude from what is up now."""
+    workers, cpus_per_worker = asked.workers_per_trial, asked.cpus_per_worker
+    gpus_per_trial, max_concurrent = asked.gpus_per_trial, asked.max_concurrent
     groups = growth.groups
     group_gpus = any(g.resources.get("GPU", 0) > 0 for g in groups)
     if gpus_per_trial is None:

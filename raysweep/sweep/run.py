@@ -77,9 +77,7 @@ def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts
         from raysweep.sweep.storage import check_storage
 
         check_storage(spec.storage)  # a refused sweep costs no data work and leaves no FAILED run
-        r = spec.resources
-        pl = resources.plan(spec.num_samples, workers, r.cpus_per_worker, r.gpus_per_trial,
-                            r.max_concurrent)
+        pl = resources.plan(spec.num_samples, spec.resources)
         log.info("%s", pl.describe())
         if not pl.grows:  # a worker no node can hold would wait forever in Tune's queue
             schedulable.check_fits_a_node(pl)

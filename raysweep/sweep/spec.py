@@ -51,10 +51,12 @@ class Request:
 
 @dataclass(frozen=True)
 class Resources:
-    workers_per_trial: int
-    cpus_per_worker: float
-    gpus_per_trial: float | None  # None: the plan decides from the cluster's GPUs
-    max_concurrent: int | None  # None: as many as fit
+    """What a trial asks for (the resource flags); `resources.plan` turns it into a Plan."""
+
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_trial: float | None = None  # None: the plan decides from the cluster's GPUs
+    max_concurrent: int | None = None  # None: as many as fit
 
 
 @dataclass(frozen=True)
