@@ -58,11 +58,16 @@ def per_seed(runs: pd.DataFrame, baseline: str, default: str) -> pd.DataFrame:
         for r in group.itertuples():
             curve = best_so_far(r.history)
             t_hit = time_to(curve, target)
+            setup = getattr(r, "first_result_s", float("nan"))
             rows.append({"space": space, "seed": seed, "method": r.method,
                          "span_s": r.span_s, "epochs_run": r.epochs_run,
+                         "first_result_s": setup,
                          "final_best": r.final_best, "test_de00": r.test_de00,
                          "target": target, "t_to_target_s": t_hit,
                          "t_to_target_frac": t_hit / base_span,
+                         # the same with each sweep's set-up before its first result left out
+                         "after_setup_frac": (t_hit - setup) / (base_span - getattr(
+                             base, "first_result_s", float("nan"))),
                          "epochs_to_target_frac": epochs_to(r.history, target) / base.epochs_run,
                          # the baseline's best when this run ended: equal wall time
                          "baseline_best_at_end": best_at(base_curve, r.span_s),
@@ -79,11 +84,13 @@ def summary(seeds: pd.DataFrame) -> pd.DataFrame:
     for (space, method), g in seeds.groupby(["space", "method"], sort=False):
         out.append({"space": space, "method": method, "seeds": len(g),
                     "span_s": med(g.span_s), "epochs_run": med(g.epochs_run),
+                    "first_result_s": med(g.first_result_s),
                     "final_best": med(g.final_best), "final_best_min": g.final_best.min(),
                     "final_best_max": g.final_best.max(),
                     "reached": int(np.isfinite(g.t_to_target_s).sum()),
                     "t_to_target_s": med(g.t_to_target_s),
                     "t_to_target_frac": med(g.t_to_target_frac),
+                    "after_setup_frac": med(g.after_setup_frac),
                     "epochs_to_target_frac": med(g.epochs_to_target_frac),
                     "baseline_best_at_end": med(g.baseline_best_at_end),
                     "test_de00": med(g.test_de00), "test_de00_min": g.test_de00.min(),

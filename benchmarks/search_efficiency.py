@@ -57,14 +57,19 @@ class Size:
 
 
 def sizes(quick: bool) -> dict[str, Size]:
-    """Sized for 2 shared CPU cores: the spaces' own budgets (24 x 200 epochs, 16 x 40) would
-    take hours per seed there. A GPU machine runs the tabular budget at half size and more
-    trials at once."""
+    """Sized for 2 shared CPU cores, where one space's 25 sweeps (5 seeds x 5 methods) must fit
+    in about 25 minutes: the spaces' own budgets (24 x 200 epochs, 16 x 40) would take hours per
+    seed there. A GPU machine runs the tabular budget at half size and more trials at once."""
     if quick:
         return {"tabular": Size(6, 12, 2), "quickstart": Size(4, 4, 2, ("width=8",))}
     if machine()["gpus"]:
         return {"tabular": Size(16, 100, 4), "quickstart": Size(12, 20, 4, ("width=8",))}
-    return {"tabular": Size(10, 30, 2), "quickstart": Size(6, 8, 2, ("width=8",))}
+    return {"tabular": Size(12, 16, 2), "quickstart": Size(8, 8, 2, ("width=8",))}
+
+
+def image_share() -> int:
+    """Every n-th photo for the image space: all of them on a GPU, a quarter on CPU cores."""
+    return 1 if machine()["gpus"] else 4
 
 
 def datasets(image_size: int, image_share: int):
@@ -102,12 +107,16 @@ def request_for(space: str, method: str, seed: int, size: Size, data, root: str)
 
 
 def history_of(path: str) -> pd.DataFrame:
-    """Every epoch result of the sweep at `path`: t (s since its first trial started), val."""
-    frames = [pd.read_csv(p, usecols=["timestamp", "time_total_s", "val_de00_mean"])
+    """Every epoch result of the sweep at `path`: t (s since its first trial started), val,
+    and which trial (numbered by start) at which epoch: random's own curves, to replay ASHA on."""
+    frames = [pd.read_csv(p, usecols=["timestamp", "time_total_s", "training_iteration",
+                                      "val_de00_mean"]).assign(trial=p.parent.name)
               for p in Path(path).glob("trial_*/progress.csv")]
     h = pd.concat(frames, ignore_index=True)
-    start = (h["timestamp"] - h["time_total_s"]).min()
-    return pd.DataFrame({"t": h["timestamp"] - start, "val": h["val_de00_mean"]})
+    began = h["timestamp"] - h["time_total_s"]
+    order = began.groupby(h["trial"]).min().rank(method="first").astype(int) - 1
+    return pd.DataFrame({"t": h["timestamp"] - began.min(), "val": h["val_de00_mean"],
+                         "trial": h["trial"].map(order), "epoch": h["training_iteration"]})
 
 
 def test_error(checkpoint: str, data) -> float:
@@ -129,6 +138,8 @@ def one_run(space: str, method: str, seed: int, size: Size, data, root: str) -> 
     best = out.table.iloc[0]
     return {"space": space, "method": method, "seed": seed, "wall_s": wall,
             "span_s": float(hist["t"].max()), "epochs_run": int(out.table["epochs_run"].sum()),
+            # the first trials' set-up (data, model, threads): the same work for every method
+            "first_result_s": float(hist["t"].min()),
             "final_best": float(best[out.metric]),
             "test_de00": test_error(best["checkpoint"], data), "history": hist}
 
@@ -138,7 +149,7 @@ def measure(quick: bool, log: Path) -> pd.DataFrame:
     import ray
 
     size = sizes(quick)
-    tabular, images = datasets(image_size=16, image_share=1 if machine()["gpus"] else 2)
+    tabular, images = datasets(image_size=16, image_share=image_share())
     data = {"tabular": tabular, "quickstart": images}
     seeds = range(int(os.environ.get("BENCH_SEEDS", 2 if quick else 5)))
     spaces = os.environ.get("BENCH_SPACES", "tabular,quickstart").split(",")
@@ -179,14 +190,25 @@ def from_log(quick: bool, name: str = "search_efficiency") -> Section:
                    name=name)
 
 
+def forget(log: Path, spaces: list[str]) -> None:
+    """Drop `spaces`' runs from `log` before they are measured again; another space's runs stay
+    (`BENCH_SPACES=quickstart` then `BENCH_SPACES=tabular` build one section from both)."""
+    if not log.exists():
+        return
+    kept = [line for line in log.read_text().splitlines()
+            if line.strip() and json.loads(line)["space"] not in spaces]
+    log.write_text("".join(f"{line}\n" for line in kept))
+
+
 def run(quick: bool = False, name: str = "search_efficiency") -> Section:
-    """Measure, keeping every run in results/<name>[_quick].runs.jsonl as it ends."""
+    """Measure, keeping every run in results/<name>[_quick].runs.jsonl as it ends; the section
+    covers every space in that file."""
     log = result_path(name, quick, ".runs.jsonl")
-    log.unlink(missing_ok=True)
+    forget(log, os.environ.get("BENCH_SPACES", "tabular,quickstart").split(","))
     t = time.time()
-    runs = measure(quick, log)
-    return section(runs, quick, sizes(quick), time.time() - t, list(METHODS), PREVIOUS_GRACE,
-                   name=name)
+    measure(quick, log)
+    return section(load_log(log), quick, sizes(quick), time.time() - t, list(METHODS),
+                   PREVIOUS_GRACE, name=name)
 
 
 if __name__ == "__main__":

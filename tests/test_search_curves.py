@@ -3,8 +3,10 @@ per-seed comparison against random search (on hand-made histories, no sweeps).""
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,6 +20,9 @@ from benchmarks.search_curves import (
     summary,
     time_to,
 )
+from benchmarks.search_efficiency import forget, load_log
+from benchmarks.search_replay import replay, rung_table
+from raysweep.sweep import strategy
 
 
 def history(points):
@@ -56,3 +61,59 @@ def test_per_seed_measures_against_that_seeds_random_run():
     table = summary(per_seed(runs, BASELINE, DEFAULT)).set_index("method")
     assert table.loc[DEFAULT, "reached"] == 1 and table.loc[DEFAULT, "seeds"] == 2
     assert table.loc[BASELINE, "t_to_target_frac"] == 1.0
+
+
+def test_a_space_measured_again_replaces_only_its_own_runs(tmp_path):
+    """`BENCH_SPACES=quickstart` then `BENCH_SPACES=tabular` build one section: measuring a
+    space drops its earlier runs from the log and keeps the other space's."""
+    log = tmp_path / "runs.jsonl"
+    rows = [{"space": s, "method": BASELINE, "seed": k, "history": {"t": [1.0], "val": [2.0]}}
+            for s in ("tabular", "quickstart") for k in (0, 1)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    forget(log, ["quickstart"])
+    kept = load_log(log)
+    assert list(kept["space"]) == ["tabular", "tabular"] and list(kept["seed"]) == [0, 1]
+    forget(tmp_path / "none.jsonl", ["tabular"])  # nothing measured yet: nothing to drop
+
+
+def test_the_set_up_before_the_first_result_is_carried_per_seed():
+    runs = pd.DataFrame([{**run(BASELINE, 0, [(10, 3.0), (40, 2.0)]), "first_result_s": 10.0},
+                         {**run(DEFAULT, 0, [(12, 2.5), (20, 1.9)]), "first_result_s": 12.0}])
+    table = summary(per_seed(runs, BASELINE, DEFAULT)).set_index("method")
+    assert table.loc[BASELINE, "first_result_s"] == 10 and table.loc[DEFAULT,
+                                                                     "first_result_s"] == 12
+    # the default reaches random's 2.0 at 20 s: 8 s after its set-up, of random's 30
+    assert table.loc[DEFAULT, "t_to_target_frac"] == pytest.approx(20 / 40)
+    assert table.loc[DEFAULT, "after_setup_frac"] == pytest.approx(8 / 30)
+
+
+def test_replayed_rungs_follow_ashas_rule_and_can_cut_a_late_bloomer():
+    """Three trials one at a time, rungs at epochs 1 and 2 of 3 (grace 1, rf 2): trial 1 is
+    worse than trial 0 at the first rung and stops there, although it would have ended best."""
+    curves = [np.array([5.0, 4.0, 3.0]), np.array([6.0, 5.0, 1.0]), np.array([4.0, 3.0, 2.0])]
+    (t, best), span = replay(curves, None, 1)
+    assert span == 9 and time_to((t, best), 1.0) == 6  # the late bloomer's last epoch
+    plan = strategy.rungs(3, 1 / 3, 2)
+    assert plan.milestones == [1, 2]
+    (t, best), span = replay(curves, plan, 1)
+    assert span == 3 + 1 + 3 and best[-1] == 2.0 and time_to((t, best), 1.0) == math.inf
+    # two at a time: trials 0 and 1 meet the first rung together, 0 arrives first and stays
+    (t, best), span = replay(curves, plan, 2)
+    assert span == 1 + 3 and time_to((t, best), 2.0) == 4
+
+
+def test_the_rung_table_replays_each_seeds_random_sweep():
+    def sweep(seed, curves):
+        h = pd.DataFrame([(0.0, v, i, e + 1) for i, c in enumerate(curves) for e, v in
+                          enumerate(c)], columns=["t", "val", "trial", "epoch"])
+        return {"space": "s", "method": BASELINE, "seed": seed, "history": h}
+
+    runs = pd.DataFrame([sweep(0, [[5, 4, 3], [6, 5, 1], [4, 3, 2]]),
+                         sweep(1, [[5, 4, 1], [6, 5, 3], [7, 6, 5]])])
+    table = rung_table(runs, BASELINE, [1 / 3, 1.0], [2], concurrency={"s": 1}).set_index(
+        "grace fraction")
+    assert table.loc[0.333, "kept random's winner"] == "1/2"  # seed 0's winner is cut
+    assert table.loc[0.333, "median share of random's time"] == math.inf
+    # no rung below the budget: every seed keeps its winner, at random's own time
+    assert table.loc[1.0, "kept random's winner"] == "2/2"
+    assert table.loc[1.0, "median share of random's time"] == pytest.approx((6 / 9 + 3 / 9) / 2)
