@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 
 from benchmarks import Section, describe_machine, load_note, machine, md_table
-from benchmarks.simulate import EPOCH_S_ENV, mlflow_server, small_dataset
+from benchmarks.simulate import EPOCH_S_ENV, fake_loop, mlflow_server, small_dataset
 
 SLOTS, EPOCHS, EPOCH_S = 8, 2, 0.2
 SPACE = "tabular"
-LOOP = "benchmarks.simulate:fake_loop"
+LOOP = fake_loop
 
 
 def raysweep_sweep(root: Path, n: int) -> tuple[float, object]:

@@ -34,6 +34,10 @@ AUX_SCHEDULES = ("constant", "linear_decay", "cosine_decay")
 REDUCTIONS = ("mean", "median")
 TEXT_EMBEDS = ("none", "hash", "sentence")
 SPLIT_BY = ("tone_id", "set_id", "camera", "column")
+# What "best" means everywhere: the checkpoint a trial keeps (train.loop), Optuna, ASHA and the
+# leaderboard (sweep), the leaders eval_winners re-scores (evaluate.trials). One metric, not a
+# setting of a space, so no two parts can disagree on which checkpoint or trial won.
+SELECT_METRIC, SELECT_MODE = "val_de00_mean", "min"
 
 
 @dataclass

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reduction-factor", type=int, help="ASHA: keep 1/N at each rung")
     p.add_argument("--searcher", choices=SEARCHERS, default="tpe",
                    help="Optuna TPE (default) or random sampling, as a baseline")
-    p.add_argument("--no-early-stopping", action="store_true",
+    p.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
                    help="run every trial to its last epoch (no ASHA), as a baseline")
     p.add_argument("--max-failures", type=int, default=1,
                    help="retries of a trial whose process died (default 1)")
@@ -74,41 +74,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.debug)
     for noisy in ("ray", "ray.tune", "ray.train", "mlflow", "alembic", "optuna"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.debug else logging.WARNING)
-    request = Request(
-        space=args.space, data=args.data, num_samples=args.num_samples,
-        max_concurrent=args.max_concurrent, workers_per_trial=args.workers_per_trial,
-        gpus_per_trial=args.gpus_per_trial, cpus_per_worker=args.cpus_per_worker,
-        storage=args.storage, name=args.name, resume=args.resume, seed=args.seed,
-        sets=tuple(args.sets), smoke_test=args.smoke_test, grace_period=args.grace_period,
-        reduction_factor=args.reduction_factor, max_failures=args.max_failures,
-        searcher=args.searcher, early_stopping=not args.no_early_stopping)
-    out = run_sweep(request, verbose=2 if args.debug else 0)
+    out = run_sweep(Request.from_args(args), verbose=2 if args.debug else 0)
     print(results.leaderboard(out.table, out.metric, out.searched))
-    n_failed = int((out.table["status"] == "FAILED").sum()) if len(out.table) else 0
-    n_stopped = int(out.table["stopped_early"].sum()) if len(out.table) else 0
-    stopping = f"{n_stopped} stopped early by ASHA" if out.early_stopping else "early stopping off"
-    print(f"\n{len(out.table)} trials ({stopping}, {n_failed} failed)")
-    if not (args.eval_winners and out.complete and console.any_finished(out)):
+    print(f"\n{out.summary()}")
+    evaluate = args.eval_winners and out.complete and console.any_finished(out)
+    if not evaluate:
         print(console.where(out))  # else below the evaluation, beside its report
     if not out.complete:
+        storage = f" --storage {args.storage}" if args.storage else ""
         print(f"The sweep was interrupted; continue it with: python -m raysweep.search "
-              f"--resume --name {out.name}"
-              + (f" --storage {args.storage}" if args.storage else ""))
+              f"--resume --name {out.name}{storage}")
         return 130
     if not out.finished:
         log.error("no trial finished (%d failed): the sweep has no result to select from; each "
-                  "trial's reason is in the error column of %s/results.csv", n_failed, out.path)
+                  "trial's reason is in the error column of %s/results.csv", out.failed, out.path)
         return 1
-    if args.eval_winners:
-        return _eval_winners(out)
-    return 0
+    return _eval_winners(out) if evaluate else 0
 
 
 def _eval_winners(out: SweepResult) -> int:
-    # What the eval_winners command does next, so --eval-winners prints and exits the same way.
-    # Imported here: it loads the evaluation stack, which a plain sweep never needs.
+    """What the eval_winners command does next, so --eval-winners prints and exits the same way."""
+    # lazy: the evaluation stack (torch, scipy, matplotlib: seconds) that a plain sweep never needs
     from raysweep import eval_winners
-    from raysweep.evaluate.record import EvalSettings
+    from raysweep.evaluate.record import EvalSettings  # lazy: as above
 
     settings = EvalSettings(parent_run=out.parent_run_id, tracking_uri=out.tracking_uri)
     code = eval_winners.evaluate(settings)

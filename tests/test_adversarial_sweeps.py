@@ -266,7 +266,7 @@ def test_a_mistyped_sweep_record_is_one_paragraph(tmp_path):
     spec = SweepSpec("s", str(tmp_path / "runs"), "quickstart", "quickstart", "synthetic default",
                      (), 0, 2, 2, "val_de00_mean", "min", "tpe", False, 1,
                      Resources(1, 1.0, None, None), EarlyStopping(True, 1, 3),
-                     Tracking(None, "quickstart"))
+                     Tracking("sqlite:///m.db", "quickstart"))
     raw = {**json.loads(spec.to_json()), "num_samples": "two"}
     (tmp_path / "runs" / "s").mkdir(parents=True)
     (tmp_path / "runs" / "s" / SPEC_FILE).write_text(json.dumps(raw))

@@ -231,3 +231,9 @@ def test_the_import_parser_sees_function_level_and_relative_imports(tmp_path):
              "raysweep.evaluate.report", "raysweep.evaluate.stats", "raysweep.evaluate.m"}
     assert imports("raysweep.evaluate.m", f, known) == {
         "raysweep.train.loop", "raysweep.evaluate.report", "raysweep.evaluate.stats"}
+
+
+def test_the_sweep_hands_ray_the_loop_itself():
+    """Ray gets the training function, not a "module:name" string, so the import graph (and
+    the layer rule) sees the trial's dependency on the loop."""
+    assert "raysweep.train.loop" in graph()["raysweep.sweep.trainable"]

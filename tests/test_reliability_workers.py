@@ -15,6 +15,7 @@ import pytest
 from raysweep.sweep.run import run_sweep
 from raysweep.sweep.spec import Request
 from tests.helpers.fakes import make_prepared
+from tests.helpers.faults import killed_once_loop
 from tests.helpers.sweeps import RELIABILITY_SPACE
 
 NAN_LR, OOM_LR = 3e-3, 5e-4  # trials above NAN_LR get NaN targets; below OOM_LR "run out"
@@ -72,7 +73,7 @@ def test_killed_trial_process_resumes_into_the_same_mlflow_run(ray_local, space_
     out = run_sweep(Request(space=space_file, data=make_prepared(n=48, size=16), num_samples=2,
                             max_concurrent=1, storage=str(tmp_path / "runs"), name="killed",
                             seed=0, early_stopping=False),
-                            loop="tests.helpers.faults:killed_once_loop")
+                            loop=killed_once_loop)
     assert out.complete and (out.table["status"] == "FINISHED").all()
     assert (out.table["epochs_run"] == 3).all()
     by_trial = assert_one_history_per_trial(mlflow_db, out, 3)
@@ -91,7 +92,7 @@ def test_killed_ddp_rank0_restarts_the_worker_group_from_its_checkpoint(ray_loca
     out = run_sweep(Request(space=space_file, data=make_prepared(n=48, size=16), num_samples=1,
                             workers_per_trial=2, max_concurrent=1, storage=str(tmp_path / "runs"),
                             name="ddpkill", seed=0, early_stopping=False),
-                            loop="tests.helpers.faults:killed_once_loop")
+                            loop=killed_once_loop)
     assert out.complete and (out.table["status"] == "FINISHED").all()
     by_trial = assert_one_history_per_trial(mlflow_db, out, 3)
     markers = list((tmp_path / "runs").glob("ddpkill-*-ddp/raysweep_fault_epoch2.marker"))
@@ -107,7 +108,7 @@ def test_nan_and_oom_trials_fail_with_their_reason_and_the_rest_finish(ray_local
     out = run_sweep(Request(space=space_file, data=make_prepared(n=48, size=16), num_samples=6,
                             max_concurrent=2, storage=str(tmp_path / "runs"), name="faulty",
                             seed=3, early_stopping=False),
-                            loop="tests.test_reliability_workers:faulty_data_loop")
+                            loop=faulty_data_loop)
     table = out.table.set_index("trial_id")
     nan = table["lr"] > NAN_LR
     oom = table["lr"] < OOM_LR

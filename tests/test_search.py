@@ -112,7 +112,7 @@ def test_a_failing_trial_is_failed_in_mlflow_and_the_others_finish(ray_local, sp
                                                                     mlflow_db, tmp_path):
     out = run_sweep(Request(space=space_file, data=make_prepared(n=64, size=16), num_samples=4,
                             max_concurrent=2, storage=str(tmp_path / "runs"), name="tf", seed=1,
-                            max_failures=0), loop="tests.test_search:failing_loop")
+                            max_failures=0), loop=failing_loop)
     table = out.table.set_index("trial_id")
     failed = table[table["status"] == "FAILED"]
     assert len(failed) >= 1 and (failed["lr"] > 1e-3).all()
@@ -147,9 +147,10 @@ def test_resume_an_interrupted_sweep_without_duplicate_runs(ray_local, space_fil
         "from tests.helpers.fakes import make_prepared",
         "from raysweep.sweep.run import run_sweep",
         "from raysweep.sweep.spec import Request",
+        "from tests.test_search import slow_loop",
         f"run_sweep(Request(space={space_file!r}, data=make_prepared(n=64, size=16),"
         f" num_samples=6, max_concurrent=1, storage={str(storage)!r}, name='rs', seed=1),"
-        " loop='tests.test_search:slow_loop')",
+        " loop=slow_loop)",
     ])
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -173,7 +174,7 @@ def test_resume_an_interrupted_sweep_without_duplicate_runs(ray_local, space_fil
         warnings.simplefilter("always")
         out = run_sweep(Request(space=space_file, data=make_prepared(n=64, size=16),
                                 storage=str(storage), name="rs", resume=True),
-                                loop="tests.test_search:slow_loop")
+                                loop=slow_loop)
     assert out.complete and len(out.table) == 6
     # epochs replayed from a checkpoint are not reported to Optuna twice (issue 13 item 9)
     assert not [w for w in caught if "already reported" in str(w.message)]

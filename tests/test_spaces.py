@@ -7,7 +7,7 @@ import pickle
 import optuna
 import pytest
 
-from raysweep.config import TrainConfig
+from raysweep.config import SELECT_METRIC, SELECT_MODE, TrainConfig
 from raysweep.errors import UserError
 from raysweep.search import main as search_main
 from raysweep.sweep import spaces
@@ -100,6 +100,21 @@ def test_bad_space_fails_with_a_clear_message(tmp_path, body, message):
     path.write_text(f'"""bad"""\ndef define_by_run(trial):\n    {body}\n')
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         spaces.check_space(spaces.load_space(str(path)), {})
+
+
+def test_a_space_cannot_choose_another_metric_than_every_other_part_ranks_by(tmp_path):
+    # Tune honoured a space's METRIC/MODE, but checkpoints and eval_winners ranked by
+    # val_de00_mean (min): a space may no longer say it, and all parts use one constant.
+    from raysweep.evaluate import trials
+
+    path = tmp_path / "own_metric.py"
+    path.write_text('"""m"""\nMETRIC = "val_de00_p95"\nMODE = "max"\n'
+                    "def define_by_run(trial):\n    return {}\n")
+    with pytest.raises(UserError, match="sets METRIC and MODE") as err:
+        spaces.load_space(str(path))
+    assert "remove METRIC and MODE from the space" in err.value.message()
+    assert (SELECT_METRIC, SELECT_MODE) == ("val_de00_mean", "min")
+    assert trials.METRIC == SELECT_METRIC and "METRIC" not in spaces.SETTINGS
 
 
 @pytest.mark.parametrize("argv, message", [

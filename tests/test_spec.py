@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import FrozenInstanceError, replace
+from dataclasses import FrozenInstanceError, fields, replace
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from raysweep import search
+from raysweep.config import SELECT_METRIC, SELECT_MODE
 from raysweep.errors import UserError
 from raysweep.sweep import resolve, results, spaces
 from raysweep.sweep.spec import (
@@ -22,6 +23,7 @@ from raysweep.sweep.spec import (
     Resources,
     SweepSpec,
     Tracking,
+    saved_parent_run,
 )
 
 SPACE = '''"""Tiny study."""
@@ -41,7 +43,7 @@ def a_spec(**changes) -> SweepSpec:
         resources=Resources(workers_per_trial=2, cpus_per_worker=1.5, gpus_per_trial=None,
                             max_concurrent=1),
         early_stopping=EarlyStopping(enabled=False, grace_period=1, reduction_factor=3),
-        tracking=Tracking(uri="sqlite:///x.db", experiment="quickstart", parent_run_id="abc"))
+        tracking=Tracking(uri="sqlite:///x.db", experiment="quickstart"))
     return replace(spec, **changes)
 
 
@@ -50,6 +52,10 @@ def test_the_spec_round_trips_through_json_and_is_frozen():
     raw = json.loads(spec.to_json())
     assert raw["version"] == VERSION
     assert SweepSpec.from_json(spec.to_json(), where="x") == spec
+    # the parent run it opened is written beside it, not put into the spec
+    text = spec.to_json(parent_run_id="abc")
+    assert SweepSpec.from_json(text, where="x") == spec and saved_parent_run(text) == "abc"
+    assert saved_parent_run(spec.to_json()) is None
     with pytest.raises(FrozenInstanceError):
         spec.seed = 1  # type: ignore[misc]
 
@@ -75,7 +81,8 @@ def test_a_record_from_before_the_spec_still_resumes():
     spec = SweepSpec.from_json(json.dumps(legacy), where="x")
     assert (spec.seed, spec.num_samples, spec.epochs, spec.resources.workers_per_trial) == \
         (3, 4, 2, 2)
-    assert spec.tracking == Tracking("sqlite:///m.db", "quickstart", "p1")
+    assert spec.tracking == Tracking("sqlite:///m.db", "quickstart")
+    assert saved_parent_run(json.dumps(legacy)) == "p1"
     assert spec.early_stopping.enabled and spec.sets == ("lr=0.001",)
 
 
@@ -86,7 +93,7 @@ def test_resume_reads_the_spec_and_leaves_the_loaded_space_alone(tmp_path, monke
     saved = a_spec(name="s1", storage=str(root), space="tiny_study",
                    space_source=str(space_file))
     (root / "s1").mkdir(parents=True)
-    (root / "s1" / SPEC_FILE).write_text(saved.to_json())
+    (root / "s1" / SPEC_FILE).write_text(saved.to_json(parent_run_id="abc"))
     loaded = []
     real_load = spaces.load_space
     monkeypatch.setattr(spaces, "load_space", lambda s: loaded.append(real_load(s)) or loaded[-1])
@@ -95,7 +102,7 @@ def test_resume_reads_the_spec_and_leaves_the_loaded_space_alone(tmp_path, monke
     # `--resume --name s1` alone: everything else comes from the spec, not the defaults
     spec, sweep = resolve.resolve(Request(resume=True, name="s1", storage=str(root),
                                           max_failures=2))
-    assert spec == saved
+    assert spec == saved and sweep.parent_run_id == "abc"
     assert sweep.overrides == {"lr": 0.001}
     assert loaded[0].FIXED == {"backbone": "tinycnn", "width": 8, "crop": "adaptive_bg",
                                "image_size": 16}, "the loaded space was changed"
@@ -126,6 +133,18 @@ def test_a_new_sweep_resolves_flags_over_the_space_defaults(tmp_path):
     assert spec.resources == Resources(2, 1.0, None, None)
     assert spec.early_stopping == EarlyStopping(False, 1, 3)
     assert spec.path == f"{tmp_path / 'runs'}/n" and spec.tracking.experiment == "tiny_study"
+    assert (spec.metric, spec.mode) == (SELECT_METRIC, SELECT_MODE)
+
+
+def test_every_flag_becomes_its_setting_in_one_place():
+    parse = search.build_parser().parse_args
+    assert {f.name for f in fields(Request)} <= set(vars(parse([])))
+    assert Request.from_args(parse([])) == Request()
+    args = parse(["--space", "fusion", "--no-early-stopping", "--set", "lr=1", "--set", "seed=2",
+                  "--num-samples", "3", "--gpus-per-trial", "0.5", "--searcher", "random"])
+    assert Request.from_args(args) == Request(
+        space="fusion", early_stopping=False, sets=("lr=1", "seed=2"), num_samples=3,
+        gpus_per_trial=0.5, searcher="random")
 
 
 # -- issue 13 item 9 -------------------------------------------------------------------------

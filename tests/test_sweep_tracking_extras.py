@@ -36,7 +36,7 @@ def test_sweep_links_every_run_to_its_dataset_and_logs_importance(ray_local, mlf
     out = run_sweep(Request(space=str(space), data=data, num_samples=6, max_concurrent=2,
                             storage=str(tmp_path / "runs"), name="extras", seed=3,
                             searcher="random", max_failures=0, early_stopping=False),
-                    loop="tests.test_sweep_tracking_extras:diverging_loop")
+                    loop=diverging_loop)
     text = "".join(capfd.readouterr())
     table = out.table
     failed = table[table["status"] == "FAILED"]

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from raysweep.config import SELECT_METRIC
 from raysweep.errors import UserError
 from raysweep.tracking.store import TRIAL_TAGS, open_client, retry
 
 log = logging.getLogger("raysweep.trials")
-METRIC = "val_de00_mean"
+METRIC = SELECT_METRIC  # lower is better (SELECT_MODE)
 GROUPS = ("fusion", "backbone", "features", "crop")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from raysweep import _compat
 from raysweep.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -158,9 +159,7 @@ def autoscaler_node_types(gcs_status: str | bytes | None) -> list[str]:
 def _autoscaler_status() -> bytes | None:
     """raysweep._compat.autoscaler_status (a private Ray API), or None when it fails."""
     try:
-        from raysweep._compat import autoscaler_status
-
-        return autoscaler_status()
+        return _compat.autoscaler_status()
     except Exception as e:  # noqa: BLE001 - private API: unknown means "no autoscaler seen"
         log.debug("no autoscaler status: %s", e)
         return None
@@ -169,9 +168,7 @@ def _autoscaler_status() -> bytes | None:
 def _autoscaler_v2() -> bool:
     """raysweep._compat.autoscaler_v2 (a private Ray API), or False when it fails."""
     try:
-        from raysweep._compat import autoscaler_v2
-
-        return autoscaler_v2()
+        return _compat.autoscaler_v2()
     except Exception as e:  # noqa: BLE001 - private API: unknown means "no autoscaler seen"
         log.debug("cannot tell whether autoscaler v2 runs: %s", e)
         return False

@@ -10,14 +10,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from raysweep.config import SELECT_METRIC, SELECT_MODE
 from raysweep.data.card import card_path
 from raysweep.data.splits import check_validation
 from raysweep.errors import UserError, unknown_name
 from raysweep.sweep import files, spaces, strategy
 from raysweep.sweep.data import describe_data, smoke_dataset
-from raysweep.sweep.spec import BUILTIN_DATA, SPEC_FILE, EarlyStopping, Request, SweepSpec, Tracking
+from raysweep.sweep.spec import (
+    BUILTIN_DATA,
+    SPEC_FILE,
+    EarlyStopping,
+    Request,
+    SweepSpec,
+    Tracking,
+    saved_parent_run,
+)
 from raysweep.sweep.spec import Resources as SpecResources
 from raysweep.sweep.storage import check_writable
+from raysweep.tracking.store import tracking_uri
 from raysweep.uri import is_uri
 
 DEFAULT_STORAGE = "~/raysweep_results"
@@ -33,6 +43,7 @@ class Sweep:
     checked: spaces.Checked
     overrides: dict
     data: Any  # what load_data reads: a path, a URI, an in-memory Prepared, or None
+    parent_run_id: str | None = None  # with --resume: the MLflow parent run to reopen
 
 
 def storage_root(storage: str | None) -> str:
@@ -50,7 +61,7 @@ def resolve(request: Request) -> tuple[SweepSpec, Sweep]:
         card_path(data)  # a missing dataset fails here, before a run is opened in MLflow
     root = storage_root(request.storage)
     check_writable(root)
-    saved = read_spec(root, request.name) if request.resume else None
+    saved, parent = read_spec(root, request.name) if request.resume else (None, None)
     if saved is not None:
         _refuse_what_resume_ignores(request, saved)
     space_arg = request.space
@@ -87,7 +98,7 @@ def resolve(request: Request) -> tuple[SweepSpec, Sweep]:
     if not request.resume and files.read_text(f"{spec.path}/{SPEC_FILE}") is not None:
         raise UserError(f"a sweep named {spec.name!r} already exists under {root}",
                         fix="pass --resume to continue it, or choose another --name")
-    return spec, Sweep(sp, checked, overrides, data)
+    return spec, Sweep(sp, checked, overrides, data, parent)
 
 
 def _check_flags(request: Request) -> None:
@@ -160,8 +171,9 @@ def _refuse_what_resume_ignores(request: Request, saved: SweepSpec) -> None:
                             "another --name to search differently")
 
 
-def read_spec(root: str, name: str | None) -> SweepSpec:
-    """The spec that the sweep `name` under `root` was started with (for --resume)."""
+def read_spec(root: str, name: str | None) -> tuple[SweepSpec, str | None]:
+    """The spec that the sweep `name` under `root` was started with, and its MLflow parent run
+    (for --resume)."""
     if not name:
         raise UserError("--resume needs the --name of the sweep to continue",
                         fix=f"look up the name under {root} and pass --name NAME")
@@ -170,7 +182,7 @@ def read_spec(root: str, name: str | None) -> SweepSpec:
     if text is None:
         raise UserError(f"no sweep named {name!r} under {root}", where="--resume",
                         fix="pass the same --name and --storage as the interrupted sweep")
-    return SweepSpec.from_json(text, where=where)
+    return SweepSpec.from_json(text, where=where), saved_parent_run(text)
 
 
 def _new_spec(request: Request, sp: spaces.Space, root: str, data: Any, epochs: int) -> SweepSpec:
@@ -180,7 +192,7 @@ def _new_spec(request: Request, sp: spaces.Space, root: str, data: Any, epochs: 
         space=sp.name, space_source=sp.source, data=describe_data(data),
         sets=tuple(request.sets), seed=request.seed if request.seed is not None else 0,
         num_samples=request.num_samples or (SMOKE["num_samples"] if smoke else sp.NUM_SAMPLES),
-        epochs=epochs, metric=sp.METRIC, mode=sp.MODE, searcher=request.searcher,
+        epochs=epochs, metric=SELECT_METRIC, mode=SELECT_MODE, searcher=request.searcher,
         smoke_test=smoke, max_failures=request.max_failures,
         resources=SpecResources(
             workers_per_trial=request.workers_per_trial or sp.WORKERS_PER_TRIAL,
@@ -190,7 +202,7 @@ def _new_spec(request: Request, sp: spaces.Space, root: str, data: Any, epochs: 
         early_stopping=EarlyStopping(request.early_stopping,
                                      request.grace_period or space_grace(sp, epochs),
                                      request.reduction_factor or sp.REDUCTION_FACTOR),
-        tracking=Tracking(uri=None, experiment=sp.name))
+        tracking=Tracking(uri=tracking_uri(), experiment=sp.name))
 
 
 def space_grace(sp: spaces.Space, epochs: int) -> int:
@@ -214,6 +226,7 @@ def _resumed(saved: SweepSpec, request: Request, root: str, data: Any) -> SweepS
             gpus_per_trial=r.gpus_per_trial if given.gpus_per_trial is None
             else given.gpus_per_trial,
             max_concurrent=given.max_concurrent or r.max_concurrent),
-        # A resumed sweep logs into the store it started in, wherever it is resumed from.
-        tracking=replace(saved.tracking, uri=None if os.environ.get("MLFLOW_TRACKING_URI")
-                         else saved.tracking.uri))
+        # A resumed sweep logs into the store it started in, wherever it is resumed from,
+        # unless MLFLOW_TRACKING_URI says where that store is now.
+        tracking=replace(saved.tracking, uri=tracking_uri() if os.environ.get(
+            "MLFLOW_TRACKING_URI") or not saved.tracking.uri else saved.tracking.uri))

@@ -1,8 +1,9 @@
 """`run_sweep`: a sweep (or with `request.resume` its continuation) as one library call.
 
-resolve (flags + space, or the saved `SweepSpec` on --resume -> a concrete spec, `resolve.py`)
--> prepare_parent, prepare_data (parent run, data, the spec on disk) -> run_tune (Tune)
--> finalize (the leaderboard).
+resolve (flags + space, or the saved `SweepSpec` on --resume -> the frozen spec, `resolve.py`)
+-> prepare_parent, prepare_data (parent run, data, the spec and its parent run on disk)
+-> run_tune (Tune) -> finalize (the leaderboard). The ids known only once the sweep runs (the
+parent run, the tracking URI) are in the `SweepResult`, not put back into the spec.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
+import ray
 
 from raysweep import _compat
 from raysweep.sweep import files, first_wave, lease, resources, results, schedulable
@@ -20,10 +24,11 @@ from raysweep.sweep.data import load_data
 from raysweep.sweep.interrupts import Interrupts
 from raysweep.sweep.resolve import Sweep, resolve
 from raysweep.sweep.spec import SPEC_FILE, Request, SweepSpec
-from raysweep.sweep.trainable import LOOP
+from raysweep.sweep.storage import check_storage
 from raysweep.sweep.tuner import TuneJob, build_tuner
 from raysweep.tracking import datasets, importance
 from raysweep.tracking.secrets import is_secret_key
+from raysweep.tracking.store import Tracker, code_version
 
 log = logging.getLogger("raysweep.search")
 
@@ -44,14 +49,31 @@ class SweepResult:
     @property
     def finished(self) -> int:
         """Trials that ended normally (FINISHED); none: the sweep failed."""
-        return int((self.table["status"] == "FINISHED").sum()) if len(self.table) else 0
+        return self._count("FINISHED")
+
+    @property
+    def failed(self) -> int:
+        return self._count("FAILED")
+
+    def _count(self, status: str) -> int:
+        return int((self.table["status"] == status).sum()) if len(self.table) else 0
+
+    def summary(self) -> str:
+        """The line under the leaderboard: how many trials ran, stopped early and failed."""
+        stopped = int(self.table["stopped_early"].sum()) if len(self.table) else 0
+        stopping = f"{stopped} stopped early by ASHA" if self.early_stopping else \
+            "early stopping off"
+        return f"{len(self.table)} trials ({stopping}, {self.failed} failed)"
 
 
-def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepResult:
+def run_sweep(request: Request, *, loop: Callable[[dict], Any] | None = None,
+              verbose: int = 0) -> SweepResult:
     """Run (or with `request.resume`, continue) a sweep; see `python -m raysweep.search --help`.
 
-    `request.searcher` "random" and `request.early_stopping=False` exist for baselines (benchmarks): the same
-    space sampled at random, every trial run to its last epoch.
+    `loop` replaces THE training loop in every trial (tests inject faults, benchmarks simulate
+    trials): a module-level function, which Ray pickles by reference. `request.searcher`
+    "random" and `request.early_stopping=False` exist for baselines (benchmarks): the same space
+    sampled at random, every trial run to its last epoch.
     """
     spec, sweep = resolve(request)
     # One writer per sweep (a second fails at once, naming the first), and Ctrl-C or SIGTERM
@@ -60,10 +82,8 @@ def run_sweep(request: Request, *, loop: str = LOOP, verbose: int = 0) -> SweepR
         return _run_sweep(request, spec, sweep, stop, loop=loop, verbose=verbose)
 
 
-def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts, *, loop: str,
-               verbose: int) -> SweepResult:
-    from raysweep.tracking.store import Tracker
-
+def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts, *,
+               loop: Callable[[dict], Any] | None, verbose: int) -> SweepResult:
     # Keeping 3 checkpoints per trial makes Tune snapshot its state more often than it likes;
     # the snapshot is cheap here (small state) and the warning would drown the progress bar.
     # Set when a sweep runs (Tune reads it when the run starts), not when this module loads.
@@ -74,8 +94,6 @@ def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts
     workers = spec.resources.workers_per_trial
     started = resources.connect(dashboard=workers > 1, log_to_driver=verbose > 0)
     try:
-        from raysweep.sweep.storage import check_storage
-
         check_storage(spec.storage)  # a refused sweep costs no data work and leaves no FAILED run
         pl = resources.plan(spec.num_samples, spec.resources)
         log.info("%s", pl.describe())
@@ -87,7 +105,7 @@ def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts
             # The autoscaler request lives until the first wave runs, and ends first however
             # the sweep ends: before the leaderboard and MLflow's close (first_wave.py).
             with first_wave.for_plan(pl, resume=request.resume) as wave:
-                spec, refs = prepare_data(spec, sweep, tracker, pl, parent, resume=request.resume)
+                refs = prepare_data(spec, sweep, tracker, pl, parent, resume=request.resume)
                 job = TuneJob(spec, sweep.space, sweep.overrides, refs, pl, tracker, loop=loop,
                               verbose=verbose, resume=request.resume,
                               callbacks=(wave.callback(),))
@@ -105,8 +123,6 @@ def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts
             tracker.end(parent, status)
     finally:
         if started:
-            import ray
-
             ray.shutdown()
 
 
@@ -114,20 +130,16 @@ def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts
 
 def prepare_parent(spec: SweepSpec, sweep: Sweep, tracker) -> str:
     """Open (or with --resume reopen) the sweep's MLflow parent run."""
-    from raysweep.tracking.store import code_version
-
     return tracker.start_parent(tags={"raysweep.space": spec.space,
                                       "raysweep.sweep_name": spec.name,
                                       "raysweep.code_version": code_version(),
                                       "raysweep.question": sweep.space.question},
-                                params=spec.params(), run_id=spec.tracking.parent_run_id)
+                                params=spec.params(), run_id=sweep.parent_run_id)
 
 
 def prepare_data(spec: SweepSpec, sweep: Sweep, tracker, pl: resources.Plan, parent: str, *,
-            resume: bool) -> tuple[SweepSpec, dict]:
+            resume: bool) -> dict:
     """Prepare the data into the object store and write the spec (with its parent run)."""
-    import ray
-
     prepared = load_data(sweep.data, sweep.checked.variants, sweep.checked.base)
     info = next(iter(prepared.values())).info
     datasets.log_input(tracker, parent, datasets.describe(next(iter(prepared.values()))))
@@ -137,10 +149,9 @@ def prepare_data(spec: SweepSpec, sweep: Sweep, tracker, pl: resources.Plan, par
         "raysweep.split_id": str(info.get("split_id", "")),
         "raysweep.cluster_cpus": f"{pl.cluster_cpus:g}",
         "raysweep.cluster_gpus": f"{pl.cluster_gpus:g}"})
-    spec = replace(spec, tracking=replace(spec.tracking, uri=tracker.uri, parent_run_id=parent))
     if not resume:
-        files.write_text(f"{spec.path}/{SPEC_FILE}", spec.to_json())
-    return spec, {k: ray.put(v) for k, v in prepared.items()}
+        files.write_text(f"{spec.path}/{SPEC_FILE}", spec.to_json(parent_run_id=parent))
+    return {k: ray.put(v) for k, v in prepared.items()}
 
 
 # -- run and finalize ------------------------------------------------------------------------------

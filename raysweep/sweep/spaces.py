@@ -3,8 +3,9 @@
 A space is a plain Python file with `define_by_run(trial) -> dict` of TrainConfig overrides
 (Optuna define-by-run: conditional parameters are just `if`s) and optional constants:
 FIXED (dict), MAX_EPOCHS, GRACE_FRACTION (ASHA's first rung as a share of the epoch budget) or
-GRACE_PERIOD (in epochs), REDUCTION_FACTOR, NUM_SAMPLES, METRIC, MODE, CPUS_PER_TRIAL,
-GPUS_PER_TRIAL, WORKERS_PER_TRIAL. It computes nothing, so we can run it a few
+GRACE_PERIOD (in epochs), REDUCTION_FACTOR, NUM_SAMPLES, CPUS_PER_TRIAL, GPUS_PER_TRIAL,
+WORKERS_PER_TRIAL. What "best" means is not a space's to choose (config.SELECT_METRIC: the same
+for checkpoints, Tune and evaluation), so METRIC and MODE are refused. It computes nothing, so we can run it a few
 dozen times with random choices to catch unknown names and invalid combinations up front.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import search_spaces
-from raysweep.config import TrainConfig, coerce
+from raysweep.config import SELECT_METRIC, SELECT_MODE, TrainConfig, coerce
 from raysweep.errors import UserError, unknown_name
 
 # Data-level settings: one prepared split serves the whole sweep, so these cannot vary per trial.
@@ -29,10 +30,10 @@ SPLIT_KEYS = ("split_by", "val_fraction", "test_fraction", "seed")
 DATA_KEYS = ("crop", "image_size")
 SETTINGS = {  # module constant -> default
     "FIXED": {}, "MAX_EPOCHS": None, "GRACE_PERIOD": 1, "GRACE_FRACTION": None,
-    "REDUCTION_FACTOR": 3, "NUM_SAMPLES": 16,
-    "METRIC": "val_de00_mean", "MODE": "min", "CPUS_PER_TRIAL": 1.0, "GPUS_PER_TRIAL": None,
+    "REDUCTION_FACTOR": 3, "NUM_SAMPLES": 16, "CPUS_PER_TRIAL": 1.0, "GPUS_PER_TRIAL": None,
     "WORKERS_PER_TRIAL": 1,
 }
+REFUSED = ("METRIC", "MODE")  # settings of older raysweeps that only Tune honoured
 
 
 @dataclass
@@ -90,6 +91,12 @@ def load_space(name_or_path: str) -> Space:
     if not callable(fn):
         raise UserError(f"search space {name!r} has no define_by_run(trial) function",
                         where=source, fix="define `def define_by_run(trial): return {...}`")
+    if refused := [k for k in REFUSED if hasattr(module, k)]:
+        raise UserError(f"search space {name!r} sets {' and '.join(refused)}, which raysweep "
+                        f"does not take from a space: every part ranks by {SELECT_METRIC} "
+                        f"({SELECT_MODE}), the checkpoint each trial keeps, Tune's searcher and "
+                        "scheduler, the leaderboard and eval_winners' leaders alike",
+                        where=source, fix=f"remove {' and '.join(refused)} from the space")
     settings = {k: getattr(module, k, v) for k, v in SETTINGS.items()}
     check_settings(settings, source)
     settings["FIXED"] = dict(settings["FIXED"] or {})
@@ -99,8 +106,7 @@ def load_space(name_or_path: str) -> Space:
 
 # What each module constant must be (None allowed where its default is None).
 SETTING_TYPES = {"FIXED": dict, "MAX_EPOCHS": int, "GRACE_PERIOD": int, "GRACE_FRACTION": float,
-                 "REDUCTION_FACTOR": int, "NUM_SAMPLES": int, "METRIC": str, "MODE": str,
-                 "CPUS_PER_TRIAL": float, "GPUS_PER_TRIAL": float, "WORKERS_PER_TRIAL": int}
+                 "REDUCTION_FACTOR": int, "NUM_SAMPLES": int, "CPUS_PER_TRIAL": float, "GPUS_PER_TRIAL": float, "WORKERS_PER_TRIAL": int}
 
 
 def check_settings(settings: dict[str, Any], source: str) -> None:
@@ -260,6 +266,7 @@ def check_space(space: Space, overrides: dict[str, Any], n: int = 64, seed: int 
 
 def check_backbone(name: str, where: str) -> None:
     """Unknown backbones fail here, not in the first trial an hour later."""
+    # lazy: the registry imports torch (seconds), which `search --help` and a bad flag never need
     from raysweep.models.backbones import REGISTRY, TIMM_HINT
 
     if name in REGISTRY:

@@ -1,10 +1,12 @@
 """`SweepSpec`: the one typed record of what a sweep is, written with it and read back by --resume.
 
-`python -m raysweep.search` turns its command line into a `Request` (what was asked; None means
-"the space's default", or with --resume "the sweep's own"), resolves it against the space into a
-frozen `SweepSpec` (every value concrete), and writes the spec as JSON next to the sweep's Tune
-state (`<storage>/<name>/raysweep_sweep.json`). `--resume --name X` reads it back, so a sweep
-continues with what it was started with (a DDP sweep does not come back as one-worker trials).
+`python -m raysweep.search` turns its command line into a `Request` (`Request.from_args`, the
+one place a flag becomes a setting; None means "the space's default", or with --resume "the
+sweep's own"), resolves it against the space into a frozen `SweepSpec` (every value concrete,
+built once and never rebuilt), and writes the spec as JSON next to the sweep's Tune state
+(`<storage>/<name>/raysweep_sweep.json`) together with the MLflow parent run it opened.
+`--resume --name X` reads both back, so a sweep continues with what it was started with (a DDP
+sweep does not come back as one-worker trials) into the same run.
 
 The file carries a `version`: a file from a newer raysweep is refused in one paragraph rather
 than half-read. Files written before the spec existed (no `version`) are read as version 0.
@@ -12,6 +14,7 @@ than half-read. Files written before the spec existed (no `version`) are read as
 
 from __future__ import annotations
 
+import argparse
 import json
 import types
 import typing
@@ -48,6 +51,12 @@ class Request:
     searcher: str = "tpe"
     early_stopping: bool = True
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Request:
+        """The parsed command line: each flag's `dest` is the field of the same name."""
+        given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        return cls(**{**given, "sets": tuple(given.get("sets") or ())})
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -68,9 +77,8 @@ class EarlyStopping:
 
 @dataclass(frozen=True)
 class Tracking:
-    uri: str | None  # None: the environment's store
+    uri: str  # the MLflow store, resolved before the sweep starts
     experiment: str
-    parent_run_id: str | None = None  # known once the parent run is open
 
 
 @dataclass(frozen=True)
@@ -110,8 +118,11 @@ class SweepSpec:
                 "mode": self.mode, "workers_per_trial": self.resources.workers_per_trial,
                 "data": self.data}
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    def to_json(self, parent_run_id: str | None = None) -> str:
+        """The spec and the parent run it opened (`saved_parent_run` reads it back)."""
+        raw = asdict(self)
+        raw["tracking"]["parent_run_id"] = parent_run_id
+        return json.dumps(raw, indent=2)
 
     @classmethod
     def from_json(cls, text: str, where: str) -> SweepSpec:
@@ -146,6 +157,15 @@ class SweepSpec:
             raise UserError(f"the sweep record mistypes {', '.join(bad)}", where=where,
                             fix="restore the file, or start the sweep again under a new --name")
         return spec
+
+
+def saved_parent_run(text: str) -> str | None:
+    """The MLflow parent run a spec file records (None: none yet); the file was read by
+    `SweepSpec.from_json` first, so it is a valid record."""
+    raw = json.loads(text)
+    run = (raw.get("tracking") or {}).get("parent_run_id") if raw.get("version") else \
+        raw.get("parent_run_id")
+    return run if isinstance(run, str) and run else None
 
 
 def mistyped(record: Any) -> list[str]:
@@ -194,5 +214,4 @@ def _from_v0(raw: dict[str, Any]) -> dict[str, Any]:
             "early_stopping": {"enabled": raw.get("early_stopping", True),
                                "grace_period": raw["grace_period"],
                                "reduction_factor": raw["reduction_factor"]},
-            "tracking": {"uri": raw.get("tracking_uri"), "experiment": raw["space"],
-                         "parent_run_id": raw.get("parent_run_id")}}
+            "tracking": {"uri": raw.get("tracking_uri") or "", "experiment": raw["space"]}}

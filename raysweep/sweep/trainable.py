@@ -1,7 +1,8 @@
 """The Tune trainables: what one trial runs.
 
-A single-worker trial runs THE training loop (`raysweep.train.loop.train_loop_per_worker`) directly in
-the Tune trial process. With `reuse_actors=True` that process, its warmed-up torch (and CUDA
+A single-worker trial runs THE training loop (`raysweep.train.loop.train_loop_per_worker`, handed
+to Ray as the function itself: tests and benchmarks pass a stand-in) directly in the Tune trial
+process. With `reuse_actors=True` that process, its warmed-up torch (and CUDA
 context) and its cached copy of the dataset serve trial after trial; starting a TorchTrainer per
 trial instead costs tens of seconds against sub-second epochs on this data. Only a trial that
 asks for several workers builds a Ray Train TorchTrainer (DDP) inside the trial.
@@ -12,7 +13,6 @@ The prepared data reach trials as object-store refs, one per (crop, image_size) 
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +20,6 @@ from typing import Any
 from raysweep.config import TrainConfig
 from raysweep.sweep.resources import Plan
 
-LOOP = "raysweep.train:train_loop_per_worker"
 FIELDS = frozenset(TrainConfig.field_names())
 
 
@@ -33,10 +32,13 @@ def trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def import_loop(path: str) -> Callable:
-    """'package.module:function' -> the function (tests swap in a stand-in loop this way)."""
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
+def default_loop() -> Callable[[dict], Any]:
+    """THE training loop. Ray pickles it by reference (module and name), as any module-level
+    function, so a trial process imports it from the same module."""
+    # lazy: the loop brings torch (seconds), which `python -m raysweep.search --help` never needs
+    from raysweep.train.loop import train_loop_per_worker
+
+    return train_loop_per_worker
 
 
 def loop_config(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -52,10 +54,10 @@ def loop_config(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     return {"train": cfg.to_dict(), "data": data[key]}
 
 
-def run_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: str = LOOP,
-              threads: int = 1) -> None:
-    """Function trainable: one trial, the loop running in this (reused) process."""
-    fn = import_loop(loop)
+def run_trial(config: dict[str, Any], data: dict[str, Any] | None = None,
+              loop: Callable[[dict], Any] | None = None, threads: int = 1) -> None:
+    """Function trainable: one trial, `loop` (default: THE loop) in this (reused) process."""
+    fn = loop or default_loop()
     torch = sys.modules.get("torch")
     # Only for a loop whose module brought torch: importing it here anyway would add some
     # 250 MiB to every trial process of a loop that does not use it (a stand-in loop).
@@ -64,8 +66,8 @@ def run_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: 
     fn(loop_config(config, data or {}))
 
 
-def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, loop: str = LOOP,
-                  plan: Plan | None = None, storage: str | None = None,
+def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None,
+                  loop: Callable[[dict], Any] | None = None, plan: Plan | None = None, storage: str | None = None,
                   max_failures: int = 1) -> None:
     """Function trainable for a multi-worker trial: a TorchTrainer reporting back to Tune.
 
@@ -83,7 +85,7 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None, lo
                                                   else {}),
                   **plan.pinned()}  # the node group's own resource
     trainer = TorchTrainer(
-        import_loop(loop),
+        loop or default_loop(),
         train_loop_config=loop_config(config, data or {}),
         scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=gpus_per_worker > 0,
                                      resources_per_worker=per_worker,

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
 from raysweep.errors import UserError
 from raysweep.sweep import progress, resources, spaces, strategy
+from raysweep.sweep.console import FailureLines, quiet_tune
 from raysweep.sweep.spec import SweepSpec
-from raysweep.sweep.trainable import LOOP, run_ddp_trial, run_trial, trial_name
+from raysweep.sweep.trainable import default_loop, run_ddp_trial, run_trial, trial_name
 
 
 class ReplayingOptunaSearch(OptunaSearch):
@@ -42,7 +46,7 @@ class TuneJob:
     refs: dict  # the prepared data in the object store, one ref per (crop, size) variant
     plan: resources.Plan
     tracker: Any  # raysweep.tracking.store.Tracker (None: no MLflow, tests only)
-    loop: str = LOOP
+    loop: Callable[[dict], Any] | None = None  # None: THE loop; tests pass a stand-in
     verbose: int = 0
     resume: bool = False
     callbacks: tuple = ()  # more Tune callbacks (the first-wave request's, which withdraws it)
@@ -50,10 +54,6 @@ class TuneJob:
 
 def build_tuner(job: TuneJob):
     """A new Tuner for the sweep `job.spec`, or (resume) the one saved at `spec.path`."""
-    from ray import tune
-
-    from raysweep.sweep.console import quiet_tune
-
     spec, pl, metric, mode = job.spec, job.plan, job.spec.metric, job.spec.mode
     quiet_tune(job.verbose)  # Tune reads its console settings when the run starts
     trainable = tune.with_resources(_trainable(job), pl.trial_resources())
@@ -92,20 +92,16 @@ def build_tuner(job: TuneJob):
 
 def _trainable(job: TuneJob):
     """The trial function with its data refs and loop: in process, or a DDP TorchTrainer."""
-    from ray import tune
-
-    pl = job.plan
+    pl, loop = job.plan, job.loop or default_loop()
     if pl.workers == 1:
-        return tune.with_parameters(run_trial, data=job.refs, loop=job.loop,
+        return tune.with_parameters(run_trial, data=job.refs, loop=loop,
                                     threads=max(1, int(pl.cpus_per_worker)))
-    return tune.with_parameters(run_ddp_trial, data=job.refs, loop=job.loop, plan=pl,
+    return tune.with_parameters(run_ddp_trial, data=job.refs, loop=loop, plan=pl,
                                 storage=job.spec.storage, max_failures=job.spec.max_failures)
 
 
 def _callbacks(job: TuneJob) -> list:
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    from raysweep.sweep.console import FailureLines
+    # lazy: MLflow's Tune callback imports torch (seconds; `search --help` must not wait)
     from raysweep.tracking.callback import TrialLogger
 
     spec = job.spec

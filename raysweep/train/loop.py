@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from raysweep.color import delta_e00
-from raysweep.config import TrainConfig
+from raysweep.config import SELECT_METRIC, TrainConfig
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
 from raysweep.models import build_model
@@ -309,13 +309,13 @@ def _epoch(run: _Run, epoch: int) -> dict:
     improved = False
     if reporter.rank == 0:
         metrics.update(validate(run.model, run.tensors, run.val_idx, run.bf16))
-        if not math.isfinite(metrics["val_de00_mean"]):
+        if not math.isfinite(metrics[SELECT_METRIC]):
             # Diverged weights must never be checkpointed or ranked; the loss alone does not
             # catch this (a finite loss can sit beside NaN predictions on other photos).
             raise NonFiniteLoss(
                 f"non-finite validation predictions at epoch {epoch + 1} (lr={cfg.lr:g}, "
                 f"backbone={cfg.backbone}, fusion={cfg.fusion}); lower lr or enable grad_clip")
-        improved = run.best is None or metrics["val_de00_mean"] < run.best["val_de00_mean"]
+        improved = run.best is None or metrics[SELECT_METRIC] < run.best[SELECT_METRIC]  # min
     metrics.update(epoch_s=time.perf_counter() - t0,
                    samples_per_s=seen * reporter.world_size / train_s,
                    lr=run.scheduler.get_last_lr()[0], aux_weight=aux_weight(cfg, epoch))
