@@ -30,6 +30,8 @@ path) import this module's MLflow half and must not pay for Ray.
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,8 +42,6 @@ TESTED = {"ray": "2.60.0", "mlflow": "3.17.2"}
 
 def in_tune_session() -> bool:
     """True inside a Ray Tune function trainable (not a Train worker, not plain Python)."""
-    import sys
-
     if "ray.tune" not in sys.modules:  # nothing imported Tune: certainly not in a trial
         return False
     # A moved private name must fail loudly here (tests/test_compat.py), not read as "no".
@@ -86,8 +86,6 @@ def autoscaler_v2() -> bool:
 
 def standing_request() -> list[dict[str, float]]:
     """The bundles of the autoscaler's standing `request_resources` request; [] when none."""
-    import json
-
     if autoscaler_v2():
         from ray.autoscaler.v2.sdk import get_cluster_resource_state
         from ray.experimental.internal_kv import internal_kv_get_gcs_client

@@ -19,6 +19,7 @@ from raysweep.errors import UserError, run_cli, setup_logging
 from raysweep.evaluate.record import EvalSettings
 from raysweep.evaluate.winners import run_eval_winners
 from raysweep.fsutil import check_writable
+from raysweep.tracking.store import store_errors, tracking_uri
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,8 +57,6 @@ def evaluate(settings: EvalSettings) -> int:
     """Evaluate and print, as the command does (also `python -m raysweep.search
     --eval-winners`)."""
     check_writable(settings.out, "--out", folder=True)  # before minutes of evaluation
-    from raysweep.tracking.store import store_errors, tracking_uri
-
     with store_errors(settings.tracking_uri or tracking_uri(),
                       write=settings.log_run or settings.register):
         res = run_eval_winners(settings)

@@ -32,7 +32,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
+from raysweep.data.card import load_card
+from raysweep.data.manifest import read_manifest
 from raysweep.errors import UserError, run_cli, setup_logging
 from raysweep.fsutil import check_writable
 from raysweep.serve import bounds, ood
@@ -92,7 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_writable(target, "--out")  # before the photos are read, not after
     _, size = geometry(predictor)
     photos, names, failed = [], [], []
-    from tqdm import tqdm
 
     for p in tqdm(args.photos, desc="photos", file=sys.stderr, disable=len(args.photos) < 8):
         try:
@@ -165,9 +167,6 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[str], pd.DataFrame | None,
 def _manifest_photos(path: Path) -> pd.DataFrame:
     """`photo` (absolute path) and the contract metadata columns of a manifest or card."""
     if path.suffix.lower() in (".yaml", ".yml"):
-        from raysweep.data.card import load_card
-        from raysweep.data.manifest import read_manifest
-
         card = load_card(path)
         frame, root = read_manifest(card)[0], card.root
     else:

@@ -21,7 +21,9 @@ import numpy as np
 import pandas as pd
 
 from raysweep.config import SPLIT_BY
+from raysweep.data.card import load_card
 from raysweep.data.features import camera_ids
+from raysweep.data.manifest import read_manifest
 from raysweep.data.prepared import SPLITS
 from raysweep.errors import UserError, unknown_name
 
@@ -99,8 +101,6 @@ def check_validation(source, split_by: str = "tone_id", val_fraction: float = 0.
                             "scored or selected", where="val_fraction",
                             fix="set val_fraction above 0 (e.g. --set val_fraction=0.15)")
         return
-    from raysweep.data.card import load_card
-    from raysweep.data.manifest import read_manifest
 
     card = load_card(source)
     frame = read_manifest(card)[0]
