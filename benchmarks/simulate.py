@@ -89,6 +89,28 @@ def bare_trial(config: dict) -> None:
     fake_loop({"train": config["cfg"]})
 
 
+def bare_fit(storage: Path, name: str, configs: list[dict], slots: int):
+    """Bare Ray Tune on `configs` (`slots` at once): `bare_trial` through a plain Tuner, Tune's
+    defaults but for what raysweep also sets, so that the difference is raysweep's own: actor
+    reuse (Tune's default starts a process per trial, seconds each on a busy machine), the
+    same two result loggers (CSV, JSON; Tune's TensorBoard logger off) and the same quiet
+    console. Returns the ResultGrid."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    with own_environ():
+        os.environ.update(TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", RAY_AIR_NEW_OUTPUT="0")
+        return tune.Tuner(
+            tune.with_resources(bare_trial, {"cpu": 1}),
+            param_space={"cfg": tune.grid_search(configs)},
+            # short folder names, as raysweep's: Tune's default name spells out the config
+            tune_config=tune.TuneConfig(max_concurrent_trials=slots, reuse_actors=True,
+                                        trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback()]),
+        ).fit()
+
+
 def small_dataset() -> Path:
     """The data handed to the sweep (prepared once, outside the timed part; never read by the
     fake loop, but the sweep prepares and ships it as it would for real trials)."""
@@ -131,6 +153,18 @@ def mlflow_server(root: Path, workers: int = 1) -> Iterator[str]:
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(proc.pid, 9)
         log.close()
+
+
+@contextmanager
+def own_environ() -> Iterator[None]:
+    """os.environ as it was, afterwards: raysweep sets Tune's console variables for the run it
+    starts (raysweep.sweep.console), and the other side of a comparison must not inherit them."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _answers(url: str) -> bool:

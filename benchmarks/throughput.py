@@ -2,13 +2,17 @@
 
 64 trials at once on one local Ray with 70 logical CPUs (the trials only sleep and report, so
 a machine of a few cores can hold them; no autoscaling cluster: 64 trial processes are what
-fits beside it), through `raysweep.sweep.run.run_sweep` with MLflow on a real `mlflow server` this
-benchmark starts on 127.0.0.1, in two modes:
+fits beside it), three runs in a row, each on a fresh Ray:
 
-1. paced: each trial reports every 0.5 s (64 x 2 = 128 results/s offered, what 64 GPUs at
-   2 s per epoch and 0.25 GPU per trial send): the wait in `tune.report` (median, p95);
-2. flat out: each trial reports back to back, so the driver is the bottleneck: the results per
-   second it absorbs (over the window in which every trial was reporting) and the waits.
+1. flat out, bare Ray Tune: the same trial function through a plain `tune.Tuner`
+   (benchmarks.simulate.bare_fit: Tune's defaults with raysweep's two result loggers, no
+   MLflow): what Tune's own driver absorbs on the same machine, the ceiling;
+2. flat out, raysweep: through `raysweep.sweep.run.run_sweep` with MLflow on a real
+   `mlflow server` this benchmark starts on 127.0.0.1; each trial reports back to back, so the
+   driver is the bottleneck: the results per second it absorbs (over the window in which every
+   trial was reporting) and the waits;
+3. paced, raysweep: each trial reports every 0.5 s (64 x 2 = 128 results/s offered, what 64
+   GPUs at 2 s per epoch and 0.25 GPU per trial send): the wait in `tune.report` (median, p95).
 
 A trial times every `tune.report` call (benchmarks.simulate.fake_loop): the time it waited for
 the driver to take its result. Checked afterwards: MLflow holds every result of every trial.
@@ -32,38 +36,64 @@ from benchmarks.simulate import (
     BARRIER_ENV,
     EPOCH_S_ENV,
     WAITS_ENV,
+    bare_fit,
+    fake_loop,
     mlflow_server,
+    own_environ,
     percentile,
     small_dataset,
 )
 
-LOOP = "benchmarks.simulate:fake_loop"
 LOGICAL_CPUS = 70
 
 
 def sweep(root: Path, name: str, trials: int, reports: int, pause: float) -> dict:
-    import ray
-
+    """raysweep's run: `run_sweep` with every callback and MLflow on the server."""
     from raysweep.sweep.run import run_sweep
     from raysweep.sweep.spec import Request
 
+    def fit() -> dict:
+        out = run_sweep(Request(space="tabular", data=str(small_dataset()), num_samples=trials,
+                                max_concurrent=trials, cpus_per_worker=1,
+                                storage=str(root / "runs"), name=name, seed=0, searcher="random",
+                                early_stopping=False,
+                                sets=(f"epochs={reports}", "features=mean+meta")),
+                        loop=fake_loop)
+        return {"tracking_s": out.tracking_s, "parent": out.parent_run_id,
+                "failed": int((out.table["status"] != "FINISHED").sum())}
+
+    return timed(root, name, trials, pause, fit)
+
+
+def bare_sweep(root: Path, name: str, trials: int, reports: int, pause: float) -> dict:
+    """Bare Ray Tune (benchmarks.simulate.bare_fit), no MLflow: the same function."""
+    def fit() -> dict:
+        configs = [{"epochs": reports, "lr": 10 ** (-4 + 3 * i / trials)} for i in range(trials)]
+        grid = bare_fit(root / "runs", name, configs, trials)
+        return {"tracking_s": 0.0, "parent": None, "failed": sum(1 for r in grid if r.error)}
+
+    return timed(root, name, trials, pause, fit)
+
+
+def timed(root: Path, name: str, trials: int, pause: float, fit) -> dict:
+    """`fit()` on a fresh local Ray whose trials report every `pause` s, once all started."""
+    import ray
+
     waits = root / f"{name}.waits"
-    # Trial processes inherit the environment Ray started with: one Ray per mode.
-    os.environ[EPOCH_S_ENV], os.environ[WAITS_ENV] = str(pause), str(waits)
-    os.environ[BARRIER_ENV] = f"{root / name}.started:{trials}"
-    ray.init(address="local", num_cpus=LOGICAL_CPUS, include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
-    data = str(small_dataset())
-    t0 = time.perf_counter()
-    out = run_sweep(Request(space="tabular", data=data, num_samples=trials,
-                            max_concurrent=trials, cpus_per_worker=1, storage=str(root / "runs"),
-                            name=name, seed=0, searcher="random", early_stopping=False,
-                            sets=(f"epochs={reports}", "features=mean+meta")), loop=LOOP)
-    wall = time.perf_counter() - t0
-    ray.shutdown()
-    lines = [json.loads(x) for x in waits.read_text().splitlines() if x]
-    return {"wall_s": wall, "trials": lines, "tracking_s": out.tracking_s,
-            "parent": out.parent_run_id, "failed": int((out.table["status"] != "FINISHED").sum())}
+    with own_environ():
+        # Trial processes inherit the environment Ray started with: one Ray per run.
+        os.environ[EPOCH_S_ENV], os.environ[WAITS_ENV] = str(pause), str(waits)
+        os.environ[BARRIER_ENV] = f"{root / name}.started:{trials}"
+        ray.init(address="local", num_cpus=LOGICAL_CPUS, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+        try:
+            t0 = time.perf_counter()
+            out = fit()
+            out["wall_s"] = time.perf_counter() - t0
+        finally:
+            ray.shutdown()
+    out["trials"] = [json.loads(x) for x in waits.read_text().splitlines() if x]
+    return out
 
 
 def absorbed(trials: list[dict]) -> tuple[float, float, int]:
@@ -96,6 +126,13 @@ def summarize(mode: str, res: dict, logged: int) -> dict:
             "tracking_s": res["tracking_s"], "failed": res["failed"]}
 
 
+# (label, runner, seconds between reports); bare Tune first, so that raysweep's flat-out run comes
+# between two others and neither side of the comparison gets the quietest minutes by design
+MODES = (("flat out, bare Ray Tune (no MLflow)", "bare", 0.0),
+         ("flat out, raysweep + MLflow", "raysweep", 0.0),
+         ("paced every 0.5 s, raysweep + MLflow", "raysweep", 0.5))
+
+
 def run(quick: bool = False) -> Section:
     trials, reports = (16, 20) if quick else (64, 40)
     root = Path(tempfile.mkdtemp(prefix="raysweep-throughput-"))
@@ -103,27 +140,33 @@ def run(quick: bool = False) -> Section:
     try:
         with mlflow_server(root) as url:
             os.environ["MLFLOW_TRACKING_URI"] = url
-            for mode, pause in (("paced, every 0.5 s", 0.5), ("flat out", 0.0)):
-                res = sweep(root, mode.split(",")[0].replace(" ", "-"), trials, reports, pause)
-                rows.append(summarize(mode, res, mlflow_count(url, res["parent"])))
+            for i, (mode, runner, pause) in enumerate(MODES):
+                fn = bare_sweep if runner == "bare" else sweep
+                res = fn(root, f"{runner}-{i}", trials, reports, pause)
+                logged = mlflow_count(url, res["parent"]) if res["parent"] else None
+                rows.append({**summarize(mode, res, logged), "load_1min": os.getloadavg()[0]})
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return section(rows, trials, reports, quick)
 
 
 def section(rows: list[dict], trials: int, reports: int, quick: bool) -> Section:
-    table = [(r["mode"], r["trials"], r["results"], r["in_mlflow"], r["rate"], r["median_ms"],
-              r["p95_ms"], r["max_ms"], r["wall_s"]) for r in rows]
-    flat = rows[-1]
-    paced = rows[0]
+    table = [(r["mode"], r["trials"], r["results"], "-" if r["in_mlflow"] is None else
+              r["in_mlflow"], r["rate"], r["median_ms"], r["p95_ms"], r["max_ms"], r["wall_s"],
+              r["load_1min"]) for r in rows]
+    bare, flat, paced = rows
     md = ["## Result throughput: what the driver absorbs, what trials wait\n",
-          f"{trials} trials at once, {reports} reports each, through `run_sweep` with MLflow on "
-          f"a local `mlflow server` ({'quick' if quick else 'full'} mode). Machine: "
-          f"{describe_machine()}; {load_note()}.\n",
-          md_table(table, ["mode", "trials", "results", "in MLflow", "absorbed results/s",
-                           "median wait ms", "p95 wait ms", "max wait ms", "wall s"]), "",
-          f"- flat out, the driver absorbed **{flat['rate']:.0f} results/s** (target >= 200), "
-          f"over {flat['window_s']:.1f} s in which all trials reported.",
+          f"{trials} trials at once, {reports} reports each, on one local Ray per run: bare Ray "
+          "Tune (`benchmarks.simulate.bare_fit`, no MLflow), then `run_sweep` with MLflow on a local "
+          f"`mlflow server`, flat out and paced ({'quick' if quick else 'full'} mode). "
+          f"Machine: {describe_machine()}; {load_note()}.\n",
+          md_table(table, ["run", "trials", "results", "in MLflow", "absorbed results/s",
+                           "median wait ms", "p95 wait ms", "max wait ms", "wall s",
+                           "load (1 min) after"]), "",
+          f"- flat out, raysweep's driver absorbed **{flat['rate']:.0f} results/s** (target "
+          f">= 200) over the {flat['window_s']:.1f} s in which all trials reported; bare Ray "
+          f"Tune's, on the same machine in the same run: **{bare['rate']:.0f} results/s** "
+          f"({flat['rate'] / bare['rate']:.2f}x).",
           f"- paced (offered {trials * 2} results/s): median wait in tune.report "
           f"**{paced['median_ms']:.1f} ms** (target < 50 ms), p95 {paced['p95_ms']:.1f} ms.",
           "- absorbed results/s counts the reports that returned inside the window in which "
