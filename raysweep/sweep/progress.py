@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import math
+import time
+from collections import Counter
 
 from ray import tune
 from tqdm import tqdm
 
+# Tune calls on_step_end after every event (each result of each trial), and counting the trials'
+# states walks all of them: work that grows with the sweep, done per result, for a bar that
+# tqdm redraws once a second anyway.
+REFRESH_S = 0.5
+
 
 class Progress(tune.Callback):
     """tqdm on stderr: trials finished / total, trials running, best metric so far."""
+
+    # time.monotonic() of the last count; a class default, so that a Progress unpickled from
+    # a sweep saved before it existed (--resume) has it too
+    _drawn = -math.inf
 
     def __init__(self, total: int, metric: str, mode: str = "min"):
         self.total, self.metric, self.sign = total, metric, 1 if mode == "min" else -1
@@ -17,7 +28,7 @@ class Progress(tune.Callback):
         self._bar = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_bar": None}
+        return {**self.__dict__, "_bar": None, "_drawn": -math.inf}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = result.get(self.metric)
@@ -25,12 +36,18 @@ class Progress(tune.Callback):
             self.best = min(self.best, self.sign * value)
 
     def on_step_end(self, iteration, trials, **info):
+        now = time.monotonic()
+        if now - self._drawn >= REFRESH_S:
+            self._drawn = now
+            self._draw(trials)
+
+    def _draw(self, trials) -> None:
         if self._bar is None:
             self._bar = tqdm(total=self.total, desc="trials", unit="trial", dynamic_ncols=True,
                              mininterval=1.0)
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-        failed = sum(t.status == "ERROR" for t in trials)
-        running = sum(t.status == "RUNNING" for t in trials)
+        states = Counter(t.status for t in trials)
+        done, failed, running = states["TERMINATED"] + states["ERROR"], states["ERROR"], \
+            states["RUNNING"]
         best = "-" if math.isinf(self.best) else f"{self.sign * self.best:.3f}"
         self._bar.set_postfix_str(f"running={running} failed={failed} best {self.metric}={best}",
                                   refresh=False)
@@ -38,6 +55,6 @@ class Progress(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         if self._bar is not None:
-            self.on_step_end(0, trials)
+            self._draw(trials)  # the final counts, however recent the last redraw
             self._bar.close()
             self._bar = None
