@@ -28,6 +28,7 @@ from raysweep.data import features as data_features
 from raysweep.data import images
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
+from raysweep.serve.bounds import trust_columns
 
 log = logging.getLogger("raysweep.predict")
 FORMATS = ("table", "csv", "json")
@@ -205,8 +206,6 @@ def predict_photos(predictor, photos: Sequence[Photo], overrides: pd.DataFrame |
     out.insert(0, "photo", [p.name for p in photos])
     out["camera"] = data.camera
     out["notes"] = ["; ".join(n) for n in notes]
-    from raysweep.serve.bounds import trust_columns
-
     trust = trust_columns(predictor, data, lab, [p.status for p in photos], level)
     return pd.concat([out, trust], axis=1)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import importlib.metadata as md
 import math
 import os
 import warnings
@@ -25,10 +26,18 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+import yaml
 
+import raysweep
+from raysweep import _compat
+from raysweep.data import features as data_features
+from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
 from raysweep.serve import bounds
+from raysweep.serve.ensemble import load_folder
+from raysweep.serve.inference import describe, geometry, predict_photos, read_photo
 from raysweep.serve.ood import FLAGS
+from raysweep.tracking.store import open_client, store_errors, tracking_uri
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 TRUST_OUTPUT = ("de00_bound", "bound_level", "flags", "unchecked", *FLAGS)
@@ -57,8 +66,6 @@ def signature():
 
 class RaysweepModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from raysweep.serve.ensemble import load_folder
-
         # a checkpoint, or an ensemble folder of member checkpoints (raysweep.serve.ensemble)
         self.predictor = load_folder(context.artifacts[CHECKPOINT_ARTIFACT], device="cpu")
         bounds.attach(self.predictor, context.artifacts[CHECKPOINT_ARTIFACT])  # calibration.json
@@ -68,9 +75,6 @@ class RaysweepModel(mlflow.pyfunc.PythonModel):
 
 
 def predict_frame(predictor, frame: pd.DataFrame) -> pd.DataFrame:
-    from raysweep.data.prepared import Prepared
-    from raysweep.serve.inference import describe, geometry, predict_photos, read_photo
-
     frame = frame.reset_index(drop=True)
     overrides = frame.drop(columns=[c for c in ("image_b64",) if c in frame.columns])
     has_image = "image_b64" in frame.columns and frame["image_b64"].notna().all() and \
@@ -91,8 +95,6 @@ def predict_frame(predictor, frame: pd.DataFrame) -> pd.DataFrame:
         out = predict_photos(predictor, photos, overrides)
         return out[["L", "a", "b", "hex", "ita_deg", "ita_category", *TRUST_OUTPUT]]
     # tabular: the metadata and mean colour columns are the whole input
-    from raysweep.data import features as data_features
-
     n = len(frame)
     mean_lab, _ = data_features.mean_lab(frame, None)
     data = Prepared(
@@ -110,8 +112,6 @@ def using_store(uri: str):
     """Point MLflow's fluent API (which log_model needs) at `uri`, and restore it afterwards:
     a library call must not leave the caller's process logging somewhere else."""
     import mlflow
-
-    from raysweep import _compat
 
     old = _compat.mlflow_store_uris()
     # set_registry_uri also exports MLFLOW_REGISTRY_URI (set_tracking_uri may export its own):
@@ -137,10 +137,6 @@ def log_pyfunc(checkpoint_dir: str | Path, registered_name: str | None = None,
 
     Returns mlflow's ModelInfo (`.model_uri`, `.registered_model_version`).
     """
-    import importlib.metadata as md
-
-    import raysweep
-
     reqs = []
     for pkg in REQUIREMENTS:
         try:
@@ -190,9 +186,6 @@ def load_pyfunc_predictor(uri: str, device: str = "auto"):
     fetched from a tracking server must not be able to run code here.
     """
     import mlflow.artifacts
-    import yaml
-
-    from raysweep.tracking.store import open_client, store_errors, tracking_uri
 
     open_client()  # raysweep's bounded MLflow HTTP retries: ~10 s when the server is down, not 252
     try:
@@ -216,6 +209,4 @@ def load_pyfunc_predictor(uri: str, device: str = "auto"):
     folder = (local / rel).resolve()
     if not folder.is_relative_to(local.resolve()):
         raise UserError(f"{uri}: its MLmodel points outside the model folder", where=uri)
-    from raysweep.serve.ensemble import load_folder
-
     return bounds.attach(load_folder(folder, device=device), folder)  # with its calibration.json
