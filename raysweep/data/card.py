@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import colour
 import numpy as np
 import yaml
 
@@ -152,6 +151,8 @@ def to_d65(lab: np.ndarray, illuminant: str) -> np.ndarray:
     lab = np.asarray(lab, dtype=np.float64)
     if illuminant == "D65":
         return lab
+    import colour  # seconds to import; only a card measured under another illuminant needs it
+
     wps = colour.CCS_ILLUMINANTS["CIE 1931 2 Degree Standard Observer"]
     src, dst = wps[illuminant], wps["D65"]
     xyz = colour.Lab_to_XYZ(lab, src)
