@@ -67,8 +67,8 @@ def run_trial(config: dict[str, Any], data: dict[str, Any] | None = None,
 
 
 def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None,
-                  loop: Callable[[dict], Any] | None = None, plan: Plan | None = None, storage: str | None = None,
-                  max_failures: int = 1) -> None:
+                  loop: Callable[[dict], Any] | None = None, plan: Plan | None = None,
+                  storage: str | None = None, max_failures: int = 1) -> None:
     """Function trainable for a multi-worker trial: a TorchTrainer reporting back to Tune.
 
     A dead worker restarts the worker group from the run's latest checkpoint (Train's
