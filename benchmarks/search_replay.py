@@ -65,21 +65,22 @@ def rung_table(runs: pd.DataFrame, baseline: str, fractions: list[float], factor
         if not all("trial" in pd.DataFrame(h) for h in group["history"]):
             continue  # runs recorded before the curves carried their trial
         seeds = [trial_curves(h) for h in group["history"]]
-        for frac in fractions:
-            for rf in factors:
-                shares = []
-                for curves in seeds:
-                    top = max(len(c) for c in curves)
-                    base, span = replay(curves, None, concurrency[space])
-                    got, _ = replay(curves, strategy.rungs(top, frac, rf),
-                                    concurrency[space])
-                    shares.append(time_to(got, float(base[1][-1])) / span)
-                plan = strategy.rungs(max(len(c) for c in seeds[0]), frac, rf)
-                rows.append({"space": space, "grace fraction": round(frac, 3),
-                             "reduction factor": rf, "rungs": str(plan.milestones),
-                             "median share of random's time": float(np.median(shares)),
-                             "kept random's winner": f"{int(np.isfinite(shares).sum())}/"
-                                                     f"{len(shares)}"})
+        top = max(len(c) for c in seeds[0])
+        # first the sweep as it ran (no stopping): when random itself reached its final best
+        for frac, rf in [(None, None)] + [(f, r) for f in fractions for r in factors]:
+            plan = strategy.rungs(top, frac, rf) if frac else None
+            shares = []
+            for curves in seeds:
+                base, span = replay(curves, None, concurrency[space])
+                got, _ = replay(curves, plan, concurrency[space])
+                shares.append(time_to(got, float(base[1][-1])) / span)
+            rows.append({"space": space, "grace fraction": round(frac, 3) if frac else "-",
+                         "reduction factor": rf or "-",
+                         "rungs": str([m for m in plan.milestones if m < top]) if plan
+                         else "none (random as it ran)",
+                         "median share of random's time": float(np.median(shares)),
+                         "kept random's winner": f"{int(np.isfinite(shares).sum())}/"
+                                                 f"{len(shares)}"})
     return pd.DataFrame(rows)
 
 

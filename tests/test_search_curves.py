@@ -117,3 +117,5 @@ def test_the_rung_table_replays_each_seeds_random_sweep():
     # no rung below the budget: every seed keeps its winner, at random's own time
     assert table.loc[1.0, "kept random's winner"] == "2/2"
     assert table.loc[1.0, "median share of random's time"] == pytest.approx((6 / 9 + 3 / 9) / 2)
+    assert table.loc["-", "rungs"] == "none (random as it ran)"  # the row to compare with
+    assert table.loc["-", "median share of random's time"] == pytest.approx(0.5)
