@@ -71,7 +71,8 @@ def run(quick: bool = False) -> Section:
     ]
     if coverage is not None:
         lines += ["", "### Coverage of the champion's error bound", "", md_table(coverage.head(12))]
-    tail = [ln for ln in console.splitlines() if ln.strip()][-8:]
+    # the report's own path named a temporary folder that is gone by now
+    tail = [ln for ln in console.splitlines() if ln.strip() and tmp not in ln][-8:]
     lines += ["", "Last lines of the job's console:", "", "```", *tail, "```", "",
               "Command: `python -m benchmarks.demo`"]
     data = {"wall_s": wall, "summary": summary, "coverage": coverage, "console_tail": tail}
