@@ -6,8 +6,9 @@ training), three split seeds. Per seed, the steps of `eval_winners` through the 
 1. the leaders: a few small configurations (`CANDIDATES`), each trained once with the loop on the
    training split, its best epoch picked on validation, as a sweep's trial is;
 2. selection by session folds (`raysweep.evaluate.selection.rescore`, the real loop, k folds over
-   the train + val sessions): the folds' leader, and `ensemble:topK` scored on the SAME folds
-   (the mean of its members' out-of-fold predictions), crowned only when the folds prefer it;
+   the train + val sessions): the leaders, `ensemble:topK` (the mean of its members' out-of-fold
+   predictions), the gradient-boosting families and the cross-family mean, all on the SAME
+   folds; the lowest mean out-of-fold dE00 is crowned (`selection.crown_on_folds`);
 3. the new-session bound (`raysweep.serve.bounds.calibrate_sessions`) on the crowned model's
    out-of-fold errors; beside it, for comparison, the old bound calibrated on the validation photos;
 4. on the test sessions (never used above): the champion's error against `baseline:gbm`, the
@@ -38,13 +39,19 @@ SEEDS = (0, 1, 2)
 CROP = "adaptive_bg"
 FOLDS = 4
 SAVED = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "raysweep" / "new_sessions"
-# --quick is small on purpose (one run ~20 minutes on two shared cores); full is for a GPU
-SCALE = {True: dict(backbone="tinycnn", size=32, epochs=8),
-         False: dict(backbone="smallcnn", size=64, epochs=20)}
-CANDIDATES = {  # name -> TrainConfig overrides; "{backbone}" is the scale's
-    "{backbone} image+mean+ring+meta": dict(features="image+mean+ring+meta", fusion="concat"),
+# --quick is small on purpose: 3 split seeds in about 25 minutes on two cores shared with other
+# jobs, so its leaders are two tabular MLPs (no image model: a tiny CNN cost 200 s a fit there,
+# x 5 fits per seed); full adds the CNN and is for a GPU
+SCALE = {True: dict(backbone="tinycnn", size=32, epochs=8, leaders="quick"),
+         False: dict(backbone="smallcnn", size=64, epochs=20, leaders="full")}
+_MLPS = {  # name -> TrainConfig overrides; "{backbone}" is the scale's
     "mlp mean+ring+meta": dict(features="mean+ring+meta", fusion="none"),
+    "mlp mean+meta": dict(features="mean+meta", fusion="none"),
 }
+CANDIDATES = {"quick": _MLPS, "full": {
+    "{backbone} image+mean+ring+meta": dict(features="image+mean+ring+meta", fusion="concat"),
+    **_MLPS}}
+FAMILIES = ("gbm", "gbm_context")  # gradient boosting competes on the same session folds
 BASELINES = ("naive", "gbm")
 # the floor oracle:latents re-renders every photo's hidden fields: too slow for a shared CPU
 ORACLES = ("exif", "observable")
@@ -89,39 +96,45 @@ def _train_leader(name: str, over: dict, data, scale: dict, seed: int, tmp: Path
 
 
 def _crown(leaders: list[Leader], data, seed: int) -> dict:
-    """The folds' leader, the ensemble scored on the same folds, and the crowned one."""
+    """Every candidate on the same session folds: the leaders (`selection.rescore`, the real
+    loop), `ensemble:topK` (the mean of their out-of-fold predictions), the gradient-boosting
+    families and the cross-family mean (`selection.crown_on_folds`); the lowest mean out-of-fold
+    dE00 is crowned, and its out-of-fold errors calibrate the bound."""
     from raysweep.evaluate import selection
 
     sel = selection.rescore(leaders, "new sessions", FOLDS, len(leaders), seed)
-    cv = {ld.name: float(sel.oof[ld.name].errors(data).mean()) for ld in leaders}
-    fold_leader = min(cv, key=cv.get)
+    oof, learned = dict(sel.oof), [ld.name for ld in leaders]
     top = sorted(leaders, key=lambda ld: ld.val)[:3]  # all of them: `ensemble:topK` as eval_winners
-    ens = selection.ensemble_oof([sel.oof[ld.name] for ld in top])
-    oof = dict(sel.oof)
+    members = {}
+    ens = selection.ensemble_oof([sel.oof[ld.name] for ld in top]) if len(top) > 1 else None
     if ens is not None:
         name = f"ensemble:top{len(top)}"
-        oof[name], cv[name] = ens, float(ens.errors(data).mean())
-    champion = fold_leader if cv.get(f"ensemble:top{len(top)}", np.inf) >= cv[fold_leader] \
-        else f"ensemble:top{len(top)}"
-    return {"selection": sel, "cv": cv, "oof": oof, "fold_leader": fold_leader,
-            "champion": champion, "members": [ld.name for ld in top]}
+        oof[name], members[name] = ens, [ld.name for ld in top]
+        learned.append(name)
+    oof.update(selection.family_oof(data, next(iter(sel.oof.values())).folds, FAMILIES))
+    fc = selection.crown_on_folds(oof, data, learned)
+    return {"cv": fc.cv, "oof": fc.oof, "fold_leader": fc.fold_leader, "champion": fc.champion,
+            "members": {**members, **fc.members}, "line": fc.line}
 
 
-def _predict(name: str, leaders: list[Leader], members: list[str], data) -> np.ndarray:
+def _predict(name: str, leaders: list[Leader], c: dict, fams: dict, data) -> np.ndarray:
+    """A candidate's predictions: a leader's, a fitted family's, or the mean of its members'."""
     by = {ld.name: ld for ld in leaders}
     if name in by:
         return by[name].predictor.predict(data).astype(np.float64)
-    return np.mean([by[m].predictor.predict(data) for m in members], axis=0).astype(np.float64)
+    if name in fams:
+        return np.asarray(fams[name].predict(data), np.float64)
+    return np.mean([_predict(m, leaders, c, fams, data) for m in c["members"][name]], axis=0)
 
 
-def _yardsticks(data) -> dict[str, np.ndarray]:
-    from raysweep.evaluate import baselines, floors
+def _families(data) -> dict:
+    """The gradient-boosting families and the yardstick baselines, each fitted ONCE on the
+    training split."""
+    from raysweep.evaluate import baselines
 
-    train, test = data.subset(data.indices("train")), data.subset(data.indices("test"))
-    preds, _ = baselines.run_baselines(train, test, list(BASELINES))
-    out = {f"baseline:{k}": v for k, v in preds.items()}
-    out.update(floors.run_floors(test, ORACLES).preds)
-    return out
+    train = data.subset(data.indices("train"))
+    return {f"baseline:{n}": baselines.make_baseline(n).fit(train)
+            for n in dict.fromkeys((*FAMILIES, *BASELINES))}
 
 
 def _load(card, seed: int, scale: dict):
@@ -134,19 +147,23 @@ def _load(card, seed: int, scale: dict):
 
 
 def _one_seed(card, seed: int, scale: dict, tmp: Path) -> dict:
+    from raysweep.evaluate import floors
     from raysweep.evaluate.breakdowns import group_labels
     from raysweep.evaluate.stats import errors_of
 
     t0 = time.time()
     data = _load(card, seed, scale)
     leaders = [_train_leader(n.format(**scale), o, data, scale, seed, tmp)
-               for n, o in CANDIDATES.items()]
+               for n, o in CANDIDATES[scale["leaders"]].items()]
     c = _crown(leaders, data, seed)
+    fams = _families(data)
     val, test = data.subset(data.indices("val")), data.subset(data.indices("test"))
-    pt = _predict(c["champion"], leaders, c["members"], test)
-    preds = {"champion": pt, "fold leader": _predict(c["fold_leader"], leaders, [], test),
-             "val leader": _predict(min(leaders, key=lambda ld: ld.val).name, leaders, [], test),
-             **_yardsticks(data)}
+    pt = _predict(c["champion"], leaders, c, fams, test)
+    preds = {"champion": pt, "fold leader": _predict(c["fold_leader"], leaders, c, fams, test),
+             "val leader": _predict(min(leaders, key=lambda ld: ld.val).name, leaders, c, fams,
+                                    test),
+             **{k: np.asarray(v.predict(test), np.float64) for k, v in fams.items()},
+             **floors.run_floors(test, ORACLES).preds}
     g = group_labels(test)
     photos = pd.DataFrame({"seed": seed, "sample_id": test.sample_id, "camera": g["camera"],
                            "skin_tone": g["skin_tone"], "set_id": g["set_id"],
@@ -154,9 +171,9 @@ def _one_seed(card, seed: int, scale: dict, tmp: Path) -> dict:
     for name, p in preds.items():
         photos[f"err:{name}"] = errors_of(p, test.target)[0]
     r = {"photos": photos, "cv": c["cv"], "champion": c["champion"], "oof": c["oof"],
-         "pred_test": pt, "pred_val": _predict(c["champion"], leaders, c["members"], val),
+         "pred_test": pt, "pred_val": _predict(c["champion"], leaders, c, fams, val),
          "fold_leader": c["fold_leader"], "val": {ld.name: ld.val for ld in leaders},
-         "test_sessions": sorted(set(g["set_id"])), "seed": seed}
+         "crown_line": c["line"], "test_sessions": sorted(set(g["set_id"])), "seed": seed}
     calibrate(r, data)
     r["wall_s"] = time.time() - t0
     return r

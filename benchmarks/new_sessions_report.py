@@ -104,7 +104,7 @@ def _checks(ph: pd.DataFrame, seeds: pd.DataFrame, cov: pd.DataFrame) -> list[tu
 
 def section(m: dict, quick: bool = False) -> Section:
     """The section from `benchmarks.new_sessions.measure`'s result."""
-    from benchmarks.new_sessions import CANDIDATES, CROP, FOLDS, TARGETS
+    from benchmarks.new_sessions import CANDIDATES, CROP, FAMILIES, FOLDS, TARGETS
 
     ph, seeds = _pooled(m["runs"]), _seed_rows(m["runs"])
     acc, cov, flags = _accuracy(ph, seeds), _coverage(ph), _flags(ph)
@@ -116,21 +116,27 @@ def section(m: dict, quick: bool = False) -> Section:
              f"saved outputs (`{cmd} --from-saved`, seconds; training is the cost)."
              if m.get("recalibrated") else "")
     chosen = "; ".join(f"seed {r['seed']}: {r['chosen']}" for r in m["runs"] if r.get("chosen"))
-    run0 = m["runs"][0]
+    crowns = "; ".join(f"seed {r['seed']}: {r['crown_line']}" for r in m["runs"]
+                       if r.get("crown_line"))
+    run0, leaders = m["runs"][0], m["scale"].get("leaders", "quick")
     lines = [
         "## New sessions: a photo from a capture session no model trained on\n",
         f"Synthetic dataset ({m['shape']} shape, {m['synth']}), `split_by=set_id` (whole sessions "
         f"held out, every camera kept in training), split seeds {', '.join(map(str, m['seeds']))}. "
-        f"Leaders: {', '.join(n.format(**m['scale']) for n in CANDIDATES)} "
+        f"Leaders: {', '.join(n.format(**m['scale']) for n in CANDIDATES[leaders])} "
         f"({m['scale']['epochs']} epochs, crop {CROP} at {m['scale']['size']} px, CPU), "
         f"best epoch on validation. Selection: {FOLDS} session folds over train + val "
-        "(`selection.rescore`, the real loop); `ensemble:top3` scored on the SAME folds and "
-        f"crowned only when they prefer it. Bound: {run0['method']} at 90% on the crowned "
+        "(`selection.rescore`, the real loop); on the SAME folds `ensemble:topK` (the leaders' "
+        f"mean), the gradient-boosting families ({', '.join(FAMILIES)}) and the mean of the "
+        "folds' best leader and best family; the lowest mean out-of-fold dE00 is crowned "
+        f"(`selection.crown_on_folds`). Bound: {run0['method']} at 90% on the crowned "
         f"model's out-of-fold errors ({run0['n_oof']} photos in seed {m['seeds'][0]}); the test "
         "sessions take no part in any choice. Intervals resample sessions and tones (two-way "
         "cluster bootstrap), pooled over seeds." + again + "\n",
-        *([f"Scaled or constant bound, chosen by the session folds: {chosen}.\n"] if chosen
+        *([f"The bound's sigma (constant, scaled by every difficulty feature, or by camera and "
+           f"predicted ITA group), chosen by the session folds: {chosen}.\n"] if chosen
           else []),
+        *([f"Crowning per seed: {crowns}.\n"] if crowns else []),
         f"Targets: {TARGETS}.\n",
         *[f"- {what}: **{'met' if ok else 'MISSED'}**" for what, ok in checks],
         "", "### Accuracy on the test sessions (all seeds pooled)\n",

@@ -102,7 +102,7 @@ def test_small_validation_split_gives_a_constant_bound(world):
 def test_round_trip_through_calibration_json(world, tmp_path):
     val, test = world.subset(world.indices("val")), world.subset(world.indices("test"))
     cal = bounds.calibrate(val, _noisy_predictions(val, 0), world.subset(world.indices("train")),
-                           level=0.8, info={"run": "abc"})
+                           level=0.8, extras=bounds.Extras(info={"run": "abc"}))
     bounds.write(cal, tmp_path)
     back = bounds.read(tmp_path)
     pred = _noisy_predictions(test, 1)

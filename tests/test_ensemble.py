@@ -145,7 +145,8 @@ def test_spread_is_a_difficulty_feature_of_the_bound():
     spread = rng.uniform(0.2, 6.0, len(data))
     pred = data.target + rng.normal(0, 1, data.target.shape).astype(np.float32) * spread[:, None]
     val, train = data.indices("val"), data.subset(data.indices("train"))
-    cal = bounds.calibrate(data.subset(val), pred[val], train, spread=spread[val])
+    cal = bounds.calibrate(data.subset(val), pred[val], train,
+                           extras=bounds.Extras(spread=spread[val]))
     d = cal.difficulty
     assert d is not None and "log_spread" in d.names
     assert d.coef[d.names.index("log_spread")] > 0

@@ -418,9 +418,10 @@ def make_baseline(name: str):
     return BASELINES[name]()
 
 
-def run_baselines(train: Prepared, test: Prepared, names=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Fit each baseline on `train`, predict `test`: ({name: (N, 3) Lab}, {name: why skipped})."""
-    preds, skipped = {}, {}
+def fit_baselines(train: Prepared, test: Prepared, names=None) -> tuple[dict, dict[str, str]]:
+    """Each baseline that can run on `test`, fitted on `train`: ({name: fitted}, {name: why
+    skipped})."""
+    fitted, skipped = {}, {}
     for name in names or list(BASELINES):
         model = make_baseline(name)
         if model.needs_images and test.images is None:
@@ -430,5 +431,11 @@ def run_baselines(train: Prepared, test: Prepared, names=None) -> tuple[dict[str
         if why:
             skipped[name] = why
             continue
-        preds[name] = np.asarray(model.fit(train).predict(test), dtype=np.float64)
-    return preds, skipped
+        fitted[name] = model.fit(train)
+    return fitted, skipped
+
+
+def run_baselines(train: Prepared, test: Prepared, names=None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Fit each baseline on `train`, predict `test`: ({name: (N, 3) Lab}, {name: why skipped})."""
+    fitted, skipped = fit_baselines(train, test, names)
+    return {n: np.asarray(m.predict(test), dtype=np.float64) for n, m in fitted.items()}, skipped

@@ -192,13 +192,14 @@ def champion_trust(predictor, data, split: str, level: float, n_boot: int = 1000
     cal = None
     if len(val) >= math.ceil(1 / (1 - level)):
         cal = bounds.calibrate(val, predictor.predict(val), train, level, cameras=cams,
-                               seed=seed, info=info,
-                               spread=None if spread_of is None else spread_of(val))
+                               seed=seed, extras=bounds.Extras(
+                                   info=info, spread=None if spread_of is None else spread_of(val)))
         cal.spread_of = spread_of  # the bound of a new photo asks the members again
     if oof is not None:
         seen = cal if cal is not None and cal.regime == bounds.SEEN else None
         cal = bounds.calibrate_sessions(data, oof, train, level, cams, seed=seed,
-                                        info={**(info or {}), "n_val": len(val)}, seen=seen)
+                                        extras=bounds.Extras(
+                                            info={**(info or {}), "n_val": len(val)}, seen=seen))
         cal.spread_of = spread_of
     if cal is None:
         return None, None, (f"no error bound: {len(val)} validation photos cannot calibrate a "

@@ -41,7 +41,8 @@ def score_candidates(r: EvalRun) -> None:
     bdata = _baseline_data(r.base_data, s.data, r.leaders[0], r.client)
     b_train = bdata.subset(bdata.indices("train"))
     b_eval = bdata.subset(bdata.indices(split))
-    bpred, skipped = baselines.run_baselines(b_train, b_eval, s.baseline_names)
+    fitted, skipped = baselines.fit_baselines(b_train, b_eval, s.baseline_names)
+    bpred = {n: np.asarray(m.predict(b_eval), np.float64) for n, m in fitted.items()}
     if not np.array_equal(b_eval.sample_id, eval_data.sample_id):
         raise UserError("baseline data rows differ from the models' rows")
     for name, p in bpred.items():
@@ -52,19 +53,24 @@ def score_candidates(r: EvalRun) -> None:
         preds[name], kinds[name] = p, fl.kinds.get(name, "floor")
     skipped.update(fl.skipped)
     summary, errs = score(preds, kinds, eval_data.target, r.extra, s.n_boot, s.seed)
-    r.best_base = best_baseline(bdata, b_train, list(bpred))
+    r.best_base = best_baseline(bdata, fitted)
     r.table = breakdowns.breakdown(errs, eval_data, n_boot=max(200, s.n_boot // 4), seed=s.seed)
     r.skipped, r.fl, r.summary, r.errs = skipped, fl, summary, errs
 
 
-def best_baseline(bdata, b_train, names: list[str]) -> str | None:
+def best_baseline(bdata, fitted: dict) -> str | None:
     """The baseline with the lowest mean dE00 on VALIDATION: the test split picks nothing, not
-    even the yardstick the champion is compared with."""
+    even the yardstick the champion is compared with. `fitted`: the baselines already fitted on
+    the training split (each fitted once, scored on both splits)."""
     val = bdata.subset(bdata.indices("val"))
-    if not len(val) or not names:
+    if not len(val) or not fitted:
         return None
-    vpred, _ = baselines.run_baselines(b_train, val, names)
-    means = {n: float(stats.errors_of(p, val.target)[0].mean()) for n, p in vpred.items()}
+    means = {}
+    for n, m in fitted.items():
+        why = m.why_not(bdata.subset(bdata.indices("train")), val) \
+            if hasattr(m, "why_not") else None
+        if not why:
+            means[n] = float(stats.errors_of(m.predict(val), val.target)[0].mean())
     return f"baseline:{min(means, key=means.get)}" if means else None
 
 

@@ -15,6 +15,12 @@ session predicted by a model that never saw its session. They are what a new ses
 looks like, so the new-session error bound (raysweep.serve.bounds.calibrate_sessions) is
 calibrated on them, and the mean of several leaders' out-of-fold predictions scores an ensemble
 on the same folds (`ensemble_oof`). `session_oof` runs the folds for one model alone.
+
+Other model families compete on the same folds: `family_oof` runs gradient boosting
+(`FAMILIES`, raysweep.evaluate.baselines) over them, and `crown_on_folds` crowns the lowest mean
+out-of-fold error among the leaders, their ensemble, the families and the cross-family mean of
+the folds' best leader and best family. The crowned model's out-of-fold predictions are what
+calibrate its new-session bound, whichever family it is.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ import numpy as np
 import pandas as pd
 
 from raysweep.data.prepared import Prepared
+from raysweep.evaluate import baselines
+from raysweep.evaluate.stats import errors_of
 
 log = logging.getLogger(__name__)
+FAMILIES = ("gbm", "gbm_context")  # baselines that compete with the leaders on the folds
 MIN_VAL_SESSIONS = 6  # fewer validation sessions than this: re-score across sessions
 DEFAULT_FOLDS = 4
 DEFAULT_TOP = 3
@@ -54,8 +63,6 @@ class OutOfFold:
     folds: list[list[str]]  # the held-out sessions of each fold
 
     def errors(self, data: Prepared) -> np.ndarray:
-        from raysweep.evaluate.stats import errors_of
-
         return errors_of(self.pred, data.target[self.rows])[0]
 
 
@@ -245,3 +252,65 @@ def _rank_agreement(table: pd.DataFrame) -> str:
     same = table["rank_val"].iloc[table["rank_cv"].argmin()] == 1
     return (f"Kendall tau {tau:+.2f}; the validation's first choice "
             f"{'is' if same else 'is NOT'} the folds' first choice")
+
+
+def family_fit_score(name: str):
+    """A `fit_score` for `run_folds` that fits the baseline `name` on a fold's training
+    sessions and predicts its held-out ones (the trees need no epochs: `cfg` is unused)."""
+
+    def fit_score(cfg, data: Prepared) -> tuple[float, np.ndarray]:
+        train, val = data.subset(data.indices("train")), data.subset(data.indices("val"))
+        pred = np.asarray(baselines.make_baseline(name).fit(train).predict(val), np.float64)
+        return float(errors_of(pred, val.target)[0].mean()), pred
+
+    return fit_score
+
+
+def family_oof(data: Prepared, folds: list[list[str]], names=FAMILIES) -> dict[str, OutOfFold]:
+    """"baseline:<name>" -> its out-of-fold predictions on `folds`, for each family that the
+    data can feed (gbm_context needs ring statistics)."""
+    out = {}
+    for name in names:
+        model = baselines.make_baseline(name)
+        if hasattr(model, "why_not") and model.why_not(data, data):
+            continue
+        oof = run_folds(None, data, folds, family_fit_score(name), f"baseline:{name}")[2]
+        if oof is not None:
+            out[f"baseline:{name}"] = oof
+    return out
+
+
+@dataclass
+class FoldCrown:
+    """What `crown_on_folds` decided: the champion and every candidate's mean out-of-fold dE00."""
+
+    champion: str
+    fold_leader: str  # the learned candidate the folds rank first
+    cv: dict[str, float]
+    oof: dict[str, OutOfFold]
+    members: dict[str, list[str]]  # a cross-family candidate -> its two members
+    line: str  # why, for a person
+
+
+def crown_on_folds(oof: dict[str, OutOfFold], data: Prepared, learned: list[str]) -> FoldCrown:
+    """The lowest mean out-of-fold dE00 among the `learned` candidates (leaders and their
+    ensemble), the families (any other key of `oof`) and the mean of the folds' best learned
+    candidate and best family. All must share one set of folds; a tie keeps the learned one."""
+    oof = dict(oof)
+    cv = {k: float(v.errors(data).mean()) for k, v in oof.items()}
+    fold_leader = min((k for k in learned if k in cv), key=cv.get)
+    families = [k for k in cv if k not in learned]
+    members = {}
+    if families:
+        fam = min(families, key=cv.get)
+        mix = ensemble_oof([oof[fold_leader], oof[fam]])
+        if mix is not None:
+            name = f"mean of {fold_leader} + {fam}"
+            oof[name], cv[name], members[name] = mix, float(mix.errors(data).mean()), \
+                [fold_leader, fam]
+    champion = min(cv, key=lambda k: (cv[k], k != fold_leader))
+    line = (f"crowned by grouped k-fold over sessions: {champion} (mean out-of-fold dE00 "
+            f"{cv[champion]:.3f}); " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                 sorted(cv.items(), key=lambda kv: kv[1])
+                                                 if k != champion))
+    return FoldCrown(champion, fold_leader, cv, oof, members, line)

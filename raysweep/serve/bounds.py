@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from raysweep.color import delta_e00
+from raysweep.color import ITA_CATEGORIES, delta_e00, ita, ita_category
 from raysweep.data.prepared import Prepared
 from raysweep.serve import ood
 
@@ -50,6 +50,19 @@ NEW, SEEN = "new sessions", "seen sessions"
 LEGACY = "validation photos (calibrated before regimes were recorded)"
 MIN_SPLIT = 40  # below this many validation photos, no difficulty model: a constant bound
 ALPHAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # ridge penalties tried by 5-fold CV
+GROUP_PREFIXES = ("camera=", "ita=")  # the group bound's sigma: camera and predicted ITA group
+MIN_GROUP_ROWS = 30  # a group smaller than this takes no part in the folds' choice of bound
+
+
+@dataclass
+class Extras:
+    """What a calibration may carry beyond the errors: `info` (recorded as is), `spread` (an
+    ensemble's per-photo member disagreement on the calibration rows) and `seen` (a
+    seen-sessions bound kept beside a new-session one)."""
+
+    info: dict | None = None
+    spread: np.ndarray | None = None
+    seen: Calibration | None = None
 
 
 def conformal_quantile(scores, level: float, weights=None) -> float:
@@ -109,6 +122,10 @@ def features(data: Prepared, pred: np.ndarray, cameras: list[str], background: s
     for j, ch in enumerate("Lab"):
         cols[f"mean_{ch}"] = data.mean_lab[:, j].astype(np.float64)
         cols[f"pred_{ch}"] = np.asarray(pred, np.float64)[:, j]
+    # the ITA group of the PREDICTED colour: known for a new photo, and dark tones err more
+    tone = ita_groups(pred)
+    for g in ITA_CATEGORIES:
+        cols[f"ita={g}"] = (tone == g).astype(np.float64)
     # how far the model moved the measured colour: a big correction is a hard photo
     ok = np.isfinite(data.mean_lab).all(1)
     corr = np.full(len(data), np.nan)
@@ -129,6 +146,17 @@ def features(data: Prepared, pred: np.ndarray, cameras: list[str], background: s
         cols["clipped_share"] = share
     names = list(cols)
     return np.stack([cols[n] for n in names], axis=1), names
+
+
+def ita_groups(lab: np.ndarray) -> np.ndarray:
+    """(N,) the ITA skin-tone group of each Lab row (raysweep.color's categories)."""
+    angles = ita(torch.as_tensor(np.asarray(lab, np.float64))).numpy()
+    return np.array([ita_category(float(a)) for a in angles], dtype=object)
+
+
+def group_columns(names: list[str]) -> np.ndarray:
+    """Which feature columns the group bound's sigma uses (camera, predicted ITA group)."""
+    return np.array([n.startswith(GROUP_PREFIXES) for n in names])
 
 
 @dataclass
@@ -221,6 +249,13 @@ class Calibration:
         level = level or self.level
         if np.isfinite(self.quantile(level)):
             return None
+        if self.weights is not None:  # sessions weighted equally: m sessions reach m / (m + 1)
+            top_w = float(np.sum(self.weights))
+            m = int(round(top_w / max(1 - top_w, 1e-12)))
+            return (f"no error bound at level {level:g}: the new-session bound weighs its {m} "
+                    f"calibration session(s) equally, and m sessions give a finite bound only up "
+                    f"to level m / (m + 1) = {math.floor(top_w * 1000) / 1000:g}; level "
+                    f"{level:g} needs at least {math.ceil(level / (1 - level) - 1e-9)} sessions")
         n = len(self.scores)
         top = math.floor(n / (n + 1) * 1000) / 1000
         return (f"no error bound at level {level:g}: the calibration holds {n} validation "
@@ -287,10 +322,12 @@ def _halves(val: Prepared, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def calibrate(val: Prepared, pred_val: np.ndarray, train: Prepared, level: float = LEVEL,
               cameras: list[str] | None = None, scaled: bool = True, seed: int = 0,
-              info: dict | None = None, spread: np.ndarray | None = None) -> Calibration:
+              extras: Extras | None = None) -> Calibration:
     """Calibrate the bound on the validation rows `val` (with the model's predictions) and
-    record the training split's ranges for the OOD flags. `spread` (an ensemble's members'
-    disagreement on `val`) joins the difficulty features."""
+    record the training split's ranges for the OOD flags. `extras.spread` (an ensemble's
+    members' disagreement on `val`) joins the difficulty features."""
+    extras = extras or Extras()
+    info, spread = extras.info, extras.spread
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     ranges = ood.fit_ranges(train, cameras, seed=seed)
@@ -330,22 +367,30 @@ def _regime(val: Prepared, train: Prepared) -> tuple[str, list[str]]:
     return (SEEN if v <= t else NEW if not v & t else LEGACY), sorted(t)
 
 
+METHODS = ("constant", "scaled", "group")  # the new-session bound's sigma: 1, ridge, by group
+CHOICE_LEVELS = (0.5, 0.7)  # with `level`, where the folds compare the bounds' shapes
+
+
 def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVEL,
-                       cameras: list[str] | None = None, scaled: bool | None = None, seed: int = 0,
-                       info: dict | None = None, spread: np.ndarray | None = None,
-                       seen: Calibration | None = None) -> Calibration:
+                       cameras: list[str] | None = None, scaled: bool | str | None = None,
+                       seed: int = 0, extras: Extras | None = None) -> Calibration:
     """The new-session bound, from out-of-fold errors (raysweep.evaluate.selection.OutOfFold:
     each train + val photo predicted by a fold model that never saw its session), never from the
     validation photos that picked epochs, leaders or ensembles.
 
-    Cross-conformal over session folds: the scores of fold j are its errors over a difficulty
-    sigma fitted on the OTHER folds' errors, so a score is as honest as the test photo's; the
-    stored sigma is refitted on all folds. With `scaled` None the folds also choose between the
-    scaled and the constant bound (`_fold_choice`). `seen` (the validation bound of a split whose
-    validation sessions were all in training) is kept beside it for photos of those sessions.
+    Cross-conformal over session folds, sessions weighted equally: the scores of fold j are its
+    errors over a difficulty sigma fitted on the OTHER folds' errors, so a score is as honest as
+    the test photo's; the stored sigma is refitted on all folds. The sigma is one of `METHODS`:
+    1 (constant), the ridge on every difficulty feature (scaled), or the ridge on the camera
+    and the predicted ITA group alone (group: a Mondrian-like bound, wider for a camera or a
+    tone whose new sessions err more, both known for a new photo). `scaled` True / False / a
+    method name forces one; None lets the folds choose (`_fold_choice`). `extras.seen` (the
+    validation bound of a split whose validation sessions were all in training) is kept beside
+    it for photos of those sessions.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    extras = extras or Extras()
     ranges = ood.fit_ranges(train, cameras, seed=seed)
     sub = data.subset(oof.rows)
     err = errors(oof.pred, sub.target)
@@ -353,49 +398,76 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
         raise ValueError("out-of-fold errors are not finite: a fold model or the targets hold NaN")
     folds = np.unique(oof.fold)
     sid = sub.frame["set_id"].astype(str).str.strip().to_numpy()
-    diff, scores, method, chosen = None, err, "constant cross-conformal", ""
-    if scaled is not False and len(err) >= MIN_SPLIT and len(folds) >= 2:
+    want = {None: None, True: "scaled", False: "constant"}.get(scaled, scaled)
+    if want not in (None, *METHODS):
+        raise ValueError(f"scaled must be True, False, None or one of {METHODS}, got {scaled!r}")
+    diff, method, chosen, crosses = None, "constant", "", {"constant": err}
+    if want != "constant" and len(err) >= MIN_SPLIT and len(folds) >= 2:
         shift = _fold_shift(data, oof) if ranges.shift_names else None
-        x, names = features(sub, oof.pred, ranges.cameras, ranges.background_kind, spread, shift)
-        cross = np.empty(len(err))
-        for j in folds:
-            m = oof.fold == j
-            cross[m] = err[m] / Difficulty.fit(x[~m], names, err[~m], seed).sigma(x[m], names)
-        use, chosen = (True, "") if scaled else _fold_choice(err, cross, oof.fold, sid, level)
-        if use:
-            diff, scores, method = Difficulty.fit(x, names, err, seed), cross, \
-                "scaled cross-conformal"
+        x, names = features(sub, oof.pred, ranges.cameras, ranges.background_kind,
+                            extras.spread, shift)
+        cols = {"scaled": np.ones(len(names), bool), "group": group_columns(names)}
+        for name in [want] if want else list(cols):
+            crosses[name] = _cross_scores(x[:, cols[name]], [n for n, c in zip(names, cols[name])
+                                                                if c], err, oof.fold, seed)
+        groups = {"camera": np.asarray(sub.camera).astype(str), "ita": ita_groups(oof.pred)}
+        method, chosen = (want, "") if want else _fold_choice(crosses, oof.fold, sid, groups,
+                                                              level)
+        if method != "constant":
+            keep = cols[method]
+            diff = Difficulty.fit(x[:, keep], [n for n, c in zip(names, keep) if c], err, seed)
+    scores = crosses[method]
     held = sorted({s for f in oof.folds for s in f})
     order = np.argsort(scores, kind="stable")
-    info = {**(info or {}), "method": f"{method} over {len(folds)} session folds, sessions "
-            "weighted equally", "n_fit": len(err), "n_cal": len(err),
+    info = {**(extras.info or {}), "method": f"{method} cross-conformal over {len(folds)} "
+            "session folds, sessions weighted equally", "n_fit": len(err), "n_cal": len(err),
             "sessions_held_out": len(held), **({"chosen_by_folds": chosen} if chosen else {})}
     train_sessions = train.frame["set_id"].astype(str).str.strip() \
         if "set_id" in train.frame.columns else pd.Series([], dtype=str)
     return Calibration(level=level, scores=scores[order].tolist(), ranges=ranges,
-                       difficulty=diff, info=info, regime=NEW, seen=seen,
+                       difficulty=diff, info=info, regime=NEW, seen=extras.seen,
                        sessions=sorted(set(train_sessions)),
                        weights=session_weights(sid)[order].tolist())
 
 
-def _fold_choice(err: np.ndarray, cross: np.ndarray, fold: np.ndarray, sid: np.ndarray,
-                 level: float) -> tuple[bool, str]:
-    """Scaled or constant? Each fold in turn is a new session set: its coverage by the bound the
-    OTHER folds calibrate (for the scaled bound, `cross` already divides by a sigma fitted
-    without it). The bound whose fold coverages stray less from `level` wins; a tie goes to the
-    constant one (fewer things to go wrong on a session unlike the others)."""
-    dev = {}
-    for name, s in (("scaled", cross), ("constant", err)):
-        cov = []
-        for j in np.unique(fold):
-            m = fold == j
-            q = conformal_quantile(s[~m], level, session_weights(sid[~m]))
-            cov.append(float(np.mean(s[m] <= q)))
-        dev[name] = (float(np.mean(np.abs(np.asarray(cov) - level))), cov)
-    use = dev["scaled"][0] < dev["constant"][0]
-    line = "; ".join(f"{k}: fold coverage {', '.join(f'{c:.0%}' for c in v[1])}"
-                     for k, v in dev.items())
-    return use, f"{'scaled' if use else 'constant'} ({line})"
+def _cross_scores(x: np.ndarray, names: list[str], err: np.ndarray, fold: np.ndarray,
+                  seed: int) -> np.ndarray:
+    """Each fold's errors over the sigma fitted on the other folds' (cross-conformal scores)."""
+    out = np.empty(len(err))
+    for j in np.unique(fold):
+        m = fold == j
+        out[m] = err[m] / Difficulty.fit(x[~m], names, err[~m], seed).sigma(x[m], names)
+    return out
+
+
+def _fold_choice(crosses: dict[str, np.ndarray], fold: np.ndarray, sid: np.ndarray,
+                 groups: dict[str, np.ndarray], level: float) -> tuple[str, str]:
+    """Which sigma? Each fold in turn is a new session set, covered by the bound the OTHER folds
+    calibrate (the scores in `crosses` already divide by a sigma fitted without it). At `level`
+    and the lower `CHOICE_LEVELS` (at 90% a few sessions put the quantile at their largest
+    score, which tells little about the bound's shape) a bound is charged how far each fold's
+    coverage strays from the level plus how far each camera and predicted-ITA group (of at
+    least MIN_GROUP_ROWS photos, folds pooled) falls short of it. The least charged wins; a tie
+    goes to the constant one (fewer things to go wrong on a session unlike the others)."""
+    charge, shown = {}, {}
+    for name, s in crosses.items():
+        total, at_level = 0.0, []
+        for lv in (*CHOICE_LEVELS, level):
+            covered = np.zeros(len(s), bool)
+            for j in np.unique(fold):
+                m = fold == j
+                covered[m] = s[m] <= conformal_quantile(s[~m], lv, session_weights(sid[~m]))
+            cov = [float(covered[fold == j].mean()) for j in np.unique(fold)]
+            off = [abs(lv - float(covered[lab == g].mean()))
+                   for lab in groups.values() for g in np.unique(lab)
+                   if (lab == g).sum() >= MIN_GROUP_ROWS]
+            total += float(np.mean(np.abs(np.asarray(cov) - lv))) + float(np.mean(off or [0]))
+            at_level = cov
+        charge[name], shown[name] = total, at_level
+    best = min(charge, key=lambda k: (round(charge[k], 9), k != "constant"))
+    line = "; ".join(f"{k}: charge {charge[k]:.3f}, fold coverage at {level:.0%} "
+                     f"{', '.join(f'{c:.0%}' for c in shown[k])}" for k in charge)
+    return best, f"{best} ({line})"
 
 
 def _fold_shift(data: Prepared, oof) -> np.ndarray:
