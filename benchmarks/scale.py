@@ -175,7 +175,7 @@ def section(n, walls, starts, out, tracked, quick) -> Section:
           f"{tracked['checkpoint_uri_tags']} runs tagged with their checkpoint URI, "
           f"{tracked['checkpoints_copied']} checkpoints copied (the leaders)."]
     if n < 1000 and not quick:
-        md.append(f"- {n} trials, not the 1,000 of the target: what fitted in a 25-minute slot "
+        md.append(f"- {n} trials, not the 1,000 of the target: what fitted in the time left "
                   "on the shared machine (`--trials`).")
     md += ["", f"Command: `{cmd}`"]
     data = {"trials": n, "slots": SLOTS, "epochs": EPOCHS, "epoch_s": EPOCH_S,
