@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pickle
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from raysweep.tracking import callback
@@ -189,6 +191,21 @@ def test_read_only_commands_do_not_import_ray_or_touch_the_environment():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=240, check=True).stdout.strip().splitlines()[-1]
     assert out == "[] []", out
+
+
+def test_a_server_store_prints_no_view_run_lines_unless_the_user_asks(monkeypatch):
+    """MLflow 3 prints two 'View run' lines per ended run on a tracking server (and fetches the
+    run again for them): raysweep turns that off when it opens a store, never over the user's
+    own setting. Nothing listens on port 9: an attempt to build the link would fail."""
+    key = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    monkeypatch.delenv(key, raising=False)
+    client = tracking.open_client("http://127.0.0.1:9")
+    assert client._tracking_client._log_url("0" * 32) is None  # returned before any request
+    monkeypatch.setenv(key, "false")
+    client = tracking.open_client("http://127.0.0.1:9")
+    assert os.environ[key] == "false"
+    with pytest.raises(MlflowException):  # the user's choice: MLflow tries to fetch the run
+        client._tracking_client._log_url("0" * 32)
 
 
 @pytest.mark.slow
