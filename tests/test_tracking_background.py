@@ -223,3 +223,21 @@ def test_the_writer_splits_what_mlflow_would_refuse():
     for m, pa, t in chunks:
         assert len(m) <= 1000 and len(pa) <= 100 and len(t) <= 100 and len(m) + len(pa) + len(t) <= 1000
     assert chunks[-1][2], "tags go in the last request"
+
+
+def test_a_resumed_driver_reads_tune_s_record_from_the_storage(tmp_path):
+    """A resumed driver runs in a new Ray session: its staging folder holds no result.json for a
+    trial that ended before the kill. Tune synced that file to the sweep's storage (a folder or
+    S3, through the trial's pyarrow filesystem); the history is read from there."""
+    import pyarrow.fs
+
+    stored = tmp_path / "storage" / "trial_t1"
+    stored.mkdir(parents=True)
+    stored.joinpath("result.json").write_text(
+        "".join(json.dumps(result(e, 5.0 - e)) + "\n" for e in (1, 2)) + '{"epoch": 3, "cut')
+    storage = SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem())
+    trial = FakeTrial(trial_id="t1", config={}, local_path=str(tmp_path / "empty_staging"),
+                      storage=storage, path=str(stored))
+    assert sorted(reconcile.tune_history(trial)) == [1, 2]
+    assert reconcile.tune_history(FakeTrial(trial_id="t2", config={}, local_path=None,
+                                            storage=None, path=None)) == {}

@@ -27,13 +27,9 @@ def epoch_of(result: dict) -> int:
 
 def tune_history(trial) -> dict[int, dict]:
     """epoch -> the first result Tune recorded for it, from the trial's result.json ({} when
-    there is none on this machine)."""
-    folder = getattr(trial, "local_path", None)
-    if not folder:
-        return {}
-    try:
-        text = (Path(folder) / RESULT_FILE).read_text()
-    except OSError:
+    neither the driver's folder nor the sweep's storage holds one)."""
+    text = _result_text(trial)
+    if text is None:
         return {}
     out: dict[int, dict] = {}
     for line in text.splitlines():
@@ -45,6 +41,25 @@ def tune_history(trial) -> dict[int, dict]:
         if step > 0:
             out.setdefault(step, result)
     return out
+
+
+def _result_text(trial) -> str | None:
+    """result.json from the driver's staging folder, else from the sweep's storage. A resumed
+    driver runs in a new Ray session whose staging folder is empty: the results of trials that
+    ended before the kill are only in the storage (a folder, or S3) Tune synced them to."""
+    folder = getattr(trial, "local_path", None)
+    if folder:
+        try:
+            return (Path(folder) / RESULT_FILE).read_text()
+        except OSError:
+            pass
+    storage = getattr(trial, "storage", None)
+    try:
+        fs, path = storage.storage_filesystem, f"{trial.path}/{RESULT_FILE}"
+        with fs.open_input_stream(path) as fh:
+            return fh.read().decode()
+    except (AttributeError, RuntimeError, OSError, ValueError):  # no storage, or no file there
+        return None
 
 
 def logged_steps(tracker, run_id: str) -> set[int]:
