@@ -117,3 +117,12 @@ def test_the_tuner_samples_and_stops_with_the_strategy(tmp_path, ray_local):
     sampler = config.search_alg._sampler
     assert sampler._constant_liar and sampler._multivariate and sampler._n_startup_trials == 4
     assert sorted(m for m, _ in config.scheduler._brackets[0]._rungs) == [10, 30]
+
+
+@pytest.mark.parametrize("name", ["tabular", "quickstart"])
+def test_spaces_state_the_rungs_they_compute(name):
+    """A space's docstring names its rungs at its own budget: the computation must agree."""
+    sp = spaces.load_space(name)
+    plan = strategy.rungs(sp.MAX_EPOCHS, sp.GRACE_FRACTION, sp.REDUCTION_FACTOR)
+    below = [str(m) for m in plan.milestones if m < sp.MAX_EPOCHS]
+    assert f"rungs {' and '.join(below)} of {sp.MAX_EPOCHS}" in " ".join(sp.doc.split())
