@@ -99,7 +99,7 @@ def test_calibration_file_keeps_both_bounds_and_picks_by_session(tmp_path):
     _, pv = session_corrector(None, data)
     seen = bounds.calibrate(val, pv, train, 0.9)
     oof = selection.session_oof(None, data, k=4, seed=0, fit_score=session_corrector)
-    cal = bounds.calibrate_sessions(data, oof, train, 0.9, seen=seen)
+    cal = bounds.calibrate_sessions(data, oof, train, 0.9, extras=bounds.Extras(seen=seen))
     back = bounds.read(bounds.write(cal, tmp_path).parent)
     assert back.regime == bounds.NEW and back.seen.regime == bounds.SEEN
     assert back.sessions == sorted(set(train.frame["set_id"]))
@@ -146,3 +146,122 @@ def test_an_ensemble_is_scored_on_its_members_folds_and_predict_names_the_regime
     assert "<= 4.20 (90%, new session)" in table and "<= 1.50 (90%, seen session)" in table
     line = bounds.regime_line(out["bound_regime"])
     assert "1 photo: a NEW capture session" in line and "trained on" in line
+
+
+def _one_camera_harder(seed: int, factor: float = 4.0) -> Prepared:
+    """lit_sessions where the sessions of cam0 have `factor` times the light offset (a camera
+    whose new sessions err more: its white balance drifts more)."""
+    data = lit_sessions(seed)
+    s = data.frame["set_id"].astype(int).to_numpy()
+    hard = data.camera == "cam0"
+    offset = data.mean_lab - data.target
+    data.mean_lab = np.where(hard[:, None], data.target + factor * offset,
+                             data.mean_lab).astype(np.float32)
+    assert len(set(s[hard])) >= 4  # the camera keeps sessions in every fold's training
+    return data
+
+
+@pytest.mark.slow  # six generated splits, three bounds each
+def test_group_bound_is_wider_for_the_harder_camera_and_holds_there():
+    """The folds mostly choose a bound that knows the camera (group or scaled), and the group bound
+    (sigma by camera and predicted ITA group) gives the camera whose new sessions err more a
+    wider bound whose coverage reaches the level there, where one constant bound over all
+    cameras falls short."""
+    cov_group, cov_const, width, aware = [], [], [], []
+    for seed in range(6):
+        data = _one_camera_harder(seed)
+        chosen, oof, test, pt = _bounds_on(data)
+        aware.append(not chosen.info["method"].startswith("constant"))
+        train = data.subset(data.indices("train"))
+        new = bounds.calibrate_sessions(data, oof, train, 0.9, seed=0, scaled="group")
+        assert new.info["method"].startswith("group")
+        const = bounds.calibrate_sessions(data, oof, train, 0.9, seed=0, scaled=False)
+        err = stats.errors_of(pt, test.target)[0]
+        hard = test.camera == "cam0"
+        b, c = new.bound(test, pt), const.bound(test, pt)
+        width.append(np.median(b[hard]) / np.median(b[~hard]))
+        cov_group.append(np.mean(err[hard] <= b[hard]))
+        cov_const.append(np.mean(err[hard] <= c[hard]))
+    assert sum(aware) >= 4, aware  # the folds see the camera in most draws (18 sessions)
+    assert np.nanmedian(width) > 2.0, width
+    assert np.nanmean(cov_group) >= 0.85, cov_group
+    assert np.nanmean(cov_const) < np.nanmean(cov_group) - 0.1, (cov_const, cov_group)
+
+
+def test_the_folds_crown_a_gradient_boosting_family_or_the_cross_family_mean():
+    """crown_on_folds crowns a baseline family when its out-of-fold error is the lowest, the
+    cross-family mean when that is, and the learned leader on a tie; family_oof runs gbm on the
+    same session folds (root_poly here: the same path as gbm, a fraction of its cost)."""
+    data = lit_sessions(2)
+    leader = selection.session_oof(None, data, k=4, seed=0, fit_score=session_corrector)
+    worse = dataclasses.replace(leader, pred=leader.pred + 3.0)
+    fams = selection.family_oof(data, leader.folds, ("root_poly",))
+    assert list(fams) == ["baseline:root_poly"] and fams["baseline:root_poly"].folds == leader.folds
+    np.testing.assert_array_equal(fams["baseline:root_poly"].rows, leader.rows)
+    fc = selection.crown_on_folds({"nn": worse, "baseline:gbm": leader}, data, ["nn"])
+    assert fc.champion == "baseline:gbm" and fc.fold_leader == "nn"
+    # errors of opposite sign: their mean is better than either
+    low = dataclasses.replace(leader, pred=leader.pred - 3.0)
+    fc = selection.crown_on_folds({"nn": worse, "baseline:gbm": low}, data, ["nn"])
+    assert fc.champion == "mean of nn + baseline:gbm" and fc.members[fc.champion] == [
+        "nn", "baseline:gbm"]
+    assert fc.cv[fc.champion] < min(fc.cv["nn"], fc.cv["baseline:gbm"])
+    fc = selection.crown_on_folds({"nn": leader, "baseline:gbm": leader}, data, ["nn"])
+    assert fc.champion == "nn"
+
+
+@pytest.mark.slow  # trains a 3-trial sweep and re-trains its leaders on 2 session folds
+@pytest.mark.timeout(1800)  # 16 min on the shared 2-core machine at load 10-25 (its report included)
+def test_eval_winners_crowns_gradient_boosting_when_the_session_folds_prefer_it(tmp_path,
+                                                                               monkeypatch):
+    """A family that the folds score best is the champion of eval_winners: scored on the split,
+    its bound calibrated on ITS out-of-fold errors, reported, and not registered (no checkpoint).
+    The family's fold fits are replaced by exact answers so that the folds must prefer it."""
+    from raysweep.evaluate import winners
+    from raysweep.evaluate.record import EvalSettings
+    from raysweep.tracking.store import Tracker
+    from tests.helpers.fakes import make_prepared
+    from tests.helpers.sweeps import default_store_in, log_sweep
+
+    seen = []
+
+    def exact(name):
+        def fit_score(cfg, d):
+            val = d.subset(d.indices("val"))
+            seen.append(name)
+            return 0.0, val.target.astype(np.float64) + 0.05
+        return fit_score
+
+    monkeypatch.setattr(selection, "family_fit_score", exact)
+    data = make_prepared(n=60, size=16, seed=4)
+    s = data.frame["set_id"].to_numpy()
+    data.split = np.where(s == 1, "val", np.where(s == 2, "test", "train")).astype(str)
+    data.frame["split"] = data.split
+    data.info["split_id"] = "sessions-fam"
+    with default_store_in(tmp_path) as root:
+        log_sweep(Tracker("unit-fam", "sweep-f"), data, root / "ckpt")
+        res = winners.run_eval_winners(EvalSettings(
+            experiment="unit-fam", top_k=2, data=data, out=root / "winners", n_boot=50,
+            baseline_names=["naive", "gbm"], log_run=False, select_folds=2, select_top=2,
+            per_group=(), with_floors=False))
+    assert "gbm" in seen
+    assert res.champion.startswith(("baseline:gbm", "mean of"))
+    summary = pd.read_csv(res.out_dir / "summary.csv")
+    assert res.champion in set(summary["model"])
+    cal = bounds.read(res.out_dir)
+    assert cal is not None and cal.regime == bounds.NEW
+    # calibrated on the family's out-of-fold errors: tiny (its fold answers were exact)
+    assert np.median(cal.scores) < 1.0
+    assert "not registered" in (res.out_dir / "report.md").read_text()
+
+
+def test_why_no_bound_names_the_session_count_for_a_new_session_bound():
+    data = lit_sessions(3)
+    oof = selection.session_oof(None, data, k=4, seed=0, fit_score=session_corrector)
+    cal = bounds.calibrate_sessions(data, oof, data.subset(data.indices("train")), 0.9,
+                                    scaled=False)
+    m = len({s for f in oof.folds for s in f})  # 14: 18 sessions less 4 test
+    assert cal.why_no_bound(0.9) is None
+    why = cal.why_no_bound(0.95)
+    assert f"its {m} calibration session(s)" in why and "at least 19 sessions" in why
+    assert f"{m / (m + 1):.3f}"[:5] in why

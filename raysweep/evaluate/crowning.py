@@ -1,15 +1,24 @@
 """Stages 4 and 5 of eval_winners: the champion crowned on validation only (or by grouped
-k-fold over sessions, the ensemble then scored on the same folds), then its error bound
-calibrated for new sessions on its out-of-fold errors (raysweep.serve.bounds.calibrate_sessions)
-and checked on the split."""
+k-fold over sessions, the ensemble, the gradient-boosting families and the cross-family mean then
+scored on the same folds), then its error bound calibrated for new sessions on its out-of-fold
+errors (raysweep.serve.bounds.calibrate_sessions) and checked on the split.
+
+A crowned family (or cross-family mean) is a `FamilyPredictor` fitted on the training split: it is
+scored, compared and calibrated like any champion, but it has no checkpoint, so it is not
+registered and `predict` cannot serve it yet (the report and the log say so)."""
 
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
-from raysweep.evaluate import coverage, selection
+import numpy as np
+import pandas as pd
+
+from raysweep.evaluate import baselines, coverage, selection
+from raysweep.evaluate.leaders import Leader
 from raysweep.evaluate.record import EvalRun
-from raysweep.evaluate.scoring import comparisons
+from raysweep.evaluate.scoring import comparisons, score
 
 log = logging.getLogger("raysweep.eval_winners")
 
@@ -31,6 +40,8 @@ def crown(r: EvalRun) -> None:
         f"validation dE00 {champion.val:.3f})")
     if ens is not None and sel is not None:
         champion, chosen = _ensemble_on_folds(r, ens, champion, chosen, sel)
+    if sel is not None:
+        champion, chosen = _families_on_folds(r, champion, chosen, sel)
     elif ens is not None and ens.val < min(ld.val for ld in leaders):
         # best on validation: the mean of the top leaders is one more candidate, not one more
         # draw among noisy single runs
@@ -63,6 +74,64 @@ def _ensemble_on_folds(r: EvalRun, ens, leader, chosen: str, sel):
                  f"{', '.join(ens.predictor.names)}")
 
 
+class FamilyPredictor:
+    """The mean of fitted parts (a baseline family, or a leader's predictor and a family): a
+    crowned model without a checkpoint."""
+
+    def __init__(self, parts: list, cameras: list[str]):
+        self.parts, self.stats = parts, SimpleNamespace(cameras=list(cameras))
+
+    def predict(self, data) -> np.ndarray:
+        return np.mean([np.asarray(p.predict(data), np.float64) for p in self.parts], axis=0)
+
+
+def _families_on_folds(r: EvalRun, champion, chosen: str, sel):
+    """Gradient boosting and the cross-family mean against the crowned learned model, on the
+    SAME session folds (selection.crown_on_folds); the learned one stays on a tie."""
+    s, data = r.settings, champion.data
+    oof = dict(sel.oof)
+    if not oof:
+        return champion, chosen
+    learned = list(oof)
+    if champion.name not in oof:  # the ensemble: its members' mean out-of-fold prediction
+        mine = selection.champion_oof(_members(r, champion), sel, s.select_folds, s.seed)
+        if mine is None:
+            return champion, chosen
+        oof[champion.name] = mine
+        learned.append(champion.name)
+    oof.update(selection.family_oof(data, next(iter(sel.oof.values())).folds))
+    fc = selection.crown_on_folds(oof, data, learned)
+    r.fold_crown = fc
+    if fc.champion in learned:
+        others = ", ".join(f"{k} {v:.3f}" for k, v in fc.cv.items() if k not in learned)
+        return champion, chosen + (f"; on the same folds {others}" if others else "")
+    return _family_leader(r, fc, data), fc.line + " (not registered: it has no checkpoint)"
+
+
+def _family_leader(r: EvalRun, fc, data) -> Leader:
+    """The crowned family as a Leader: fitted on the training split, scored on the split."""
+    train = data.subset(data.indices("train"))
+    by = {ld.name: ld for ld in [*r.leaders, *([r.ens] if r.ens is not None else [])]}
+    parts = [baselines.make_baseline(m.split(":", 1)[1]).fit(train) if m not in by
+             else by[m].predictor for m in fc.members.get(fc.champion, [fc.champion])]
+    pred = FamilyPredictor(parts, sorted(set(train.camera)))
+    ev = data.subset(data.indices(r.settings.split))
+    if not np.array_equal(ev.sample_id, r.eval_data.sample_id):
+        raise ValueError("the family champion's rows differ from the leaders' rows")
+    lead = by.get(fc.fold_leader, r.leaders[0])
+    ld = Leader(lead.run_id if fc.champion in fc.members else "", "", {}, fc.cv[fc.champion],
+                lead.parent_run_id, [fc.line], pred, None, pred.predict(ev), data,
+                label=fc.champion)
+    if ld.name not in r.errs:  # the cross-family mean (or a family not asked for): scored too
+        kind = "ensemble" if fc.champion in fc.members else "baseline"
+        row, errs = score({ld.name: ld.pred}, {ld.name: kind}, r.eval_data.target, {},
+                          r.settings.n_boot, r.settings.seed)
+        r.preds[ld.name], r.kinds[ld.name] = ld.pred, kind
+        r.errs.update(errs)
+        r.summary = pd.concat([r.summary, row], ignore_index=True)
+    return ld
+
+
 def calibrate(r: EvalRun) -> None:
     """The champion's error bound: the new-session bound from its out-of-fold errors over
     session folds (the validation bound kept beside it for seen sessions), or the validation
@@ -72,9 +141,12 @@ def calibrate(r: EvalRun) -> None:
     s = r.settings
     champion = r.champion
     info = {"champion_run": champion.run_id, "split_id": r.eval_data.info.get("split_id")}
-    oof = None
+    fc = r.fold_crown
+    oof = fc.oof.get(champion.name) if fc is not None and champion.checkpoint_dir is None \
+        else None
     # --split val reproduces the logged validation metric: no coverage to report, no folds to run
-    if s.select_folds > 1 and s.split != "val" and selection.sessions_of(champion.data) is not None:
+    if oof is None and s.select_folds > 1 and s.split != "val" and \
+            selection.sessions_of(champion.data) is not None:
         try:
             oof = selection.champion_oof(_members(r, champion), r.sel, s.select_folds, s.seed)
         except NonFiniteLoss as e:  # a fold diverged: no new-session bound, said in the log

@@ -39,7 +39,7 @@ def publish(r: EvalRun) -> EvalResult:
         + [r.trust_note] * bool(r.trust_note), trust=r.trust, floors=r.fl.knows, selection=r.sel,
         importance=importance.fetch(r.client, champion.parent_run_id, r.work / "importance"))
     predictions = predictions_frame(eval_data, r.preds, r.kinds, r.errs)
-    if r.cal is not None:  # stored with the champion: registration and predict carry it
+    if r.cal is not None and champion.checkpoint_dir is not None:  # registration carries it
         bounds.write(r.cal, champion.checkpoint_dir)
     out_dir = _write_outputs(Path(s.out), inp, r.summary, r.table, r.comp, predictions, r.cal)
     result = EvalResult(out_dir, champion.name, r.summary, r.table, r.comp, predictions,
@@ -98,7 +98,10 @@ def _log_to_mlflow(result: EvalResult, r: EvalRun) -> None:
     tracker.log(rid, metrics=metrics)
     tracker.log_artifacts(rid, str(result.out_dir), "report")
     result.eval_run_id = rid
-    if not register:
+    if champion.checkpoint_dir is None:  # a crowned gradient-boosting family
+        log.warning("the champion %s has no checkpoint: it is reported, not registered; "
+                    "predict cannot serve it yet", champion.name)
+    if not register or champion.checkpoint_dir is None:
         tracker.end(rid)
         return
     from raysweep.serve.pyfunc import register_champion

@@ -97,6 +97,7 @@ class EvalRun:
     champion: Any = None  # a leaders.Leader
     chosen: str = ""
     sel: selection.Selection | None = None
+    fold_crown: selection.FoldCrown | None = None  # every candidate on the session folds
     comp: pd.DataFrame | None = None
     cal: Any = None
     trust: Any = None
