@@ -307,7 +307,7 @@ def test_cli_and_pyfunc_on_an_ensemble_champion(trained, tmp_path, capsys, monke
     ens = ensemble.load(folder, device="cpu")
     rest = data.subset(np.flatnonzero(data.split != "train"))
     bounds.write(bounds.calibrate(rest, ens.predict(rest), data.subset(data.indices("train")),
-                                  level=0.8, spread=ens.spread(rest)), folder)
+                                  level=0.8, extras=bounds.Extras(spread=ens.spread(rest))), folder)
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     exp = MlflowClient(uri).create_experiment("ens-predict", (tmp_path / "art").as_uri())
     model = pyfunc.register_champion(folder, "ens-predict", MlflowClient(uri).create_run(exp)
