@@ -86,11 +86,14 @@ class FamilyPredictor:
 
 
 def _families_on_folds(r: EvalRun, champion, chosen: str, sel):
-    """Gradient boosting and the cross-family mean against the crowned learned model, on the
-    SAME session folds (selection.crown_on_folds); the learned one stays on a tie."""
+    """Gradient boosting (the `selection.FAMILIES` among the baselines asked for) and the
+    cross-family mean against the crowned learned model, on the SAME session folds
+    (selection.crown_on_folds); the learned one stays on a tie."""
     s, data = r.settings, champion.data
     oof = dict(sel.oof)
-    if not oof:
+    # the families among the baselines asked for (--baselines): none asked, none run
+    names = [n for n in selection.FAMILIES if s.baseline_names is None or n in s.baseline_names]
+    if not oof or not names:
         return champion, chosen
     learned = list(oof)
     if champion.name not in oof:  # the ensemble: its members' mean out-of-fold prediction
@@ -99,7 +102,7 @@ def _families_on_folds(r: EvalRun, champion, chosen: str, sel):
             return champion, chosen
         oof[champion.name] = mine
         learned.append(champion.name)
-    oof.update(selection.family_oof(data, next(iter(sel.oof.values())).folds))
+    oof.update(selection.family_oof(data, next(iter(sel.oof.values())).folds, names))
     fc = selection.crown_on_folds(oof, data, learned)
     r.fold_crown = fc
     if fc.champion in learned:
