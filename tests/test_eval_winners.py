@@ -173,6 +173,7 @@ def test_unknown_experiment_lists_valid(sweep):
                                                    log_run=False))
 
 
+@pytest.mark.slow  # re-trains leaders over session folds: 295 s at load 20-50, near the 300 s limit
 def test_few_validation_sessions_crown_by_folds_over_sessions(sweep, monkeypatch):
     """One validation session selects noise: the top leaders are re-trained across sessions."""
     from raysweep.evaluate import selection
