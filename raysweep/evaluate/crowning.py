@@ -38,9 +38,9 @@ def crown(r: EvalRun) -> None:
         "chosen by grouped k-fold over sessions (mean validation dE00 "
         f"{sel.table.set_index('leader').loc[champion.name, 'cv_mean']:.3f}; its own "
         f"validation dE00 {champion.val:.3f})")
-    if ens is not None and sel is not None:
-        champion, chosen = _ensemble_on_folds(r, ens, champion, chosen, sel)
-    if sel is not None:
+    if sel is not None:  # the folds judge every candidate: the ensemble, then the families
+        if ens is not None:
+            champion, chosen = _ensemble_on_folds(r, ens, champion, chosen, sel)
         champion, chosen = _families_on_folds(r, champion, chosen, sel)
     elif ens is not None and ens.val < min(ld.val for ld in leaders):
         # best on validation: the mean of the top leaders is one more candidate, not one more
