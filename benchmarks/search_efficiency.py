@@ -5,10 +5,11 @@ Five methods, equal trial budgets and trials in flight, several seeds, on two sp
 EXIF, no images) and `quickstart` (its small CNN on the photos):
 
 - random: random search, every trial to its last epoch (the yardstick);
-- random + ASHA, TPE (no early stopping), TPE + ASHA: the space's default rungs and sampler;
-- previous default: what raysweep ran before, Optuna's TPE as installed (10 start-up trials;
-  Optuna 5 makes it multivariate with a constant liar) with the rungs it used before (grace
-  1/8 of the budget for tabular, 6/40 for quickstart).
+- random + ASHA, TPE (no early stopping), TPE + ASHA: the space's default rungs and sampler
+  (raysweep's TPE is multivariate with a constant liar, `raysweep/sweep/strategy.py`);
+- TPE + async Hyperband: the same sampler and rungs in 3 brackets (`--brackets 3`; a trial in
+  bracket k is first compared k rungs later), a BOHB-style hedge against rungs that cut late
+  bloomers.
 
 Runs go seed-major (each seed runs every method before the next seed starts, the method order
 rotated per seed), so that load from other jobs on the machine falls on the methods alike. One
@@ -17,6 +18,8 @@ Ray serves every sweep. Each sweep is the library call `run_sweep`, MLflow inclu
     python -m benchmarks.search_efficiency            # full
     python -m benchmarks.search_efficiency --quick    # 2 seeds, fewer trials and epochs
     python -m benchmarks.search_efficiency --from-log # the section again from the kept runs
+    BENCH_SPACES=tabular BENCH_SEEDS=3 BENCH_FIRST_SEED=0 python -m benchmarks.search_efficiency
+                                                      # a part: seeds 0-2 of one space
 """
 
 from __future__ import annotations
@@ -38,12 +41,12 @@ from benchmarks import main as bench_main
 from benchmarks.search_curves import BASELINE, DEFAULT
 from benchmarks.search_report import section
 
-PREVIOUS = "previous default (Optuna's TPE + ASHA at the old rungs)"
-# method -> (sampler, early stopping: "space" = the space's rungs, "previous" = the old ones)
+BRACKETED = "TPE + async Hyperband (3 brackets)"
+# method -> (sampler, early stopping: "space" = the space's rungs, "brackets" = the same rungs
+# in BRACKETS asynchronous-Hyperband brackets, the later ones starting a rung later)
 METHODS = {BASELINE: ("random", None), "random + ASHA": ("random", "space"),
-           "TPE": ("tpe", None), DEFAULT: ("tpe", "space"),
-           PREVIOUS: ("tpe-optuna-default", "previous")}
-PREVIOUS_GRACE = {"tabular": 25 / 200, "quickstart": 6 / 40}  # the spaces' grace before #28
+           "TPE": ("tpe", None), DEFAULT: ("tpe", "space"), BRACKETED: ("tpe", "brackets")}
+BRACKETS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +60,18 @@ class Size:
 
 
 def sizes(quick: bool) -> dict[str, Size]:
-    """Sized for 2 shared CPU cores, where one space's 25 sweeps (5 seeds x 5 methods) must fit
-    in about 25 minutes: the spaces' own budgets (24 x 200 epochs, 16 x 40) would take hours per
-    seed there. A GPU machine runs the tabular budget at half size and more trials at once."""
+    """Sized for 2 shared CPU cores: each space's 25 sweeps (5 seeds x 5 methods) in two parts
+    of under 25 minutes (the spaces' own budgets, 24 x 200 epochs and 16 x 40, would take hours
+    per seed there). 24 trials, the tabular space's own budget: with 8-12 a search has little to
+    learn from and ASHA little to cut (the rung replay of random's curves, resampled to 24
+    trials, saves a third more than at 12), and each sweep's fixed set-up (its first trial's
+    process, ~10 s) weighs less in its span. Epochs are those the recorded curves have. A GPU
+    machine runs the tabular budget at half size and more trials at once."""
     if quick:
         return {"tabular": Size(6, 12, 2), "quickstart": Size(4, 4, 2, ("width=8",))}
     if machine()["gpus"]:
-        return {"tabular": Size(16, 100, 4), "quickstart": Size(12, 20, 4, ("width=8",))}
-    return {"tabular": Size(12, 16, 2), "quickstart": Size(8, 8, 2, ("width=8",))}
+        return {"tabular": Size(24, 100, 4), "quickstart": Size(24, 20, 4, ("width=8",))}
+    return {"tabular": Size(24, 16, 2), "quickstart": Size(24, 8, 2, ("width=8",))}
 
 
 def image_share() -> int:
@@ -90,20 +97,16 @@ def datasets(image_size: int, image_share: int):
 
 
 def request_for(space: str, method: str, seed: int, size: Size, data, root: str):
-    from raysweep.sweep import spaces, strategy
     from raysweep.sweep.spec import Request
 
     sampler, stopping = METHODS[method]
-    grace = rf = None  # "space": what the space resolves to for this budget, as for a user
-    if stopping == "previous":
-        plan = strategy.rungs(size.epochs, PREVIOUS_GRACE[space],
-                              spaces.load_space(space).REDUCTION_FACTOR)
-        grace, rf = plan.grace_period, plan.reduction_factor
+    # the space's rungs as it resolves them for this budget, as for a user
     return Request(space=space, data=data, num_samples=size.trials,
                    max_concurrent=size.concurrent, storage=root, seed=seed,
                    name=f"{space}-{seed}-{sampler}-{stopping}",
                    sets=(f"epochs={size.epochs}", *size.sets), searcher=sampler,
-                   early_stopping=stopping is not None, grace_period=grace, reduction_factor=rf)
+                   early_stopping=stopping is not None,
+                   brackets=BRACKETS if stopping == "brackets" else None)
 
 
 def history_of(path: str) -> pd.DataFrame:
@@ -151,8 +154,7 @@ def measure(quick: bool, log: Path) -> pd.DataFrame:
     size = sizes(quick)
     tabular, images = datasets(image_size=16, image_share=image_share())
     data = {"tabular": tabular, "quickstart": images}
-    seeds = range(int(os.environ.get("BENCH_SEEDS", 2 if quick else 5)))
-    spaces = os.environ.get("BENCH_SPACES", "tabular,quickstart").split(",")
+    seeds, spaces = seeds_asked(quick), spaces_asked()
     root = tempfile.mkdtemp(prefix="raysweep-bench-")
     atexit.register(shutil.rmtree, root, ignore_errors=True)  # scratch sweeps and MLflow store
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root}/bench.db")
@@ -175,6 +177,17 @@ def measure(quick: bool, log: Path) -> pd.DataFrame:
     return pd.DataFrame(runs)
 
 
+def seeds_asked(quick: bool) -> range:
+    """BENCH_SEEDS seeds (default 5, quick 2) from BENCH_FIRST_SEED (default 0): a run in parts
+    (seeds 0-2, then 3-4) keeps each locked run short."""
+    first = int(os.environ.get("BENCH_FIRST_SEED", 0))
+    return range(first, first + int(os.environ.get("BENCH_SEEDS", 2 if quick else 5)))
+
+
+def spaces_asked() -> list[str]:
+    return os.environ.get("BENCH_SPACES", "tabular,quickstart").split(",")
+
+
 def load_log(path: Path) -> pd.DataFrame:
     """The runs a measurement appended to `path` (all of them, or those it finished)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -186,17 +199,17 @@ def load_log(path: Path) -> pd.DataFrame:
 def from_log(quick: bool, name: str = "search_efficiency") -> Section:
     """The section again from the kept runs, without measuring (`--from-log`)."""
     runs = load_log(result_path(name, quick, ".runs.jsonl"))
-    return section(runs, quick, sizes(quick), float("nan"), list(METHODS), PREVIOUS_GRACE,
-                   name=name)
+    return section(runs, quick, sizes(quick), float("nan"), list(METHODS), name=name)
 
 
-def forget(log: Path, spaces: list[str]) -> None:
-    """Drop `spaces`' runs from `log` before they are measured again; another space's runs stay
-    (`BENCH_SPACES=quickstart` then `BENCH_SPACES=tabular` build one section from both)."""
+def forget(log: Path, spaces: list[str], seeds: range) -> None:
+    """Drop the runs of `spaces` x `seeds` from `log` before they are measured again; other
+    spaces' and seeds' runs stay (`BENCH_SPACES=quickstart` then `BENCH_SPACES=tabular`, or
+    seeds 0-2 then 3-4, build one section from all of them)."""
     if not log.exists():
         return
-    kept = [line for line in log.read_text().splitlines()
-            if line.strip() and json.loads(line)["space"] not in spaces]
+    kept = [line for line in log.read_text().splitlines() if line.strip() and not (
+        json.loads(line)["space"] in spaces and json.loads(line)["seed"] in seeds)]
     log.write_text("".join(f"{line}\n" for line in kept))
 
 
@@ -204,11 +217,11 @@ def run(quick: bool = False, name: str = "search_efficiency") -> Section:
     """Measure, keeping every run in results/<name>[_quick].runs.jsonl as it ends; the section
     covers every space in that file."""
     log = result_path(name, quick, ".runs.jsonl")
-    forget(log, os.environ.get("BENCH_SPACES", "tabular,quickstart").split(","))
+    forget(log, spaces_asked(), seeds_asked(quick))
     t = time.time()
     measure(quick, log)
     return section(load_log(log), quick, sizes(quick), time.time() - t, list(METHODS),
-                   PREVIOUS_GRACE, name=name)
+                   name=name)
 
 
 if __name__ == "__main__":

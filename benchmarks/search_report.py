@@ -66,8 +66,8 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, methods: list[str],
-            previous_grace: dict[str, float], name: str = "search_efficiency") -> Section:
-    """`methods` in the plot's order; `previous_grace`: each space's grace fraction before;
+            name: str = "search_efficiency", brackets: int = 3) -> Section:
+    """`methods` in the plot's order; `brackets`: the bracketed method's;
     `name`: the section's (its files are results/<name>[_quick].*)."""
     from raysweep.sweep import spaces, strategy
 
@@ -84,14 +84,17 @@ def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, method
     setup = []
     for space in dict.fromkeys(runs["space"]):
         sz, sp = sizes[space], spaces.load_space(space)
-        new = strategy.rungs(sz.epochs, sp.GRACE_FRACTION, sp.REDUCTION_FACTOR)
-        old = strategy.rungs(sz.epochs, previous_grace[space], sp.REDUCTION_FACTOR)
+        new = strategy.rungs(sz.epochs, sp.GRACE_FRACTION, sp.REDUCTION_FACTOR, brackets)
+        below = [[m for m in new.bracket_milestones(k) if m < sz.epochs]
+                 for k in range(brackets)]
         setup.append(f"- `{space}`: {sz.trials} trials per sweep, {sz.concurrent} at a time, "
                      f"`--set epochs={sz.epochs}` (the space's budget is {sp.MAX_EPOCHS}"
                      + (f"; also {', '.join(sz.sets)}" if sz.sets else "") + f"); default rungs "
-                     f"{new.milestones} (grace {sp.GRACE_FRACTION:g} of the budget, reduction "
-                     f"factor {sp.REDUCTION_FACTOR}), previous {old.milestones}; TPE start-up "
-                     f"{strategy.startup_trials(sz.trials)} trials.")
+                     f"{below[0]} (grace {sp.GRACE_FRACTION:.3g} of the budget, reduction "
+                     f"factor {sp.REDUCTION_FACTOR}); {brackets} brackets: "
+                     f"{', '.join(map(str, below))}; TPE start-up "
+                     f"{strategy.startup_trials(sz.trials)} trials (multivariate, constant "
+                     "liar).")
     cmd = ("python -m benchmarks.run --gpu" if name == "gpu_search" else
            "python -m benchmarks.search_efficiency" + (" --quick" if quick else ""))
     n_seeds = int(runs["seed"].nunique())

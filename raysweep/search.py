@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix a parameter for every trial (repeatable), e.g. --set lr=1e-3")
     p.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be stopped")
     p.add_argument("--reduction-factor", type=int, help="ASHA: keep 1/N at each rung")
+    p.add_argument("--brackets", type=int,
+                   help="asynchronous Hyperband: N brackets, each trial in one, the k-th with "
+                        "its first rung at grace * factor**k (default 1: plain ASHA)")
     p.add_argument("--searcher", choices=SEARCHERS, default="tpe",
                    help="Optuna TPE (default) or random sampling, as a baseline")
     p.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",

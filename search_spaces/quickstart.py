@@ -15,20 +15,21 @@ Fixed: smallcnn width 16, concat fusion, image_space linear, crop adaptive_bg at
 
 Early stopping: the learning rate decays over the whole budget and nearly every trial is at its
 best in its last epoch, so ASHA compares late enough for the order of the trials to mean
-something: at 1/4 and 3/4 of the budget (GRACE_FRACTION 0.25, reduction factor 3: rungs 10 and
-30 of 40), which moves with `--set epochs=N`. Why there (benchmarks/RESULTS.md, "Search
-efficiency": 5 seeds of 8 random trials x 8 epochs, ASHA replayed on random's own curves): a
-first rung at 1/10 to 1/6 of the budget kept random's winner in 3 of 5 seeds, 1/4 in 3 (factor
-3) or 4 (factor 2) of 5, 1/3 and 1/2 in 3 or 4; the replay does not separate these plans by
-more than one seed, and factor 3 stops more of the rest (rungs 10 and 30, not 10 and 20). The
-sampler is raysweep's TPE for trials in flight (`raysweep/sweep/strategy.py`). Measured against
-random search on this space, the methods' medians differ by less than their spread over seeds.
+something: at 1/3 and 2/3 of the budget, keeping half at each (GRACE_FRACTION 1/3, reduction
+factor 2: rungs 13 and 26 of 40), which moves with `--set epochs=N`. Why there: ASHA replayed on
+random search's recorded curves (`benchmarks/search_replay.py`; 40 random trials of 8 epochs,
+resampled into sweeps of 24, 2 at a time) kept random's winner in 94% of the resampled sweeps
+with rungs at 3/8 and 6/8, and reached random's final best at 0.53 of random's time with a
+10-s set-up counted, against 63% and 0.58 for the earlier 1/4 with factor 3 and 55% for 1/8:
+this space's winners are late bloomers, and a later first rung with a gentler cut keeps them.
+The sampler is raysweep's TPE for trials in flight (`raysweep/sweep/strategy.py`). Measured
+in real sweeps: benchmarks/RESULTS.md, "Search efficiency".
 """
 
 MAX_EPOCHS = 40
-GRACE_FRACTION = 0.25
-GRACE_PERIOD = 10  # GRACE_FRACTION of MAX_EPOCHS, for readers of the absolute value
-REDUCTION_FACTOR = 3
+GRACE_FRACTION = 1 / 3
+GRACE_PERIOD = 13  # GRACE_FRACTION of MAX_EPOCHS, for readers of the absolute value
+REDUCTION_FACTOR = 2
 NUM_SAMPLES = 16
 FIXED = {"backbone": "smallcnn", "fusion": "concat", "image_space": "linear",
          "crop": "adaptive_bg", "image_size": 32, "width": 16, "batch_size": 64,

@@ -65,15 +65,18 @@ def test_per_seed_measures_against_that_seeds_random_run():
 
 def test_a_space_measured_again_replaces_only_its_own_runs(tmp_path):
     """`BENCH_SPACES=quickstart` then `BENCH_SPACES=tabular` build one section: measuring a
-    space drops its earlier runs from the log and keeps the other space's."""
+    space drops its earlier runs from the log and keeps the other space's; measuring some
+    seeds (a run in parts) drops only those."""
     log = tmp_path / "runs.jsonl"
     rows = [{"space": s, "method": BASELINE, "seed": k, "history": {"t": [1.0], "val": [2.0]}}
-            for s in ("tabular", "quickstart") for k in (0, 1)]
+            for s in ("tabular", "quickstart") for k in (0, 1, 2)]
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    forget(log, ["quickstart"])
+    forget(log, ["quickstart"], range(0, 5))
     kept = load_log(log)
-    assert list(kept["space"]) == ["tabular", "tabular"] and list(kept["seed"]) == [0, 1]
-    forget(tmp_path / "none.jsonl", ["tabular"])  # nothing measured yet: nothing to drop
+    assert list(kept["space"]) == ["tabular"] * 3 and list(kept["seed"]) == [0, 1, 2]
+    forget(log, ["tabular"], range(1, 2))
+    assert list(load_log(log)["seed"]) == [0, 2]
+    forget(tmp_path / "none.jsonl", ["tabular"], range(5))  # nothing measured: nothing to drop
 
 
 def test_the_set_up_before_the_first_result_is_carried_per_seed():

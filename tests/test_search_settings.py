@@ -25,6 +25,18 @@ def test_rungs_are_the_milestones_ray_places(epochs, fraction, rf):
     assert strategy.make_scheduler(plan, "m", "min")._brackets[0]._rungs
 
 
+@pytest.mark.parametrize("epochs,grace,rf", [(16, 4, 3), (8, 3, 2), (200, 50, 3), (27, 1, 3)])
+def test_brackets_are_the_ones_ray_places(epochs, grace, rf):
+    """Asynchronous Hyperband: bracket k compares from the first bracket's k-th rung on."""
+    plan = strategy.Rungs(grace, rf, epochs, brackets=3)
+    ray_brackets = strategy.make_scheduler(plan, "m", "min")._brackets
+    assert len(ray_brackets) == 3
+    for k, bracket in enumerate(ray_brackets):
+        assert plan.bracket_milestones(k) == sorted(int(m) for m, _ in bracket._rungs)
+    assert len(strategy.make_scheduler(strategy.Rungs(grace, rf, epochs), "m", "min")
+               ._brackets) == 1
+
+
 def test_the_first_rung_is_a_fraction_of_the_budget():
     assert strategy.grace_epochs(200, 0.25) == 50
     assert strategy.grace_epochs(40, 0.25) == 10
@@ -95,9 +107,11 @@ def test_a_sweep_resolves_the_spaces_rungs_for_its_budget(tmp_path, name, epochs
     assert spec.epochs == epochs and spec.searcher == "tpe"
     assert spec.early_stopping.grace_period == strategy.grace_epochs(epochs, sp.GRACE_FRACTION)
     assert spec.early_stopping.reduction_factor == sp.REDUCTION_FACTOR
-    given, _ = resolve(Request(space=name, storage=str(tmp_path), grace_period=3,
+    assert spec.early_stopping.brackets == 1  # plain ASHA unless asked
+    given, _ = resolve(Request(space=name, storage=str(tmp_path), grace_period=3, brackets=3,
                                sets=(f"epochs={epochs}",)))
     assert given.early_stopping.grace_period == 3  # --grace-period still wins
+    assert given.early_stopping.brackets == 3
 
 
 def test_the_tuner_samples_and_stops_with_the_strategy(tmp_path, ray_local):
@@ -117,6 +131,13 @@ def test_the_tuner_samples_and_stops_with_the_strategy(tmp_path, ray_local):
     sampler = config.search_alg._sampler
     assert sampler._constant_liar and sampler._multivariate and sampler._n_startup_trials == 4
     assert sorted(m for m, _ in config.scheduler._brackets[0]._rungs) == [10, 30]
+    assert len(config.scheduler._brackets) == 1
+    hedged, sweep = resolve(Request(space="tabular", storage=str(tmp_path), num_samples=12,
+                                    sets=("epochs=40",), brackets=2))
+    config = build_tuner(TuneJob(hedged, sweep.space, sweep.overrides, refs={}, plan=pl,
+                                 tracker=None))._local_tuner._tune_config
+    assert [sorted(m for m, _ in b._rungs) for b in config.scheduler._brackets] == [[10, 30],
+                                                                                   [30]]
 
 
 @pytest.mark.parametrize("name", ["tabular", "quickstart"])

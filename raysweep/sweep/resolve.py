@@ -112,6 +112,7 @@ def _check_flags(request: Request) -> None:
                                ("--workers-per-trial", request.workers_per_trial, 1),
                                ("--grace-period", request.grace_period, 1),
                                ("--reduction-factor", request.reduction_factor, 2),
+                               ("--brackets", request.brackets, 1),
                                ("--max-failures", request.max_failures, 0)):
         if value is not None and value < least:
             raise UserError(f"{flag} must be at least {least}, got {value}", where=flag,
@@ -155,6 +156,8 @@ def _refuse_what_resume_ignores(request: Request, saved: SweepSpec) -> None:
              ("--reduction-factor", request.reduction_factor not in (
                  None, saved.early_stopping.reduction_factor),
               saved.early_stopping.reduction_factor),
+             ("--brackets", request.brackets not in (None, saved.early_stopping.brackets),
+              saved.early_stopping.brackets),
              ("--no-early-stopping", not request.early_stopping and saved.early_stopping.enabled,
               "on"),
              ("--smoke-test", request.smoke_test and not saved.smoke_test, "off")]
@@ -201,7 +204,8 @@ def _new_spec(request: Request, sp: spaces.Space, root: str, data: Any, epochs: 
             else sp.GPUS_PER_TRIAL, max_concurrent=request.max_concurrent),
         early_stopping=EarlyStopping(request.early_stopping,
                                      request.grace_period or space_grace(sp, epochs),
-                                     request.reduction_factor or sp.REDUCTION_FACTOR),
+                                     request.reduction_factor or sp.REDUCTION_FACTOR,
+                                     request.brackets or getattr(sp, "BRACKETS", 1)),
         tracking=Tracking(uri=tracking_uri(), experiment=sp.name))
 
 

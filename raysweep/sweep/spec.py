@@ -47,6 +47,7 @@ class Request:
     smoke_test: bool = False
     grace_period: int | None = None
     reduction_factor: int | None = None
+    brackets: int | None = None  # None: the space's BRACKETS (1 = plain ASHA)
     max_failures: int = 1
     searcher: str = "tpe"
     early_stopping: bool = True
@@ -73,6 +74,7 @@ class EarlyStopping:
     enabled: bool  # False: every trial runs its last epoch (no ASHA)
     grace_period: int
     reduction_factor: int
+    brackets: int = 1  # asynchronous Hyperband's brackets (records before it: 1, plain ASHA)
 
 
 @dataclass(frozen=True)

@@ -27,14 +27,23 @@ class Rungs:
     grace_period: int
     reduction_factor: int
     max_epochs: int
+    # Asynchronous Hyperband: each trial joins one of `brackets` ASHA brackets (Ray draws it,
+    # favouring those with more rungs); bracket k starts comparing at grace * rf**k, so the
+    # later brackets hedge against a first rung that cuts late bloomers.
+    brackets: int = 1
 
     @property
     def milestones(self) -> list[int]:
-        """The rungs Ray's ASHA places: grace * rf**k, up to the budget (the rung at the budget
-        itself, when it falls there, stops nothing: every trial ends there anyway)."""
+        """The rungs Ray's ASHA places (in its first bracket): grace * rf**k, up to the budget
+        (the rung at the budget itself, when it falls there, stops nothing: every trial ends
+        there anyway)."""
+        return self.bracket_milestones(0)
+
+    def bracket_milestones(self, k: int) -> list[int]:
+        """Bracket k's rungs: the first bracket's from its k-th on (Ray's rule)."""
         g, rf, top = self.grace_period, self.reduction_factor, self.max_epochs
         n = int(math.log(top / g) / math.log(rf) + 1) if top >= g else 1
-        return [g * rf**k for k in range(n)]
+        return [g * rf**i for i in range(k, n)]
 
     def epochs_share(self) -> float:
         """The share of the no-early-stopping epochs a sweep spends when each rung keeps its
@@ -53,8 +62,8 @@ def grace_epochs(max_epochs: int, fraction: float) -> int:
     return min(max_epochs, max(1, round(max_epochs * fraction)))
 
 
-def rungs(max_epochs: int, fraction: float, reduction_factor: int) -> Rungs:
-    return Rungs(grace_epochs(max_epochs, fraction), reduction_factor, max_epochs)
+def rungs(max_epochs: int, fraction: float, reduction_factor: int, brackets: int = 1) -> Rungs:
+    return Rungs(grace_epochs(max_epochs, fraction), reduction_factor, max_epochs, brackets)
 
 
 def startup_trials(num_samples: int) -> int:
@@ -82,11 +91,11 @@ def make_sampler(name: str, seed: int, num_samples: int):
 
 
 def make_scheduler(plan: Rungs | None, metric: str, mode: str):
-    """ASHA over `plan`'s rungs, or None (every trial runs its whole budget)."""
+    """ASHA over `plan`'s rungs and brackets, or None (every trial runs its whole budget)."""
     if plan is None:
         return None
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(time_attr="training_iteration", metric=metric, mode=mode,
                          max_t=plan.max_epochs, grace_period=plan.grace_period,
-                         reduction_factor=plan.reduction_factor)
+                         reduction_factor=plan.reduction_factor, brackets=plan.brackets)

@@ -69,7 +69,7 @@ def build_tuner(job: TuneJob):
     stopping, max_epochs = spec.early_stopping, spec.epochs
     scheduler = strategy.make_scheduler(
         strategy.Rungs(min(stopping.grace_period, max_epochs), stopping.reduction_factor,
-                       max_epochs) if stopping.enabled else None, metric, mode)
+                       max_epochs, stopping.brackets) if stopping.enabled else None, metric, mode)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler,
