@@ -147,3 +147,17 @@ def test_spaces_state_the_rungs_they_compute(name):
     plan = strategy.rungs(sp.MAX_EPOCHS, sp.GRACE_FRACTION, sp.REDUCTION_FACTOR)
     below = [str(m) for m in plan.milestones if m < sp.MAX_EPOCHS]
     assert f"rungs {' and '.join(below)} of {sp.MAX_EPOCHS}" in " ".join(sp.doc.split())
+
+
+def test_resume_refuses_other_brackets(tmp_path):
+    """--resume continues a sweep with the brackets it started with: another --brackets is
+    refused in one paragraph, the same one (or none) is not."""
+    from raysweep.errors import UserError
+    from raysweep.sweep.resolve import _refuse_what_resume_ignores, resolve
+    from raysweep.sweep.spec import Request
+
+    saved, _ = resolve(Request(space="tabular", storage=str(tmp_path), name="s", brackets=2))
+    with pytest.raises(UserError, match="--brackets"):
+        _refuse_what_resume_ignores(Request(name="s", resume=True, brackets=3), saved)
+    for same in (2, None):
+        _refuse_what_resume_ignores(Request(name="s", resume=True, brackets=same), saved)
