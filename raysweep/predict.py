@@ -56,7 +56,7 @@ from raysweep.tracking.store import store_errors, tracking_uri
 log = logging.getLogger(__name__)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m raysweep.predict", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("photos", nargs="+", metavar="PHOTO")
@@ -72,62 +72,95 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", help="write the per-photo CSV here (default for a folder or "
                                   "manifest input: predictions.csv)")
     ap.add_argument("--debug", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.debug)
     if args.level is not None and not 0 < args.level < 1:
         raise UserError(f"--level must be between 0 and 1, got {args.level}", fix="e.g. --level 0.95")
-    from_store = not args.model or args.model.startswith(("models:/", "runs:/"))
-    with store_errors(tracking_uri()) if from_store else contextlib.nullcontext():
-        if not args.model:
-            args.model = latest_champion()
-            log.info("no --model: using the most recently registered champion, %s", args.model)
-        predictor = load_predictor(args.model, device=args.device)
-    if not hasattr(predictor, "calibration") and Path(args.model).is_dir():
-        bounds.attach(predictor, args.model)  # the calibration.json eval_winners stored with it
-    if getattr(predictor, "calibration", None) is None:
-        log.warning("%s has no calibration.json: no error bound (run `python -m "
-                    "raysweep.eval_winners` to calibrate the champion)", args.model)
-    elif why := predictor.calibration.why_no_bound(args.level):
-        log.warning("%s (ask for a lower --level, or calibrate on more validation photos)", why)
-    args.photos, listed, batch = expand_inputs(args.photos)
+    model, predictor = load_model(args.model, args.device)
+    warn_without_bound(predictor, model, args.level)
+    paths, listed, batch = expand_inputs(args.photos)
     target = args.out or ("predictions.csv" if batch else None)
     if target:
         check_writable(target, "--out")  # before the photos are read, not after
-    _, size = geometry(predictor)
-    photos, names, failed = [], [], []
-
-    for p in tqdm(args.photos, desc="photos", file=sys.stderr, disable=len(args.photos) < 8):
-        try:
-            photos.append(read_photo(p, size))
-            names.append(p)
-        except UserError as e:
-            if not args.keep_going:
-                raise
-            failed.append(p)
-            log.error("%s", e.message())
-    if not photos:
-        raise UserError("no readable photo among the arguments", fix="check the paths")
-    overrides = read_meta_csv(args.meta, names) if args.meta else None
-    if listed is not None:  # a manifest's own metadata columns, as --meta would give them
-        given = listed.set_index("photo").loc[names].reset_index(drop=True)
-        overrides = given if overrides is None else overrides.combine_first(given)
+    photos, names, failed = read_photos(paths, geometry(predictor)[1], args.keep_going)
+    overrides = photo_metadata(args.meta, listed, names)
     out = predict_photos(predictor, photos, overrides, level=args.level)
     if target:
         out.to_csv(target, index=False, float_format="%.4f")
         log.info("wrote %d predictions with bounds and flags to %s", len(out), target)
     if not batch or args.format != "table":
         print(format_output(out, args.format))
+    invalid = summarize(out, predictor)
+    return 1 if failed or invalid else 0
+
+
+def load_model(model: str | None, device: str):
+    """--model (default: the most recently registered champion) -> (the model it names, its
+    predictor, with the calibration a checkpoint folder holds beside it)."""
+    from_store = not model or model.startswith(("models:/", "runs:/"))
+    with store_errors(tracking_uri()) if from_store else contextlib.nullcontext():
+        if not model:
+            model = latest_champion()
+            log.info("no --model: using the most recently registered champion, %s", model)
+        predictor = load_predictor(model, device=device)
+    if not hasattr(predictor, "calibration") and Path(model).is_dir():
+        bounds.attach(predictor, model)  # the calibration.json eval_winners stored with it
+    return model, predictor
+
+
+def warn_without_bound(predictor, model: str, level: float | None) -> None:
+    """Say before any photo is read when the predictions will carry no error bound, and why."""
+    if getattr(predictor, "calibration", None) is None:
+        log.warning("%s has no calibration.json: no error bound (run `python -m "
+                    "raysweep.eval_winners` to calibrate the champion)", model)
+    elif why := predictor.calibration.why_no_bound(level):
+        log.warning("%s (ask for a lower --level, or calibrate on more validation photos)", why)
+
+
+def read_photos(paths: list[str], size: int, keep_going: bool):
+    """-> (the photos read, their paths, the paths that could not be read: only with
+    --keep-going; otherwise the first unreadable photo stops the command)."""
+    photos, names, failed = [], [], []
+    for p in tqdm(paths, desc="photos", file=sys.stderr, disable=len(paths) < 8):
+        try:
+            photos.append(read_photo(p, size))
+            names.append(p)
+        except UserError as e:
+            if not keep_going:
+                raise
+            failed.append(p)
+            log.error("%s", e.message())
+    if not photos:
+        raise UserError("no readable photo among the arguments", fix="check the paths")
+    return photos, names, failed
+
+
+def photo_metadata(meta: str | None, listed: pd.DataFrame | None,
+                   names: list[str]) -> pd.DataFrame | None:
+    """The metadata per photo that overrides EXIF: --meta's CSV, then a manifest's own columns."""
+    overrides = read_meta_csv(meta, names) if meta else None
+    if listed is not None:  # a manifest's own metadata columns, as --meta would give them
+        given = listed.set_index("photo").loc[names].reset_index(drop=True)
+        overrides = given if overrides is None else overrides.combine_first(given)
+    return overrides
+
+
+def summarize(out: pd.DataFrame, predictor) -> list[str]:
+    """The flag and bound summary lines on stderr; -> the photos the model gave no finite
+    colour (an error: the rows stay in the output, flagged, but the command must fail)."""
     print(ood.summary_line(out), file=sys.stderr)
     if getattr(predictor, "calibration", None) is not None:
         print(bounds.regime_line(out["bound_regime"]), file=sys.stderr)
     invalid = out.loc[out["ita_category"] == INVALID, "photo"].tolist()
     if invalid:
-        # the rows stay in the output, flagged, but the command must not look successful
         log.error("the model gave no finite colour for %d of %d photos (%s): it has diverged; "
                   "use another model (re-run eval_winners, which refuses such models)",
                   len(invalid), len(out), ", ".join(invalid[:5]))
-    return 1 if failed or invalid else 0
-
+    return invalid
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")

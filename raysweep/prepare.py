@@ -26,11 +26,11 @@ from raysweep.data.card import card_path, load_card
 from raysweep.data.crop import CropParams
 from raysweep.data.demo import FOREIGN, make_folder
 from raysweep.data.pipeline import card_from_labels, load_prepared, write_debug_crops
-from raysweep.data.prepared import SplitSettings
+from raysweep.data.prepared import Prepared, SplitSettings
 from raysweep.errors import UserError, run_cli, setup_logging
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m raysweep.prepare", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_argument_group("dataset (a card, or images + labels to write one)")
@@ -55,43 +55,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--smoke-test", action="store_true",
                     help="prepare a tiny drawn folder twice (second run from the cache) and exit")
     ap.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(args.debug)
     if args.smoke_test:
         return _smoke_test(args)
-    if bool(args.card) == bool(args.images or args.labels):
-        raise UserError("give either --card, or --images and --labels", where="arguments",
-                        fix="see python -m raysweep.prepare --help")
-    if args.card:
-        card = card_path(args.card)
-    else:
-        if not (args.images and args.labels):
-            raise UserError("--images and --labels go together", where="arguments")
-        card = card_from_labels(args.images, args.labels, args.columns, args.illuminant,
-                                args.card_out, args.skip_bad)
-        print(f"wrote {card}", file=sys.stderr)
+    card = dataset_card(args)
     t0 = time.perf_counter()
     data = load_prepared(card, size=args.size, split=SplitSettings(
                              args.split_by, args.val_fraction, args.test_fraction, args.seed),
                          cache_dir=args.cache_dir,
                          skip_bad=True if args.skip_bad else None, workers=args.workers,
                          progress=not args.no_progress)
-    info = data.info
-    counts = ", ".join(f"{k} {len(data.indices(k))}" for k in ("train", "val", "test"))
-    mode = "tabular (no images)" if info["tabular"] else f"4 crop variants at {args.size} px"
-    print(f"prepared {len(data)} rows, {mode}, "
-          f"{'from the cache' if info['cached'] else 'in %.1f s' % (time.perf_counter() - t0)}"
-          f"\n  cache: {Path(info['cache_dir']) / info['cache_key'] / str(args.size)}"
-          f"\n  split {info['split_id']} ({counts}): {info['split_file']}"
-          f"\n  content hash: {info['content_hash']}")
-    if info.get("rejects_file"):
-        print(f"  skipped {info['n_rejected']} bad row(s): {info['rejects_file']}")
+    print_prepared(data, args.size, time.perf_counter() - t0)
     if args.debug_crops:
-        out = Path(info["cache_dir"]) / "debug_crops"
+        out = Path(data.info["cache_dir"]) / "debug_crops"
         written = write_debug_crops(load_card(card), data.frame, args.debug_crops, out,
                                     CropParams(size=args.size))
         print(f"  {len(written)} debug overlay(s) in {out}")
     return 0
+
+
+def dataset_card(args: argparse.Namespace) -> Path:
+    """--card, or the card --images and --labels write (said on stderr)."""
+    if bool(args.card) == bool(args.images or args.labels):
+        raise UserError("give either --card, or --images and --labels", where="arguments",
+                        fix="see python -m raysweep.prepare --help")
+    if args.card:
+        return card_path(args.card)
+    if not (args.images and args.labels):
+        raise UserError("--images and --labels go together", where="arguments")
+    card = card_from_labels(args.images, args.labels, args.columns, args.illuminant,
+                            args.card_out, args.skip_bad)
+    print(f"wrote {card}", file=sys.stderr)
+    return card
+
+
+def print_prepared(data: Prepared, size: int, seconds: float) -> None:
+    """What was prepared and where it lies: rows, mode, cache, split, content hash, rejects."""
+    info = data.info
+    counts = ", ".join(f"{k} {len(data.indices(k))}" for k in ("train", "val", "test"))
+    mode = "tabular (no images)" if info["tabular"] else f"4 crop variants at {size} px"
+    took = "from the cache" if info["cached"] else f"in {seconds:.1f} s"
+    print(f"prepared {len(data)} rows, {mode}, {took}"
+          f"\n  cache: {Path(info['cache_dir']) / info['cache_key'] / str(size)}"
+          f"\n  split {info['split_id']} ({counts}): {info['split_file']}"
+          f"\n  content hash: {info['content_hash']}")
+    if info.get("rejects_file"):
+        print(f"  skipped {info['n_rejected']} bad row(s): {info['rejects_file']}")
 
 
 def _smoke_test(args) -> int:
