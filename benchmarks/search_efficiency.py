@@ -60,18 +60,18 @@ class Size:
 
 
 def sizes(quick: bool) -> dict[str, Size]:
-    """Sized for 2 shared CPU cores: each space's 25 sweeps (5 seeds x 5 methods) in two parts
-    of under 25 minutes (the spaces' own budgets, 24 x 200 epochs and 16 x 40, would take hours
-    per seed there). 24 trials, the tabular space's own budget: with 8-12 a search has little to
-    learn from and ASHA little to cut (the rung replay of random's curves, resampled to 24
-    trials, saves a third more than at 12), and each sweep's fixed set-up (its first trial's
-    process, ~10 s) weighs less in its span. Epochs are those the recorded curves have. A GPU
-    machine runs the tabular budget at half size and more trials at once."""
+    """Each space's own trial budget (NUM_SAMPLES: tabular 24, quickstart 16), 2 at a time, at
+    the epochs the earlier runs' recorded curves have (16 and 8: the spaces' own 200 and 40 would
+    take hours per seed on 2 shared CPU cores). With the 8-12 trials measured before, a search
+    had little to learn from and ASHA little to cut, and each sweep's fixed set-up (its first
+    trial's process, ~10 s) was a fifth to two fifths of random's span. A space's 25 sweeps run
+    in parts of under 25 minutes (BENCH_FIRST_SEED). A GPU machine runs the tabular budget at
+    half size and more trials at once."""
     if quick:
         return {"tabular": Size(6, 12, 2), "quickstart": Size(4, 4, 2, ("width=8",))}
     if machine()["gpus"]:
-        return {"tabular": Size(24, 100, 4), "quickstart": Size(24, 20, 4, ("width=8",))}
-    return {"tabular": Size(24, 16, 2), "quickstart": Size(24, 8, 2, ("width=8",))}
+        return {"tabular": Size(24, 100, 4), "quickstart": Size(16, 20, 4, ("width=8",))}
+    return {"tabular": Size(24, 16, 2), "quickstart": Size(16, 8, 2, ("width=8",))}
 
 
 def image_share() -> int:
