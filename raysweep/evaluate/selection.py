@@ -36,6 +36,9 @@ import pandas as pd
 from raysweep.data.prepared import Prepared
 from raysweep.evaluate import baselines
 from raysweep.evaluate.stats import errors_of
+from raysweep.models.inputs import fit_stats
+from raysweep.train import LocalReporter, fit
+from raysweep.train.predictor import Predictor
 
 log = logging.getLogger(__name__)
 FAMILIES = ("gbm", "gbm_context")  # baselines that compete with the leaders on the folds
@@ -64,6 +67,14 @@ class OutOfFold:
 
     def errors(self, data: Prepared) -> np.ndarray:
         return errors_of(self.pred, data.target[self.rows])[0]
+
+    def without(self, j: int) -> OutOfFold:
+        """The other folds' predictions, renumbered 0..k-2: a calibration that fold j's
+        sessions can then check as new ones (benchmarks.new_sessions_bounds)."""
+        keep = self.fold != j
+        return OutOfFold(self.rows[keep], self.pred[keep],
+                         np.unique(self.fold[keep], return_inverse=True)[1],
+                         [f for i, f in enumerate(self.folds) if i != j])
 
 
 def sessions_of(data: Prepared) -> np.ndarray | None:
@@ -134,10 +145,6 @@ def fold_data(data: Prepared, held_out: list[str]) -> Prepared:
 def _fit_score(cfg, data: Prepared) -> tuple[float, np.ndarray]:
     """Last-epoch validation dE00 and the final model's predictions of the validation rows (the
     final model, not the best epoch: picking the epoch on the held-out session would leak it)."""
-    from raysweep.models.inputs import fit_stats
-    from raysweep.train import LocalReporter, fit
-    from raysweep.train.predictor import Predictor
-
     result = fit(cfg, data, reporter=LocalReporter())
     model = result.model.eval()
     pred = Predictor(model, cfg, fit_stats(data, cfg), {}).predict(data.subset(data.indices("val")))
