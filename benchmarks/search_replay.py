@@ -18,13 +18,23 @@ from benchmarks.search_curves import time_to
 from raysweep.sweep import strategy
 
 
-def replay(curves: list[np.ndarray], plan: strategy.Rungs | None, concurrency: int):
+def replay(curves: list[np.ndarray], plan: strategy.Rungs | None, concurrency: int,
+           seed: int = 0):
     """(t, best so far) and the span of `curves` (in start order) under `plan` (None: no
-    stopping), with `concurrency` trials at a time and one unit of time per epoch."""
-    rungs = [(m, {}) for m in plan.milestones if m < plan.max_epochs][::-1] if plan else []
+    stopping), with `concurrency` trials at a time and one unit of time per epoch. With
+    `plan.brackets` > 1 each trial joins a bracket drawn as Ray draws it (favouring brackets
+    with more rungs), seeded by `seed`; each bracket records its own rungs."""
+    brackets = [[(m, {}) for m in plan.bracket_milestones(k) if m < plan.max_epochs][::-1]
+                for k in range(plan.brackets)] if plan else [[]]
+    sizes = np.array([len(plan.bracket_milestones(k)) for k in range(plan.brackets)]
+                     if plan else [0])
+    odds = np.exp(sizes - sizes.max())
+    joins = np.random.default_rng(seed).choice(len(brackets), size=len(curves),
+                                               p=odds / odds.sum())
     free = [0.0] * concurrency
     events: list[tuple[float, float]] = []
     for i, curve in enumerate(curves):
+        rungs = brackets[joins[i]]
         slot = int(np.argmin(free))
         t = free[slot]
         for epoch, val in enumerate(curve, start=1):
@@ -55,11 +65,11 @@ def stops(rungs: list, trial: int, epoch: int, val: float, plan) -> bool:
 
 
 def rung_table(runs: pd.DataFrame, baseline: str, fractions: list[float], factors: list[int],
-               concurrency: dict[str, int]) -> pd.DataFrame:
+               concurrency: dict[str, int], brackets: int = 1) -> pd.DataFrame:
     """Per space and (grace fraction, reduction factor): over the seeds' random sweeps, the
     median share of random's own time until the replay reaches random's final best, and in how
     many seeds it does (it fails when the rungs stop random's winner). `concurrency`: each
-    space's trials at a time."""
+    space's trials at a time; `brackets`: asynchronous Hyperband's (1: plain ASHA)."""
     rows = []
     for space, group in runs[runs["method"] == baseline].groupby("space", sort=False):
         if not all("trial" in pd.DataFrame(h) for h in group["history"]):
@@ -68,14 +78,14 @@ def rung_table(runs: pd.DataFrame, baseline: str, fractions: list[float], factor
         top = max(len(c) for c in seeds[0])
         # first the sweep as it ran (no stopping): when random itself reached its final best
         for frac, rf in [(None, None)] + [(f, r) for f in fractions for r in factors]:
-            plan = strategy.rungs(top, frac, rf) if frac else None
+            plan = strategy.rungs(top, frac, rf, brackets) if frac else None
             shares = []
-            for curves in seeds:
+            for seed, curves in enumerate(seeds):
                 base, span = replay(curves, None, concurrency[space])
-                got, _ = replay(curves, plan, concurrency[space])
+                got, _ = replay(curves, plan, concurrency[space], seed)
                 shares.append(time_to(got, float(base[1][-1])) / span)
             rows.append({"space": space, "grace fraction": round(frac, 3) if frac else "-",
-                         "reduction factor": rf or "-",
+                         "reduction factor": rf or "-", "brackets": brackets if plan else "-",
                          "rungs": str([m for m in plan.milestones if m < top]) if plan
                          else "none (random as it ran)",
                          "median share of random's time": float(np.median(shares)),

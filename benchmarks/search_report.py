@@ -10,6 +10,8 @@ from benchmarks.search_replay import rung_table
 
 # the rung plans replayed on random's curves: the spaces' 1/4 and 3 among earlier, later, wider
 REPLAY_FRACTIONS, REPLAY_FACTORS = [1 / 10, 1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2], [2, 3, 4]
+# and the spaces' defaults (1/4 with 3, 1/3 with 2) in the bracketed method's brackets
+HEDGED = [1 / 4, 1 / 3], [2, 3]
 
 TARGET_FRAC = 1 / 3
 
@@ -77,8 +79,10 @@ def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, method
     seeds = per_seed(runs, BASELINE, DEFAULT)
     table = summary(seeds)
     goals = targets(table, seeds, BASELINE, DEFAULT)
-    rungs_seen = rung_table(runs, BASELINE, REPLAY_FRACTIONS, REPLAY_FACTORS,
-                            {k: v.concurrent for k, v in sizes.items()})
+    concurrency = {k: v.concurrent for k, v in sizes.items()}
+    rungs_seen = pd.concat([rung_table(runs, BASELINE, REPLAY_FRACTIONS, REPLAY_FACTORS,
+                                       concurrency),
+                            rung_table(runs, BASELINE, *HEDGED, concurrency, brackets)])
     png = result_path(name, quick, ".png")
     plot(runs, methods, png)
     setup = []

@@ -105,6 +105,20 @@ def test_replayed_rungs_follow_ashas_rule_and_can_cut_a_late_bloomer():
     assert span == 1 + 3 and time_to((t, best), 2.0) == 4
 
 
+def test_replayed_brackets_hedge_the_first_rung():
+    """Two brackets over 3 epochs, grace 1 and rf 2: bracket 0 compares at epochs 1 and 2,
+    bracket 1 at epoch 2 only. The late bloomer (trial 1) is cut at epoch 1 in bracket 0 and
+    kept in bracket 1 (trial 0 is the first at epoch 2); Ray draws bracket 1 with odds
+    e^-1 : 1 (one rung fewer), so over seeds it survives in about a quarter of the replays."""
+    curves = [np.array([5.0, 4.0, 3.0]), np.array([6.0, 5.0, 1.0]), np.array([4.0, 3.0, 2.0])]
+    plan = strategy.Rungs(1, 2, 3, brackets=2)
+    assert [plan.bracket_milestones(k) for k in range(2)] == [[1, 2], [2]]
+    kept = [time_to(replay(curves, plan, 1, seed)[0], 1.0) < math.inf for seed in range(60)]
+    assert 0.1 < np.mean(kept) < 0.45
+    runs = [replay(curves, plan, 1, 7)[0][1] for _ in range(2)]
+    assert np.array_equal(*runs)  # seeded: the same draw each time
+
+
 def test_the_rung_table_replays_each_seeds_random_sweep():
     def sweep(seed, curves):
         h = pd.DataFrame([(0.0, v, i, e + 1) for i, c in enumerate(curves) for e, v in
@@ -122,3 +136,5 @@ def test_the_rung_table_replays_each_seeds_random_sweep():
     assert table.loc[1.0, "median share of random's time"] == pytest.approx((6 / 9 + 3 / 9) / 2)
     assert table.loc["-", "rungs"] == "none (random as it ran)"  # the row to compare with
     assert table.loc["-", "median share of random's time"] == pytest.approx(0.5)
+    hedged = rung_table(runs, BASELINE, [1 / 3], [2], concurrency={"s": 1}, brackets=2)
+    assert list(hedged["brackets"]) == ["-", 2]
