@@ -9,10 +9,12 @@ written by hand), the load note, the one Markdown-table helper, and where result
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,11 +134,31 @@ def write_section(name: str, quick: bool, section: Section | str) -> list[Path]:
     return written
 
 
-def main(name: str, run) -> None:
-    """A benchmark module's `__main__`: print its section and keep it in results/."""
-    import sys
+def parse_args(name: str, argv: Sequence[str] | None = None, options: dict[str, str] = (),
+               valued: dict[str, str] = ()) -> argparse.Namespace:
+    """A benchmark module's command line: `--quick`, the module's own switches (`options`) and
+    valued flags (`valued`), each flag -> its help; `--help` prints the module's docstring and
+    runs nothing; an unknown argument is refused (a typo must not start a long run)."""
+    doc = (getattr(sys.modules.get("__main__"), "__doc__", None) or "").strip()
+    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc or None,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help=f"the small size; results go to results/{name}_quick.*")
+    for flag, text in dict(options).items():
+        ap.add_argument(flag, action="store_true", help=text)
+    for flag, text in dict(valued).items():
+        ap.add_argument(flag, help=text)
+    return ap.parse_args(argv)
 
-    quick = "--quick" in sys.argv[1:]
-    section = run(quick=quick)
+
+def main(name: str, run, alternatives: dict[str, tuple] = ()) -> None:
+    """A benchmark module's `__main__`: print its section and keep it in results/.
+    `alternatives`: flag -> (the run function it selects instead of `run`, its help)."""
+    alternatives = dict(alternatives)
+    args = parse_args(name, options={flag: text for flag, (_, text) in alternatives.items()})
+    for flag, (other, _) in alternatives.items():
+        if getattr(args, flag.lstrip("-").replace("-", "_")):
+            run = other
+    section = run(quick=args.quick)
     print(section)
-    write_section(name, quick, section)
+    write_section(name, args.quick, section)

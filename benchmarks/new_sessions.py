@@ -243,6 +243,5 @@ def run_saved(quick: bool = False):
 
 
 if __name__ == "__main__":
-    import sys
-
-    bench_main("new_sessions", run_saved if "--from-saved" in sys.argv else run)
+    bench_main("new_sessions", run, {"--from-saved": (
+        run_saved, "recompute bounds and flags from the last run's saved model outputs")})

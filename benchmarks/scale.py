@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -189,10 +188,9 @@ def section(n, walls, starts, out, tracked, quick) -> Section:
 
 
 if __name__ == "__main__":
-    from benchmarks import write_section
+    from benchmarks import parse_args, write_section
 
-    args = sys.argv[1:]
-    count = int(args[args.index("--trials") + 1]) if "--trials" in args else None
-    result = run(quick="--quick" in args, trials=count)
+    args = parse_args("scale", valued={"--trials": "trials per sweep (default: the full size)"})
+    result = run(quick=args.quick, trials=int(args.trials) if args.trials else None)
     print(result)
-    write_section("scale", "--quick" in args, result)
+    write_section("scale", args.quick, result)

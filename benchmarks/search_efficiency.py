@@ -225,6 +225,5 @@ def run(quick: bool = False, name: str = "search_efficiency") -> Section:
 
 
 if __name__ == "__main__":
-    import sys
-
-    bench_main("search_efficiency", from_log if "--from-log" in sys.argv else run)
+    bench_main("search_efficiency", run, {"--from-log": (
+        from_log, "rebuild the section from the recorded runs, training nothing")})

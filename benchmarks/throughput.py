@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -186,9 +185,6 @@ def section(rows: list[dict], trials: int, reports: int, quick: bool) -> Section
 
 
 if __name__ == "__main__":
-    from benchmarks import write_section
+    from benchmarks import main
 
-    quick = "--quick" in sys.argv[1:]
-    result = run(quick=quick)
-    print(result)
-    write_section("throughput", quick, result)
+    main("throughput", run)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import benchmarks
 from benchmarks import run as bench
 from benchmarks import study_analysis as study
 from raysweep.errors import UserError
@@ -58,8 +59,6 @@ def test_a_quick_run_never_replaces_full_results(tmp_path, monkeypatch):
 def test_a_section_keeps_its_numbers_beside_its_markdown(tmp_path, monkeypatch):
     import json
 
-    import benchmarks
-
     monkeypatch.setattr(benchmarks, "RESULTS", tmp_path)
     section = benchmarks.Section("## s\n\n" + benchmarks.md_table([(1, 0.12345, "a|b")],
                                                                  ["n", "x", "t"]),
@@ -73,8 +72,6 @@ def test_a_section_keeps_its_numbers_beside_its_markdown(tmp_path, monkeypatch):
 
 
 def test_the_machine_description_comes_from_the_machine(tmp_path, monkeypatch):
-    import benchmarks
-
     here = benchmarks.machine()
     assert here["cores"] >= 1 and here["cpu"]
     gpu = {**here, "gpus": ["NVIDIA H200"]}
@@ -151,3 +148,27 @@ def test_xattn_is_the_best_fusion_only_if_it_beats_every_other():
     assert said == "inconclusive (xattn ties film)"
     said = study.fusion_verdict(eff([("concat", 0.1, 0.3), ("film", -0.1, 0.2)]))[1]
     assert said.startswith("disagrees (concat")
+
+
+def test_a_benchmark_help_runs_nothing_and_a_typo_is_refused(monkeypatch, capsys, tmp_path):
+    def must_not_run(quick=False):
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(benchmarks, "RESULTS", tmp_path)
+    for argv in (["--help"], ["--quick", "--from-nowhere"]):
+        monkeypatch.setattr("sys.argv", ["benchmarks.x", *argv])
+        with pytest.raises(SystemExit) as e:
+            benchmarks.main("x", must_not_run)
+        assert e.value.code == (0 if argv == ["--help"] else 2)
+    assert "--quick" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_benchmark_alternative_flag_selects_its_run(monkeypatch, tmp_path):
+    monkeypatch.setattr(benchmarks, "RESULTS", tmp_path)
+    monkeypatch.setattr("sys.argv", ["benchmarks.x", "--quick", "--from-saved"])
+    ran = []
+    benchmarks.main("x", lambda quick: ran.append(("run", quick)) or "## x",
+                    {"--from-saved": (lambda quick: ran.append(("saved", quick)) or "## x", "h")})
+    assert ran == [("saved", True)]
+    assert (tmp_path / "x_quick.md").read_text().startswith("## x")
