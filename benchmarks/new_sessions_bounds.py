@@ -25,12 +25,13 @@ from benchmarks import main as bench_main
 
 # name -> (calibrate_sessions' `scaled`, FLOOR_GAP (None: no floor), a quantile per ITA group)
 VARIANTS = {
-    "folds' choice, per ITA group, floor at level - 0.08 (the default)": (None, 0.08, True),
-    "folds' choice, per ITA group, floor at level - 0.10": (None, 0.10, True),
+    "folds' choice, per ITA group, floor at level - 0.10 (the default)": (None, 0.10, True),
+    "folds' choice, per ITA group, floor at level - 0.08": (None, 0.08, True),
+    "folds' choice, per ITA group, floor at level - 0.12": (None, 0.12, True),
     "folds' choice, per ITA group, no floor": (None, None, True),
     "folds' choice, one quantile, no floor": (None, None, False),
-    "constant sigma, per ITA group, floor at level - 0.08": (False, 0.08, True),
-    "group sigma, per ITA group, floor at level - 0.08": ("group", 0.08, True),
+    "constant sigma, per ITA group, floor at level - 0.10": (False, 0.10, True),
+    "scaled sigma, per ITA group, floor at level - 0.10": (True, 0.10, True),
 }
 
 

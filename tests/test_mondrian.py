@@ -54,3 +54,15 @@ def test_a_known_group_the_cells_miss_is_lifted_to_the_floor():
     w = 1.0 / counts[inv]  # every session weighs the same within the group
     assert np.sum(w * (scores[dark] <= bound[dark])) / w.sum() >= 0.82
     assert np.mean(scores <= bound) >= 0.9
+
+
+def test_the_lift_judged_out_of_fold_is_at_least_the_in_sample_one():
+    g = _groups()
+    rng = np.random.default_rng(3)
+    scores = rng.uniform(0.5, 1.5, len(g["cell"])) * np.where(g["tone"] == "dark", 3.0, 1.0)
+    _, _, inside = mondrian.fit(scores, g, 0.9, 0.8)
+    g["fold"] = np.array([s[-1] for s in g["session"]]).astype(int) % 3  # sessions, 3 folds
+    table, pooled, outside = mondrian.fit(scores, g, 0.9, 0.8)
+    assert outside >= inside > 1.0
+    # the cell quantiles themselves use every fold
+    assert table == mondrian.fit(scores, {k: v for k, v in g.items() if k != "fold"}, 0.9, 0.8)[0]

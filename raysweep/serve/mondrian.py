@@ -11,7 +11,10 @@ cell). The bound's multiplier for a new photo is:
    least `MIN_SESSIONS` sessions; else the pooled quantile (a small cell's quantile is noise);
 2. times one factor >= 1 that lifts every KNOWN group of the calibration photos (their TRUE ITA
    group, from their labels, and their camera) to at least `floor` coverage: a tone that the
-   model mistakes for a lighter one errs like neither cell, and only the labels see it.
+   model mistakes for a lighter one errs like neither cell, and only the labels see it. With a
+   "fold" in the groups, each fold's scores are judged against the cell quantiles of the OTHER
+   folds (as a new session's are against all of them): in-sample, the cells fit their own
+   scores and the lift comes out too small.
 """
 
 from __future__ import annotations
@@ -67,11 +70,18 @@ def floor_factor(ratio: np.ndarray, sessions: np.ndarray, known: dict[str, np.nd
 
 def fit(scores, groups: dict, level: float, floor: float) -> tuple[dict[str, float], float, float]:
     """(cell table, pooled quantile, floor factor) from scores and their `groups`: "cell" (the
-    predicted ITA group), "session", and the known groups ("tone", "camera")."""
+    predicted ITA group), "session", the known groups ("tone", "camera") and optionally "fold"."""
     s = np.asarray(scores, np.float64)
     cells, sessions = np.asarray(groups["cell"]), np.asarray(groups["session"])
     pooled = session_quantile(s, sessions, level)
     table = cell_quantiles(s, cells, sessions, level)
     ratio = s / np.maximum(multipliers(cells, table, pooled), 1e-12)
+    if "fold" in groups and len(np.unique(groups["fold"])) > 1:
+        fold = np.asarray(groups["fold"])
+        for f in np.unique(fold):
+            m = fold == f
+            t = cell_quantiles(s[~m], cells[~m], sessions[~m], level)
+            p = session_quantile(s[~m], sessions[~m], level)
+            ratio[m] = s[m] / np.maximum(multipliers(cells[m], t, p), 1e-12)
     known = {k: np.asarray(v) for k, v in groups.items() if k in ("tone", "camera")}
     return table, pooled, floor_factor(ratio, sessions, known, floor)
