@@ -133,8 +133,9 @@ def section(m: dict, quick: bool = False) -> Section:
         f"model's out-of-fold errors ({run0['n_oof']} photos in seed {m['seeds'][0]}); the test "
         "sessions take no part in any choice. Intervals resample sessions and tones (two-way "
         "cluster bootstrap), pooled over seeds." + again + "\n",
-        *([f"The bound's sigma (constant, scaled by every difficulty feature, or by camera and "
-           f"predicted ITA group), chosen by the session folds: {chosen}.\n"] if chosen
+        *([f"The bound's sigma (constant, or by camera and predicted ITA group), chosen by the "
+           f"session folds, each fold covered by the bound the other folds calibrate: {chosen}."
+           "\n"] if chosen
           else []),
         *([f"Crowning per seed: {crowns}.\n"] if crowns else []),
         f"Targets: {TARGETS}.\n",
