@@ -430,11 +430,7 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
     if not np.isfinite(err).all():
         raise ValueError("out-of-fold errors are not finite: a fold model or the targets hold NaN")
     folds = np.unique(oof.fold)
-    sid = sub.frame["set_id"].astype(str).str.strip().to_numpy()
-    # the cell is what a new photo has (its predicted tone), the known groups need the labels, the
-# fold lets the lift to the floor be judged out of fold
-    groups = {"cell": ita_groups(oof.pred), "session": sid, "tone": ita_groups(sub.target),
-              "camera": np.asarray(sub.camera).astype(str), "fold": oof.fold.astype(str)}
+    groups = _score_groups(sub, oof)
     want = {None: None, True: "scaled", False: "constant"}.get(scaled, scaled)
     if want not in (None, *METHODS):
         raise ValueError(f"scaled must be True, False, None or one of {METHODS}, got {scaled!r}")
@@ -459,14 +455,22 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
             f"every camera and ITA group lifted to {level - FLOOR_GAP:.0%}",
             "n_fit": len(err), "n_cal": len(err),
             "sessions_held_out": len(held), **({"chosen_by_folds": chosen} if chosen else {})}
-    train_sessions = train.frame["set_id"].astype(str).str.strip() \
-        if "set_id" in train.frame.columns else pd.Series([], dtype=str)
     return Calibration(level=level, scores=scores[order].tolist(), ranges=ranges,
                        difficulty=diff, info=info, regime=NEW, seen=extras.seen,
-                       sessions=sorted(set(train_sessions)),
-                       weights=session_weights(sid)[order].tolist(),
+                       sessions=sorted(_sessions(train)),
+                       weights=session_weights(groups["session"])[order].tolist(),
                        groups={k: np.asarray(v).astype(str)[order].tolist()
                                for k, v in groups.items()})
+
+
+def _score_groups(sub: Prepared, oof) -> dict[str, np.ndarray]:
+    """Per out-of-fold photo: its cell (the predicted ITA group: what a new photo has), session,
+    known groups (true ITA group from the labels, camera) and fold (so that the lift to the
+    floor is judged out of fold), as raysweep.serve.mondrian takes them."""
+    return {"cell": ita_groups(oof.pred),
+            "session": sub.frame["set_id"].astype(str).str.strip().to_numpy(),
+            "tone": ita_groups(sub.target), "camera": np.asarray(sub.camera).astype(str),
+            "fold": oof.fold.astype(str)}
 
 
 def _cross_scores(x: np.ndarray, names: list[str], err: np.ndarray, fold: np.ndarray,
