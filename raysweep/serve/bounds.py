@@ -395,8 +395,8 @@ def _regime(val: Prepared, train: Prepared) -> tuple[str, list[str]]:
 
 METHODS = ("constant", "scaled", "group")  # the new-session bound's sigma: 1, ridge, by group
 # the ones the folds choose from: the ridge on every feature (scaled) only when asked, because its
-# fold coverage did not carry to the test sessions (benchmarks/results/new_sessions_bounds_quick.md:
-# whole seeds at 69%): several of its features (the correction, the light's distance to the
+# fold coverage did not carry to the test sessions (benchmarks/results/new_sessions_bounds_quick.md
+# as of b0325a0: a whole seed at 68.8%): several of its features (the correction, the light's distance to the
 # training sessions) depend on which model and which sessions, and a fold model is not the final one
 AUTO = ("group",)
 CHOICE_LEVELS = (0.5, 0.7)  # with `level`, where the folds compare the bounds' shapes
