@@ -30,13 +30,14 @@ import numpy as np
 import torch
 
 from raysweep import color
+from raysweep.data.crop import CropParams
 from raysweep.data.prepared import Prepared
 from raysweep.data.ring import p50
 from raysweep.errors import UserError, unknown_name
 from raysweep.evaluate.breakdowns import background_type, is_neutral
 
-# Background ring of an adaptive_bg crop as a fraction of its side (bg_margin 0.25 per edge);
-# only used if raysweep.data.crop cannot be imported. See _ring_fraction.
+# Background ring of an adaptive_bg crop as a fraction of its side at CropParams' default
+# bg_margin (0.25 per edge): what _ring_fraction gives such a crop without recorded params.
 DEFAULT_RING_FRACTION = 1 / 6
 
 
@@ -72,12 +73,7 @@ def _ring_fraction(data: Prepared) -> float:
     if not crop.endswith("_bg"):
         return 0.0
     recorded = data.info.get("params") or {}  # the CropParams prepare used, when recorded
-    try:  # the crop module owns the geometry
-        from raysweep.data.crop import CropParams
-
-        defaults = vars(CropParams())
-    except ImportError:
-        return DEFAULT_RING_FRACTION
+    defaults = vars(CropParams())  # the crop module owns the geometry
     bg_scale = float(recorded.get("bg_scale", defaults["bg_scale"]))
     bg_margin = float(recorded.get("bg_margin", defaults["bg_margin"]))
     if crop.startswith("center"):

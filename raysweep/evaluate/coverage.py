@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from raysweep.evaluate import stats
+from raysweep.evaluate.breakdowns import group_labels
+from raysweep.serve import bounds, ood
 
 MIN_GROUP = 30
 LEVELS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
@@ -146,9 +148,6 @@ class Assessment:
 def assess(cal, data, pred: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Assessment:
     """Coverage of `cal`'s bound on `data` (with ground truth) by camera, ITA group and session,
     the reliability curve, and how often each OOD flag fires on these photos."""
-    from raysweep.evaluate.breakdowns import group_labels
-    from raysweep.serve import bounds, ood
-
     err = bounds.errors(pred, data.target)
     bound = cal.bound(data, pred)
     groups = {k: v for k, v in group_labels(data).items() if k in TRUST_DIMENSIONS}
@@ -184,8 +183,6 @@ def champion_trust(predictor, data, split: str, level: float, n_boot: int = 1000
     the split makes it. A predictor with a `spread(data)` (an ensemble: how far its members
     disagree on a photo) hands that to the validation bound as one more sign of a hard photo.
     """
-    from raysweep.serve import bounds
-
     val, train = data.subset(data.indices("val")), data.subset(data.indices("train"))
     cams = list(predictor.stats.cameras)
     spread_of = getattr(predictor, "spread", None)

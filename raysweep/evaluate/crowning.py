@@ -19,6 +19,7 @@ from raysweep.evaluate import baselines, coverage, selection
 from raysweep.evaluate.leaders import Leader
 from raysweep.evaluate.record import EvalRun
 from raysweep.evaluate.scoring import comparisons, score
+from raysweep.train import NonFiniteLoss
 
 log = logging.getLogger("raysweep.eval_winners")
 
@@ -139,8 +140,6 @@ def calibrate(r: EvalRun) -> None:
     """The champion's error bound: the new-session bound from its out-of-fold errors over
     session folds (the validation bound kept beside it for seen sessions), or the validation
     bound alone when the data has too few sessions per camera (or --select-folds 1)."""
-    from raysweep.train import NonFiniteLoss
-
     s = r.settings
     champion = r.champion
     info = {"champion_run": champion.run_id, "split_id": r.eval_data.info.get("split_id")}

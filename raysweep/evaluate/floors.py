@@ -37,6 +37,7 @@ import pandas as pd
 import yaml
 
 from raysweep.data.prepared import Prepared
+from raysweep.synth import oracle
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,7 @@ class Floors:
 
 def knows() -> dict[str, str]:
     """"oracle:<tier>" -> its one line of what it knows (the oracle's own wording wins)."""
-    try:
-        from raysweep.synth import oracle
-
-        own = getattr(oracle, "KNOWS", {})
-    except ImportError:
-        own = {}
+    own = getattr(oracle, "KNOWS", {})
     return {f"oracle:{t}": {**KNOWS, **own}[t] for t in TIERS}
 
 
@@ -106,8 +102,6 @@ def run_floors(data: Prepared, tiers=TIERS) -> Floors:
     if card is None:  # one line, not one per tier: real data simply has no oracle
         out.skipped["floors"] = "the dataset is not synthetic: no generator to ask"
         return out
-    from raysweep.synth import oracle
-
     manifest = pd.read_csv(card.parent / yaml.safe_load(card.read_text())["manifest"],
                            usecols=["sample_id"])
     pos = pd.Series(np.arange(len(manifest)), index=manifest["sample_id"].astype(str))

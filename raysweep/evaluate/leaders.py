@@ -12,14 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
+from raysweep.data import splits
+from raysweep.data.pipeline import load_prepared
 from raysweep.data.prepared import Prepared, SplitSettings
 from raysweep.errors import UserError
 from raysweep.evaluate import trials
 from raysweep.evaluate.record import EvalRun
+from raysweep.synth import ensure_default_dataset
 from raysweep.tracking.checkpoints import ensure_checkpoint
 from raysweep.tracking.store import TRIAL_TAGS, Tracker, retry
 from raysweep.tracking.store import tracking_uri as default_tracking_uri
+from raysweep.train import predictor
 
 log = logging.getLogger("raysweep.eval_winners")
 
@@ -81,16 +86,12 @@ def data_source(client, parent_run_id: str, meta: dict, given: str | None) -> st
     except Exception:  # noqa: BLE001 - a deleted parent: fall through to the split file
         recorded = ""
     if recorded == "synthetic default":
-        from raysweep.synth import ensure_default_dataset
-
         return ensure_default_dataset()
     if recorded and not recorded.startswith("<"):
         return recorded
     split_file = meta.get("split_file") or ""
     if split_file and os.path.exists(split_file):
-        from raysweep.data.splits import read
-
-        card = read(split_file)[1].get("card")
+        card = splits.read(split_file)[1].get("card")
         if card:
             return card
     raise UserError("cannot tell which dataset the sweep was trained on", where=f"run "
@@ -126,8 +127,6 @@ def find_leaders(r: EvalRun) -> None:
 def load_leaders(r: EvalRun) -> None:
     """Each picked run's checkpoint and data, and its predictions on the split; best first."""
     loaded: dict = {}
-    from tqdm import tqdm
-
     for row in tqdm(list(r.picked.itertuples()), desc="leaders", unit="run", file=sys.stderr,
                     disable=len(r.picked) < 2):
         ld = _load_leader(r, row, loaded)
@@ -144,8 +143,6 @@ def load_leaders(r: EvalRun) -> None:
 def _load_leader(r: EvalRun, row, loaded: dict) -> Leader | None:
     """One picked run as a Leader with its predictions; None when it is skipped or refused."""
     s = r.settings
-    from raysweep.train import predictor
-
     data, split = s.data, s.split
     try:
         ckpt_dir = fetch_checkpoint(row.run_id, r.uri, r.work / row.run_id)
@@ -163,8 +160,6 @@ def _load_leader(r: EvalRun, row, loaded: dict) -> Leader | None:
         key = (meta.get("crop") or cfg.crop, int(meta.get("size") or cfg.image_size),
                cfg.split_by, cfg.val_fraction, cfg.test_fraction, cfg.seed)
         if key not in loaded:
-            from raysweep.data.pipeline import load_prepared
-
             src = data_source(r.client, ld.parent_run_id, meta, data)
             loaded[key] = load_prepared(src, crop=key[0], size=key[1],
                                         split=SplitSettings(*key[2:]))

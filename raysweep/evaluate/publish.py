@@ -104,6 +104,7 @@ def _log_to_mlflow(result: EvalResult, r: EvalRun) -> None:
     if not register or champion.checkpoint_dir is None:
         tracker.end(rid)
         return
+    # lazy: serve.pyfunc imports MLflow's model API (seconds); `eval_winners --help` starts without it
     from raysweep.serve.pyfunc import register_champion
 
     try:

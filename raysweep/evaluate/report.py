@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from raysweep.evaluate import coverage
 from raysweep.evaluate.breakdowns import DIMENSIONS
 from raysweep.tracking import importance, importance_plots
 
@@ -387,8 +388,6 @@ def _sections(inp: ReportInput) -> list[tuple[str, object]]:
     for name, (title, _) in PLOTS.items():
         sections.append((title, Path(name)))
     if inp.trust is not None:  # the champion's error bound, checked on these photos
-        from raysweep.evaluate import coverage
-
         sections += coverage.report_sections(inp.trust)
     if inp.importance is not None:
         sections += importance_sections(inp.importance)
@@ -402,8 +401,6 @@ def render(inp: ReportInput, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     written = {name: fn(inp, out / name) for name, (_, fn) in PLOTS.items()}
     if inp.trust is not None:
-        from raysweep.evaluate import coverage
-
         written.update(coverage.draw(inp.trust, out))
     if inp.importance is not None:  # drawn at the sweep's end; copied so the report stands alone
         for name in (importance_plots.IMPORTANCE_PNG, importance_plots.PARALLEL_PNG):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from raysweep.data.pipeline import load_prepared
 from raysweep.data.prepared import Prepared, SplitSettings
 from raysweep.errors import UserError
 from raysweep.evaluate import baselines, breakdowns, ensemble_candidate, floors, stats
@@ -160,8 +161,6 @@ def _baseline_data(base: Prepared, given, champion: Leader, client) -> Prepared:
     crop = str(base.info.get("crop") or "")
     if base.images is None or crop.endswith("_bg") or isinstance(given, Prepared):
         return base
-    from raysweep.data.pipeline import load_prepared
-
     cfg = champion.predictor.cfg
     src = data_source(client, champion.parent_run_id, champion.predictor.meta, given)
     return load_prepared(src, crop="adaptive_bg", size=int(base.info.get("size") or 64),

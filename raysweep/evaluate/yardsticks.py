@@ -22,8 +22,6 @@ def yardsticks(data: Prepared, split: str = "test", names=None, with_floors: boo
                                                           dict[str, np.ndarray]]:
     """(table: model, kind, n, mean, mean_lo, mean_hi, median, p95, knows; {name: why skipped};
     {name: per-photo dE00 on the split, in its row order})."""
-    from raysweep.evaluate.stats import errors_of
-
     train, test = data.subset(data.indices("train")), data.subset(data.indices(split))
     preds, skipped = baselines.run_baselines(train, test, names)
     rows, errs, notes = [], {}, {f"baseline:{k}": v for k, v in skipped.items()}
@@ -36,7 +34,7 @@ def yardsticks(data: Prepared, split: str = "test", names=None, with_floors: boo
         kinds.update(fl.kinds)
         lines, notes = fl.knows, {**notes, **fl.skipped}
     for name, pred in preds.items():
-        errs[name] = errors_of(pred, test.target)[0]
+        errs[name] = stats.errors_of(pred, test.target)[0]
         s = stats.summarize(errs[name], n_boot, seed)
         rows.append({"model": name, "kind": kinds[name], **s, "knows": lines.get(name, "")})
     table = pd.DataFrame(rows).sort_values(["kind", "mean"]).reset_index(drop=True)

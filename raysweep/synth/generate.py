@@ -37,9 +37,8 @@ def _init(ctx: Context, out: Path) -> None:
     global _CTX, _DIR
     _CTX, _DIR = ctx, out
     try:  # one numpy thread per worker: the workers are the parallelism
-        from threadpoolctl import (
-            threadpool_limits,  # lazy: optional, numpy threads as they are without it
-        )
+        # lazy: not a declared dependency (scikit-learn brings it); without it numpy keeps its threads
+        from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
     except ImportError:

@@ -13,6 +13,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from .camera import look_matrix
 from .drift import Drift, draw_drift, tint_field
@@ -124,8 +125,6 @@ def develop(cam, p: Plan) -> np.ndarray:
 
 
 def encode_jpeg(img: np.ndarray, quality: int, exif: bytes) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     # subsampling=2 is 4:2:0, what phones write.
     Image.fromarray(img).save(buf, format="JPEG", quality=quality, subsampling=2, exif=exif)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from raysweep.train.checkpoint import META_FILE, MODEL_FILE
 from raysweep.train.transfer import checkpoint_location, local_checkpoint_dir
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,6 @@ SCHEMES = {"s3": "s3", "gcs": "gs", "hdfs": "hdfs", "abfs": "abfs"}
 
 def served_files() -> tuple[str, ...]:
     """What a served or evaluated model needs: weights and metadata, no optimizer state."""
-    # Imported here: raysweep.train.checkpoint brings torch, which the read-only commands and
-    # the driver's hooks do not otherwise load.
-    from raysweep.train.checkpoint import META_FILE, MODEL_FILE
-
     return MODEL_FILE, META_FILE
 
 

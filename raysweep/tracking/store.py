@@ -27,12 +27,14 @@ import contextlib
 import logging
 import math
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from raysweep import __version__
 from raysweep.config import TrainConfig
 from raysweep.errors import UserError
 from raysweep.tracking.secrets import scrub_secrets, tracking_auth_from_env
@@ -88,8 +90,6 @@ def code_version() -> str:
                                cwd=here, text=True, capture_output=True, timeout=5).stdout
         return sha + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        from raysweep import __version__
-
         return f"raysweep-{__version__}"
 
 
@@ -172,8 +172,6 @@ def probe_sqlite(uri: str, write: bool = False) -> None:
     path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
     if not path.is_file():
         return  # MLflow creates a new store; its folder's trouble is said by MLflow
-    import sqlite3
-
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
         con.execute("PRAGMA schema_version").fetchone()
