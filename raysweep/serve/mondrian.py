@@ -60,6 +60,8 @@ def floor_factor(ratio: np.ndarray, sessions: np.ndarray, known: dict[str, np.nd
     """The least factor >= 1 with which every known group (of MIN_ROWS photos or more) has at
     least `floor` of its weight at ratio (score over its cell quantile) <= factor."""
     f = 1.0
+    if floor <= 0:  # no floor asked
+        return f
     for labels in known.values():
         for g in np.unique(labels):
             m = labels == g
