@@ -38,7 +38,7 @@ def load_prepared(source: str | Path, crop: str = "adaptive_bg", size: int = 64,
                   split: SplitSettings = SplitSettings(), cache_dir: str | Path | None = None,
                   *, skip_bad: bool | None = None, workers: int | None = None,
                   progress: bool = True) -> Prepared:
-    """The prepared dataset of a card (file or folder); see ARCHITECTURE.md "The data hand-off".
+    """The prepared dataset of a card (file or folder); see ARCHITECTURE.md ("data/").
 
     skip_bad=None follows the card's `skip_bad:` (default False: bad rows stop with one message).
     """
