@@ -178,7 +178,7 @@ def group_table(df: pd.DataFrame, by: str, per_sweep: bool = False) -> pd.DataFr
 
 
 def markdown(df: pd.DataFrame, title: str, per_sweep: bool = False) -> str:
-    # lazy: report.py loads matplotlib; eval_winners reads trials without ever rendering this
+    # lazy: report.py brings matplotlib and torch (seconds), which `summarize --help` never needs
     from raysweep.evaluate.report import frame_markdown
 
     lines = [f"# {title}\n", f"{len(df)} trial runs; {int((df['status'] == 'FINISHED').sum())} "
