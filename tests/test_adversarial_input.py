@@ -15,19 +15,7 @@ import pytest
 
 from raysweep.data.pipeline import load_prepared
 from tests.helpers.cli import assert_clear_error, cli
-
-
-def tabular(root, n: int = 12, **columns) -> pd.DataFrame:
-    """A tabular dataset (mean_L/a/b, no photos) with a card; `columns` override or add."""
-    root.mkdir(parents=True, exist_ok=True)
-    i = np.arange(n)
-    df = pd.DataFrame({"sample_id": [f"s{k:03d}" for k in i], "target_L": 40.0 + i,
-                       "target_a": 12.0, "target_b": 16.0, "mean_L": 38.0 + i,
-                       "mean_a": 11.0, "mean_b": 15.0, "tone_id": [f"t{k // 2}" for k in i],
-                       "exposure_time_s": 0.01, "iso": 100.0, "camera": "cam-a", **columns})
-    df.to_csv(root / "labels.csv", index=False)
-    (root / "dataset.yaml").write_text("name: t\nmanifest: labels.csv\n")
-    return df
+from tests.helpers.photos import tabular
 
 
 def prepare(root, cwd):

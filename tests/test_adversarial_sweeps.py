@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers.cli import assert_clear_error, cli
-from tests.test_adversarial_input import tabular
+from tests.helpers.photos import tabular
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "raysweep-test-secret-7f3a9c"

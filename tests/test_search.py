@@ -17,6 +17,7 @@ from raysweep.evaluate.record import EvalSettings
 from raysweep.sweep.run import run_sweep
 from raysweep.sweep.spec import Request
 from tests.helpers.fakes import make_prepared
+from tests.helpers.faults import slow_loop
 
 SPACE = '''"""Tiny test study: does lr matter? Scientific: lr. Nuisance: none. Fixed: tinycnn, 16 px."""
 MAX_EPOCHS = 3
@@ -37,14 +38,6 @@ def failing_loop(config):
 
     if config["train"]["lr"] > 1e-3:
         raise NonFiniteLoss(f"non-finite training loss at epoch 1 (lr={config['train']['lr']})")
-    train_loop_per_worker(config)
-
-
-def slow_loop(config):
-    """The real loop behind a pause, so that a sweep can be interrupted half-way."""
-    from raysweep.train.loop import train_loop_per_worker
-
-    time.sleep(1.0)
     train_loop_per_worker(config)
 
 
@@ -147,7 +140,7 @@ def test_resume_an_interrupted_sweep_without_duplicate_runs(ray_local, space_fil
         "from tests.helpers.fakes import make_prepared",
         "from raysweep.sweep.run import run_sweep",
         "from raysweep.sweep.spec import Request",
-        "from tests.test_search import slow_loop",
+        "from tests.helpers.faults import slow_loop",
         f"run_sweep(Request(space={space_file!r}, data=make_prepared(n=64, size=16),"
         f" num_samples=6, max_concurrent=1, storage={str(storage)!r}, name='rs', seed=1),"
         " loop=slow_loop)",

@@ -1,14 +1,16 @@
 """Fault injection through the loop's reporter: rank 0 kills its own process once per trial,
 right after it reported epoch k-1 (so at the start of epoch k), with a marker file so that the
-restarted trial runs on. Production code knows nothing of it."""
+restarted trial runs on; and a loop slow enough for a sweep to be interrupted half-way. Production
+code knows nothing of them."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 from raysweep.config import TrainConfig
-from raysweep.train.loop import fit
+from raysweep.train.loop import fit, train_loop_per_worker
 from raysweep.train.reporters import LocalReporter, Reporter, TuneReporter, pick_reporter
 
 
@@ -68,3 +70,9 @@ def killed_once_loop(config: dict, epoch: int = 2) -> None:
     """The real loop (what `train_loop_per_worker` runs), rank 0 killed once at `epoch`."""
     cfg = TrainConfig.from_dict(config["train"], where="config['train']")
     fit(cfg, config["data"], reporter=KillOnce(pick_reporter(), epoch))
+
+
+def slow_loop(config: dict) -> None:
+    """The real loop behind a pause, so that a sweep can be interrupted half-way."""
+    time.sleep(1.0)
+    train_loop_per_worker(config)
