@@ -82,7 +82,8 @@ def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, method
     concurrency = {k: v.concurrent for k, v in sizes.items()}
     rungs_seen = pd.concat([rung_table(runs, BASELINE, REPLAY_FRACTIONS, REPLAY_FACTORS,
                                        concurrency),
-                            rung_table(runs, BASELINE, *HEDGED, concurrency, brackets)])
+                            rung_table(runs, BASELINE, *HEDGED, concurrency, brackets)
+                            .query("brackets != '-'")])  # random as it ran: listed once
     png = result_path(name, quick, ".png")
     plot(runs, methods, png)
     setup = []
@@ -146,6 +147,7 @@ def replayed(table: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
     return ["Rungs replayed on random's own curves (`benchmarks/search_replay.py`): each seed's "
             "random sweep without early stopping, its trials in the same order and as many at "
             "a time, one unit of time per epoch, stopped by Ray's ASHA rule at other rungs "
+            "(the last rows: in 3 asynchronous-Hyperband brackets drawn as Ray draws them) "
             f"({', '.join(f'{k}: {v} seeds' for k, v in n.items())}). The share is of random's "
             "own time until the replay reaches random's final best (inf: not in most seeds; "
             "it fails when the rungs stop random's winner). No sampler is involved: this is "
