@@ -18,7 +18,8 @@ SPECIAL = {"__init__", "__main__"}
 # The layers of ARCHITECTURE.md, bottom up: a module imports only from layers below its own (or
 # from its own subpackage). Two subpackages on one layer do not import each other.
 # A function-local import of these is allowed without a word: importing them takes seconds (a
-# command must start fast) or they are optional. Any other function-local import says why with
+# command must start fast) or they are optional; not where the module already imports the same
+# package at its top (it is loaded then anyway). Any other function-local import says why with
 # "lazy: <reason>" on the line above it or on one of its own lines, or moves to the top of its
 # module. There is no list of exceptions: the rule holds for every module.
 LAZY = {
@@ -129,12 +130,25 @@ def functions(path: Path):
             yield node
 
 
+def top_level_packages(path: Path) -> set[str]:
+    """The packages a module imports at its top (absolute imports only)."""
+    found = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add((node.module or "").split(".")[0])
+    return found
+
+
 def untagged_local_imports(root: Path = PACKAGE) -> set[str]:
-    """"module path: imported name" for every function-local import outside LAZY that does
-    not say `lazy: <reason>` on the line above it or on one of its own lines."""
+    """"module path: imported name" for every function-local import that does not say
+    `lazy: <reason>` on the line above it or on one of its own lines, unless it is of a LAZY
+    package that its module does not already import at the top (then LAZY's reason holds)."""
     found = set()
     for path in sorted(root.rglob("*.py")):
         lines = path.read_text().splitlines()
+        top = top_level_packages(path)
         for fn in functions(path):
             for node in ast.walk(fn):
                 if isinstance(node, ast.Import):
@@ -145,7 +159,8 @@ def untagged_local_imports(root: Path = PACKAGE) -> set[str]:
                     continue
                 said = " ".join(lines[max(0, node.lineno - 2):node.end_lineno])
                 for name in names:
-                    if name.split(".")[0] not in LAZY and "lazy:" not in said:
+                    lazy = name.split(".")[0] in LAZY and name.split(".")[0] not in top
+                    if not lazy and "lazy:" not in said:
                         found.add(f"{path.relative_to(root).as_posix()}: {name}")
     return found
 
@@ -159,11 +174,13 @@ def test_function_local_imports_say_why():
 
 def test_the_local_import_rule_sees_an_untagged_import(tmp_path):
     (tmp_path / "m.py").write_text(
-        "import os\n"
+        "import os\nimport numpy as np\nfrom matplotlib import figure\n"
         "def f():\n    import torch\n    from raysweep.data import crop\n"
+        "    from matplotlib.ticker import LogLocator\n"
         "def g():\n    # lazy: a reason\n    from raysweep.evaluate import report\n"
         "    from raysweep.evaluate import (\n        stats,  # lazy: another\n    )\n")
-    assert untagged_local_imports(tmp_path) == {"m.py: raysweep.data"}
+    # torch is LAZY and not imported at the top; matplotlib is, so its reason cannot hold
+    assert untagged_local_imports(tmp_path) == {"m.py: raysweep.data", "m.py: matplotlib.ticker"}
 
 
 def oversized_functions(root: Path = PACKAGE) -> list[str]:

@@ -13,10 +13,14 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.transforms import blended_transform_factory
 
 from raysweep.evaluate import coverage
 from raysweep.evaluate.breakdowns import DIMENSIONS
@@ -101,8 +105,6 @@ def grouped_models(inp: ReportInput) -> list[tuple[str, list[str]]]:
 
 def _mark_groups(ax, groups: list[tuple[str, list[str]]]) -> None:
     """Lines between the row groups of a model-per-row plot, and each group's name on the right."""
-    from matplotlib.transforms import blended_transform_factory
-
     where = blended_transform_factory(ax.transAxes, ax.transData)
     start = 0
     for label, names in groups:
@@ -136,8 +138,6 @@ def plot_model_bars(inp: ReportInput, path: Path) -> Path:
     if inp.champion in s.index:  # the line to beat
         ax.axvline(s.loc[inp.champion, "mean"], color="tab:blue", linestyle=":", linewidth=1)
     # a log axis: the weakest baselines (~27 dE00) no longer squash the models (~1.3) together
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -202,8 +202,6 @@ def plot_heatmap(inp: ReportInput, path: Path) -> Path:
     the same column, on a log scale capped at HEATMAP_CAP: the champion's row is white, red is
     worse, blue better. One linear scale up to the weakest baseline's 27 dE00 painted every
     learned model (and the per-session baseline) the same pale colour."""
-    import matplotlib as mpl
-
     groups, mean, half, ratio = heatmap_cells(inp)
     rows, values = mean.index.tolist(), mean.to_numpy(dtype=float)
     label = (f"mean dE00 / {'champion' if inp.champion in rows else 'column best'}'s "
@@ -248,8 +246,6 @@ def plot_pred_vs_true(inp: ReportInput, path: Path) -> Path:
     ax1.set_ylabel("predicted L*")
     ax1.set_title(inp.champion, fontsize=8)
     segments = np.stack([t[:, 1:], p[:, 1:]], axis=1)
-    from matplotlib.collections import LineCollection
-
     ax2.add_collection(LineCollection(segments, colors="0.6", linewidths=0.5))
     ax2.scatter(t[:, 1], t[:, 2], s=6, label="true", color="k")
     ax2.scatter(p[:, 1], p[:, 2], s=6, label="predicted", color="tab:red", alpha=0.7)

@@ -23,10 +23,14 @@ import os
 import warnings
 from pathlib import Path
 
+import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import yaml
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ColSpec, Schema
 
 import raysweep
 from raysweep import _compat
@@ -49,9 +53,6 @@ REQUIREMENTS = ("torch", "timm", "numpy", "pandas", "pillow", "opencv-python-hea
 
 
 def signature():
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-
     inputs = Schema([ColSpec("string", c, required=False) for c in TEXT_INPUTS]
                     + [ColSpec("double", c, required=False) for c in NUMBER_INPUTS])
     outputs = Schema([ColSpec("double", "L"), ColSpec("double", "a"), ColSpec("double", "b"),
@@ -111,8 +112,6 @@ def predict_frame(predictor, frame: pd.DataFrame) -> pd.DataFrame:
 def using_store(uri: str):
     """Point MLflow's fluent API (which log_model needs) at `uri`, and restore it afterwards:
     a library call must not leave the caller's process logging somewhere else."""
-    import mlflow
-
     old = _compat.mlflow_store_uris()
     # set_registry_uri also exports MLFLOW_REGISTRY_URI (set_tracking_uri may export its own):
     # left behind, every later subprocess (a CLI, a test) would use this registry
@@ -164,8 +163,6 @@ def register_champion(checkpoint_dir: str | Path, name: str, run_id: str, uri: s
     `scores` (the evaluation's metrics) must all be finite: a model whose scores are NaN or inf
     has diverged and is refused before anything is registered.
     """
-    from mlflow.tracking import MlflowClient
-
     bad = {k: v for k, v in (scores or {}).items() if not math.isfinite(float(v))}
     if bad:
         raise UserError(f"refusing to register {name}@{alias}: its scores are not finite ({bad})",
@@ -185,8 +182,6 @@ def load_pyfunc_predictor(uri: str, device: str = "auto"):
     pickled python_model that `mlflow.pyfunc.load_model` would unpickle is never loaded: a model
     fetched from a tracking server must not be able to run code here.
     """
-    import mlflow.artifacts
-
     open_client()  # raysweep's bounded MLflow HTTP retries: ~10 s when the server is down, not 252
     try:
         store = tracking_uri()

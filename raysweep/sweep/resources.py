@@ -23,7 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import ray
-from ray import tune
+from ray import ActorID, PlacementGroupID, tune
+from ray.util import placement_group_table
+from ray.util.placement_group import PlacementGroup, remove_placement_group
 
 from raysweep import _compat
 from raysweep.errors import UserError
@@ -293,9 +295,6 @@ def orphaned_placement_groups() -> list:
     Train's cleaner can reach the State API (which needs the dashboard). The GCS table alone
     tells us which ones are orphans, dashboard or not.
     """
-    from ray import ActorID, PlacementGroupID
-    from ray.util.placement_group import PlacementGroup
-
     orphans = []
     live_states = _compat.placement_group_live_states()
     for pg in _compat.placement_group_table():
@@ -310,8 +309,6 @@ def orphaned_placement_groups() -> list:
 def free_orphaned_placement_groups(wait_s: float = 0.0) -> int:
     """Remove orphaned groups; with `wait_s`, keep looking that long for controllers that are
     still shutting down (at the end of a sweep)."""
-    from ray.util.placement_group import remove_placement_group
-
     freed = 0
     deadline = time.monotonic() + wait_s
     while True:
@@ -353,7 +350,5 @@ class PlacementGroupJanitor(tune.Callback):
 
 def _train_groups_alive() -> bool:
     """Any placement group besides Tune's (which are gone once the sweep ends) still held?"""
-    from ray.util import placement_group_table
-
     return any(pg["state"] in ("CREATED", "PENDING", "RESCHEDULING")
                for pg in placement_group_table().values())

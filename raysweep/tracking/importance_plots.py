@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -50,8 +51,6 @@ def plot_parallel(imp, path: Path) -> Path:
     score = trials[metric].to_numpy(dtype=float)
     fig = Figure(figsize=(max(6.4, 1.6 * len(axes)), 4.2))
     ax = fig.add_subplot()
-    import matplotlib as mpl
-
     norm = mpl.colors.Normalize(float(score.min()), float(score.max()) or 1.0)
     cmap = mpl.colormaps["viridis_r" if imp.mode == "min" else "viridis"]
     order = np.argsort(-score if imp.mode == "min" else score)  # the best drawn last, on top
