@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
@@ -240,8 +241,6 @@ def _log_warnings(out: pd.DataFrame) -> None:
 def write_debug_crops(card: Card, frame: pd.DataFrame, n: int, out_dir: Path,
                       params: CropParams) -> list[Path]:
     """Overlay PNGs for n rows spread over the dataset (first, last and evenly between)."""
-    import cv2
-
     rows = [i for i in range(len(frame)) if str(frame.get("image", [""] * len(frame))[i])]
     pick = [rows[j] for j in np.unique(np.linspace(0, len(rows) - 1, min(n, len(rows))).round()
                                        .astype(int))] if rows else []
