@@ -100,8 +100,11 @@ def request_for(space: str, method: str, seed: int, size: Size, data, root: str)
     from raysweep.sweep.spec import Request
 
     sampler, stopping = METHODS[method]
+    # BENCH_<SPACE>_FILE: that space from a file (e.g. its committed version, kept while the
+    # working tree's is being edited, so that every seed searches the same space)
+    where = os.environ.get(f"BENCH_{space.upper()}_FILE", space)
     # the space's rungs as it resolves them for this budget, as for a user
-    return Request(space=space, data=data, num_samples=size.trials,
+    return Request(space=where, data=data, num_samples=size.trials,
                    max_concurrent=size.concurrent, storage=root, seed=seed,
                    name=f"{space}-{seed}-{sampler}-{stopping}",
                    sets=(f"epochs={size.epochs}", *size.sets), searcher=sampler,
