@@ -18,8 +18,10 @@ from raysweep.errors import UserError, unknown_name
 CROPS = ("center_bg", "center_nobg", "adaptive_bg", "adaptive_nobg")
 FUSIONS = ("none", "concat", "film", "xattn")
 # A preset is a "+"-joined set of input blocks, always written in this order: the image, the
-# measured patch mean colour, the background-ring statistics, the camera metadata.
-FEATURE_BLOCKS = ("image", "mean", "ring", "meta")
+# measured patch mean colour, the background-ring statistics, the session-invariant ratios
+# (raysweep/data/invariant.py: patch over ring, exposure-normalised brightness), the camera
+# metadata.
+FEATURE_BLOCKS = ("image", "mean", "ring", "inv", "meta")
 FEATURES = tuple("+".join(b for i, b in enumerate(FEATURE_BLOCKS) if mask >> i & 1)
                  for mask in range(1, 2 ** len(FEATURE_BLOCKS)))
 IMAGE_FEATURES = tuple(f for f in FEATURES if f.startswith("image"))
@@ -125,9 +127,13 @@ class TrainConfig:
         return "ring" in self.features.split("+")
 
     @property
+    def uses_inv(self) -> bool:
+        return "inv" in self.features.split("+")
+
+    @property
     def uses_cond(self) -> bool:
         """Whether the preset has any non-image input to condition on."""
-        return self.uses_meta or self.uses_mean or self.uses_ring
+        return self.uses_meta or self.uses_mean or self.uses_ring or self.uses_inv
 
     def validate(self, where: str = "training config") -> None:
         choices = {

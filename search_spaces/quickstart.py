@@ -8,7 +8,8 @@ colour-correction matrix on the measured linear RGB), and the ring block hands t
 light reference around the patch. 40 epochs because the winner of 24 was still improving at its
 last epoch; ASHA stops the weak trials early.
 
-Scientific: features (image+mean+meta vs image+mean+ring+meta), head (residual vs ccm).
+Scientific: features (image+mean+meta vs image+mean+ring+meta vs image+mean+inv+meta: the
+session-invariant block, raysweep/data/invariant.py), head (residual vs ccm).
 Nuisance: lr, weight_decay.
 Fixed: smallcnn width 16, concat fusion, image_space linear, crop adaptive_bg at 32 px, batch 64,
 40 epochs, loss dE00 + 0.1 MSE(Lab) decaying, split by tone_id.
@@ -17,13 +18,11 @@ Early stopping: the learning rate decays over the whole budget and nearly every 
 best in its last epoch, so ASHA compares late enough for the order of the trials to mean
 something: at 1/3 and 2/3 of the budget, keeping half at each (GRACE_FRACTION 1/3, reduction
 factor 2: rungs 13 and 26 of 40), which moves with `--set epochs=N`. Why there: ASHA replayed on
-random search's recorded curves (`benchmarks/search_replay.py`; 40 random trials of 8 epochs,
-resampled into sweeps of 24, 2 at a time) kept random's winner in 94% of the resampled sweeps
-with rungs at 3/8 and 6/8, and reached random's final best at 0.53 of random's time with a
-10-s set-up counted, against 63% and 0.58 for the earlier 1/4 with factor 3 and 55% for 1/8:
-this space's winners are late bloomers, and a later first rung with a gentler cut keeps them.
-The sampler is raysweep's TPE for trials in flight (`raysweep/sweep/strategy.py`). Measured
-in real sweeps: benchmarks/RESULTS.md, "Search efficiency".
+random search's recorded curves (`benchmarks/search_replay.py`, in benchmarks/RESULTS.md's
+"Search efficiency") keeps random's winner more often with a later first rung and a gentler cut
+than with the earlier 1/4 and factor 3 (8 epochs: rungs 3 and 6 instead of 2 and 6): this
+space's winners are late bloomers. The sampler is raysweep's TPE for trials in flight
+(`raysweep/sweep/strategy.py`).
 """
 
 MAX_EPOCHS = 40
@@ -39,7 +38,8 @@ FIXED = {"backbone": "smallcnn", "fusion": "concat", "image_space": "linear",
 def define_by_run(trial):
     return {
         "features": trial.suggest_categorical("features",
-                                              ["image+mean+ring+meta", "image+mean+meta"]),
+                                              ["image+mean+ring+meta", "image+mean+meta",
+                                               "image+mean+inv+meta"]),
         "head": trial.suggest_categorical("head", ["residual", "ccm"]),
         "lr": trial.suggest_float("lr", 1e-3, 1e-2, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True),

@@ -8,10 +8,13 @@ on its linear RGB). Defaults come from a real phone dataset, where an MLP at lr 
 epochs reached 2.94 mean dE00 against 3.65 for gradient boosting, and a residual MLP trained on
 dE00 about 2.85.
 
-Scientific: features (mean+meta vs mean+ring+meta), head (residual, ccm, lab).
+Scientific: features (mean+meta vs mean+ring+meta vs mean+inv+meta), head (residual, ccm, lab).
 Nuisance: lr, weight_decay, dropout, meta_hidden, batch_size, aux_weight.
 Fixed: fusion none (the tabular MLP), 200 epochs, dE00 + MSE(Lab) decaying, split by tone_id.
-On data without ring columns, pin `--set features=mean+meta`.
+On data without ring columns, mean+ring+meta is refused: pin `--set features=mean+meta` or
+`--set features=mean+inv+meta`. `inv` is the session-invariant block (raysweep/data/invariant.py:
+patch over ring ratios and chromaticity, patch brightness per unit of EXIF exposure); without
+ring columns its ring columns are missing (flagged) and only the exposure column informs.
 
 Early stopping: the learning rate decays over the whole budget, so the MLP keeps improving to
 its last epochs (real phone data: the best trials peak at epochs 140-180 of 200, and a first rung
@@ -39,7 +42,8 @@ FIXED = {"fusion": "none", "epochs": MAX_EPOCHS, "warmup_epochs": 2.0, "aux_loss
 
 def define_by_run(trial):
     return {
-        "features": trial.suggest_categorical("features", ["mean+ring+meta", "mean+meta"]),
+        "features": trial.suggest_categorical("features",
+                                              ["mean+ring+meta", "mean+meta", "mean+inv+meta"]),
         "head": trial.suggest_categorical("head", ["residual", "ccm", "lab"]),
         "lr": trial.suggest_float("lr", 1e-3, 1e-2, log=True),
         "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),

@@ -72,7 +72,7 @@ def test_forward_backward_every_combination(backbone, features, fusion, images, 
     _perturb(model)
     uses_cond = cfg.uses_cond and (not cfg.uses_image or fusion != "none")
     changed = {k: v for k, v in batch.items()}
-    for key in ("meta", "mean", "ring"):
+    for key in ("meta", "mean", "ring", "inv"):
         if key in changed:
             changed[key] = changed[key] + 1.0
     with torch.no_grad():

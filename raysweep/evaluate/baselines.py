@@ -16,6 +16,13 @@ one. Each baseline is `fit(train: Prepared) -> self` then `predict(test: Prepare
 - `gbm`: gradient-boosted trees (one per Lab channel) on the `mean+meta` features and camera id.
 - `gbm_context`: the same trees given the background-ring statistics too (linear percentiles of
   the surround, log patch / ring): the light reference the photo carries.
+- `gbm_inv`: the same trees on the patch colour, the session-invariant block (raysweep.data.
+  invariant: patch over ring, its chromaticity, brightness per unit of exposure) and the camera,
+  WITHOUT the raw EXIF and ring levels, which name a session rather than correct for it (unseen
+  sessions of the default synthetic set, 5 folds over its 15 sessions: mean dE00 6.11 against
+  8.03 for `gbm` and 7.65 for `gbm_context`; adding the raw EXIF to it cost 0.7); without ring
+  statistics the ring columns are all missing and only the exposure column is left next to the
+  patch colour.
 - `per_session`: a ridge regression per capture session (`set_id`), quadratic in log linear patch
   RGB and log ring median, linear in EXIF. Within one session the light and the camera are fixed, so a
   small smooth map suffices; it is only defined for sessions seen in training, so on a split that
@@ -31,6 +38,7 @@ import torch
 
 from raysweep import color
 from raysweep.data.crop import CropParams
+from raysweep.data.invariant import invariant_inputs
 from raysweep.data.prepared import Prepared
 from raysweep.data.ring import p50
 from raysweep.errors import UserError, unknown_name
@@ -307,6 +315,13 @@ class GradientBoostedContext(GradientBoosted):
         return [data.mean_lab, ring_features(data), data.meta]
 
 
+class GradientBoostedInvariant(GradientBoosted):
+    """Gradient boosting on the patch colour, the session-invariant block and the camera."""
+
+    def _context(self, data: Prepared) -> list[np.ndarray]:
+        return [data.mean_lab, invariant_inputs(data)]
+
+
 def _nanmedian(x: np.ndarray) -> np.ndarray:
     """Column medians; NaN (no warning) for a column with no value at all."""
     with warnings.catch_warnings():
@@ -404,6 +419,7 @@ BASELINES = {
     "root_poly": RootPolynomial,
     "gbm": GradientBoosted,
     "gbm_context": GradientBoostedContext,
+    "gbm_inv": GradientBoostedInvariant,
     "per_session": PerSession,
 }
 

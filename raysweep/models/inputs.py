@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from raysweep.config import CORRECTING_HEADS, TrainConfig
+from raysweep.data.invariant import invariant_inputs
 from raysweep.data.prepared import RING_NAMES, Prepared
 from raysweep.errors import UserError
 
@@ -49,6 +50,8 @@ class FeatureStats:
     ring_std: list[float] = field(default_factory=list)
     image_mean: list[float] = field(default_factory=list)  # per channel, in the input space
     image_std: list[float] = field(default_factory=list)
+    inv_mean: list[float] = field(default_factory=list)  # the session-invariant block (inv)
+    inv_std: list[float] = field(default_factory=list)
 
     @property
     def n_meta_inputs(self) -> int:
@@ -91,6 +94,7 @@ def fit_stats(data: Prepared, cfg: TrainConfig) -> FeatureStats:
     ring_mean, ring_std = [], []
     if cfg.uses_ring:
         ring_mean, ring_std = _nan_mean_std(ring_inputs(data)[train])
+    inv_mean, inv_std = _nan_mean_std(invariant_inputs(data)[train]) if cfg.uses_inv else ([], [])
     image_mean, image_std = [], []
     if cfg.uses_image and data.images is not None and cfg.image_space != "srgb":
         image_mean, image_std = _image_channel_stats(data.images[train], cfg.image_space)
@@ -106,7 +110,7 @@ def fit_stats(data: Prepared, cfg: TrainConfig) -> FeatureStats:
         mean_lab_mean=lab_mean, mean_lab_std=lab_std, target_mean=target_mean,
         cameras=cameras, text_embed=cfg.text_embed, text_dim=text_dim, text_model=text_model,
         n_train=int(len(train)), ring_mean=ring_mean, ring_std=ring_std,
-        image_mean=image_mean, image_std=image_std,
+        image_mean=image_mean, image_std=image_std, inv_mean=inv_mean, inv_std=inv_std,
     )
 
 
@@ -162,7 +166,7 @@ def ring_inputs(data: Prepared) -> np.ndarray:
 
 def input_key(cfg: TrainConfig) -> tuple:
     """What decides which tensors `encode` returns (for caches of encoded datasets)."""
-    return (cfg.uses_image, cfg.uses_meta, cfg.uses_mean, cfg.uses_ring,
+    return (cfg.uses_image, cfg.uses_meta, cfg.uses_mean, cfg.uses_ring, cfg.uses_inv,
             cfg.head in CORRECTING_HEADS)
 
 
@@ -185,7 +189,8 @@ def encode(data: Prepared, stats: FeatureStats, cfg: TrainConfig) -> dict[str, t
     Keys: `image` (N,3,S,S) uint8 for image presets; `meta` (N, 2M) and `camera` (N,) and, with
     a text embedding, `text` (N, D) for presets with meta; `mean` (N, 6) normalised mean Lab plus
     missing flags for presets with mean; `ring` (N, 2R) normalised ring statistics plus missing
-    flags for presets with ring; `measured` (N, 3) the raw measured patch Lab for the heads that
+    flags for presets with ring; `inv` (N, 2K) the session-invariant block
+    (raysweep.data.invariant) plus missing flags for presets with inv; `measured` (N, 3) the raw measured patch Lab for the heads that
     correct it (a missing one replaced by the training mean; its flag is in `mean`); always
     `target` (N, 3) Lab.
     """
@@ -216,6 +221,9 @@ def encode(data: Prepared, stats: FeatureStats, cfg: TrainConfig) -> dict[str, t
     if cfg.uses_ring:
         out["ring"] = torch.from_numpy(_normalise_with_flags(ring_inputs(data), stats.ring_mean,
                                                              stats.ring_std))
+    if cfg.uses_inv:
+        out["inv"] = torch.from_numpy(_normalise_with_flags(invariant_inputs(data),
+                                                            stats.inv_mean, stats.inv_std))
     if cfg.head in CORRECTING_HEADS:
         measured = np.array(data.mean_lab, dtype=np.float32)
         gap = ~np.isfinite(measured).all(axis=1)

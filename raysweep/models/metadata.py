@@ -3,7 +3,8 @@
 Which inputs exist follows the feature preset: `meta` brings the continuous EXIF columns with
 their missing flags, the camera embedding and (optionally) the device-string embedding; `mean`
 brings the patch mean Lab with its missing flags; `ring` the background-ring statistics (the
-light reference around the patch) with theirs. Everything goes through one small MLP so that
+light reference around the patch) with theirs; `inv` the session-invariant ratios
+(raysweep.data.invariant) with theirs. Everything goes through one small MLP so that
 the fusions downstream see a single `out_dim`-wide vector.
 """
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from raysweep.config import TrainConfig
+from raysweep.data.invariant import INV_NAMES
 from raysweep.data.prepared import RING_NAMES
 from raysweep.models.inputs import FeatureStats
 
@@ -24,6 +26,7 @@ class ConditionEncoder(nn.Module):
     def __init__(self, cfg: TrainConfig, stats: FeatureStats):
         super().__init__()
         self.uses_meta, self.uses_mean, self.uses_ring = cfg.uses_meta, cfg.uses_mean, cfg.uses_ring
+        self.uses_inv = cfg.uses_inv
         n_in = 0
         if self.uses_meta:
             n_in += stats.n_meta_inputs
@@ -38,6 +41,8 @@ class ConditionEncoder(nn.Module):
             n_in += 6  # normalised L, a, b and their missing flags
         if self.uses_ring:
             n_in += 2 * len(RING_NAMES)  # normalised statistics and their missing flags
+        if self.uses_inv:
+            n_in += 2 * len(INV_NAMES)
         self.n_in = n_in
         self.out_dim = cfg.meta_hidden
         self.mlp = nn.Sequential(
@@ -59,4 +64,6 @@ class ConditionEncoder(nn.Module):
             parts.append(batch["mean"])
         if self.uses_ring:
             parts.append(batch["ring"])
+        if self.uses_inv:
+            parts.append(batch["inv"])
         return self.mlp(torch.cat(parts, dim=1))
