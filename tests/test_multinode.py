@@ -23,6 +23,7 @@ import pytest
 
 from tests.helpers.servers import (
     BIN,
+    START_TIMEOUT_S,
     basic_auth,
     create_mlflow_user,
     free_ports,
@@ -102,7 +103,7 @@ def two_nodes(tmp_path_factory, mlflow_server):
             start_new_session=True))
         address = f"http://127.0.0.1:{dash}"
         auth = {"Authorization": f"Bearer {token}"}
-        wait_until(lambda: bool(get_json(f"{address}/api/version", headers=auth)), 180,
+        wait_until(lambda: bool(get_json(f"{address}/api/version", headers=auth)), START_TIMEOUT_S,
                    "ray head", alive=lambda: None if procs[0].poll() is None
                    else head_log.read_text()[-3000:])
         node2_log = tmp / "node2.log"
@@ -121,7 +122,8 @@ def two_nodes(tmp_path_factory, mlflow_server):
             except json.JSONDecodeError:  # "No resource in the cluster" while the head starts
                 return []
 
-        wait_until(lambda: sum(n["state"] == "ALIVE" for n in nodes()) == 2, 180, "node2",
+        wait_until(lambda: sum(n["state"] == "ALIVE" for n in nodes()) == 2, START_TIMEOUT_S,
+                   "node2",
                    alive=lambda: None if procs[1].poll() is None
                    else node2_log.read_text()[-3000:])
         alive = [n for n in nodes() if n["state"] == "ALIVE"]

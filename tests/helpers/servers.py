@@ -22,6 +22,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+# How long a server or node may take to come up: generous, because on a loaded 2-core machine
+# (two pytest workers beside other jobs) an MLflow auth server took over 120 s. Each test's own
+# timeout still bounds the wait.
+START_TIMEOUT_S = 600
+# MLflow 3's server starts a job runner with about ten Huey consumer processes (each importing
+# MLflow: ~240 MB and seconds of CPU) for GenAI jobs that raysweep never submits; the test
+# servers run without it.
+NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def free_port() -> int:
@@ -132,11 +140,11 @@ def mlflow_server(root: Path, env: dict | None = None,
         [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
          "--artifacts-destination", artifacts or str(root / "mlartifacts"), "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
-        cwd=root, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)
+        cwd=root, env={**os.environ, **NO_JOBS, **(env or {})}, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_ok(f"{url}/health"), 120, "mlflow server",
+        wait_until(lambda: http_ok(f"{url}/health"), START_TIMEOUT_S, "mlflow server",
                    alive=lambda: None if proc.poll() is None else
                    (root / "mlflow-server.log").read_text()[-3000:])
         yield url
@@ -164,15 +172,24 @@ def mlflow_auth_server(root: Path) -> Iterator[tuple[str, str]]:
                 "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{root}/auth.db",
                 "MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw,
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex(),
-                "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1"})
+                "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1",
+                **NO_JOBS})
     log_path = root / "mlflow-auth-server.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(["sh", str(script)], cwd=root, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: http_ok(f"{url}/health"), 120, "mlflow auth server",
-                   alive=lambda: None if proc.poll() is None else log_path.read_text()[-3000:])
+        def dead() -> str | None:
+            return None if proc.poll() is None else log_path.read_text()[-3000:]
+
+        wait_until(lambda: http_ok(f"{url}/health"), START_TIMEOUT_S, "mlflow auth server",
+                   alive=dead)
+        # /health answers before the auth app has built its tables: until the API answers the
+        # admin, creating a user fails.
+        search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+        wait_until(lambda: get_json(search, 30, basic_auth("admin", admin_pw)) is not None,
+                   START_TIMEOUT_S, "mlflow auth API", alive=dead)
         yield url, admin_pw
     finally:
         stop_group(proc)
@@ -251,7 +268,8 @@ def autoscaling_ray(tmp: Path, worker_types: dict, token: str,
          "--min-worker-port=0", "--max-worker-port=0"],
         env=head_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_until(lambda: "Ray runtime started" in log_path.read_text(), 180, "ray head",
+        wait_until(lambda: "Ray runtime started" in log_path.read_text(), START_TIMEOUT_S,
+                   "ray head",
                    alive=lambda: None if proc.poll() is None else log_path.read_text()[-3000:])
         yield {"address": f"127.0.0.1:{gcs}", "env": env, "temp": tmp / "ray"}
     finally:
@@ -275,7 +293,7 @@ def moto_s3(root: Path, bucket: str = "raysweep-test") -> Iterator[dict]:
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url,
            "MLFLOW_S3_ENDPOINT_URL": url}
     try:
-        wait_until(lambda: http_ok(f"{url}/moto-api/"), 60, "moto server",
+        wait_until(lambda: http_ok(f"{url}/moto-api/"), START_TIMEOUT_S, "moto server",
                    alive=lambda: None if proc.poll() is None else log_path.read_text()[-3000:])
         import boto3
 
