@@ -8,7 +8,7 @@ import pandas as pd
 
 from benchmarks import Section, load_note, machine, md_table, result_path
 
-REFS = ("baseline:gbm", "baseline:gbm_context", "baseline:naive", "oracle:observable",
+REFS = ("baseline:gbm", "baseline:gbm_context", "baseline:gbm_inv", "baseline:naive", "oracle:observable",
         "oracle:exif", "oracle:latents")  # those the run measured are shown
 
 
