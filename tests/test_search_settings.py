@@ -161,3 +161,19 @@ def test_resume_refuses_other_brackets(tmp_path):
         _refuse_what_resume_ignores(Request(name="s", resume=True, brackets=3), saved)
     for same in (2, None):
         _refuse_what_resume_ignores(Request(name="s", resume=True, brackets=same), saved)
+
+
+def test_a_space_may_state_its_brackets(tmp_path):
+    """BRACKETS in a space file reaches the spec (and --brackets still wins); a space without it
+    runs plain ASHA."""
+    from raysweep.sweep.resolve import resolve
+    from raysweep.sweep.spec import Request
+
+    space = tmp_path / "hedged.py"
+    space.write_text("MAX_EPOCHS = 27\nGRACE_FRACTION = 1 / 27\nBRACKETS = 3\n\n"
+                     "def define_by_run(trial):\n"
+                     "    return {'lr': trial.suggest_float('lr', 1e-3, 1e-2, log=True)}\n")
+    spec, _ = resolve(Request(space=str(space), storage=str(tmp_path)))
+    assert spec.early_stopping.brackets == 3 and spec.early_stopping.grace_period == 1
+    given, _ = resolve(Request(space=str(space), storage=str(tmp_path), brackets=1))
+    assert given.early_stopping.brackets == 1

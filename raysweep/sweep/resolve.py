@@ -205,7 +205,7 @@ def _new_spec(request: Request, sp: spaces.Space, root: str, data: Any, epochs: 
         early_stopping=EarlyStopping(request.early_stopping,
                                      request.grace_period or space_grace(sp, epochs),
                                      request.reduction_factor or sp.REDUCTION_FACTOR,
-                                     request.brackets or getattr(sp, "BRACKETS", 1)),
+                                     request.brackets or sp.BRACKETS),
         tracking=Tracking(uri=tracking_uri(), experiment=sp.name))
 
 

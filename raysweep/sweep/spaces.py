@@ -31,7 +31,7 @@ DATA_KEYS = ("crop", "image_size")
 SETTINGS = {  # module constant -> default
     "FIXED": {}, "MAX_EPOCHS": None, "GRACE_PERIOD": 1, "GRACE_FRACTION": None,
     "REDUCTION_FACTOR": 3, "NUM_SAMPLES": 16, "CPUS_PER_TRIAL": 1.0, "GPUS_PER_TRIAL": None,
-    "WORKERS_PER_TRIAL": 1,
+    "WORKERS_PER_TRIAL": 1, "BRACKETS": 1,
 }
 REFUSED = ("METRIC", "MODE")  # settings of older raysweeps that only Tune honoured
 
@@ -106,7 +106,8 @@ def load_space(name_or_path: str) -> Space:
 
 # What each module constant must be (None allowed where its default is None).
 SETTING_TYPES = {"FIXED": dict, "MAX_EPOCHS": int, "GRACE_PERIOD": int, "GRACE_FRACTION": float,
-                 "REDUCTION_FACTOR": int, "NUM_SAMPLES": int, "CPUS_PER_TRIAL": float, "GPUS_PER_TRIAL": float, "WORKERS_PER_TRIAL": int}
+                 "REDUCTION_FACTOR": int, "NUM_SAMPLES": int, "CPUS_PER_TRIAL": float, "GPUS_PER_TRIAL": float, "WORKERS_PER_TRIAL": int,
+                 "BRACKETS": int}
 
 
 def check_settings(settings: dict[str, Any], source: str) -> None:
