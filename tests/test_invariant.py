@@ -56,7 +56,7 @@ def test_light_colour_and_exposure_cancel():
     assert np.abs(other - base).max() > 0.1
 
 
-def test_a_spreadsheet_without_ring_columns_degrades_to_the_exposure_column():
+def test_a_spreadsheet_without_ring_columns_degrades_to_the_exposure_column(caplog):
     data = make_prepared(n=40, tabular=True, seed=4)
     data.ring = None
     x = invariant.invariant_inputs(data)
@@ -65,7 +65,9 @@ def test_a_spreadsheet_without_ring_columns_degrades_to_the_exposure_column():
     line = invariant.describe(data)
     assert "no ring statistics" in line and "inv_log2_patch_per_exposure" in line
     cfg = TrainConfig(features="mean+inv+meta", fusion="none", head="residual")
-    stats = fit_stats(data, cfg)
+    with caplog.at_level("WARNING", logger="raysweep.models.inputs"):
+        stats = fit_stats(data, cfg)
+    assert "no ring statistics" in caplog.text  # the user is told what the block lost
     batch = encode(data, stats, cfg)
     k = len(INV_NAMES)
     assert batch["inv"].shape == (40, 2 * k) and torch.isfinite(batch["inv"]).all()

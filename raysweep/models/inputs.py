@@ -13,6 +13,7 @@ after normalisation is the NaN replaced by 0 (the training mean), next to its fl
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from raysweep.config import CORRECTING_HEADS, TrainConfig
-from raysweep.data.invariant import invariant_inputs
+from raysweep.data.invariant import describe, invariant_inputs
 from raysweep.data.prepared import RING_NAMES, Prepared
 from raysweep.errors import UserError
 
@@ -29,6 +30,7 @@ HASH_DIM = 64  # width of the hashed character n-gram vector of the device strin
 NGRAMS = (2, 3, 4)
 SENTENCE_MODEL_ENV = "RAYSWEEP_TEXT_MODEL"  # local sentence-transformers model folder
 LOG_EPS = 1e-3  # log input space: log(linear + eps), so black code values stay finite
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,7 +96,11 @@ def fit_stats(data: Prepared, cfg: TrainConfig) -> FeatureStats:
     ring_mean, ring_std = [], []
     if cfg.uses_ring:
         ring_mean, ring_std = _nan_mean_std(ring_inputs(data)[train])
-    inv_mean, inv_std = _nan_mean_std(invariant_inputs(data)[train]) if cfg.uses_inv else ([], [])
+    inv_mean, inv_std = [], []
+    if cfg.uses_inv:
+        inv_mean, inv_std = _nan_mean_std(invariant_inputs(data)[train])
+        if data.ring is None:  # a spreadsheet without ring_* columns: say what is left
+            log.warning("features=%s: %s", cfg.features, describe(data))
     image_mean, image_std = [], []
     if cfg.uses_image and data.images is not None and cfg.image_space != "srgb":
         image_mean, image_std = _image_channel_stats(data.images[train], cfg.image_space)
