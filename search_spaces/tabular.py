@@ -21,14 +21,18 @@ its last epochs (real phone data: the best trials peak at epochs 140-180 of 200,
 at 25 of 200 cut those late bloomers). ASHA compares at 1/4 and 3/4 of the budget
 (GRACE_FRACTION 0.25, reduction factor 3: rungs 50 and 150 of 200), which keeps the rungs at the
 same point of the curve when `--set epochs=N` changes the budget. What the benchmark says
-(benchmarks/RESULTS.md, "Search efficiency": 5 seeds of 12 trials x 16 epochs on the synthetic
-set): TPE with these rungs was the best of the five methods measured there, reaching random
-search's final best after a median 0.48 of random's time (random with the same rungs 0.58,
-Optuna's TPE as installed at the old 1/8 rungs 0.67; target 1/3, missed) with a better final
-best (2.687 against random's 2.763) and a champion test error as good (2.795 against 2.801). Replaying ASHA on random's own curves, rungs at 1/8 of the budget kept
-random's winner in 5 of 5 seeds and would have been faster still (0.41 against 0.53 of random's
-time, without each trial's start-up cost); that is not yet measured in real sweeps nor on a
-200-epoch budget, where the earlier rung cut the winners, so the default stays at 1/4.
+(benchmarks/results/search_efficiency.md: 5 seeds of 24 trials x 16 epochs, 2 at a time, on the
+synthetic set, on a machine shared with the test suite): TPE with these rungs reached random
+search's final best after a median 0.39 of random's wall time (target 1/3: missed; 0.31 with
+each sweep's set-up left out) and after 0.29 of random's epochs, the least work of the five
+methods (random with the same rungs 0.39 of the epochs, TPE without stopping 0.46, the same
+rungs in 3 Hyperband brackets 0.41), with a better final best than random's at equal wall time
+in 5 of 5 seeds (2.675 against 2.744) and a champion test error level with random's (2.763
+against 2.759: 0.004 worse, so that target is missed by 0.004; TPE without stopping 2.697).
+ASHA replayed on random's own curves there kept random's winner in 5 of 5 seeds with these
+rungs (0.39 of random's time); rungs at 1/10-1/8 with factor 3 are faster (0.34) but cut the
+winner in 1 of 5, and 3 brackets over these rungs (BRACKETS = 3, `--brackets 3`) are slower
+(0.51), so the default is plain ASHA at 1/4.
 """
 
 MAX_EPOCHS = 200
