@@ -9,6 +9,12 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist), each test file whole on one worker (module fixtures run
+# once), in tests/conftest.py's order (long files first): most of the slow tests wait on a Ray or
+# MLflow process starting, an autoscaler's idle timeout or a subprocess, and the other worker
+# runs meanwhile. Every test starts its processes on free ports and private temp dirs, so two
+# run side by side. `make test PARALLEL=` runs it in one process.
+PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test test-fast lint bench clean
 
@@ -28,13 +34,13 @@ demo: $(VENV)/.installed
 # 2 cores). Every test has a timeout (pyproject: 300 s, 900 s for slow ones), so a hung Ray test
 # fails instead of hanging CI; --durations names the tests that cost the most.
 test: $(VENV)/.installed lint
-	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest -q $(PARALLEL) --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # The quick inner loop while developing: no real sweeps (they are marked slow); target <= 4 min
 # on 2 cores.
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PARALLEL) -m "not slow" --durations=10 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check raysweep search_spaces tests benchmarks

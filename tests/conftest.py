@@ -1,7 +1,8 @@
 """Shared test fixtures, and the timeouts.
 
-`ray_local` is SESSION-scoped: one Ray for the whole run (`ray.init` costs about 10 s per start
-on 2 cores, and six modules used to start their own). `address="local"` makes sure a test never
+`ray_local` is SESSION-scoped: one Ray for the whole run, one per worker under `make test`'s
+two pytest-xdist workers (`ray.init` costs about 10 s per start on 2 cores, and six modules used
+to start their own). `address="local"` makes sure a test never
 joins a cluster that another test started with `ray start`; 8 logical CPUs keep Tune trials and
 their drivers from starving on a 2-core machine. Code under test that calls
 `resources.connect()` finds this Ray running and leaves it up. A test that needs a Ray of
@@ -31,6 +32,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+    items.sort(key=file_weight(items))
+
+
+def file_weight(items):
+    """Sort key: the files that start outside processes first, then those with the most slow
+    tests, each file's tests in their own order. `make test` hands whole files to two workers
+    in this order (Makefile: PARALLEL), so the long files start early and the short ones fill
+    the end, instead of one worker running a long file alone at the end."""
+    weight: dict[Path, int] = {}
+    for item in items:
+        outside = item.get_closest_marker("cluster") or item.get_closest_marker("browser")
+        heavy = 100 if outside else 1 if item.get_closest_marker("slow") else 0
+        weight[item.path] = weight.get(item.path, 0) + heavy
+    return lambda item: -weight[item.path]
 
 
 @pytest.fixture(scope="session")
