@@ -17,13 +17,17 @@ Fixed: smallcnn width 16, concat fusion, image_space linear, crop adaptive_bg at
 Early stopping: the learning rate decays over the whole budget and nearly every trial is at its
 best in its last epoch, so ASHA compares late enough for the order of the trials to mean
 something: at 1/4 and 3/4 of the budget (GRACE_FRACTION 0.25, reduction factor 3: rungs 10 and
-30 of 40), which moves with `--set epochs=N`. Measured on this space only at 8 trials x 8 epochs
-(benchmarks/results/search_efficiency_previous.md, 5 seeds): no method separated from random
-search by more than the spread over seeds. ASHA replayed there on random's own curves kept
-random's winner in 4 of 5 seeds with rungs at 1/3 and 2/3 and factor 2 (3 and 6 of 8) against
-3 of 5 with these, a one-seed difference; that plan is the candidate for the next measurement
-at the space's own 16 trials, not yet run in real sweeps. The sampler is raysweep's TPE for
-trials in flight (`raysweep/sweep/strategy.py`).
+30 of 40), which moves with `--set epochs=N`. What the benchmark says
+(benchmarks/results/search_efficiency.md: 5 seeds of 16 trials x 8 epochs, 2 at a time): TPE
+with these rungs reached random search's final best after a median 0.59 of random's wall time
+(4 of 5 seeds; target 1/3: missed) and 0.47 of its epochs, with a better best than random's at
+equal wall time (3.408 against 3.461) and a better champion test error (4.215 against 4.353);
+the same rungs in 3 Hyperband brackets reached random's best in only 3 of 5 seeds and ended
+worse (3.505). ASHA replayed on random's own curves there kept random's winner in 4 of 5 seeds
+with a first rung at 1/3 (factor 2 or 3) against 3 of 5 with these, as in the run before
+(results/search_efficiency_previous.md): the candidate for the next measurement, not yet run
+in real sweeps. The sampler is raysweep's TPE for trials in flight
+(`raysweep/sweep/strategy.py`).
 """
 
 MAX_EPOCHS = 40
