@@ -48,6 +48,9 @@ export MLFLOW_AUTH_CONFIG_PATH="$config_dir/basic_auth.ini"
 # `mlflow server` reads them itself: as arguments the database password would be on the command
 # line, which `ps` shows to every user of the machine (tests/test_infra.py checks the argv).
 export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
+# MLflow 3's job runner (about ten worker processes of ~240 MB each) runs GenAI jobs that
+# raysweep never submits; it stays off unless the environment turns it on.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 set -- mlflow server --app-name basic-auth --serve-artifacts \
     --host "${MLFLOW_HOST:-0.0.0.0}" --port "${MLFLOW_PORT:-5000}" \
     --workers "${MLFLOW_WORKERS:-4}"
