@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -80,6 +81,9 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory, mlflow_server):
     tmp = tmp_path_factory.mktemp("ray")
+    # Ray's own temp dir short: its socket paths must stay under AF_UNIX's 107 bytes, which a
+    # pytest temp path (longer under pytest-xdist: .../popen-gw0/...) does not leave room for.
+    ray_tmp = Path(f"/tmp/rs-mn-{os.getpid()}")
     url, admin_pw, sweep_pw = mlflow_server
     token = secrets.token_hex(32)
     base = {k: v for k, v in os.environ.items()
@@ -98,7 +102,7 @@ def two_nodes(tmp_path_factory, mlflow_server):
             [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}",
              "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
              f"--ray-client-server-port={client}", "--min-worker-port=0", "--max-worker-port=0",
-             *node_ports(), "--num-cpus=1", f"--temp-dir={tmp}/head", "--disable-usage-stats"],
+             *node_ports(), "--num-cpus=1", f"--temp-dir={ray_tmp}/head", "--disable-usage-stats"],
             env=head_env, stdout=open(head_log, "w"), stderr=subprocess.STDOUT,
             start_new_session=True))
         address = f"http://127.0.0.1:{dash}"
@@ -110,7 +114,7 @@ def two_nodes(tmp_path_factory, mlflow_server):
         procs.append(subprocess.Popen(
             [sys.executable, "-c", WORKER_START, "start", f"--address=127.0.0.1:{gcs}",
              "--block", "--min-worker-port=0", "--max-worker-port=0", *node_ports(),
-             "--num-cpus=1", '--resources={"node2": 1}', f"--temp-dir={tmp}/node2",
+             "--num-cpus=1", '--resources={"node2": 1}', f"--temp-dir={ray_tmp}/node2",
              "--disable-usage-stats"],
             env={**env, **LOOPBACK}, stdout=open(node2_log, "w"), stderr=subprocess.STDOUT,
             start_new_session=True))
@@ -136,7 +140,8 @@ def two_nodes(tmp_path_factory, mlflow_server):
     finally:
         for proc in reversed(procs):
             stop_group(proc)
-        kill_pids(pids_mentioning(str(tmp)))  # anything that escaped its process group
+        kill_pids(pids_mentioning(str(ray_tmp)))  # anything that escaped its process group
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def submit(cluster: dict, args: list[str], runtime_env: dict | None = None,
