@@ -9,12 +9,14 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
-# Two pytest workers (pytest-xdist), each test file whole on one worker (module fixtures run
-# once), in tests/conftest.py's order (long files first): most of the slow tests wait on a Ray or
-# MLflow process starting, an autoscaler's idle timeout or a subprocess, and the other worker
-# runs meanwhile. Every test starts its processes on free ports and private temp dirs, so two
-# run side by side. `make test PARALLEL=` runs it in one process.
-PARALLEL ?= -n 2 --dist loadfile --no-loadscope-reorder
+# One pytest process by default. `make test PARALLEL="-n 2 --dist loadfile --no-loadscope-reorder"`
+# runs two pytest-xdist workers, each test file whole on one worker (module fixtures run once), in
+# tests/conftest.py's order (long files first): on a clean clone of this 2-core machine pytest
+# took 22 min 48 s that way (one process: 35 min in the previous pre-check, which shared the
+# cores with another job), but two timing-sensitive
+# cluster tests (test_first_wave's watchdog, test_reliability_driver's SIGKILL resume) failed once
+# under the doubled contention, so CI keeps one process until they are made robust to it.
+PARALLEL ?=
 
 .PHONY: demo test test-fast lint bench clean
 
