@@ -25,6 +25,7 @@ Ray serves every sweep. Each sweep is the library call `run_sweep`, MLflow inclu
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import json
 import os
@@ -40,13 +41,22 @@ from benchmarks import Section, machine, result_path
 from benchmarks import main as bench_main
 from benchmarks.search_curves import BASELINE, DEFAULT
 from benchmarks.search_report import section
+from raysweep.sweep import strategy
 
 BRACKETED = "TPE + async Hyperband (3 brackets)"
+CANDIDATE = "TPE + ASHA (candidate)"
 # method -> (sampler, early stopping: "space" = the space's rungs, "brackets" = the same rungs
-# in BRACKETS asynchronous-Hyperband brackets, the later ones starting a rung later)
+# in BRACKETS asynchronous-Hyperband brackets, the later ones starting a rung later,
+# "candidate" = the space's rungs and sampler changed as CANDIDATES says)
 METHODS = {BASELINE: ("random", None), "random + ASHA": ("random", "space"),
-           "TPE": ("tpe", None), DEFAULT: ("tpe", "space"), BRACKETED: ("tpe", "brackets")}
+           "TPE": ("tpe", None), DEFAULT: ("tpe", "space"), BRACKETED: ("tpe", "brackets"),
+           CANDIDATE: ("tpe", "candidate")}
 BRACKETS = 3
+# What the candidate changes against each space's defaults, measured beside them before it may
+# become one: grace_fraction / reduction_factor (the rungs), startup_share (TPE's start-up as a
+# share of the trial budget, strategy.STARTUP_SHARE).
+CANDIDATES = {"tabular": {"startup_share": 1 / 6},
+              "quickstart": {"grace_fraction": 1 / 3, "reduction_factor": 2}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,19 +107,41 @@ def datasets(image_size: int, image_share: int):
 
 
 def request_for(space: str, method: str, seed: int, size: Size, data, root: str):
+    from raysweep.sweep import spaces
     from raysweep.sweep.spec import Request
 
     sampler, stopping = METHODS[method]
     # BENCH_<SPACE>_FILE: that space from a file (e.g. its committed version, kept while the
     # working tree's is being edited, so that every seed searches the same space)
     where = os.environ.get(f"BENCH_{space.upper()}_FILE", space)
-    # the space's rungs as it resolves them for this budget, as for a user
+    # the space's rungs as it resolves them for this budget, as for a user; the candidate's
+    # rungs are given as a user would give them (--grace-period, --reduction-factor)
+    grace = factor = None
+    if stopping == "candidate":
+        change, sp = CANDIDATES.get(space, {}), spaces.load_space(where)
+        grace = strategy.grace_epochs(size.epochs, change.get("grace_fraction",
+                                                              sp.GRACE_FRACTION))
+        factor = change.get("reduction_factor", sp.REDUCTION_FACTOR)
     return Request(space=where, data=data, num_samples=size.trials,
                    max_concurrent=size.concurrent, storage=root, seed=seed,
                    name=f"{space}-{seed}-{sampler}-{stopping}",
                    sets=(f"epochs={size.epochs}", *size.sets), searcher=sampler,
-                   early_stopping=stopping is not None,
+                   early_stopping=stopping is not None, grace_period=grace,
+                   reduction_factor=factor,
                    brackets=BRACKETS if stopping == "brackets" else None)
+
+
+@contextlib.contextmanager
+def startup_share(space: str, method: str):
+    """The candidate's TPE start-up share while its sweep runs: the sampler is built in this
+    process (`run_sweep`), from strategy.STARTUP_SHARE, as a changed default would build it."""
+    share = CANDIDATES.get(space, {}).get("startup_share") if method == CANDIDATE else None
+    before = strategy.STARTUP_SHARE
+    strategy.STARTUP_SHARE = share or before
+    try:
+        yield
+    finally:
+        strategy.STARTUP_SHARE = before
 
 
 def history_of(path: str) -> pd.DataFrame:
@@ -138,7 +170,8 @@ def one_run(space: str, method: str, seed: int, size: Size, data, root: str) -> 
     from raysweep.sweep.run import run_sweep
 
     t0 = time.time()
-    out = run_sweep(request_for(space, method, seed, size, data, root))
+    with startup_share(space, method):
+        out = run_sweep(request_for(space, method, seed, size, data, root))
     wall = time.time() - t0
     hist = history_of(out.path)
     best = out.table.iloc[0]
@@ -157,13 +190,13 @@ def measure(quick: bool, log: Path) -> pd.DataFrame:
     size = sizes(quick)
     tabular, images = datasets(image_size=16, image_share=image_share())
     data = {"tabular": tabular, "quickstart": images}
-    seeds, spaces = seeds_asked(quick), spaces_asked()
+    seeds, spaces, names = seeds_asked(quick), spaces_asked(), methods_asked()
     root = tempfile.mkdtemp(prefix="raysweep-bench-")
     atexit.register(shutil.rmtree, root, ignore_errors=True)  # scratch sweeps and MLflow store
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root}/bench.db")
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
-    runs, names = [], list(METHODS)
+    runs = []
     try:
         for space in spaces:
             sz = dataclasses.replace(size[space], sets=(*size[space].sets, "image_size=16")) \
@@ -191,6 +224,17 @@ def spaces_asked() -> list[str]:
     return os.environ.get("BENCH_SPACES", "tabular,quickstart").split(",")
 
 
+def methods_asked() -> list[str]:
+    """BENCH_METHODS (comma-separated names of METHODS; default all of them, BASELINE first)."""
+    asked = [m.strip() for m in os.environ.get("BENCH_METHODS", ",".join(METHODS)).split(",")]
+    unknown = [m for m in asked if m not in METHODS]
+    if unknown or BASELINE not in asked:
+        raise SystemExit(f"BENCH_METHODS={os.environ.get('BENCH_METHODS')!r}: unknown "
+                         f"{unknown} or no {BASELINE!r} (the yardstick); the methods are "
+                         f"{', '.join(METHODS)}")
+    return asked
+
+
 def load_log(path: Path) -> pd.DataFrame:
     """The runs a measurement appended to `path` (all of them, or those it finished)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -202,17 +246,26 @@ def load_log(path: Path) -> pd.DataFrame:
 def from_log(quick: bool, name: str = "search_efficiency") -> Section:
     """The section again from the kept runs, without measuring (`--from-log`)."""
     runs = load_log(result_path(name, quick, ".runs.jsonl"))
-    return section(runs, quick, sizes(quick), float("nan"), list(METHODS), name=name)
+    return section(runs, quick, sizes(quick), float("nan"), logged_methods(runs), name=name,
+                   candidates=CANDIDATES)
 
 
-def forget(log: Path, spaces: list[str], seeds: range) -> None:
-    """Drop the runs of `spaces` x `seeds` from `log` before they are measured again; other
-    spaces' and seeds' runs stay (`BENCH_SPACES=quickstart` then `BENCH_SPACES=tabular`, or
-    seeds 0-2 then 3-4, build one section from all of them)."""
+def logged_methods(runs: pd.DataFrame) -> list[str]:
+    """The methods the runs hold, in METHODS' order (a run may measure some of them)."""
+    return [m for m in METHODS if m in set(runs["method"])]
+
+
+def forget(log: Path, spaces: list[str], seeds: range, methods: list[str] | None = None) -> None:
+    """Drop the runs of `spaces` x `seeds` (x `methods`, None: all) from `log` before they are
+    measured again; other spaces' and seeds' runs stay (`BENCH_SPACES=quickstart` then
+    `BENCH_SPACES=tabular`, or seeds 0-2 then 3-4, build one section from all of them)."""
     if not log.exists():
         return
-    kept = [line for line in log.read_text().splitlines() if line.strip() and not (
-        json.loads(line)["space"] in spaces and json.loads(line)["seed"] in seeds)]
+    def again(row: dict) -> bool:
+        return row["space"] in spaces and row["seed"] in seeds and (
+            methods is None or row["method"] in methods)
+    kept = [line for line in log.read_text().splitlines()
+            if line.strip() and not again(json.loads(line))]
     log.write_text("".join(f"{line}\n" for line in kept))
 
 
@@ -220,11 +273,12 @@ def run(quick: bool = False, name: str = "search_efficiency") -> Section:
     """Measure, keeping every run in results/<name>[_quick].runs.jsonl as it ends; the section
     covers every space in that file."""
     log = result_path(name, quick, ".runs.jsonl")
-    forget(log, spaces_asked(), seeds_asked(quick))
+    forget(log, spaces_asked(), seeds_asked(quick), methods_asked())
     t = time.time()
     measure(quick, log)
-    return section(load_log(log), quick, sizes(quick), time.time() - t, list(METHODS),
-                   name=name)
+    runs = load_log(log)
+    return section(runs, quick, sizes(quick), time.time() - t, logged_methods(runs), name=name,
+                   candidates=CANDIDATES)
 
 
 if __name__ == "__main__":

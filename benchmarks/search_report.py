@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from benchmarks import Section, describe_machine, load_note, machine, md_table, result_path
 from benchmarks.search_curves import BASELINE, DEFAULT, per_seed, plot, summary
 from benchmarks.search_replay import rung_table
+from raysweep.sweep import strategy
 
 # the rung plans replayed on random's curves: the spaces' 1/4 and 3 among earlier, later, wider
 REPLAY_FRACTIONS, REPLAY_FACTORS = [1 / 10, 1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2], [2, 3, 4]
@@ -68,10 +71,12 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, methods: list[str],
-            name: str = "search_efficiency", brackets: int = 3) -> Section:
-    """`methods` in the plot's order; `brackets`: the bracketed method's;
+            name: str = "search_efficiency", brackets: int = 3,
+            candidates: dict | None = None) -> Section:
+    """`methods` in the plot's order; `brackets`: the bracketed method's; `candidates`: per
+    space, what the candidate method changes (search_efficiency.CANDIDATES);
     `name`: the section's (its files are results/<name>[_quick].*)."""
-    from raysweep.sweep import spaces, strategy
+    from raysweep.sweep import spaces
 
     # A seed cut short (the run was stopped) would compare some methods and not others.
     done = runs.groupby(["space", "seed"])["method"].transform("nunique") == len(methods)
@@ -99,7 +104,8 @@ def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, method
                      f"factor {sp.REDUCTION_FACTOR}); {brackets} brackets: "
                      f"{', '.join(map(str, below))}; TPE start-up "
                      f"{strategy.startup_trials(sz.trials)} trials (multivariate, constant "
-                     "liar).")
+                     "liar)." + candidate_note(space, sz, sp, (candidates or {}).get(space),
+                                               methods))
     cmd = ("python -m benchmarks.run --gpu" if name == "gpu_search" else
            "python -m benchmarks.search_efficiency" + (" --quick" if quick else ""))
     n_seeds = int(runs["seed"].nunique())
@@ -137,6 +143,21 @@ def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, method
             "curves": {f"{r.space}/{r.method}/{r.seed}": r.history.to_dict("list")
                        for r in runs.itertuples()}}
     return Section(markdown="\n".join(md), data=data)
+
+
+def candidate_note(space: str, sz, sp, change: dict | None, methods: list[str]) -> str:
+    """What the candidate method ran with in `space`, when it ran."""
+    if not change or not any("candidate" in m for m in methods):
+        return ""
+    frac = change.get("grace_fraction", sp.GRACE_FRACTION)
+    rf = change.get("reduction_factor", sp.REDUCTION_FACTOR)
+    plan = strategy.rungs(sz.epochs, frac, rf)
+    share = change.get("startup_share", strategy.STARTUP_SHARE)
+    startup = max(strategy.STARTUP_MIN, min(strategy.STARTUP_MAX,
+                                            math.ceil(sz.trials * share)))
+    return (f" The candidate: rungs {[m for m in plan.milestones if m < sz.epochs]} (grace "
+            f"{frac:.3g}, reduction factor {rf}), TPE start-up {startup} trials (a {share:.3g} "
+            "share of the budget).")
 
 
 def replayed(table: pd.DataFrame, runs: pd.DataFrame) -> list[str]:

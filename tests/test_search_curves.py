@@ -20,7 +20,16 @@ from benchmarks.search_curves import (
     summary,
     time_to,
 )
-from benchmarks.search_efficiency import forget, load_log
+from benchmarks.search_efficiency import (
+    CANDIDATE,
+    CANDIDATES,
+    Size,
+    forget,
+    load_log,
+    logged_methods,
+    request_for,
+    startup_share,
+)
 from benchmarks.search_replay import replay, rung_table
 from raysweep.sweep import strategy
 
@@ -77,6 +86,40 @@ def test_a_space_measured_again_replaces_only_its_own_runs(tmp_path):
     forget(log, ["tabular"], range(1, 2))
     assert list(load_log(log)["seed"]) == [0, 2]
     forget(tmp_path / "none.jsonl", ["tabular"], range(5))  # nothing measured: nothing to drop
+
+
+def test_measuring_some_methods_again_keeps_the_others(tmp_path):
+    """BENCH_METHODS measures a subset: only those methods' runs of the seeds are dropped."""
+    log = tmp_path / "runs.jsonl"
+    rows = [{"space": "tabular", "method": m, "seed": k, "history": {"t": [1.0], "val": [2.0]}}
+            for m in (BASELINE, DEFAULT, "TPE") for k in (0, 1)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    forget(log, ["tabular"], range(0, 1), [BASELINE, DEFAULT])
+    kept = load_log(log)
+    assert sorted(zip(kept["method"], kept["seed"], strict=True)) == sorted(
+        [("TPE", 0), (BASELINE, 1), (DEFAULT, 1), ("TPE", 1)])
+    assert logged_methods(kept) == [BASELINE, "TPE", DEFAULT]  # METHODS' order
+
+
+def test_the_candidate_changes_only_what_it_says(monkeypatch):
+    """The candidate's rungs are passed as a user passes them, its start-up share only while
+    its own sweep runs; every other method leaves the space's settings alone."""
+    size = Size(24, 16, 2)
+    monkeypatch.setitem(CANDIDATES, "tabular", {"startup_share": 1 / 6})
+    monkeypatch.setitem(CANDIDATES, "quickstart", {"grace_fraction": 1 / 3,
+                                                   "reduction_factor": 2})
+    quick = request_for("quickstart", CANDIDATE, 0, Size(16, 8, 2), None, "/tmp/x")
+    assert (quick.grace_period, quick.reduction_factor) == (3, 2)
+    tab = request_for("tabular", CANDIDATE, 0, size, None, "/tmp/x")
+    assert (tab.grace_period, tab.reduction_factor) == (4, 3)  # the space's 1/4 and 3
+    plain = request_for("tabular", DEFAULT, 0, size, None, "/tmp/x")
+    assert (plain.grace_period, plain.reduction_factor) == (None, None)
+    before = strategy.STARTUP_SHARE
+    with startup_share("tabular", CANDIDATE):
+        assert strategy.startup_trials(24) == 4
+    with startup_share("tabular", DEFAULT), startup_share("quickstart", CANDIDATE):
+        assert strategy.STARTUP_SHARE == before
+    assert strategy.STARTUP_SHARE == before
 
 
 def test_the_set_up_before_the_first_result_is_carried_per_seed():
