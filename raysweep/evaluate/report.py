@@ -24,6 +24,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from raysweep.evaluate import coverage
 from raysweep.evaluate.breakdowns import DIMENSIONS
+from raysweep.evaluate.markdown import frame_markdown
 from raysweep.tracking import importance, importance_plots
 
 YARDSTICKS = ("floor", "reference")  # raysweep.evaluate.floors kinds: not learned models
@@ -329,16 +330,6 @@ def breakdown_table(inp: ReportInput, dimension: str) -> pd.DataFrame:
     n = b.drop_duplicates("group").set_index("group")["n"]
     wide.insert(0, "n", n.reindex(wide.index).astype(int))
     return wide.reset_index()
-
-
-def frame_markdown(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "_none_\n"
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v).replace("|", "/") for v in row) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def importance_sections(folder: Path) -> list[tuple[str, object]]:

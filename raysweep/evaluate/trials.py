@@ -22,6 +22,7 @@ import pandas as pd
 
 from raysweep.config import SELECT_METRIC
 from raysweep.errors import UserError
+from raysweep.evaluate.markdown import frame_markdown
 from raysweep.tracking.store import TRIAL_TAGS, open_client, retry
 
 log = logging.getLogger("raysweep.trials")
@@ -178,9 +179,6 @@ def group_table(df: pd.DataFrame, by: str, per_sweep: bool = False) -> pd.DataFr
 
 
 def markdown(df: pd.DataFrame, title: str, per_sweep: bool = False) -> str:
-    # lazy: report.py brings matplotlib and torch (seconds), which `summarize --help` never needs
-    from raysweep.evaluate.report import frame_markdown
-
     lines = [f"# {title}\n", f"{len(df)} trial runs; {int((df['status'] == 'FINISHED').sum())} "
              f"finished. Score: best-epoch {METRIC} (lower is better).\n"]
     for by in GROUPS:
