@@ -191,12 +191,13 @@ def test_watchdog_clears_the_request_when_its_job_is_dead_and_not_before(ray_loc
     alive = start_watchdog(ray.get_runtime_context().get_job_id(), interval_s=0.5)
     try:
         request_resources(bundles=BUNDLES)
-        # the request reaches the GCS some time later on a loaded machine: wait for it, then let
-        # the watchdog poll six times: this driver's job is alive, so the request stays
+        # the request reaches the GCS some time later on a loaded machine, and the watchdog's
+        # actor starts some time later: wait for both, then let the watchdog poll six times:
+        # this driver's job is alive, so the request stays
         assert wait_for(lambda: len(_compat.standing_request()) == 3, 60)
+        assert ray.get(alive.ping.remote(), timeout=60)
         time.sleep(3)
         assert len(_compat.standing_request()) == 3
-        assert ray.get(alive.ping.remote(), timeout=60)
     finally:
         ray.kill(alive)
     # A job the GCS knows as dead (here: one that never existed): cleared, and the actor ends.
