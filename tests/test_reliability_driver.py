@@ -21,6 +21,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 5
+# Generous on purpose: beside another pytest worker a 2-core machine runs each of the three
+# sweeps several times slower; a deadline only ends a test that hangs.
+WAIT_S = 600
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +80,7 @@ def sweep_runs(client, sweep: str):
 
 @pytest.mark.slow
 @pytest.mark.cluster
+@pytest.mark.timeout(3 * WAIT_S + 300)
 def test_sigkilled_driver_resumes_without_lost_or_duplicated_runs(tiny_card, tmp_path):
     storage, db = tmp_path / "runs", tmp_path / "mlflow.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
@@ -84,7 +88,7 @@ def test_sigkilled_driver_resumes_without_lost_or_duplicated_runs(tiny_card, tmp
     proc = subprocess.Popen(search_cmd(*sweep_args(tiny_card, "killed", storage)), cwd=tmp_path,
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.time() + 300
+        deadline = time.time() + WAIT_S
         while proc.poll() is None and time.time() < deadline and \
                 finished_children(db, "killed") < 2:
             time.sleep(0.05)
@@ -95,17 +99,21 @@ def test_sigkilled_driver_resumes_without_lost_or_duplicated_runs(tiny_card, tmp
     finally:
         kill_group(proc)
         log.close()
+    # At least 2 trials finished before the kill, and the sweep was not over (no leaderboard).
+    # Not "< N runs FINISHED": on a loaded machine MLflow's writer lags Tune, so Tune may have
+    # run every trial while the driver still had their runs queued; the resume must then
+    # create and fill those runs from Tune's records (the case that lost a trial's history).
     done_before = finished_children(db, "killed")
-    assert 2 <= done_before < N, f"{done_before} trials finished before the kill"
+    assert done_before >= 2, f"{done_before} trials finished before the kill"
     assert not (storage / "killed" / "results.csv").exists()
 
     # The documented way back: only the name and the storage.
     resumed = subprocess.run(search_cmd("--resume", "--name", "killed", "--storage", str(storage)),
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=WAIT_S,
                              start_new_session=True)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     clean = subprocess.run(search_cmd(*sweep_args(tiny_card, "clean", storage)), cwd=tmp_path,
-                           env=env, capture_output=True, text=True, timeout=400,
+                           env=env, capture_output=True, text=True, timeout=WAIT_S,
                            start_new_session=True)
     assert clean.returncode == 0, clean.stderr[-4000:]
 

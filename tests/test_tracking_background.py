@@ -174,6 +174,72 @@ def test_a_killed_driver_and_resume_lose_and_duplicate_nothing(tracker, tmp_path
     assert client.get_run(runs["k2"][0]).data.tags["raysweep.epochs_run"] == "2"
 
 
+class StuckCreate:
+    """create_run of a driver about to be killed: the writer thread blocks in it for good."""
+
+    def __init__(self):
+        self.gate, self.stuck = threading.Event(), threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        self.stuck.set()
+        self.gate.wait(60)
+        raise ConnectionError("the driver is dead")
+
+
+@pytest.mark.parametrize("restored", ["finished", "from_last_checkpoint"])
+def test_a_trial_whose_run_the_killed_driver_never_created_keeps_its_history(
+        tracker, tmp_path, restored):
+    """The writer thread lags Tune (a loaded machine): a trial ran its three epochs (Tune's
+    result.json has them, Tune's snapshot knows the trial) while its run's creation was still
+    queued when the driver was SIGKILLed. The resumed driver creates the run: either at the
+    end (the trial finished before the kill) or when Tune restores the trial from its epoch-3
+    checkpoint, after which it reports nothing. Both runs must get epochs 1-3 from Tune's
+    record (the old code created them empty: `('f2d4451b', [])` in CI)."""
+    first = callback.TrialLogger(tracker, max_epochs=3, background=True)
+    saved = pickle.dumps(first)  # Tune's tuner.pkl: written before any trial ran
+    stuck = StuckCreate()
+    tracker.client.create_run = stuck
+    trial = make_trial(tmp_path, "late")
+    first.on_trial_start(0, [], trial)
+    assert stuck.stuck.wait(60)  # the writer is in the run's creation: nothing more lands
+    for epoch in (1, 2, 3):
+        report(first, trial, epoch, 10.0 - epoch)
+    trial.status = "TERMINATED"
+    first.on_trial_complete(0, [], trial)
+    # SIGKILL. Tune's snapshot holds the trial with its last result.
+    second_tracker = pickle.loads(pickle.dumps(tracker))
+    tracker.COOLDOWN_S = 3600.0
+    tracker._client = Dead()
+    stuck.gate.set()
+    second = pickle.loads(saved)
+    second.tracker = second_tracker
+    trial.last_result = result(3, 7.0)
+    if restored == "from_last_checkpoint":
+        ckpt = write_checkpoint(tmp_path / "checkpoint_000002", 7.0)
+        trial.status, trial.checkpoint = "RUNNING", SimpleNamespace(path=str(ckpt))
+        second.on_trial_start(0, [], trial)
+        trial.status = "TERMINATED"
+        second.on_trial_complete(0, [], trial)
+    second.on_experiment_end([trial])
+    runs = reconcile.run_states(second_tracker)
+    assert list(runs) == ["late"]
+    run_id, status, complete = runs["late"]
+    assert history(second_tracker, run_id) == [(1, 9.0), (2, 8.0), (3, 7.0)]
+    assert [s for s, _ in history(second_tracker, run_id, "epoch")] == [1, 2, 3]
+    assert status == "FINISHED" and complete
+
+
+def test_a_new_trial_s_result_file_is_not_read_when_its_run_starts(tracker, tmp_path,
+                                                                  monkeypatch):
+    """Reading Tune's record is for trials Tune already holds results of; a new trial's start
+    costs no read (per-trial overhead)."""
+    read = []
+    monkeypatch.setattr(reconcile, "tune_history", lambda t: read.append(t.trial_id) or {})
+    logger = callback.TrialLogger(tracker, max_epochs=3)
+    logger.on_trial_start(0, [], make_trial(tmp_path, "new"))
+    assert read == [] and "new" in logger.runs
+
+
 def write_checkpoint(folder: Path, score: float) -> Path:
     folder.mkdir(parents=True)
     (folder / "model.pt").write_bytes(b"weights")

@@ -122,22 +122,27 @@ class TrialLogger(tune.Callback):
     def run_id(self, trial) -> str:
         tid = trial.trial_id
         self._load()
-        if tid not in self.runs:
+        if tid in self._adopted:
+            return self.runs[tid]
+        created = tid not in self.runs
+        if created:
             self.runs[tid] = self.tracker.start_child(tid, str(trial), trial.config)
             datasets.log_like_parent(self.tracker, self.runs[tid])
-            self._adopted.add(tid)
-        elif tid not in self._adopted:
-            # A run from an earlier driver: it may miss epochs that driver still had queued,
-            # and the restored trial replays the epochs after its checkpoint.
-            self._repair_history(trial, self.runs[tid])
-            self._adopted.add(tid)
+        # A run from an earlier driver may miss epochs that driver still had queued, and the
+        # restored trial replays the epochs after its checkpoint. A run created here may be
+        # for a trial an earlier driver ran while its own start was still queued at the kill
+        # (Tune's snapshot has the trial, MLflow never had its run): Tune holds its epochs,
+        # and a restored trial reports only those after its checkpoint, or none.
+        if not created or reconcile.has_results(trial):
+            self._repair_history(trial, self.runs[tid], logged=set() if created else None)
+        self._adopted.add(tid)
         return self.runs[tid]
 
-    def _repair_history(self, trial, run_id: str) -> None:
-        """Log the epochs of Tune's record that the run lacks; later reports of logged epochs
-        are replays (`last_epoch`)."""
+    def _repair_history(self, trial, run_id: str, logged: set[int] | None = None) -> None:
+        """Log the epochs of Tune's record that the run lacks (`logged`: the epochs it holds,
+        None: ask MLflow); later reports of logged epochs are replays (`last_epoch`)."""
         tid = trial.trial_id
-        logged = reconcile.logged_steps(self.tracker, run_id)
+        logged = reconcile.logged_steps(self.tracker, run_id) if logged is None else logged
         history = reconcile.tune_history(trial)
         for step in sorted(set(history) - logged):
             self.writer.add(run_id, metrics=epoch_metrics(history[step]), step=step)

@@ -62,6 +62,15 @@ def _result_text(trial) -> str | None:
         return None
 
 
+def has_results(trial) -> bool:
+    """Whether Tune holds a result or a checkpoint of the trial: one restored from an earlier
+    driver's snapshot, or one whose results went ahead of the writer thread. A new trial has
+    neither when it starts, and its result.json is not read."""
+    last = getattr(trial, "last_result", None) or {}
+    return bool(int(last.get("training_iteration") or 0) > 0 or
+                getattr(trial, "checkpoint", None))
+
+
 def logged_steps(tracker, run_id: str) -> set[int]:
     """The epochs a run holds (every report logs `epoch`)."""
     history = tracker.call(tracker.client.get_metric_history, run_id, "epoch")
