@@ -9,6 +9,8 @@ tests/test_search_tracking.py; example env files: tests/test_infra.py).
 from __future__ import annotations
 
 import ast
+import collections
+import functools
 import os
 import re
 import subprocess
@@ -38,12 +40,21 @@ def shipped_files() -> list[Path]:
             and (ROOT / f).is_file()]
 
 
-def python_calls(name: str):
-    """(file, ast.Call) for every call of `name` (dotted, e.g. 'torch.load') in raysweep/."""
+@functools.cache
+def package_calls() -> dict[str, list[tuple[Path, ast.Call]]]:
+    """Every call in raysweep/ by its callee's dotted name, parsed once for all the checks (a
+    parse of the package per name took about a second each)."""
+    calls = collections.defaultdict(list)
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Call) and ast.unparse(node.func) == name:
-                yield path, node
+            if isinstance(node, ast.Call):
+                calls[ast.unparse(node.func)].append((path, node))
+    return dict(calls)
+
+
+def python_calls(name: str) -> list[tuple[Path, ast.Call]]:
+    """(file, ast.Call) for every call of `name` (dotted, e.g. 'torch.load') in raysweep/."""
+    return package_calls().get(name, [])
 
 
 def kwarg(call: ast.Call, key: str):
