@@ -11,7 +11,15 @@ boosting a candidate for that constant shows which one the fit exploits:
 - `session lux`: the session's illuminance (5-30,000 lux), which no EXIF field records;
 - `photo lux`: the illuminance of the photo (the session's, times its per-photo jitter);
 - `scene BV`: a BrightnessValue that records the scene, log2(illuminance x background
-  luminance) plus the vendor's session offset, where the generator writes the metered swatch.
+  luminance) plus the vendor's session offset, where the generator writes the metered swatch;
+- `background L*`: the session's background (a share of every meter reading but the swatch's);
+- `hand shade`: how deep the photographer's hand shades the swatch (0: not shaded; drift.py);
+- `exposure error`: the photo's effective exposure against a correct one (EV: auto-exposure,
+  unrecorded digital gain, the photo's light), everything a photo's brightness hides.
+
+`L* slope` is the least-squares slope of predicted on true L* over the test photos: below 1 a
+model pulls its L* toward the mean, which is what a model does that cannot tell a dark swatch
+under bright light from a light swatch under dim light.
 
     python -m benchmarks.synth_gap [--quick]   # --quick: split seed 0 only (else 0, 1, 2)
 """
@@ -43,13 +51,17 @@ def hidden_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     scene = np.log2(lux * bg_y / np.pi / FOOT_LAMBERT) + frame["bv_session_offset_ev"].to_numpy(float)
     return {"set id": frame["set_id"].str.removeprefix("set").astype(float).to_numpy(),
             "session lux": np.log2(session_lux), "photo lux": np.log2(lux),
-            "scene BV": np.where(frame["bv_zeroed"].astype(bool), 0.0, np.round(scene, 2))}
+            "scene BV": np.where(frame["bv_zeroed"].astype(bool), 0.0, np.round(scene, 2)),
+            "background L*": frame["background_L"].to_numpy(float),
+            "hand shade": frame["hand_shade_depth"].to_numpy(float),
+            "exposure error": frame["exposure_error_ev"].to_numpy(float)}
 
 
 def _scores(pred: np.ndarray, target: np.ndarray) -> list[float]:
-    """Mean dE00, then the RMS error of L*, a*, b*."""
+    """Mean dE00, the RMS error of L*, a*, b*, and the slope of predicted on true L*."""
     return [float(np.mean(errors_of(pred, target)[0])),
-            *np.sqrt(((pred - target) ** 2).mean(0)).tolist()]
+            *np.sqrt(((pred - target) ** 2).mean(0)).tolist(),
+            float(np.polyfit(target[:, 0], pred[:, 0], 1)[0])]
 
 
 def measure_gap(frame: pd.DataFrame, measured: np.ndarray, seeds) -> pd.DataFrame:
@@ -67,7 +79,7 @@ def measure_gap(frame: pd.DataFrame, measured: np.ndarray, seeds) -> pd.DataFram
         for name, pred in preds.items():
             rows.setdefault(name, []).append(_scores(pred, test.target))
     table = pd.DataFrame({k: np.mean(v, 0) for k, v in rows.items()},
-                         index=["mean dE00", "RMS L*", "RMS a*", "RMS b*"]).T
+                         index=["mean dE00", "RMS L*", "RMS a*", "RMS b*", "L* slope"]).T
     table["/ per_session"] = table["mean dE00"] / table.loc["per_session", "mean dE00"]
     return table.rename_axis("model").reset_index()
 
