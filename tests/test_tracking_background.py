@@ -227,6 +227,7 @@ def test_a_trial_whose_run_the_killed_driver_never_created_keeps_its_history(
     assert history(second_tracker, run_id) == [(1, 9.0), (2, 8.0), (3, 7.0)]
     assert [s for s, _ in history(second_tracker, run_id, "epoch")] == [1, 2, 3]
     assert status == "FINISHED" and complete
+    assert MlflowClient(second_tracker.uri).get_run(run_id).data.params["lr"] == "0.01"
 
 
 def test_a_new_trial_s_result_file_is_not_read_when_its_run_starts(tracker, tmp_path,

@@ -34,7 +34,7 @@ from ray import tune
 
 from raysweep.tracking import checkpoints, datasets, reconcile
 from raysweep.tracking.background import Writer
-from raysweep.tracking.store import Tracker, epoch_metrics
+from raysweep.tracking.store import Tracker, epoch_metrics, flat_params
 
 log = logging.getLogger(__name__)
 FLUSH_S = 900.0  # the end of a sweep waits this long for MLflow's backlog, at most
@@ -126,7 +126,9 @@ class TrialLogger(tune.Callback):
             return self.runs[tid]
         created = tid not in self.runs
         if created:
-            self.runs[tid] = self.tracker.start_child(tid, str(trial), trial.config)
+            self.runs[tid] = self.tracker.start_child(tid, str(trial), trial.config,
+                                                      params=False)
+            self.writer.add(self.runs[tid], params=flat_params(trial.config))
             datasets.log_like_parent(self.tracker, self.runs[tid])
         # A run from an earlier driver may miss epochs that driver still had queued, and the
         # restored trial replays the epochs after its checkpoint. A run created here may be
@@ -170,14 +172,13 @@ class TrialLogger(tune.Callback):
         # Taken from the result here, in Tune's thread: the step must not hold Tune's dict.
         step, metrics = reconcile.epoch_of(result), epoch_metrics(result)
         now = int(time.time() * 1000)
+        if result.get("checkpoint_path"):  # a DDP trial: Train reports its checkpoint's path
+            self.checkpoints[trial.trial_id] = result["checkpoint_path"]
         self.hand_over(f"on_trial_result of trial {trial.trial_id}",
-                       functools.partial(self._result, trial, step, metrics,
-                                         result.get("checkpoint_path"), now),
+                       functools.partial(self._result, trial, step, metrics, now),
                        droppable_for=trial.trial_id)
 
-    def _result(self, trial, step: int, metrics: dict, checkpoint_path, now: int) -> None:
-        if checkpoint_path:  # a DDP trial: Train reports its checkpoint's path
-            self.checkpoints[trial.trial_id] = checkpoint_path
+    def _result(self, trial, step: int, metrics: dict, now: int) -> None:
         run_id = self.run_id(trial)
         if step <= self.last_epoch.get(trial.trial_id, 0):
             # An epoch replayed after a restart from an older checkpoint (a killed worker or
@@ -188,10 +189,12 @@ class TrialLogger(tune.Callback):
         self._note_best(trial.trial_id, metrics)
         self.writer.add(run_id, metrics=metrics, step=step, timestamp_ms=now)
 
-    @hook
-    def on_checkpoint(self, trial, checkpoint, **info):
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         # The loop reports a checkpoint only when validation improved: the last one is the best.
         # Kept whole: on S3 its path has no scheme, only its file system says where it is.
+        # Noted here, in Tune's thread, not handed over (a queue put costs Tune's loop more than
+        # a dict write): the steps that read it (the trial's close, the leaders' copy) are
+        # queued after it.
         self.checkpoints[trial.trial_id] = checkpoint
 
     @hook
@@ -273,6 +276,8 @@ class TrialLogger(tune.Callback):
         run_id = self.run_id(trial)  # adopting a run repairs its history
         if not fresh:
             self._repair_history(trial, run_id)
+        if run_id in self.writer.lost:  # its first batch may have been the one with params
+            self.writer.add(run_id, params=flat_params(trial.config))
         self.dirty.discard(tid)
         self.writer.lost.discard(run_id)
         status = reconcile.terminal_status(trial)

@@ -403,12 +403,16 @@ class Tracker:
                         "work was redone as new trials): %s", len(orphans), ", ".join(orphans))
         return orphans
 
-    def start_child(self, trial_id: str, name: str, config: Mapping[str, Any]) -> str:
+    def start_child(self, trial_id: str, name: str, config: Mapping[str, Any],
+                    params: bool = True) -> str:
+        """A trial's run; `params=False` leaves its params to the caller (the sweep's writer
+        sends them with the run's first batch of metrics: one request fewer per trial)."""
         tags = {"mlflow.parentRunId": self.parent_run_id, "raysweep.trial_id": trial_id,
                 "raysweep.role": "trial", "raysweep.sweep_name": self.sweep_name}
         tags.update({k: str(config[k]) for k in TRIAL_TAGS if k in config})
         run = self.call(self.client.create_run, self.experiment_id, run_name=name, tags=tags)
-        self.log(run.info.run_id, params=flat_params(config))
+        if params:
+            self.log(run.info.run_id, params=flat_params(config))
         return run.info.run_id
 
     # Writes raise unless strict=False, which runs them in `best_effort`. The defaults are the
