@@ -24,6 +24,12 @@ import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# One torch (OpenMP) thread in the tests and every process they start (commands, Ray workers;
+# set before anything imports torch). The tests' models are tiny, and with two threads per
+# process on 2 shared cores OpenMP's waiting threads spin for most of the CPU: test_models.py
+# took 77 s of CPU with two threads and 15 s with one (330 s vs 41 s wall at load ~28). A
+# trial still sets its own count from its CPUs (sweep/trainable.py); that is not changed.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SLOW_TIMEOUT_S = 900
 
