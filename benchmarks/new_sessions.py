@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks import main as bench_main
+from benchmarks import parse_args, write_section
 from benchmarks.trust import synth_state
 
 LEVEL = 0.9
@@ -241,13 +241,29 @@ def run(quick: bool = False):
     return section(measure(quick), quick)
 
 
+RECALIBRATED = "new_sessions_recalibrated"  # --from-saved's files: the trained run's stay as they are
+
+
 def run_saved(quick: bool = False):
-    """--from-saved: the last run's trained models' outputs, bounds and flags recomputed."""
+    """--from-saved: the last run's trained models' outputs, bounds and flags recomputed, written
+    to RECALIBRATED's files (results/new_sessions_recalibrated[_quick].md, .json, photos .csv)
+    beside the run's own, which keep the bound it was calibrated with."""
     from benchmarks.new_sessions_report import section
 
-    return section(recalibrate(quick), quick)
+    out = section(recalibrate(quick), quick, RECALIBRATED)
+    write_section(RECALIBRATED, quick, out)
+    return out
+
+
+def _measured(quick: bool = False):
+    """The default: train and measure, written to results/new_sessions[_quick].*."""
+    out = run(quick)
+    write_section("new_sessions", quick, out)
+    return out
 
 
 if __name__ == "__main__":
-    bench_main("new_sessions", run, {"--from-saved": (
-        run_saved, "recompute bounds and flags from the last run's saved model outputs")})
+    args = parse_args("new_sessions", options={"--from-saved": (
+        "recompute bounds and flags from the last run's saved model outputs (written to "
+        "results/new_sessions_recalibrated*, the run's own files untouched)")})
+    print((run_saved if args.from_saved else _measured)(quick=args.quick))

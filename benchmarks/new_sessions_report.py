@@ -102,8 +102,9 @@ def _checks(ph: pd.DataFrame, seeds: pd.DataFrame, cov: pd.DataFrame) -> list[tu
     ]
 
 
-def section(m: dict, quick: bool = False) -> Section:
-    """The section from `benchmarks.new_sessions.measure`'s result."""
+def section(m: dict, quick: bool = False, stem: str = "new_sessions") -> Section:
+    """The section from `benchmarks.new_sessions.measure`'s result; its photos go to
+    `<stem>_photos[_quick].csv`."""
     from benchmarks.new_sessions import CANDIDATES, CROP, FAMILIES, FOLDS, TARGETS
 
     ph, seeds = _pooled(m["runs"]), _seed_rows(m["runs"])
@@ -113,14 +114,17 @@ def section(m: dict, quick: bool = False) -> Section:
 
     cmd = "python -m benchmarks.new_sessions" + (" --quick" if quick else "")
     again = (f" The bounds and flags were then recomputed by the current code from that run's "
-             f"saved outputs (`{cmd} --from-saved`, seconds; training is the cost)."
+             f"saved outputs (`{cmd} --from-saved`, no training): the models, their errors and "
+             "the crowning are that run's (its own file, `new_sessions_quick.md`, keeps the bound "
+             "as it was calibrated then); only the bound and the flags are new here."
              if m.get("recalibrated") else "")
     chosen = "; ".join(f"seed {r['seed']}: {r['chosen']}" for r in m["runs"] if r.get("chosen"))
     crowns = "; ".join(f"seed {r['seed']}: {r['crown_line']}" for r in m["runs"]
                        if r.get("crown_line"))
     run0, leaders = m["runs"][0], m["scale"].get("leaders", "quick")
     lines = [
-        "## New sessions: a photo from a capture session no model trained on\n",
+        "## New sessions: a photo from a capture session no model trained on"
+        + (" (the saved run, bound recalibrated)" if m.get("recalibrated") else "") + "\n",
         f"Synthetic dataset ({m['shape']} shape, {m['synth']}), `split_by=set_id` (whole sessions "
         f"held out, every camera kept in training), split seeds {', '.join(map(str, m['seeds']))}. "
         f"Leaders: {', '.join(n.format(**m['scale']) for n in CANDIDATES[leaders])} "
@@ -156,7 +160,7 @@ def section(m: dict, quick: bool = False) -> Section:
     ]
     cols = ["seed", "sample_id", "camera", "skin_tone", "set_id", "tone_id", "regime", "bound",
             "bound_val", "flags", *[c for c in ph.columns if c.startswith("err:")]]
-    ph[cols].to_csv(result_path("new_sessions_photos", quick, ".csv"), index=False,
+    ph[cols].to_csv(result_path(f"{stem}_photos", quick, ".csv"), index=False,
                     float_format="%.4f")  # every number above can be recomputed from these
     return Section("\n".join(lines) + "\n", {
         "checks": [{"check": w, "met": ok} for w, ok in checks], "accuracy": acc,

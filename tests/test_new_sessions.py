@@ -61,14 +61,15 @@ def session_corrector(cfg, d: Prepared):
     return float(stats.errors_of(pred, d.target[val])[0].mean()), pred
 
 
-def _bounds_on(data: Prepared):
-    """(seen-sessions bound, new-session bound, test rows, test predictions of the full model)."""
+def _bounds_on(data: Prepared, scaled=None):
+    """(new-session bound, out-of-fold predictions, test rows, test predictions of the full
+    model); `scaled` as calibrate_sessions takes it."""
     train = data.subset(data.indices("train"))
     full = data.subset(np.flatnonzero(data.split != "val"))  # the model: trained on train
     full.split = np.where(full.split == "test", "val", full.split).astype(str)
     _, pred_test = session_corrector(None, full)
     oof = selection.session_oof(None, data, k=4, seed=0, fit_score=session_corrector)
-    new = bounds.calibrate_sessions(data, oof, train, level=0.9, seed=0)
+    new = bounds.calibrate_sessions(data, oof, train, level=0.9, seed=0, scaled=scaled)
     return new, oof, data.subset(data.indices("test")), pred_test
 
 
@@ -185,14 +186,15 @@ def _one_camera_harder(seed: int, factor: float = 4.0) -> Prepared:
 
 @pytest.mark.slow  # six generated splits, three bounds each
 def test_group_bound_is_wider_for_the_harder_camera_and_holds_there():
-    """The folds mostly choose a bound that knows the camera (group or scaled), and the group bound
+    """The folds choose a bound that knows the camera (group or scaled) in half the draws or more,
+    and the group bound
     (sigma by camera and predicted ITA group) gives the camera whose new sessions err more a
     wider bound whose coverage reaches the level there, where one constant bound over all
     cameras falls short."""
     cov_group, cov_const, width, aware = [], [], [], []
     for seed in range(6):
         data = _one_camera_harder(seed)
-        chosen, oof, test, pt = _bounds_on(data)
+        chosen, oof, test, pt = _bounds_on(data, scaled="folds")
         aware.append(not chosen.info["method"].startswith("constant"))
         train = data.subset(data.indices("train"))
         new = bounds.calibrate_sessions(data, oof, train, 0.9, seed=0, scaled="group")
@@ -204,7 +206,10 @@ def test_group_bound_is_wider_for_the_harder_camera_and_holds_there():
         width.append(np.median(b[hard]) / np.median(b[~hard]))
         cov_group.append(np.mean(err[hard] <= b[hard]))
         cov_const.append(np.mean(err[hard] <= c[hard]))
-    assert sum(aware) >= 4, aware  # the folds see the camera in most draws (18 sessions)
+    # the folds see the camera in half the draws or more (18 sessions): 4 of 6 when one lift
+    # served every ITA group, 3 of 6 since each group is lifted on its own toward every camera at
+    # 85%, which brings the constant bound's fold charge nearer the group one's
+    assert sum(aware) >= 3, aware
     assert np.nanmedian(width) > 2.0, width
     assert np.nanmean(cov_group) >= 0.85, cov_group
     assert np.nanmean(cov_const) < np.nanmean(cov_group) - 0.1, (cov_const, cov_group)
