@@ -157,7 +157,7 @@ def _one_seed(card, seed: int, scale: dict, tmp: Path) -> dict:
     from raysweep.evaluate.breakdowns import group_labels
     from raysweep.evaluate.stats import errors_of
 
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     data = _load(card, seed, scale)
     leaders = [_train_leader(n.format(**scale), o, data, scale, seed, tmp)
                for n, o in CANDIDATES[scale["leaders"]].items()]
@@ -181,7 +181,9 @@ def _one_seed(card, seed: int, scale: dict, tmp: Path) -> dict:
          "fold_leader": c["fold_leader"], "val": {ld.name: ld.val for ld in leaders},
          "crown_line": c["line"], "test_sessions": sorted(set(g["set_id"])), "seed": seed}
     calibrate(r, data)
-    r["wall_s"] = time.time() - t0
+    # CPU beside wall: on the shared machine a seed's wall time is mostly other jobs' (the FINAL
+    # run's seed 1 took 49.6 s in a quiet minute, seeds 0 and 2 ~1000 s at load 20-30)
+    r["wall_s"], r["cpu_s"] = time.time() - t0, time.process_time() - c0
     return r
 
 

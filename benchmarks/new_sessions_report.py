@@ -35,7 +35,7 @@ def _seed_rows(runs: list[dict]) -> pd.DataFrame:
             "oracle:observable": ph.get("err:oracle:observable", pd.Series([np.nan])).mean(),
             "bound coverage": (ph["err:champion"] <= ph["bound"]).mean(),
             "validation-calibrated bound coverage": (ph["err:champion"] <= ph["bound_val"]).mean(),
-            "wall s": r["wall_s"]})
+            "wall s": r["wall_s"], "CPU s": r.get("cpu_s", np.nan)})
     return pd.DataFrame(rows)
 
 
