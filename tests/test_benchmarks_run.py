@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,3 +174,13 @@ def test_a_benchmark_alternative_flag_selects_its_run(monkeypatch, tmp_path):
                     {"--from-saved": (lambda quick: ran.append(("saved", quick)) or "## x", "h")})
     assert ran == [("saved", True)]
     assert (tmp_path / "x_quick.md").read_text().startswith("## x")
+
+
+def test_every_section_of_results_md_is_one_the_runner_keeps():
+    """A section the runner does not know would vanish the next time it rewrites RESULTS.md."""
+    text = (bench.HERE / "RESULTS.md").read_text()
+    names = re.findall(r"<!-- section: (\w+) -->", text)
+    assert names, "no sections found: the marker format changed"
+    known = (*bench.BENCHMARKS, *bench.GPU_BENCHMARKS)
+    assert [n for n in names if n not in known] == []
+    assert set(bench.old_sections(bench.HERE / "RESULTS.md")) == set(names)
