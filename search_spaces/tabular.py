@@ -20,19 +20,20 @@ Early stopping: the learning rate decays over the whole budget, so the MLP keeps
 its last epochs (real phone data: the best trials peak at epochs 140-180 of 200, and a first rung
 at 25 of 200 cut those late bloomers). ASHA compares at 1/4 and 3/4 of the budget
 (GRACE_FRACTION 0.25, reduction factor 3: rungs 50 and 150 of 200), which keeps the rungs at the
-same point of the curve when `--set epochs=N` changes the budget. What the benchmark says
-(benchmarks/results/search_efficiency.md: 5 seeds of 24 trials x 16 epochs, 2 at a time, on the
-synthetic set, on a machine shared with the test suite): TPE with these rungs reached random
-search's final best after a median 0.39 of random's wall time (target 1/3: missed; 0.31 with
-each sweep's set-up left out) and after 0.29 of random's epochs, the least work of the five
-methods (random with the same rungs 0.39 of the epochs, TPE without stopping 0.46, the same
-rungs in 3 Hyperband brackets 0.41), with a better final best than random's at equal wall time
-in 5 of 5 seeds (2.675 against 2.744) and a champion test error level with random's (2.763
-against 2.759: 0.004 worse, so that target is missed by 0.004; TPE without stopping 2.697).
-ASHA replayed on random's own curves there kept random's winner in 5 of 5 seeds with these
-rungs (0.39 of random's time); rungs at 1/10-1/8 with factor 3 are faster (0.34) but cut the
-winner in 1 of 5, and 3 brackets over these rungs (BRACKETS = 3, `--brackets 3`) are slower
-(0.51), so the default is plain ASHA at 1/4.
+same point of the curve when `--set epochs=N` changes the budget. Why these and not others
+(benchmarks/RESULTS.md, search efficiency): ASHA replayed on the benchmark's kept sweeps in 60
+trial orders per seed (results/search_replay_orders.md) finds no better plan: on TPE's curves
+these rungs reach random search's best after a median 0.25 of random's epochs in 99% of the
+orders, every plan from 1/4 to 5/16 ties, and first rungs at 1/8-3/16 miss it in 16-23% of the
+orders (the late bloomers). In real sweeps (results/search_efficiency.md, session 24: 5 seeds of
+24 trials x 16 epochs, 2 at a time, at load 10-41) TPE with these rungs beat random at equal wall
+time (median best 2.714 against 2.972) and in champion test error (2.868 against 2.917), but
+reached random's final best in only 3 of 5 seeds, after a median 0.60 of random's wall time
+(target 1/3: missed); session 23's five-method run (results/search_efficiency_s23.md) had it at
+0.39 of random's wall time and 0.29 of its epochs, the least work of five methods, and 3
+Hyperband brackets over these rungs no better. A TPE start-up of 4 trials instead of 6 was
+measured beside it in session 24: better in 3 seeds, worse in 2 (median best 2.757, test
+2.890): no win, so TPE keeps its start-up at a quarter of the budget.
 """
 
 MAX_EPOCHS = 200
