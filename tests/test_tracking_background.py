@@ -152,12 +152,7 @@ def test_a_killed_driver_and_resume_lose_and_duplicate_nothing(tracker, tmp_path
     first.on_trial_complete(0, [], done)
     assert stuck.stuck.wait(60)
     # SIGKILL: the first driver's queue is gone with it; nothing it still holds ever lands.
-    second_tracker = pickle.loads(pickle.dumps(tracker))
-    tracker.COOLDOWN_S = 3600.0
-    tracker._client = Dead()
-    stuck.gate.set()
-    second = pickle.loads(saved)
-    second.tracker = second_tracker
+    second = kill_and_resume(tracker, saved, stuck)
     for epoch, value in ((2, 18.0), (3, 17.0), (4, 16.0)):  # restored from epoch 1's checkpoint
         report(second, trial, epoch, value)
     trial.status = "TERMINATED"
@@ -172,6 +167,18 @@ def test_a_killed_driver_and_resume_lose_and_duplicate_nothing(tracker, tmp_path
     for tid, (_run, status, complete) in runs.items():
         assert status == "FINISHED" and complete, tid
     assert client.get_run(runs["k2"][0]).data.tags["raysweep.epochs_run"] == "2"
+
+
+def kill_and_resume(tracker, saved, stuck):
+    """SIGKILL the first driver (its tracker goes dead, its blocked writer is released into a
+    dead client) and resume: Tune's pickled callback with a fresh tracker for the same store."""
+    second_tracker = pickle.loads(pickle.dumps(tracker))
+    tracker.COOLDOWN_S = 3600.0
+    tracker._client = Dead()
+    stuck.gate.set()
+    second = pickle.loads(saved)
+    second.tracker = second_tracker
+    return second
 
 
 class StuckCreate:
@@ -207,12 +214,8 @@ def test_a_trial_whose_run_the_killed_driver_never_created_keeps_its_history(
     trial.status = "TERMINATED"
     first.on_trial_complete(0, [], trial)
     # SIGKILL. Tune's snapshot holds the trial with its last result.
-    second_tracker = pickle.loads(pickle.dumps(tracker))
-    tracker.COOLDOWN_S = 3600.0
-    tracker._client = Dead()
-    stuck.gate.set()
-    second = pickle.loads(saved)
-    second.tracker = second_tracker
+    second = kill_and_resume(tracker, saved, stuck)
+    second_tracker = second.tracker
     trial.last_result = result(3, 7.0)
     if restored == "from_last_checkpoint":
         ckpt = write_checkpoint(tmp_path / "checkpoint_000002", 7.0)
