@@ -224,7 +224,10 @@ def test_sweep_runs_on_both_nodes_and_logs_to_mlflow_over_http(two_nodes):
     assert len(children) == TRIALS
     for child in children:
         metrics = {m["key"] for m in child["data"].get("metrics", [])}
-        assert "val_de00_mean" in metrics, metrics
+        # What to read when a run arrives empty (once in a clean-clone CI under two workers):
+        # the run's own record and the driver's MLflow warnings.
+        said = [ln for ln in log.splitlines() if "MLflow" in ln or "mlflow" in ln]
+        assert "val_de00_mean" in metrics, (metrics, child["info"], tags(child), said[-40:])
         assert tags(child).get("backbone") and tags(child).get("raysweep.trial_id")
         params = {p["key"]: p["value"] for p in child["data"].get("params", [])}
         assert all(two_nodes["sweep_pw"] not in v for v in params.values())
