@@ -16,12 +16,15 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raysweep.errors import run_cli, setup_logging
-from raysweep.sweep import console, results
-from raysweep.sweep.resolve import DEFAULT_STORAGE, SEARCHERS
-from raysweep.sweep.run import SweepResult, run_sweep
-from raysweep.sweep.spec import Request
+from raysweep.sweep import results
+from raysweep.sweep.spec import DEFAULT_STORAGE, Request
+from raysweep.sweep.strategy import SAMPLERS
+
+if TYPE_CHECKING:
+    from raysweep.sweep.run import SweepResult
 
 log = logging.getLogger("raysweep.search")
 
@@ -59,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--brackets", type=int,
                    help="asynchronous Hyperband: N brackets, each trial in one, the k-th with "
                         "its first rung at grace * factor**k (default 1: plain ASHA)")
-    p.add_argument("--searcher", choices=SEARCHERS, default="tpe",
+    p.add_argument("--searcher", choices=SAMPLERS, default="tpe",
                    help="Optuna TPE (default) or random sampling, as a baseline")
     p.add_argument("--no-early-stopping", dest="early_stopping", action="store_false",
                    help="run every trial to its last epoch (no ASHA), as a baseline")
@@ -72,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_sweep(request: Request, verbose: int = 0) -> SweepResult:
+    """The sweep library's `run_sweep`, imported when a sweep starts (the command's test seam)."""
+    # lazy: Ray and Optuna (5-10 s of imports) load once the flags parse: --help answers at once
+    from raysweep.sweep.run import run_sweep as run
+
+    return run(request, verbose=verbose)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
@@ -80,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = run_sweep(Request.from_args(args), verbose=2 if args.debug else 0)
     print(results.leaderboard(out.table, out.metric, out.searched))
     print(f"\n{out.summary()}")
+    from raysweep.sweep import console  # lazy: it loads Ray's Tune, which --help never needs
+
     evaluate = args.eval_winners and out.complete and console.any_finished(out)
     if not evaluate:
         print(console.where(out))  # else below the evaluation, beside its report
@@ -100,6 +113,7 @@ def _eval_winners(out: SweepResult) -> int:
     # lazy: the evaluation stack (torch, scipy, matplotlib: seconds) that a plain sweep never needs
     from raysweep import eval_winners
     from raysweep.evaluate.record import EvalSettings  # lazy: as above
+    from raysweep.sweep import console  # lazy: it loads Ray's Tune, which --help never needs
 
     settings = EvalSettings(parent_run=out.parent_run_id, tracking_uri=out.tracking_uri)
     code = eval_winners.evaluate(settings)

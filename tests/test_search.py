@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from raysweep.evaluate.record import EvalSettings
-from raysweep.sweep.run import run_sweep
+from raysweep.sweep.run import SweepResult, run_sweep
 from raysweep.sweep.spec import Request
 from tests.helpers.fakes import make_prepared
 from tests.helpers.faults import slow_loop
@@ -229,7 +229,7 @@ def test_eval_winners_flag_hands_the_sweep_to_the_eval_winners_command(monkeypat
 
     seen = []
     monkeypatch.setattr(eval_winners, "evaluate", lambda settings: seen.append(settings) or 0)
-    out = search.SweepResult(name="s", path="/x", parent_run_id="p1", table=pd.DataFrame(),
-                             tracking_uri="sqlite:///t.db", metric="val_de00_mean", searched=[])
+    out = SweepResult(name="s", path="/x", parent_run_id="p1", table=pd.DataFrame(),
+                      tracking_uri="sqlite:///t.db", metric="val_de00_mean", searched=[])
     assert search._eval_winners(out) == 0
     assert seen == [EvalSettings(parent_run="p1", tracking_uri="sqlite:///t.db")]

@@ -15,6 +15,7 @@ from raysweep import search
 from raysweep.config import SELECT_METRIC, SELECT_MODE
 from raysweep.errors import UserError
 from raysweep.sweep import resolve, results, spaces
+from raysweep.sweep.run import SweepResult
 from raysweep.sweep.spec import (
     SPEC_FILE,
     VERSION,
@@ -167,8 +168,8 @@ def test_without_early_stopping_no_trial_counts_as_stopped_by_asha(monkeypatch, 
     for early_stopping, says in ((False, "(early stopping off, 0 failed)"),
                                  (True, "(1 stopped early by ASHA, 0 failed)")):
         table = on if early_stopping else off
-        out = search.SweepResult("s", "/tmp/s", "p", table, "sqlite:///x", "val_de00_mean",
-                                 ["lr"], early_stopping=early_stopping)
+        out = SweepResult("s", "/tmp/s", "p", table, "sqlite:///x", "val_de00_mean",
+                          ["lr"], early_stopping=early_stopping)
         monkeypatch.setattr(search, "run_sweep", lambda *a, _out=out, **k: _out)
         assert search.main(["--space", "quickstart"]) == 0
         printed = capsys.readouterr().out

@@ -18,6 +18,7 @@ from raysweep.sweep import files, spaces, strategy
 from raysweep.sweep.data import describe_data, smoke_dataset
 from raysweep.sweep.spec import (
     BUILTIN_DATA,
+    DEFAULT_STORAGE,
     SPEC_FILE,
     EarlyStopping,
     Request,
@@ -30,7 +31,6 @@ from raysweep.sweep.storage import check_writable
 from raysweep.tracking.store import tracking_uri
 from raysweep.uri import is_uri
 
-DEFAULT_STORAGE = "~/raysweep_results"
 SMOKE = {"num_samples": 2, "epochs": 2}
 SEARCHERS = strategy.SAMPLERS
 

@@ -26,6 +26,7 @@ from raysweep.errors import UserError
 VERSION = 1
 SPEC_FILE = "raysweep_sweep.json"
 BUILTIN_DATA = ("<in-memory>", "synthetic default")  # describe_data's names for no path
+DEFAULT_STORAGE = "~/raysweep_results"  # a Request without --storage
 
 
 @dataclass(frozen=True)
