@@ -65,3 +65,31 @@ def test_importance_artifacts_on_the_parent_run(tmp_path, monkeypatch):
         assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     other = tracker.start_child("t0", "trial_0", {})
     assert importance.fetch(tracker.client, other, tmp_path / "none") is None
+
+
+def test_each_fit_is_bounded_whatever_the_sweep_s_size(monkeypatch):
+    """A large sweep's fits see MAX_FIT_TRIALS trials each (200) and trees at most MAX_DEPTH
+    (6) deep: unbounded, 10 fits over 600 trials took 50-72 s at the end of a sweep."""
+    import optuna
+
+    sizes, made = [], []
+    fit, evaluator = importance._fanova, optuna.importance.FanovaImportanceEvaluator
+
+    def counted(trials, *args):
+        sizes.append(len(trials))
+        return fit(trials, *args)
+
+    def recorded(**kwargs):
+        made.append(kwargs)
+        return evaluator(**kwargs)
+
+    monkeypatch.setattr(importance, "_fanova", counted)
+    monkeypatch.setattr(optuna.importance, "FanovaImportanceEvaluator", recorded)
+    imp = importance.compute(trials(1000), PARAMS, METRIC)
+    assert sizes == [200] * importance.RESAMPLES
+    assert [kw["max_depth"] for kw in made] == [6] * importance.RESAMPLES
+    assert imp.n_trials == 1000 and imp.table["parameter"].iloc[0] == "lr"
+    assert "subsets of 200 trials" in imp.note() and "at most 6 deep" in imp.note()
+    sizes.clear()
+    importance.compute(trials(100), PARAMS, METRIC)  # below the cap: 80% of the trials
+    assert sizes == [80] * importance.RESAMPLES
