@@ -38,14 +38,19 @@ from pathlib import Path
 from benchmarks import Section, describe_machine, load_note, machine, md_table
 from benchmarks import simulate as sim
 from benchmarks.simulate import bare_fit, fake_loop, mlflow_server, own_environ, small_dataset
+from raysweep.tracking.background import LANES
 
 SLOTS, EPOCHS, EPOCH_S = 8, 2, 0.2
 SPACE = "tabular"
+# What a user starts: `mlflow server` with its default --workers (4); session 24's runs used 1,
+# which served raysweep's writer one request at a time.
+MLFLOW_WORKERS = 4
 
 
 def raysweep_sweep(root: Path, n: int, phases: dict | None = None) -> tuple[float, object]:
     """raysweep's sweep of `n` trials: (wall s, SweepResult); `phases` gets the seconds of its
-    Tune run (tuner built, trials run, MLflow's queue waited for: `mlflow_end_wait`) and of its
+    Tune run (tuner built, trials run, MLflow's queue waited for: `mlflow_end_wait`, of which
+    `mlflow_finish` the reconciliation and the leaders' checkpoint copies) and of its
     finalize (the leaderboard, parameter importance), the rest of the wall being the set-up."""
     from raysweep.sweep import run as sweep_run
     from raysweep.sweep.spec import Request
@@ -54,7 +59,8 @@ def raysweep_sweep(root: Path, n: int, phases: dict | None = None) -> tuple[floa
     data = str(small_dataset())  # found in the cache (seconds), outside the timed part
     phases = {} if phases is None else phases
     timed = {(sweep_run, "run_tune"): "run_tune", (sweep_run, "finalize"): "finalize",
-             (TrialLogger, "on_experiment_end"): "mlflow_end_wait"}
+             (TrialLogger, "on_experiment_end"): "mlflow_end_wait",
+             (TrialLogger, "_finish"): "mlflow_finish"}
     saved = {key: getattr(*key) for key in timed}
     for (owner, attr), fn in saved.items():
         setattr(owner, attr, _timed(fn, phases, timed[owner, attr]))
@@ -136,7 +142,7 @@ def run(quick: bool = False, trials: int | None = None) -> Section:
     configs = bare_configs(n)
     walls, spans, phases = {}, {}, {}
     try:
-        with own_environ(), mlflow_server(root) as url:
+        with own_environ(), mlflow_server(root, workers=MLFLOW_WORKERS) as url:
             os.environ.update({"MLFLOW_TRACKING_URI": url, sim.EPOCH_S_ENV: str(EPOCH_S),
                                sim.WAITS_ENV: str(root / "waits.jsonl")})
             small_dataset()  # outside the timed runs
@@ -172,6 +178,8 @@ def section(n, walls, starts, out, tracked, quick) -> Section:
     ratio, extra = wall_rs / wall_bare, per_slot(wall_rs, n) - per_slot(wall_bare, n)
     tune_s, fin_s = walls["raysweep_run_tune"], walls["raysweep_finalize"]
     setup = wall_rs - tune_s - fin_s
+    end_wait = walls.get("raysweep_mlflow_end_wait", math.nan)
+    finish = walls.get("raysweep_mlflow_finish", math.nan)
     rows = [("1. bare Ray Tune, first half", n // 2, walls["bare_1_failed"], walls["bare_1"],
              starts["bare_1"], walls["bare_1_load"]),
             ("2. raysweep.search path, MLflow server", n, rs_fail, wall_rs, starts["raysweep"],
@@ -183,7 +191,9 @@ def section(n, walls, starts, out, tracked, quick) -> Section:
     md = ["## Scale: many short trials through raysweep vs bare Ray Tune\n",
           f"{n} short trials ({EPOCHS} epochs x {EPOCH_S} s, a checkpoint when improved), "
           f"{SLOTS} at once, on one local Ray, in the order below: bare Tune's halves before "
-          f"and after raysweep's sweep ({'quick' if quick else 'full'} mode). "
+          f"and after raysweep's sweep ({'quick' if quick else 'full'} mode); MLflow: `mlflow "
+          f"server --workers {MLFLOW_WORKERS}` on SQLite, raysweep's writer with "
+          f"{LANES} lanes. "
           f"Machine: {describe_machine()}; {load_note()}.\n",
           md_table(rows, ["run (in order)", "trials", "failed", "wall s",
                           "s to first result", "load (1 min) after"]), "",
@@ -201,9 +211,9 @@ def section(n, walls, starts, out, tracked, quick) -> Section:
           f"{fin_s:.0f} s. Set-up and finalize are paid once per sweep, not per trial.",
           f"- driver time in the MLflow callback's hooks: {out.tracking_s:.1f} s "
           f"({1000 * out.tracking_s / max(1, n):.1f} ms per trial), the end-of-sweep wait for "
-          f"the tracking queue included ({walls.get('raysweep_mlflow_end_wait', math.nan):.1f} s "
-          "of it: the writer thread's backlog when the last trial ended, the reconciliation and "
-          "the leaders' checkpoint copies).",
+          f"the tracking queue included ({end_wait:.1f} s of it: the writer's backlog when the "
+          f"last trial ended {end_wait - finish:.1f} s, then the reconciliation and the "
+          f"leaders' checkpoint copies {finish:.1f} s).",
           f"- MLflow afterwards: {tracked['finished']} of {tracked['runs']} child runs FINISHED, "
           f"{tracked['all_epochs']} with their last epoch; {tracked['sampled']} sampled "
           f"histories {'complete' if tracked['sampled_histories_ok'] else 'INCOMPLETE'}; "
@@ -213,7 +223,8 @@ def section(n, walls, starts, out, tracked, quick) -> Section:
         md.append(f"- {n} trials, not the 1,000 of the target: what fitted in the time left "
                   "on the shared machine (`--trials`).")
     md += ["", f"Command: `{cmd}`"]
-    data = {"trials": n, "slots": SLOTS, "epochs": EPOCHS, "epoch_s": EPOCH_S,
+    data = {"trials": n, "slots": SLOTS, "mlflow_workers": MLFLOW_WORKERS, "writer_lanes": LANES,
+            "epochs": EPOCHS, "epoch_s": EPOCH_S,
             "order": ["bare_1", "raysweep", "bare_2"], "walls": walls,
             "seconds_to_first_result": starts,
             "wall_raysweep_s": wall_rs, "wall_bare_s": wall_bare, "ratio": ratio,

@@ -8,6 +8,7 @@ result.json as Tune's JSON logger leaves it (one line per report, replayed epoch
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import threading
@@ -30,8 +31,11 @@ class FakeTrial(SimpleNamespace):
         return f"trial_{self.trial_id}"
 
 
-@pytest.fixture
-def tracker(mlflow_db):
+@pytest.fixture(params=[1, 3], ids=["one-lane", "three-lanes"])
+def tracker(mlflow_db, request, monkeypatch):
+    """The sweep's tracker; its writer runs one lane (a local store) or three (as against a
+    tracking server, where each trial's steps go to their own lane)."""
+    monkeypatch.setattr(background, "lanes_for", lambda uri: request.param)
     t = tracking.Tracker("study", "sweep-bg")
     t.start_parent(tags={}, params={})
     return t
@@ -107,6 +111,55 @@ def test_results_are_merged_into_one_write_per_run(tracker, tmp_path):
     assert logger.writer.backlog() == 0
 
 
+def test_a_step_without_a_key_runs_after_every_lane_s_earlier_steps(tracker):
+    """The end of the sweep (no key) must see every trial's steps done, on every lane, and the
+    steps queued after it must wait for it."""
+    import time
+
+    writer = background.Writer(tracker, lanes=3)
+    done, seen = [], []
+
+    def slow(i):
+        time.sleep(0.05 * (i % 3))
+        done.append(i)
+
+    for i in range(12):
+        writer.submit(f"step {i}", functools.partial(slow, i), key=f"trial-{i}")
+    writer.submit("the end", lambda: seen.append(sorted(done)))
+    writer.submit("after", lambda: done.append("after"), key="trial-0")
+    assert writer.flush(120)
+    assert seen == [list(range(12))] and done[-1] == "after"
+    assert len({id(writer.lane_of(f"trial-{i}")) for i in range(12)}) > 1  # several lanes ran
+
+
+def test_a_tracking_server_gets_several_lanes_a_local_store_one():
+    assert background.LANES == 4
+    assert background.lanes_for("http://127.0.0.1:5000") == 4
+    assert background.lanes_for("https://mlflow.example.org") == 4
+    assert background.lanes_for("sqlite:///tmp/mlruns.db") == 1
+    assert background.lanes_for("file:///tmp/mlruns") == 1
+
+
+def test_a_run_s_writes_wait_for_more_then_go_without_a_flush(tracker, tmp_path, monkeypatch):
+    """A short trial's params and epochs go in one request (HOLD_S), and they go by themselves:
+    the writer wakes up when they are due, with no flush and no further step."""
+    import time
+
+    monkeypatch.setattr(background, "HOLD_S", 5.0)
+    logger = callback.TrialLogger(tracker, max_epochs=3, background=True)
+    calls, real = [], tracker.client.log_batch
+    tracker.client.log_batch = lambda *a, **kw: real(*a, **kw) or calls.append(kw)  # once in
+    trial = make_trial(tmp_path, "held")
+    logger.on_trial_start(0, [], trial)
+    report(logger, trial, 1, 9.0)
+    report(logger, trial, 2, 8.0)
+    deadline = time.monotonic() + 120
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(calls) == 1 and calls[0]["params"], calls
+    assert history(tracker, logger.runs["held"]) == [(1, 9.0), (2, 8.0)]
+
+
 def test_a_full_queue_refuses_a_result_and_the_end_reconciles_it(tracker, tmp_path):
     logger = callback.TrialLogger(tracker, max_epochs=4, background=True)
     trial = make_trial(tmp_path, "full")
@@ -114,7 +167,7 @@ def test_a_full_queue_refuses_a_result_and_the_end_reconciles_it(tracker, tmp_pa
     assert logger.writer.flush(120)
     stuck = Stuck(tracker.client)
     tracker.client.log_batch = stuck
-    logger.writer._queue.maxsize = 1
+    logger.writer.lane_of("full").queue.maxsize = 1
     report(logger, trial, 1, 9.0)  # taken by the writer thread, which then blocks
     assert stuck.stuck.wait(60)
     report(logger, trial, 2, 8.0)  # fills the queue
@@ -122,7 +175,7 @@ def test_a_full_queue_refuses_a_result_and_the_end_reconciles_it(tracker, tmp_pa
     assert logger.writer.refused == 1 and "full" in logger.dirty
     tracker.client.log_batch = stuck.real
     stuck.gate.set()  # the blocked write of epoch 1 is lost too (never landed)
-    logger.writer._queue.maxsize = 0
+    logger.writer.lane_of("full").queue.maxsize = 0
     trial.status = "TERMINATED"
     logger.on_trial_complete(0, [], trial)
     logger.on_experiment_end([trial])

@@ -63,7 +63,7 @@ def hook(fn):
     @functools.wraps(fn)
     def wrapper(self, iteration, trials, trial, *args, **kwargs):
         self.hand_over(f"{fn.__name__} of trial {trial.trial_id}",
-                       functools.partial(fn, self, trial, *args, **kwargs))
+                       functools.partial(fn, self, trial, *args, **kwargs), key=trial.trial_id)
 
     return wrapper
 
@@ -103,11 +103,14 @@ class TrialLogger(tune.Callback):
             self._writer = Writer(self.tracker, background=self.background)
         return self._writer
 
-    def hand_over(self, what: str, step, droppable_for: str | None = None) -> None:
+    def hand_over(self, what: str, step, droppable_for: str | None = None,
+                  key: str | None = None) -> None:
+        """A trial's steps (`key`: its id) run in order on its writer lane; a step without a
+        key after all of them (background.Writer.submit)."""
         t0 = time.perf_counter()
         try:
             refused = functools.partial(self.dirty.add, droppable_for) if droppable_for else None
-            self.writer.submit(what, step, on_refused=refused)
+            self.writer.submit(what, step, on_refused=refused, key=key or droppable_for)
         finally:
             self.tracker.seconds = getattr(self.tracker, "seconds", 0.0) + \
                 time.perf_counter() - t0
