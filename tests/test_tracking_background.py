@@ -12,6 +12,7 @@ import functools
 import json
 import pickle
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -109,6 +110,26 @@ def test_results_are_merged_into_one_write_per_run(tracker, tmp_path):
         assert [s for s, _ in history(tracker, logger.runs[trial.trial_id])] == list(range(1, 11))
     assert len(calls) < 20, calls  # 20 results, fewer requests: merged per run
     assert logger.writer.backlog() == 0
+
+
+def test_the_runs_of_an_earlier_attempt_are_looked_up_once_whatever_the_lanes(tracker,
+                                                                             tmp_path):
+    """Every lane's first step needs the runs an earlier driver created; one asks MLflow."""
+    asked, real = [], tracker.children
+
+    def children():
+        asked.append(threading.current_thread().name)
+        time.sleep(0.5)  # a slow search, so that the other lanes' first steps arrive meanwhile
+        return real()
+
+    tracker.children = children
+    logger = callback.TrialLogger(tracker, max_epochs=3, background=True)
+    trials = [make_trial(tmp_path, f"l{i}") for i in range(6)]
+    for trial in trials:
+        logger.on_trial_start(0, [], trial)
+    assert logger.writer.flush(120)
+    assert len(asked) == 1, asked
+    assert sorted(logger.runs) == sorted(t.trial_id for t in trials)
 
 
 def test_a_step_without_a_key_runs_after_every_lane_s_earlier_steps(tracker):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from raysweep.tracking.store import Tracker, epoch_metrics, flat_params
 
 log = logging.getLogger(__name__)
 FLUSH_S = 900.0  # the end of a sweep waits this long for MLflow's backlog, at most
+_LOAD_LOCK = threading.Lock()  # not per callback: Tune pickles the callback, not a lock
 
 
 def _error_text(trial) -> str:
@@ -118,9 +120,12 @@ class TrialLogger(tune.Callback):
     # -- the steps (run by the writer, in order) --------------------------------------------
 
     def _load(self) -> None:
-        if not self._loaded:  # first call in this process: pick up runs of an earlier attempt
-            self.runs.update(self.tracker.children())
-            self._loaded = True
+        if self._loaded:
+            return
+        with _LOAD_LOCK:  # the writer's lanes start together: one of them asks MLflow
+            if not self._loaded:  # first call in this process: runs of an earlier attempt
+                self.runs.update(self.tracker.children())
+                self._loaded = True
 
     def run_id(self, trial) -> str:
         tid = trial.trial_id
