@@ -245,7 +245,8 @@ def autoscaling_ray(tmp: Path, worker_types: dict, token: str,
                     idle_minutes: float = 5) -> Iterator[dict]:
     """A head with 0 CPU / 0 GPU whose autoscaler adds `worker_types` nodes from 0; yields
     {"address", "env"}: the environment a driver needs to join it. Stops every process it
-    started (the head's group, then anything that names the private temp dir)."""
+    started (the head's group, then anything that names the private temp dir) and removes that
+    dir (a short path under /tmp, outside pytest's own clean-up)."""
     gcs, = free_ports(1)
     config = tmp / "autoscaling.json"
     config.write_text(json.dumps(autoscaling_config(gcs, worker_types, idle_minutes)))
@@ -276,7 +277,7 @@ def autoscaling_ray(tmp: Path, worker_types: dict, token: str,
         stop_group(proc)
         kill_pids(pids_mentioning(str(tmp)))  # the worker raylets the autoscaler started
         log.close()
-        shutil.rmtree(tmp / "ray", ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager
