@@ -133,3 +133,16 @@ def test_v2_detected_through_rays_own_api_on_a_live_cluster(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "V2 True True Ray reports autoscaler v2" in out.stdout, out.stdout + out.stderr[-2000:]
     assert "STORAGE refused checkpoints must live on shared storage" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("logical_cpus, says", [(8, "they will share the cores"),
+                                                (4, "the rest will queue")])
+def test_more_trials_than_cores_on_a_local_ray_says_what_happens(monkeypatch, caplog,
+                                                                 logical_cpus, says):
+    """A local Ray with 8 logical CPUs on 2 cores runs 8 one-CPU trials side by side (the
+    scale benchmark's setting): they do not queue, as the warning used to say."""
+    monkeypatch.setattr(resources, "cores", lambda: 2)
+    pl = resources.plan(100, Resources(max_concurrent=8), local=True, cpus=logical_cpus, gpus=0)
+    assert pl.max_concurrent == 8
+    assert "more than the 2 trial(s) this machine's cores run at once" in caplog.text
+    assert says in caplog.text

@@ -177,8 +177,12 @@ def plan(num_samples: int, asked: Resources = Resources(), *, local: bool | None
     why = "what fits on this machine's cores" if local else "what fits on the nodes up now"
     if max_concurrent:
         if max_concurrent > concurrent:
-            log.warning("--max-concurrent %d is more than the %d trial(s) the resources fit; "
-                        "the rest will queue", max_concurrent, concurrent)
+            # A local Ray started with more logical CPUs than cores runs them all anyway.
+            logical = trials_that_fit(cpus, gpus, workers, cpus_per_worker, gpus_per_worker)
+            log.warning("--max-concurrent %d is more than the %d trial(s) %s; %s", max_concurrent,
+                        concurrent, "this machine's cores run at once" if local else
+                        "the resources fit", "they will share the cores, each one slower"
+                        if local and max_concurrent <= logical else "the rest will queue")
         concurrent, why = max_concurrent, "--max-concurrent"
     return Plan(workers, cpus_per_worker, gpus_per_worker, min(concurrent, num_samples),
                 cpus, gpus, local, why=why)
