@@ -135,8 +135,6 @@ def test_the_runs_of_an_earlier_attempt_are_looked_up_once_whatever_the_lanes(tr
 def test_a_step_without_a_key_runs_after_every_lane_s_earlier_steps(tracker):
     """The end of the sweep (no key) must see every trial's steps done, on every lane, and the
     steps queued after it must wait for it."""
-    import time
-
     writer = background.Writer(tracker, lanes=3)
     done, seen = [], []
 
@@ -164,16 +162,27 @@ def test_a_tracking_server_gets_several_lanes_a_local_store_one():
 def test_a_run_s_writes_wait_for_more_then_go_without_a_flush(tracker, tmp_path, monkeypatch):
     """A short trial's params and epochs go in one request (HOLD_S), and they go by themselves:
     the writer wakes up when they are due, with no flush and no further step."""
-    import time
-
     monkeypatch.setattr(background, "HOLD_S", 5.0)
     logger = callback.TrialLogger(tracker, max_epochs=3, background=True)
     calls, real = [], tracker.client.log_batch
     tracker.client.log_batch = lambda *a, **kw: real(*a, **kw) or calls.append(kw)  # once in
+    # The writer is held in the run's creation until both epochs are queued, so that the
+    # params it then adds and the epochs come in separate drains: without the hold they would
+    # be two requests.
+    create, entered, gate = tracker.client.create_run, threading.Event(), threading.Event()
+
+    def held_create(*args, **kwargs):
+        entered.set()
+        gate.wait(60)
+        return create(*args, **kwargs)
+
+    tracker.client.create_run = held_create
     trial = make_trial(tmp_path, "held")
     logger.on_trial_start(0, [], trial)
+    assert entered.wait(60)
     report(logger, trial, 1, 9.0)
     report(logger, trial, 2, 8.0)
+    gate.set()
     deadline = time.monotonic() + 120
     while not calls and time.monotonic() < deadline:
         time.sleep(0.2)
