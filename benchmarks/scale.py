@@ -37,7 +37,15 @@ from pathlib import Path
 
 from benchmarks import Section, describe_machine, load_note, machine, md_table
 from benchmarks import simulate as sim
-from benchmarks.simulate import bare_fit, fake_loop, mlflow_server, own_environ, small_dataset
+from benchmarks.simulate import (
+    bare_fit,
+    fake_loop,
+    group_cpu_s,
+    machine_cpu_s,
+    mlflow_server,
+    own_environ,
+    small_dataset,
+)
 from raysweep.tracking.background import LANES
 
 SLOTS, EPOCHS, EPOCH_S = 8, 2, 0.2
@@ -142,15 +150,15 @@ def run(quick: bool = False, trials: int | None = None) -> Section:
     configs = bare_configs(n)
     walls, spans, phases = {}, {}, {}
     try:
-        with own_environ(), mlflow_server(root, workers=MLFLOW_WORKERS) as url:
-            os.environ.update({"MLFLOW_TRACKING_URI": url, sim.EPOCH_S_ENV: str(EPOCH_S),
+        with own_environ(), mlflow_server(root, workers=MLFLOW_WORKERS) as server:
+            os.environ.update({"MLFLOW_TRACKING_URI": server.url, sim.EPOCH_S_ENV: str(EPOCH_S),
                                sim.WAITS_ENV: str(root / "waits.jsonl")})
             small_dataset()  # outside the timed runs
             ray.init(address="local", num_cpus=SLOTS, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
             for name, part in (("bare_1", configs[: n // 2]), ("raysweep", None),
                                ("bare_2", configs[n // 2:])):
-                start = time.time()
+                start, cpu0 = time.time(), cpu_now(server.pgid)
                 if part is None:
                     walls[name], out = raysweep_sweep(root, n, phases)
                 else:
@@ -158,13 +166,50 @@ def run(quick: bool = False, trials: int | None = None) -> Section:
                     walls[f"{name}_failed"] = sum(1 for r in grid if r.error)
                 spans[name] = (start, time.time())
                 walls[f"{name}_load"] = os.getloadavg()[0]
-            tracked = check_mlflow(url, out, n)
+                walls.update({f"{name}_{k}": v - cpu0[k]
+                              for k, v in cpu_now(server.pgid).items()})
+            tracked = check_mlflow(server.url, out, n)
             ray.shutdown()
         starts = first_results(root / "waits.jsonl", spans)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     walls.update({f"raysweep_{k}": v for k, v in phases.items()})
     return section(n, walls, starts, out, tracked, quick)
+
+
+def cpu_now(server_pgid: int) -> dict[str, float]:
+    """CPU seconds so far: the machine's busy and total (all cores), the tracking server's, and
+    this process's (Tune's driver, and raysweep's MLflow writer threads)."""
+    busy, total = machine_cpu_s()
+    return {"cpu_busy_s": busy, "cpu_all_s": total, "server_cpu_s": group_cpu_s(server_pgid),
+            "driver_cpu_s": time.process_time()}
+
+
+def cpu_lines(walls: dict, starts: dict, n: int) -> list[str]:
+    """Where the CPU went: whether bare Tune left the cores idle (raysweep's own work could hide
+    there) or not (then every CPU second raysweep adds costs wall time), and the tracking
+    server's share of what raysweep adds."""
+    if "raysweep_cpu_busy_s" not in walls:  # a result written before these were measured
+        return []
+    cores = machine()["cores"]
+    share = {k: walls[f"{k}_cpu_busy_s"] / max(1e-9, walls[f"{k}_cpu_all_s"])
+             for k in ("bare_1", "raysweep", "bare_2")}
+    bare = (walls["bare_1_cpu_busy_s"] + walls["bare_2_cpu_busy_s"]) / n
+    mine = walls["raysweep_cpu_busy_s"] / n
+    server = walls["raysweep_server_cpu_s"] / n
+    driver = walls["raysweep_driver_cpu_s"] / n
+    bare_driver = (walls["bare_1_driver_cpu_s"] + walls["bare_2_driver_cpu_s"]) / n
+    one_start = walls["bare_1"] + walls["bare_2"] - starts["bare_2"]
+    return [f"- CPU: the {cores} cores were busy {share['bare_1']:.0%} / {share['raysweep']:.0%} "
+            f"/ {share['bare_2']:.0%} of the time in the three runs. CPU seconds per trial (all "
+            f"processes): bare Tune {bare:.3f}, raysweep {mine:.3f} ({mine - bare:+.3f}); of "
+            f"raysweep's, the tracking server {server:.3f} and this driver process {driver:.3f} "
+            f"(bare Tune's driver {bare_driver:.3f}). On cores kept busy by the trials, the "
+            f"server's CPU alone costs {server * SLOTS / cores:.3f} s of wall per trial slot.",
+            f"- with bare Tune's second Tuner start taken off its total ({starts['bare_2']:.1f} s "
+            f"to its first result): {one_start:.0f} s, {per_slot(one_start, n):.3f} s per "
+            f"slot; raysweep's per-slot cost beyond it: "
+            f"**{per_slot(walls['raysweep'], n) - per_slot(one_start, n):.3f} s**."]
 
 
 def per_slot(wall: float, n: int) -> float:
@@ -214,6 +259,7 @@ def section(n, walls, starts, out, tracked, quick) -> Section:
           f"the tracking queue included ({end_wait:.1f} s of it: the writer's backlog when the "
           f"last trial ended {end_wait - finish:.1f} s, then the reconciliation and the "
           f"leaders' checkpoint copies {finish:.1f} s).",
+          *cpu_lines(walls, starts, n),
           f"- MLflow afterwards: {tracked['finished']} of {tracked['runs']} child runs FINISHED, "
           f"{tracked['all_epochs']} with their last epoch; {tracked['sampled']} sampled "
           f"histories {'complete' if tracked['sampled_histories_ok'] else 'INCOMPLETE'}; "

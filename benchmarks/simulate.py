@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 # Read by the trial processes (local Ray workers inherit the driver's environment).
 EPOCH_S_ENV, WAITS_ENV = "RAYSWEEP_SIM_EPOCH_S", "RAYSWEEP_SIM_WAITS"
@@ -125,10 +126,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Server(NamedTuple):
+    url: str
+    pgid: int  # its process group: the server and its workers (`group_cpu_s`)
+
+
 @contextmanager
-def mlflow_server(root: Path, workers: int = 1) -> Iterator[str]:
-    """`mlflow server` (this environment's) on 127.0.0.1 and a free port, SQLite behind it;
-    yields its URL and stops it (its process group) on exit."""
+def mlflow_server(root: Path, workers: int = 1) -> Iterator[Server]:
+    """`mlflow server` (this environment's) on 127.0.0.1 and a free port, SQLite behind it,
+    as infra/mlflow/start-server.sh runs it (MLflow 3's job runner off: about ten idle worker
+    processes that would take CPU from the trials); stops it (its process group) on exit."""
     port = free_port()
     log = open(root / "mlflow-server.log", "w")
     mlflow = Path(sys.executable).parent / "mlflow"
@@ -136,7 +143,8 @@ def mlflow_server(root: Path, workers: int = 1) -> Iterator[str]:
         [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
          "--artifacts-destination", str(root / "mlartifacts"), "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers)],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -145,7 +153,7 @@ def mlflow_server(root: Path, workers: int = 1) -> Iterator[str]:
                 raise RuntimeError("mlflow server did not start:\n" +
                                    (root / "mlflow-server.log").read_text()[-2000:])
             time.sleep(0.5)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         try:
             os.killpg(proc.pid, 15)
@@ -165,6 +173,29 @@ def own_environ() -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) of a process group's live processes and the children they
+    reaped: what a server started with `start_new_session` has cost so far."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:  # fields: state ppid pgrp ... utime(11) stime cutime cstime
+            total += sum(int(f) for f in fields[11:15])
+    return total / tick
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, all) CPU seconds of every core since boot (/proc/stat): their difference over a
+    run says how much of the machine the run left idle."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks[:8]) - idle) / tick, sum(ticks[:8]) / tick
 
 
 def _answers(url: str) -> bool:

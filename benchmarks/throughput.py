@@ -145,8 +145,8 @@ def run(quick: bool = False) -> Section:
     root = Path(tempfile.mkdtemp(prefix="raysweep-throughput-"))
     rows = []
     try:
-        with mlflow_server(root) as url:
-            os.environ["MLFLOW_TRACKING_URI"] = url
+        with mlflow_server(root) as server:
+            url = os.environ["MLFLOW_TRACKING_URI"] = server.url
             for i, (mode, runner, pause) in enumerate(MODES):
                 fn = bare_sweep if runner == "bare" else sweep
                 res = fn(root, f"{runner}-{i}", trials, reports, pause)
