@@ -195,6 +195,14 @@ def test_ddp_trials_free_their_placement_groups(ray_local, space_file, mlflow_db
     assert live == [], "a stopped DDP trial left its workers' resources reserved"
     _, children = runs_of(mlflow_db, "tiny_study")
     assert len(children) == 2
+    # The stopped trial's workers ran on past the result ASHA stopped it at, and Train (one
+    # checkpoint kept per run) deleted the checkpoint that result named: every run must still
+    # point at a checkpoint that exists, and both (the top 3) hold a copy of its weights.
+    for run in children:
+        uri = run.data.tags.get("raysweep.checkpoint_uri", "")
+        assert (Path(uri) / "model.pt").is_file(), (run.data.tags, uri)
+        copied = [a.path for a in mlflow_db.list_artifacts(run.info.run_id, "checkpoint")]
+        assert "checkpoint/model.pt" in copied, (run.data.tags, copied)
 
 
 def test_janitor_frees_a_group_whose_creator_died(ray_local):

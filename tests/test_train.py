@@ -253,6 +253,42 @@ def test_ddp_two_cpu_workers_keep_parameters_identical(ray_local, data, tmp_path
     assert any(not torch.equal(start[k], r0[k]) for k in r0)  # it did train
 
 
+def _three_checkpoints(config):
+    import tempfile
+
+    import ray.train
+
+    for epoch in (1, 2, 3):
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "model.pt").write_text(f"weights of epoch {epoch}")
+            ray.train.report({"epoch": epoch},
+                             checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_checkpoint_train_deleted_is_replaced_by_the_one_it_kept(ray_local, tmp_path):
+    """A DDP trial's Train run keeps one checkpoint: the one Tune was told of may be gone by the
+    time the sweep tags or copies it (ASHA stopped the trial, its workers ran on)."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from raysweep.train.transfer import surviving_checkpoint
+
+    result = TorchTrainer(_three_checkpoints, scaling_config=ScalingConfig(num_workers=1),
+                          run_config=RunConfig(storage_path=str(tmp_path), name="ddp",
+                                               checkpoint_config=CheckpointConfig(num_to_keep=1))
+                          ).fit()
+    kept = result.checkpoint.path
+    assert (Path(kept) / "model.pt").read_text() == "weights of epoch 3"
+    assert len([p for p in (tmp_path / "ddp").glob("checkpoint_*") if p.is_dir()]) == 1  # 1, 2 gone
+    gone = str(tmp_path / "ddp" / "checkpoint_of_epoch_1")
+    assert surviving_checkpoint(gone, None) == kept
+    assert surviving_checkpoint(kept, None) == kept
+    elsewhere = str(tmp_path / "not_a_train_run" / "checkpoint_x")
+    assert surviving_checkpoint(elsewhere, None) == elsewhere
+
+
 def _faulty_trial(config):
     import ray.tune
 

@@ -36,6 +36,7 @@ from ray import tune
 from raysweep.tracking import checkpoints, datasets, reconcile
 from raysweep.tracking.background import Writer
 from raysweep.tracking.store import Tracker, epoch_metrics, flat_params
+from raysweep.train.transfer import surviving_checkpoint
 
 log = logging.getLogger(__name__)
 FLUSH_S = 900.0  # the end of a sweep waits this long for MLflow's backlog, at most
@@ -231,7 +232,7 @@ class TrialLogger(tune.Callback):
         elif status == "FAILED":  # KILLED (interrupted) has no error to say
             text = _error_text(trial)
             tags["raysweep.error"] = _summary(text)
-        ckpt = self.checkpoints.get(tid) or getattr(trial, "checkpoint", None)
+        ckpt = self._checkpoint(trial)
         if ckpt:
             tags[checkpoints.URI_TAG] = checkpoints.checkpoint_uri(ckpt, self.storage)
         if tid not in self.dirty and run_id not in self.writer.lost:
@@ -243,6 +244,30 @@ class TrialLogger(tune.Callback):
                 self.tracker.log_text(run_id, text, "error.txt", strict=True)
         finally:
             self.tracker.end(run_id, status, strict=True)
+
+    def _checkpoint(self, trial):
+        """The trial's best checkpoint, as it still exists (a DDP trial's Train run may have
+        replaced the one Tune was told of: transfer.surviving_checkpoint)."""
+        tid = trial.trial_id
+        ckpt = self.checkpoints.get(tid) or getattr(trial, "checkpoint", None)
+        kept = surviving_checkpoint(ckpt, self.storage)
+        if kept != ckpt:
+            log.info("trial %s: its checkpoint %s is gone; Train kept %s (a later, better "
+                     "epoch than Tune's record)", tid, ckpt, getattr(kept, "path", kept))
+            self.checkpoints[tid] = kept
+        return kept
+
+    def _settle_checkpoints(self, trials: list) -> None:
+        """Re-tag the DDP trials whose checkpoint Train replaced after their run was closed:
+        ASHA's stop ends the run before Train's workers stop."""
+        for trial in trials:
+            tid = trial.trial_id
+            ckpt = self.checkpoints.get(tid)
+            if isinstance(ckpt, str) and tid in self.runs:
+                kept = self._checkpoint(trial)
+                if kept != ckpt:
+                    uri = checkpoints.checkpoint_uri(kept, self.storage)
+                    self.writer.add(self.runs[tid], tags={checkpoints.URI_TAG: uri})
 
     # -- the end of the sweep ---------------------------------------------------------------
 
@@ -275,6 +300,9 @@ class TrialLogger(tune.Callback):
                     continue
             with self.tracker.best_effort(f"reconciling trial {tid}"):
                 self._reconcile(trial)
+        with self.tracker.best_effort("settling the DDP trials' checkpoints"):
+            self._settle_checkpoints(trials)
+            self.writer.send()
         with self.tracker.best_effort("copying the leaders' checkpoints into MLflow"):
             self._publish_leaders(trials)
 
@@ -302,7 +330,7 @@ class TrialLogger(tune.Callback):
                     self._note_best(tid, result)
         scores = {tid: self.best[tid] for tid in finished if tid in self.best}
         for tid in checkpoints.leaders(scores, self.mode, self.keep):
-            ckpt = self.checkpoints.get(tid) or getattr(finished[tid], "checkpoint", None)
+            ckpt = self._checkpoint(finished[tid])
             if ckpt and tid in self.runs:
                 with self.tracker.best_effort(f"copying the checkpoint of trial {tid}"):
                     checkpoints.publish(self.tracker, self.runs[tid], ckpt, self.storage)

@@ -52,3 +52,30 @@ def copy_checkpoint(ckpt: Any, storage: str | None, dst: str) -> str:
 
     fs, path = checkpoint_location(ckpt, storage)
     return Checkpoint(path, filesystem=fs).to_directory(dst)
+
+
+def surviving_checkpoint(ckpt: Any, storage: str | None) -> Any:
+    """A DDP trial's checkpoint as Ray Train still holds it: `ckpt` while it exists, else the
+    path of the latest checkpoint Train registered for the run (on the same file system), else
+    `ckpt`.
+
+    A DDP trial's Train run keeps one checkpoint (`num_to_keep=1`) and its workers run ahead
+    of Tune: when ASHA stops the trial after the result that named checkpoint N, the workers
+    may already have saved checkpoint N+1 (the loop saves only when validation improved), and
+    Train deleted N. Tune's own checkpoints (single-worker trials) carry their file system and
+    are kept by Tune: returned as they are.
+    """
+    if getattr(ckpt, "filesystem", None) is not None or not ckpt:
+        return ckpt
+    import pyarrow.fs
+    from ray.train import Result
+
+    fs, path = checkpoint_location(ckpt, storage)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        return ckpt
+    run_dir = path.rstrip("/").rsplit("/", 1)[0]  # <storage>/<sweep>-<trial>-ddp
+    try:
+        kept = Result.from_path(run_dir, storage_filesystem=fs).checkpoint
+    except (RuntimeError, OSError, ValueError):  # not a Train run folder (nothing to fall back on)
+        return ckpt
+    return kept.path if kept is not None else ckpt
