@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from raysweep.errors import UserError, run_cli, setup_logging
-from raysweep.evaluate.record import EvalSettings
-from raysweep.evaluate.winners import run_eval_winners
 from raysweep.fsutil import check_writable
 from raysweep.tracking.store import store_errors, tracking_uri
+
+if TYPE_CHECKING:
+    from raysweep.evaluate.record import EvalSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,12 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.5 <= args.level < 1.0:
         raise UserError(f"--level {args.level} is not a confidence level",
                         where="--level", fix="give a level in [0.5, 1), e.g. 0.9")
+    # --help and a bad flag answer at once; the evaluation stack takes seconds to import
+    # lazy: torch, scipy, matplotlib load once the flags parse
+    from raysweep.evaluate.record import EvalSettings
+
     return evaluate(EvalSettings.from_args(args))
 
 
 def evaluate(settings: EvalSettings) -> int:
     """Evaluate and print, as the command does (also `python -m raysweep.search
     --eval-winners`)."""
+    from raysweep.evaluate.winners import run_eval_winners  # lazy: as EvalSettings in main
+
     check_writable(settings.out, "--out", folder=True)  # before minutes of evaluation
     with store_errors(settings.tracking_uri or tracking_uri(),
                       write=settings.log_run or settings.register):

@@ -148,7 +148,7 @@ def test_cluster_bootstrap_is_wider_than_the_photo_bootstrap_when_sessions_share
 
 
 def test_an_ensemble_is_scored_on_its_members_folds_and_predict_names_the_regime():
-    from raysweep.serve import inference
+    from raysweep.serve import output
 
     data = lit_sessions(1)
     a = selection.session_oof(None, data, k=4, seed=0, fit_score=session_corrector)
@@ -165,7 +165,7 @@ def test_an_ensemble_is_scored_on_its_members_folds_and_predict_names_the_regime
                         "de00_bound": [4.2, 1.5], "bound_level": [0.9, 0.9],
                         "bound_regime": [bounds.NEW, bounds.SEEN], "flags": ["", ""],
                         "unchecked": ["", ""]})
-    table = inference.format_output(out, "table")
+    table = output.format_output(out, "table")
     assert "<= 4.20 (90%, new session)" in table and "<= 1.50 (90%, seen session)" in table
     line = bounds.regime_line(out["bound_regime"])
     assert "1 photo: a NEW capture session" in line and "trained on" in line

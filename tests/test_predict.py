@@ -12,7 +12,7 @@ import torch
 
 from raysweep import color, predict
 from raysweep.data.pipeline import load_prepared
-from raysweep.serve import inference, loading
+from raysweep.serve import inference, loading, output
 from raysweep.train import predictor
 from raysweep.train.loop import fit
 
@@ -176,7 +176,7 @@ def test_manifest_input_flags_crafted_photos(trained, calibrated, tmp_path, caps
     assert "unseen_camera" in rows[0]["flags"] and isinstance(rows[0]["flags"], list)
     assert "iso_out_of_range" in rows[1]["flags"]
     assert "unseen_camera" in captured.err and "iso_out_of_range 1" in captured.err
-    table = inference.format_output(pd.read_csv(tmp_path / "p.csv", keep_default_na=False),
+    table = output.format_output(pd.read_csv(tmp_path / "p.csv", keep_default_na=False),
                                     "table")
     assert "<= " in table and "(80%, seen session)" in table  # the regime it holds for
 

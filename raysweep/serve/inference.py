@@ -9,7 +9,6 @@ over EXIF, as the manifest does in `prepare`. `python -m raysweep.predict` is th
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import tempfile
@@ -31,12 +30,8 @@ from raysweep.errors import UserError
 from raysweep.serve.bounds import trust_columns
 
 log = logging.getLogger("raysweep.predict")
-FORMATS = ("table", "csv", "json")
 OVERRIDE_COLUMNS = ("camera", "make", "model", "exposure_time_s", "f_number", "iso",
                     "brightness_ev", "exposure_bias_ev", "mean_L", "mean_a", "mean_b")
-OUTPUT_COLUMNS = ("photo", "L", "a", "b", "hex", "ita_deg", "ita_category", "camera", "notes")
-# the error bound and OOD flags (raysweep.serve.bounds, raysweep.serve.ood) shown after the colour
-TRUST_COLUMNS = ("de00_bound", "bound_level", "bound_regime", "flags", "unchecked")
 # a photo naming its capture session (--meta): a session the model trained on gets the
 # seen-sessions bound, any other photo the new-session one (raysweep.serve.bounds)
 SESSION_COLUMN = "set_id"
@@ -234,33 +229,3 @@ def read_meta_csv(path: str, photos: Sequence[str]) -> pd.DataFrame:
     empty = pd.Series([np.nan] * len(meta.columns), index=meta.columns)
     rows = [meta.iloc[i] if i >= 0 else empty for i in idx]
     return pd.DataFrame(rows).reset_index(drop=True).drop(columns="photo")
-
-
-SHORT_REGIME = {"new sessions": "new session", "seen sessions": "seen session"}
-
-
-def format_output(df: pd.DataFrame, fmt: str) -> str:
-    df = df.loc[:, [c for c in OUTPUT_COLUMNS + TRUST_COLUMNS if c in df.columns]]
-    if fmt == "csv":
-        return df.to_csv(index=False, float_format="%.3f")
-    if fmt == "json":
-        records = json.loads(df.to_json(orient="records", double_precision=4))
-        for r in records:  # lists in JSON, ";"-joined in CSV and the table
-            for c in ("flags", "unchecked"):
-                if c in r:
-                    r[c] = [f for f in str(r[c] or "").split(";") if f]
-        return json.dumps(records, indent=1)
-    shown = df.copy()
-    if "de00_bound" in shown:  # "<= 2.31 (90%, new session)": the bound reads as a statement
-        regime = shown.get("bound_regime", pd.Series([""] * len(shown), index=shown.index))
-        shown["de00_bound"] = [
-            f"<= {b:.2f} ({lv:.0%}{', ' + SHORT_REGIME.get(r, r) if r else ''})"
-            if np.isfinite(b) else "-"
-            for b, lv, r in zip(shown["de00_bound"], shown["bound_level"], regime)]
-        shown = shown.drop(columns=["bound_level", "bound_regime"], errors="ignore")
-        for c in ("flags", "unchecked"):  # a check not made is shown, never hidden as passed
-            if c in shown:
-                shown[c] = shown[c].replace("", "-")
-    for c in ("L", "a", "b", "ita_deg"):
-        shown[c] = shown[c].map(lambda v: f"{v:.2f}" if np.isfinite(v) else "-")
-    return shown.to_string(index=False)
