@@ -207,3 +207,17 @@ def test_ring_follows_the_crop_geometry():
     assert ring("adaptive_bg") == pytest.approx(1 / 6)  # patch box + 25% per edge
     assert ring("center_bg") == pytest.approx(1 / 4)  # centre window doubled
     assert ring("adaptive_nobg") == 0.0 and ring("center_nobg") == 0.0
+
+
+def test_gbm_inv_l1_fits_the_median_where_gbm_inv_fits_the_mean():
+    """A training label that is either right or far off (a swatch on an unknown background:
+    light or dark for the same ratio) pulls the squared-loss trees between the two answers; the
+    absolute-error trees stay with the majority, as a mean dE00 wants."""
+    p = make_scene(n=240, seed=5, with_ring=True, session_cast=True)
+    train, test = _split(p)
+    off = np.random.default_rng(1).random(len(train)) < 0.3  # labels 25 L* too light
+    train.target = train.target.copy()
+    train.target[off, 0] += 25.0
+    l1, l2 = _mean_err("gbm_inv_l1", train, test), _mean_err("gbm_inv", train, test)
+    # measured: gbm_inv_l1 2.5, gbm_inv 7.2 (both 1.2 on the clean labels)
+    assert l1 < 0.5 * l2, (l1, l2)

@@ -41,7 +41,8 @@ from raysweep.train import LocalReporter, fit
 from raysweep.train.predictor import Predictor
 
 log = logging.getLogger(__name__)
-FAMILIES = ("gbm", "gbm_context", "gbm_inv")  # baselines that compete with the leaders on the folds
+# baselines that compete with the leaders on the folds
+FAMILIES = ("gbm", "gbm_context", "gbm_inv", "gbm_inv_l1")
 MIN_VAL_SESSIONS = 6  # fewer validation sessions than this: re-score across sessions
 DEFAULT_FOLDS = 4
 DEFAULT_TOP = 3
