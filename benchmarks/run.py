@@ -40,7 +40,7 @@ RESULTS = HERE / "results"
 # new_sessions first: the headline regime (a photo from a session no model trained on)
 # new_sessions_bounds recalibrates the run new_sessions saves, so it comes right after it.
 BENCHMARKS = ("new_sessions", "new_sessions_bounds", "demo", "synth_speed", "synth_gap",
-              "prepare_speed", "crop_quality", "train_throughput", "search_efficiency", "scale",
+              "synth_screen", "prepare_speed", "crop_quality", "train_throughput", "search_efficiency", "scale",
               "throughput", "predict_latency", "trust", "study")
 PACKAGES = {"python": None, "torch": "torch", "ray": "ray", "optuna": "optuna",
             "mlflow": "mlflow", "timm": "timm", "colour": "colour-science", "numpy": "numpy"}
