@@ -50,9 +50,10 @@ from raysweep.tracking.background import LANES
 
 SLOTS, EPOCHS, EPOCH_S = 8, 2, 0.2
 SPACE = "tabular"
-# What a user starts: `mlflow server` with its default --workers (4); session 24's runs used 1,
-# which served raysweep's writer one request at a time.
-MLFLOW_WORKERS = 4
+# As infra/mlflow/start-server.sh runs it: one uvicorn worker. With `mlflow server`'s default 4,
+# each request on a kept-alive connection waited ~44 ms for a delayed ACK (1.7 ms with 1; session
+# 26), and the 1,000-trial sweep ended with a 53.5 s tracking backlog.
+MLFLOW_WORKERS = 1
 
 
 def raysweep_sweep(root: Path, n: int, phases: dict | None = None) -> tuple[float, object]:

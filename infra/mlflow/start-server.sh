@@ -8,7 +8,7 @@
 #   MLFLOW_AUTH_DATABASE_URI        users and permissions: postgresql://user:pw@host:5432/mlflow_auth
 #   MLFLOW_AUTH_ADMIN_PASSWORD      the admin's password, used when the admin is first created
 #   MLFLOW_FLASK_SERVER_SECRET_KEY  signs the UI's CSRF tokens: a long random string
-# Optional: MLFLOW_HOST (0.0.0.0), MLFLOW_PORT (5000), MLFLOW_WORKERS (4),
+# Optional: MLFLOW_HOST (0.0.0.0), MLFLOW_PORT (5000), MLFLOW_WORKERS (1, see below),
 #   MLFLOW_AUTH_ADMIN_USERNAME (admin), MLFLOW_AUTH_DEFAULT_PERMISSION (READ),
 #   MLFLOW_ALLOWED_HOSTS (host names clients use, e.g. mlflow.example.internal,mlflow:5000),
 #   AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / MLFLOW_S3_ENDPOINT_URL for an S3-compatible store.
@@ -51,9 +51,14 @@ export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
 # MLflow 3's job runner (about ten worker processes of ~240 MB each) runs GenAI jobs that
 # raysweep never submits; it stays off unless the environment turns it on.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+# One uvicorn worker, not `mlflow server`'s 4: with more than one, every request on a kept-alive
+# connection waits about 40 ms (the response leaves in two TCP segments and the second is held
+# until the client's delayed ACK), and a sweep's tracking is thousands of small requests.
+# Measured on one machine: 44 ms per request with 4 workers, 1.7 ms with 1. (Gunicorn's workers
+# do not wait either, but MLflow refuses --allowed-hosts under gunicorn.)
 set -- mlflow server --app-name basic-auth --serve-artifacts \
     --host "${MLFLOW_HOST:-0.0.0.0}" --port "${MLFLOW_PORT:-5000}" \
-    --workers "${MLFLOW_WORKERS:-4}"
+    --workers "${MLFLOW_WORKERS:-1}"
 if [ -n "${MLFLOW_ALLOWED_HOSTS:-}" ]; then
     set -- "$@" --allowed-hosts "$MLFLOW_ALLOWED_HOSTS"
 fi
