@@ -70,12 +70,12 @@ def surviving_checkpoint(ckpt: Any, storage: str | None) -> Any:
     import pyarrow.fs
     from ray.train import Result
 
-    fs, path = checkpoint_location(ckpt, storage)
-    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
-        return ckpt
-    run_dir = path.rstrip("/").rsplit("/", 1)[0]  # <storage>/<sweep>-<trial>-ddp
-    try:
+    try:  # a storage that cannot answer now leaves the checkpoint as Tune was told of it
+        fs, path = checkpoint_location(ckpt, storage)
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+            return ckpt
+        run_dir = path.rstrip("/").rsplit("/", 1)[0]  # <storage>/<sweep>-<trial>-ddp
         kept = Result.from_path(run_dir, storage_filesystem=fs).checkpoint
-    except (RuntimeError, OSError, ValueError):  # not a Train run folder (nothing to fall back on)
+    except (RuntimeError, OSError, ValueError):  # also: not a Train run folder
         return ckpt
     return kept.path if kept is not None else ckpt
