@@ -25,8 +25,9 @@ one. Each baseline is `fit(train: Prepared) -> self` then `predict(test: Prepare
   patch colour.
 - `gbm_inv_l1`: `gbm_inv` fitting each channel's median (absolute-error loss): on a new session
   the same patch/ring ratio can mean a light swatch on a dark background or a dark one on a
-  light background, and a mean dE00 pays less at one answer than between them (the saved
-  new-session run's folds, 3 seeds: 6.13 against 6.46 for `gbm_inv`).
+  light background, and a mean dE00 pays less at one answer than between them (session 26's
+  new-session run, benchmarks/results/new_sessions_s26_quick.md: mean out-of-fold dE00 over its
+  3 seeds 6.13 against 6.46 for `gbm_inv`).
 - `per_session`: a ridge regression per capture session (`set_id`), quadratic in log linear patch
   RGB and log ring median, linear in EXIF. Within one session the light and the camera are fixed, so a
   small smooth map suffices; it is only defined for sessions seen in training, so on a split that
