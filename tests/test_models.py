@@ -231,3 +231,41 @@ def test_config_names_are_the_model_registries():
     from raysweep.models.heads import HEAD_CLASSES
 
     assert tuple(FUSION_CLASSES) == FUSIONS and tuple(HEAD_CLASSES) == HEADS
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_the_tabular_spaces_dropout_and_weight_decay_reach_the_mlp_and_its_optimizer(
+        tabular, optimizer):
+    """Each draw of the tabular space: every dropout layer of the tabular MLP (conditioning
+    encoder and head) has the drawn p, every parameter of 2 or more dimensions (weight matrices,
+    the camera embedding) decays by the drawn weight_decay and no 1-D one (biases), and a step
+    of the optimizer applies it."""
+    from raysweep.sweep.spaces import check_space, load_space
+    from raysweep.train.loop import make_optimizer
+
+    samples = check_space(load_space("tabular"), {"optimizer": optimizer}, n=6, seed=3).samples
+    assert len({s["dropout"] for s in samples}) > 1 and len({s["weight_decay"] for s in samples}) > 1
+    for sample in samples:
+        cfg = TrainConfig.from_dict(sample)
+        model = build_model(cfg, fit_stats(tabular, cfg)).double()  # float64: see the step
+        drops = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert len(drops) == 2 and drops == pytest.approx([cfg.dropout] * 2), (drops, cfg.dropout)
+        opt = make_optimizer(cfg, model, torch.device("cpu"))
+        decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+        params = list(model.parameters())
+        assert len(decay) == len(params)  # every parameter in exactly one group
+        for p in params:
+            assert decay[id(p)] == (cfg.weight_decay if p.ndim >= 2 else 0.0)
+        assert any(isinstance(opt, kind) for kind in (torch.optim.AdamW, torch.optim.SGD))
+        assert opt.defaults["lr"] == cfg.lr and isinstance(opt, torch.optim.SGD) == (optimizer == "sgd")
+        # and the optimizer applies it: one step on zero gradients only decays, by lr x wd
+        # (AdamW, decoupled) or, as SGD's first Nesterov step with momentum 0.9 on the L2
+        # gradient wd x w, by 1.9 lr x wd; as little as 1e-9, hence float64
+        weight = model.head.mlp[1].weight
+        before = weight.detach().clone()
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        shrink = 1 - weight.detach() / before
+        expected = cfg.lr * cfg.weight_decay * (1.9 if optimizer == "sgd" else 1.0)
+        assert torch.allclose(shrink, torch.full_like(shrink, expected), rtol=1e-6), expected
