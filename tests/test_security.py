@@ -274,3 +274,27 @@ def test_the_leaderboard_holds_no_secret_values():
                             checkpoint=None)
     csv = results.to_csv(results.table([trial], "val_de00_mean", "min", 1, ["lr"]))
     assert "k-123456" not in csv and "***" in csv and "0.1" in csv
+
+
+def _import_env(**extra: str) -> dict[str, str]:
+    """This environment without what makes MLflow switch its telemetry off by itself (CI, pytest)."""
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "CI", "PYTEST_CURRENT_TEST", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK", "GITHUB_ACTIONS")}
+    return {**env, **extra}
+
+
+TELEMETRY_PROBE = ("import raysweep.tracking.store, mlflow; "
+                   "from mlflow.telemetry.client import get_telemetry_client as g; "
+                   "print('client', g() is not None)")
+
+
+@pytest.mark.parametrize(("env", "expected"), [({}, "client False"),
+                                               ({"MLFLOW_DISABLE_TELEMETRY": "false"},
+                                                "client True")])
+def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on(env, expected):
+    """MLflow 3 would fetch its telemetry config from the internet at import and report every
+    client call; raysweep turns that off before mlflow is imported, and a user's choice wins."""
+    out = subprocess.run([sys.executable, "-c", TELEMETRY_PROBE], capture_output=True,
+                         text=True, timeout=120, env=_import_env(**env), cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == expected

@@ -51,6 +51,8 @@ export MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
 # MLflow 3's job runner (about ten worker processes of ~240 MB each) runs GenAI jobs that
 # raysweep never submits; it stays off unless the environment turns it on.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+# MLflow 3's usage reports to its makers' collector (server and UI) stay off unless turned on.
+export MLFLOW_DISABLE_TELEMETRY="${MLFLOW_DISABLE_TELEMETRY:-true}"
 # One uvicorn worker, not `mlflow server`'s 4: with more than one, every request on a kept-alive
 # connection waits about 40 ms (the response leaves in two TCP segments and the second is held
 # until the client's delayed ACK), and a sweep's tracking is thousands of small requests.
