@@ -143,6 +143,22 @@ def first_results(waits: Path, spans: dict[str, tuple[float, float]]) -> dict[st
     return out
 
 
+def trial_flow(waits: Path, spans: dict[str, tuple[float, float]]) -> dict[str, dict]:
+    """Per run: the median wait in `tune.report` (ms; the driver taking results, and the
+    checkpoint's copy into storage) and the mean number of trial functions running over the
+    run's wall time (of SLOTS allowed): a driver that falls behind shows in both."""
+    trials = [json.loads(x) for x in waits.read_text().splitlines() if x] if waits.exists() else []
+    out = {}
+    for name, (start, stop) in spans.items():
+        mine = [t for t in trials if t["ends"] and start <= t["ends"][0] <= stop]
+        lives = [t["ends"][-1] - t["start"] for t in mine if "start" in t]
+        report_waits = sorted(w for t in mine for w in t["waits"])
+        out[name] = {"median_wait_ms": 1000 * report_waits[len(report_waits) // 2]
+                     if report_waits else math.nan,
+                     "in_flight": sum(lives) / (stop - start) if lives else math.nan}
+    return out
+
+
 def run(quick: bool = False, trials: int | None = None) -> Section:
     import ray
 
@@ -172,10 +188,11 @@ def run(quick: bool = False, trials: int | None = None) -> Section:
             tracked = check_mlflow(server.url, out, n)
             ray.shutdown()
         starts = first_results(root / "waits.jsonl", spans)
+        flow = trial_flow(root / "waits.jsonl", spans)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     walls.update({f"raysweep_{k}": v for k, v in phases.items()})
-    return section(n, walls, starts, out, tracked, quick)
+    return section(n, walls, starts, out, tracked, quick, flow)
 
 
 def cpu_now(server_pgid: int) -> dict[str, float]:
@@ -217,7 +234,7 @@ def per_slot(wall: float, n: int) -> float:
     return wall * SLOTS / n - EPOCHS * EPOCH_S
 
 
-def section(n, walls, starts, out, tracked, quick) -> Section:
+def section(n, walls, starts, out, tracked, quick, flow=None) -> Section:
     wall_rs, wall_bare = walls["raysweep"], walls["bare_1"] + walls["bare_2"]
     rs_fail = int((out.table["status"] != "FINISHED").sum())
     bare_fail = walls["bare_1_failed"] + walls["bare_2_failed"]
@@ -226,12 +243,16 @@ def section(n, walls, starts, out, tracked, quick) -> Section:
     setup = wall_rs - tune_s - fin_s
     end_wait = walls.get("raysweep_mlflow_end_wait", math.nan)
     finish = walls.get("raysweep_mlflow_finish", math.nan)
-    rows = [("1. bare Ray Tune, first half", n // 2, walls["bare_1_failed"], walls["bare_1"],
-             starts["bare_1"], walls["bare_1_load"]),
-            ("2. raysweep.search path, MLflow server", n, rs_fail, wall_rs, starts["raysweep"],
-             walls["raysweep_load"]),
-            ("3. bare Ray Tune, second half", n - n // 2, walls["bare_2_failed"],
-             walls["bare_2"], starts["bare_2"], walls["bare_2_load"])]
+    flow = flow or {}
+    nan = {"median_wait_ms": math.nan, "in_flight": math.nan}
+    rows = [(label, trials, failed, walls[key], starts[key],
+             flow.get(key, nan)["median_wait_ms"], flow.get(key, nan)["in_flight"],
+             walls[f"{key}_load"])
+            for label, key, trials, failed in (
+                ("1. bare Ray Tune, first half", "bare_1", n // 2, walls["bare_1_failed"]),
+                ("2. raysweep.search path, MLflow server", "raysweep", n, rs_fail),
+                ("3. bare Ray Tune, second half", "bare_2", n - n // 2,
+                 walls["bare_2_failed"]))]
     cmd = "python -m benchmarks.scale" + (" --quick" if quick else "") + \
         ("" if n in (40, 1000) else f" --trials {n}")
     md = ["## Scale: many short trials through raysweep vs bare Ray Tune\n",
@@ -242,7 +263,8 @@ def section(n, walls, starts, out, tracked, quick) -> Section:
           f"{LANES} lanes. "
           f"Machine: {describe_machine()}; {load_note()}.\n",
           md_table(rows, ["run (in order)", "trials", "failed", "wall s",
-                          "s to first result", "load (1 min) after"]), "",
+                          "s to first result", "median wait in tune.report ms",
+                          f"trials running (mean, of {SLOTS})", "load (1 min) after"]), "",
           f"- bare Ray Tune, both halves: {wall_bare:.0f} s, "
           f"{per_slot(wall_bare, n):.3f} s per trial slot; raysweep: {wall_rs:.0f} s, "
           f"{per_slot(wall_rs, n):.3f} s per trial slot.",
@@ -273,7 +295,7 @@ def section(n, walls, starts, out, tracked, quick) -> Section:
     data = {"trials": n, "slots": SLOTS, "mlflow_workers": MLFLOW_WORKERS, "writer_lanes": LANES,
             "epochs": EPOCHS, "epoch_s": EPOCH_S,
             "order": ["bare_1", "raysweep", "bare_2"], "walls": walls,
-            "seconds_to_first_result": starts,
+            "seconds_to_first_result": starts, "trial_flow": flow,
             "wall_raysweep_s": wall_rs, "wall_bare_s": wall_bare, "ratio": ratio,
             "per_slot_raysweep_s": per_slot(wall_rs, n), "per_slot_bare_s": per_slot(wall_bare, n),
             "per_slot_extra_s": extra, "setup_s": setup, "tune_run_s": tune_s,

@@ -39,7 +39,7 @@ def fake_loop(config: dict) -> None:
     epochs, pause = int(train["epochs"]), float(os.environ.get(EPOCH_S_ENV, "0.2"))
     lr = float(train.get("lr", 1e-3))
     wait_for_the_others()
-    best, waits, ends = math.inf, [], []
+    best, waits, ends, start = math.inf, [], [], time.time()
     for epoch in range(1, epochs + 1):
         if pause:
             time.sleep(pause)
@@ -62,7 +62,7 @@ def fake_loop(config: dict) -> None:
     out = os.environ.get(WAITS_ENV)
     if out:  # one line per trial; appends of one line this short do not interleave
         with open(out, "a") as fh:
-            fh.write(json.dumps({"waits": waits, "ends": ends}) + "\n")
+            fh.write(json.dumps({"waits": waits, "ends": ends, "start": start}) + "\n")
 
 
 def wait_for_the_others(timeout: float = 900.0) -> None:
