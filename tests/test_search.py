@@ -30,6 +30,10 @@ def define_by_run(trial):
     return {"lr": trial.suggest_float("lr", 1e-5, 3e-2, log=True)}
 '''
 ROOT = Path(__file__).resolve().parents[1]
+# lr 1e12 without clipping or an auxiliary loss: the real loop's weights diverge in epoch 1
+DIVERGING = SPACE.replace('"fusion": "concat"}', '"fusion": "concat", "aux_loss": "none", '
+                          '"grad_clip": 0.0}').replace(
+    'trial.suggest_float("lr", 1e-5, 3e-2, log=True)', 'trial.suggest_categorical("lr", [1e-2, 1e12])')
 
 
 def failing_loop(config):
@@ -54,6 +58,29 @@ def runs_of(client, experiment: str):
     parents = [r for r in runs if r.data.tags.get("raysweep.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("raysweep.role") == "trial"]
     return parents, children
+
+
+class _Listing:
+    """A tracker whose only answer is the search over the sweep's child runs; counts them."""
+
+    def __init__(self, runs):
+        self.runs, self.searches = runs, 0
+
+    def children(self):
+        self.searches += 1
+        return dict(self.runs)
+
+
+def test_leaderboard_takes_run_ids_from_the_mlflow_callback_when_it_knows_every_trial():
+    from raysweep.sweep.run import trial_runs
+
+    tracker = _Listing({"a": "run-a", "b": "run-b", "old": "run-old"})
+    known = {"a": "run-a", "b": "run-b", "c": "run-c"}
+    assert trial_runs(tracker, known, ["a", "b"]) == {"a": "run-a", "b": "run-b"}
+    assert tracker.searches == 0
+    # a trial the callback never saw (a resumed sweep, a run MLflow failed to open): ask MLflow
+    assert trial_runs(tracker, known, ["a", "old"]) == tracker.runs and tracker.searches == 1
+    assert trial_runs(tracker, {}, []) == tracker.runs and tracker.searches == 2
 
 
 @pytest.mark.slow  # a real sweep
@@ -82,6 +109,7 @@ def test_four_trials_asha_stops_one_and_mlflow_holds_them(ray_local, space_file,
     assert set(by_trial) == set(table["trial_id"])
     for rank, row in enumerate(table.itertuples()):  # best first
         child = by_trial[row.trial_id]
+        assert row.mlflow_run_id == child.info.run_id  # the MLflow callback's map, not a search
         assert child.info.status == "FINISHED"
         assert child.data.tags["mlflow.parentRunId"] == out.parent_run_id
         assert child.data.tags["backbone"] == "tinycnn" and child.data.tags["crop"] == "adaptive_bg"
@@ -98,6 +126,37 @@ def test_four_trials_asha_stops_one_and_mlflow_holds_them(ray_local, space_file,
             assert files == {"checkpoint/model.pt", "checkpoint/checkpoint.json"}, files
         else:
             assert not files, files
+
+
+@pytest.mark.slow
+def test_a_diverged_trial_is_failed_once_not_retried(ray_local, mlflow_db, tmp_path):
+    """The real loop under max_failures=1: a trial whose weights diverge ends with a last result
+    saying so instead of raising, so Tune does not retry it (a retry diverges the same way);
+    its leaderboard row and MLflow run are FAILED with the reason, as a raised error's are."""
+    space = tmp_path / "tiny_study.py"
+    assert DIVERGING != SPACE
+    space.write_text(DIVERGING)
+    out = run_sweep(Request(space=str(space), data=make_prepared(n=64, size=16), num_samples=4,
+                            max_concurrent=2, storage=str(tmp_path / "runs"), name="td", seed=1,
+                            max_failures=1))
+    table = out.table.set_index("trial_id")
+    bad = table[table["lr"] > 1]
+    assert len(bad) >= 1 and (table["lr"] < 1).any()
+    for tid in bad.index:  # a raised error leaves error.txt (and Tune retries the trial)
+        assert not (Path(out.path) / f"trial_{tid}" / "error.txt").exists()
+    assert (bad["status"] == "FAILED").all() and out.failed == len(bad)
+    assert bad["error"].str.startswith("NonFiniteLoss: non-finite ").all()
+    assert bad["val_de00_mean"].isna().all() and (bad["epochs_run"] >= 1).all()
+    assert (table.loc[table["lr"] < 1, "status"] == "FINISHED").all()
+    _, children = runs_of(mlflow_db, "tiny_study")
+    assert len(children) == 4
+    for child in children:
+        tags = child.data.tags
+        if tags["raysweep.trial_id"] in bad.index:
+            assert child.info.status == "FAILED" and "raysweep.recoveries" not in tags
+            assert "NonFiniteLoss: non-finite " in tags["raysweep.error"]
+        else:
+            assert child.info.status == "FINISHED"
 
 
 @pytest.mark.slow

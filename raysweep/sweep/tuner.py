@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray import tune
@@ -50,6 +50,9 @@ class TuneJob:
     verbose: int = 0
     resume: bool = False
     callbacks: tuple = ()  # more Tune callbacks (the first-wave request's, which withdraws it)
+    # build_tuner leaves a new sweep's MLflow callback here: its trial -> run map spares the
+    # leaderboard a search over every child run (a restored Tuner unpickles its own callback)
+    loggers: list = field(default_factory=list, compare=False, repr=False)
 
 
 def build_tuner(job: TuneJob):
@@ -115,6 +118,8 @@ def _callbacks(job: TuneJob) -> list:
     # MLflow's last: a result is on disk (Tune's result.json) before the writer thread has it,
     # so what a killed driver still had queued is reconciled from there on --resume; and the
     # end of the sweep, which waits for MLflow, runs after every other callback's.
-    callbacks.append(TrialLogger(job.tracker, spec.epochs, storage=spec.storage,
-                                 background=True, metric=spec.metric, mode=spec.mode))
+    logger = TrialLogger(job.tracker, spec.epochs, storage=spec.storage, background=True,
+                         metric=spec.metric, mode=spec.mode)
+    job.loggers.append(logger)
+    callbacks.append(logger)
     return callbacks
