@@ -40,6 +40,11 @@ SPLIT_BY = ("tone_id", "set_id", "camera", "column")
 # leaderboard (sweep), the leaders eval_winners re-scores (evaluate.trials). One metric, not a
 # setting of a space, so no two parts can disagree on which checkpoint or trial won.
 SELECT_METRIC, SELECT_MODE = "val_de00_mean", "min"
+# The key of the last result a Tune trial reports when its weights diverged (non-finite loss or
+# predictions), with the reason as its value. The trial ends instead of raising: Tune would
+# retry an error from the last checkpoint, where the same seeds diverge again. Whatever lists
+# trials (leaderboard, MLflow run, console) counts such a trial as FAILED.
+DIVERGED = "diverged"
 
 
 @dataclass

@@ -294,6 +294,7 @@ def test_an_interrupted_trial_is_closed_killed_by_the_reconciler():
     one, and the stopped one's run must not be closed FINISHED."""
     from types import SimpleNamespace
 
+    from raysweep.config import DIVERGED
     from raysweep.tracking.reconcile import terminal_status
 
     def trial(status, **last):
@@ -306,6 +307,11 @@ def test_an_interrupted_trial_is_closed_killed_by_the_reconciler():
     assert terminal_status(trial("TERMINATED")) == "FINISHED"  # no result: as before
     assert terminal_status(trial("ERROR", done=False)) == "FAILED"
     assert terminal_status(trial("RUNNING", done=False)) is None
+    # diverged weights end a trial with a result saying so, not an error Tune would retry
+    why = {DIVERGED: "NonFiniteLoss: non-finite training loss at epoch 2, batch 0"}
+    for done in (True, False):
+        assert terminal_status(trial("TERMINATED", done=done, training_iteration=2,
+                                     **why)) == "FAILED"
 
 
 def test_the_table_tells_interrupted_from_finished_trials():

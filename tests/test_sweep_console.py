@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from raysweep.config import DIVERGED
 from raysweep.sweep import console
 
 REASON = ("non-finite training loss at epoch 3, batch 0 (lr=0.5, backbone=smallcnn, "
@@ -43,6 +44,24 @@ def test_a_failed_trial_is_one_line_with_its_reason():
     assert f"NonFiniteLoss: {REASON}" in line
     assert "/results/sweep/trial_3f2a_00004/error.txt" in line
     assert "(retrying from its last checkpoint)" in console.failure_line(trial, retrying=True)
+
+
+def test_a_diverged_trial_is_one_line_that_says_it_is_not_retried(monkeypatch):
+    """A diverged trial ends with a last result saying why (config.DIVERGED), not an error:
+    FailureLines says it when the trial completes, and no traceback file is promised."""
+    said = []
+    trial = FakeTrial(trial_id="3f2a_00004", path="/results/sweep/trial_3f2a_00004",
+                      error_file=None, status="TERMINATED", get_error=lambda: None,
+                      last_result={"epoch": 3, "training_iteration": 3,
+                                   DIVERGED: f"NonFiniteLoss: {REASON}"})
+    line = console.failure_line(trial)
+    assert line.startswith("trial_3f2a_00004 diverged in epoch 3, not retried: ")
+    assert f"NonFiniteLoss: {REASON}" in line and "error.txt" not in line
+    finished = FakeTrial(trial_id="1", status="TERMINATED", last_result={"epoch": 3})
+    monkeypatch.setattr(console, "_say", said.append)
+    for t in (trial, finished):
+        console.FailureLines().on_trial_complete(0, [], t)
+    assert said == [line]
 
 
 def test_the_closing_lines_say_where_everything_is():

@@ -7,6 +7,7 @@ import math
 import pickle
 from types import SimpleNamespace
 
+from raysweep.config import DIVERGED
 from raysweep.sweep import progress
 
 
@@ -70,3 +71,16 @@ def test_a_progress_pickled_before_the_refresh_limit_existed_still_steps():
     old.on_experiment_end(trials("TERMINATED"))
     restored = pickle.loads(pickle.dumps(bar))
     assert restored._bar is None and restored._drawn == -math.inf
+
+
+
+def test_a_trial_ended_as_diverged_counts_as_failed(monkeypatch):
+    """It ends TERMINATED (not ERROR, which Tune would retry) with a last result saying why."""
+    monkeypatch.setattr(progress.time, "monotonic", lambda: 5.0)
+    bar = progress.Progress(total=3, metric="val_de00_mean")
+    ts = trials("TERMINATED", "TERMINATED", "RUNNING")
+    ts[1].last_result = {DIVERGED: "NonFiniteLoss: non-finite training loss at epoch 1"}
+    bar.on_step_end(0, ts)
+    shown = bar._bar
+    bar.on_experiment_end(ts)
+    assert shown.n == 2 and "running=1 failed=1 " in shown.postfix

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from raysweep.color import delta_e00
-from raysweep.config import TrainConfig
+from raysweep.config import DIVERGED, SELECT_METRIC, TrainConfig
 from raysweep.errors import UserError
 from raysweep.models import build_model
 from raysweep.models.inputs import encode, fit_stats
@@ -330,6 +330,26 @@ def test_a_diverged_model_is_never_checkpointed_or_ranked(tmp_path):
     for meta in tmp_path.rglob("checkpoint.json"):
         metrics = json.loads(meta.read_text())["metrics"]
         assert math.isfinite(metrics["val_de00_mean"]) and metrics["val_de00_mean"] > 0
+
+
+class DivergedReporter(LocalReporter):
+    """A Tune trial's way with divergence (TuneReporter): the reason as a last result, no raise."""
+
+    def diverged(self, error, metrics):
+        self.report({**metrics, DIVERGED: f"{type(error).__name__}: {error}"})
+
+
+def test_a_reporter_may_end_a_diverged_run_with_a_last_result_instead_of_raising():
+    data = make_prepared(n=48, size=16, seed=9)
+    reporter = DivergedReporter()
+    out = fit(tiny_cfg(lr=1e12, aux_loss="none", grad_clip=0.0, epochs=4), data, reporter=reporter)
+    last = reporter.history[-1]  # no epoch after it: the run stopped there
+    assert last[DIVERGED].startswith("NonFiniteLoss: non-finite") and math.isnan(last[SELECT_METRIC])
+    assert last["epoch"] == len(reporter.history) < 4
+    assert all(DIVERGED not in h for h in reporter.history[:-1])
+    assert len(out.history) == len(reporter.history) - 1
+    with pytest.raises(NonFiniteLoss):  # a plain run (LocalReporter) still raises
+        fit(tiny_cfg(lr=1e12, aux_loss="none", grad_clip=0.0, epochs=4), data)
 
 
 def test_non_finite_validation_predictions_end_the_trial():

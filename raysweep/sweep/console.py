@@ -22,6 +22,8 @@ from pathlib import Path
 from ray import tune
 from tqdm import tqdm
 
+from raysweep.tracking.reconcile import diverged
+
 # Tune reads these when the run starts (Tuner.fit). A value the user exported wins.
 QUIET_ENV = {
     # No default loggers: the TensorBoard one is what prints the TensorBoard line; the tuner
@@ -73,9 +75,12 @@ def reason(text: str) -> str:
 def failure_line(trial, retrying: bool = False) -> str:
     """`trial_3f2a1b0c_00004 failed after epoch 29: NonFiniteLoss: non-finite ... [traceback:
     ...]`: the trial's name (its MLflow run's), the last epoch it reported, the reason."""
-    text = _error_text(trial)
     result: Mapping = trial.last_result or {}
     epoch = result.get("epoch", result.get("training_iteration"))
+    why = diverged(trial)
+    if why:  # ended by its last result, not raised: no traceback, no retry
+        return f"{trial} diverged in epoch {epoch}, not retried: {reason(why)}  [its MLflow run]"
+    text = _error_text(trial)
     where = f" after epoch {epoch}" if epoch else ""
     then = " (retrying from its last checkpoint)" if retrying else ""
     error_file = f"{trial.path}/error.txt" if getattr(trial, "path", None) else trial.error_file
@@ -98,6 +103,10 @@ class FailureLines(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         _say(failure_line(trial))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if diverged(trial):
+            _say(failure_line(trial))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         _say(failure_line(trial, retrying=True))

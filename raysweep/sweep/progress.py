@@ -9,10 +9,13 @@ from collections import Counter
 from ray import tune
 from tqdm import tqdm
 
+from raysweep.tracking.reconcile import diverged
+
 # Tune calls on_step_end after every event (each result of each trial), and counting the trials'
 # states walks all of them: work that grows with the sweep, done per result, for a bar that
 # tqdm redraws once a second anyway.
 REFRESH_S = 0.5
+DIVERGED_STATE = "DIVERGED"  # ours, not a Tune status: see _state
 
 
 class Progress(tune.Callback):
@@ -45,9 +48,9 @@ class Progress(tune.Callback):
         if self._bar is None:
             self._bar = tqdm(total=self.total, desc="trials", unit="trial", dynamic_ncols=True,
                              mininterval=1.0)
-        states = Counter(t.status for t in trials)
-        done, failed, running = states["TERMINATED"] + states["ERROR"], states["ERROR"], \
-            states["RUNNING"]
+        states = Counter(_state(t) for t in trials)
+        failed = states["ERROR"] + states[DIVERGED_STATE]
+        done, running = states["TERMINATED"] + failed, states["RUNNING"]
         best = "-" if math.isinf(self.best) else f"{self.sign * self.best:.3f}"
         self._bar.set_postfix_str(f"running={running} failed={failed} best {self.metric}={best}",
                                   refresh=False)
@@ -58,3 +61,10 @@ class Progress(tune.Callback):
             self._draw(trials)  # the final counts, however recent the last redraw
             self._bar.close()
             self._bar = None
+
+
+def _state(trial) -> str:
+    """Tune's status of `trial`, read once; DIVERGED for one that ended with a result saying its
+    weights diverged (such a trial ends TERMINATED, not ERROR, so that Tune does not retry it)."""
+    status = trial.status
+    return DIVERGED_STATE if status == "TERMINATED" and diverged(trial) else status

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from raysweep.config import DIVERGED
 from raysweep.tracking.secrets import scrub_secrets
 
 SHOWN = ("val_de00_mean", "val_de00_median", "val_de00_p95")
@@ -51,7 +52,7 @@ def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
         # when the sweep was interrupted is INTERRUPTED, whatever its epoch count
         row["stopped_early"] = early_stopping and row["status"] == "FINISHED" and epochs < planned
         row.update({k: config.get(k) for k in searched})
-        row["error"] = _last_line(r.error) if r.error else ""
+        row["error"] = _last_line(r.error) if r.error else str(metrics.get(DIVERGED) or "")
         row["mlflow_run_id"] = ""  # the sweep fills it in from MLflow (run.finalize)
         row["checkpoint"] = r.checkpoint.path if r.checkpoint else ""
         row["config"] = json.dumps(scrub_secrets(config), sort_keys=True, default=str)
@@ -76,7 +77,7 @@ def _tune_states(results) -> dict[str, str]:
 
 def _status(result, states: dict[str, str], interrupted: bool = False,
             ran_all: bool = False) -> str:
-    if result.error:
+    if result.error or (result.metrics or {}).get(DIVERGED):  # diverged: ended, not raised
         return "FAILED"
     state = states.get(str(result.path), "TERMINATED")
     if state == "ERROR":

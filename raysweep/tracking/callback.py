@@ -47,7 +47,7 @@ def _error_text(trial) -> str:
     text = trial.get_error() if hasattr(trial, "get_error") else None
     if not text and trial.error_file and os.path.exists(trial.error_file):
         text = Path(trial.error_file).read_text()
-    return text or "the trial failed without an error message"
+    return text or reconcile.diverged(trial) or "the trial failed without an error message"
 
 
 def _summary(text: str) -> str:
@@ -214,7 +214,8 @@ class TrialLogger(tune.Callback):
 
     @hook
     def on_trial_complete(self, trial, **info):
-        self._close(trial, self.run_id(trial), "FINISHED")
+        # a trial whose weights diverged ends with a result saying so, not an error (no retry)
+        self._close(trial, self.run_id(trial), "FAILED" if reconcile.diverged(trial) else "FINISHED")
 
     @hook
     def on_trial_error(self, trial, **info):

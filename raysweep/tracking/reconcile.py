@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from raysweep.config import DIVERGED
+
 COMPLETE_TAG = "raysweep.tracking_complete"
 RESULT_FILE = "result.json"  # Tune's JsonLoggerCallback (ray.air.constants.EXPR_RESULT_FILE)
 
@@ -87,10 +89,18 @@ def run_states(tracker) -> dict[str, tuple[str, str, bool]]:
             for r in runs if "raysweep.trial_id" in r.data.tags}
 
 
+def diverged(trial) -> str:
+    """Why the trial's weights diverged, from its last result ('' if they did not): the loop
+    ends such a trial with that result instead of an error Tune would retry (config.DIVERGED)."""
+    return str((getattr(trial, "last_result", None) or {}).get(DIVERGED) or "")
+
+
 def terminal_status(trial) -> str | None:
     """The MLflow status of a trial Tune is done with; None while it can still run."""
     status = str(getattr(trial, "status", ""))
     last = getattr(trial, "last_result", None) or {}
+    if status == "TERMINATED" and diverged(trial):
+        return "FAILED"
     planned = (getattr(trial, "config", None) or {}).get("epochs")
     # Tune's clean-up after Ctrl-C or SIGTERM marks running trials TERMINATED, not done. (Tune
     # does not save `done` for a trial that ended on its own: a restored one that ran all its

@@ -9,6 +9,10 @@ Speed on a small dataset comes from never waiting on the host: the encoded datas
 per process (cached by content hash, crop, size and split), moved to the device whole, batches are
 gathered there by index, augmentation (flips and small shifts, which leave every pixel's colour
 unchanged) runs there too, and the loss is only read back once per epoch on a GPU.
+
+A non-finite loss or validation score ends the run with NonFiniteLoss; a single-worker Tune trial
+reports it as its last result instead of raising it, so that Tune does not retry it
+(raysweep.config.DIVERGED).
 """
 
 from __future__ import annotations
@@ -334,7 +338,15 @@ def _epoch(run: _Run, epoch: int) -> dict:
 
 def _train(cfg: TrainConfig, data, reporter: Reporter) -> FitResult:
     run = _setup(cfg, data, reporter)
-    history = [_epoch(run, epoch) for epoch in range(run.start_epoch, cfg.epochs)]
+    history = []
+    for epoch in range(run.start_epoch, cfg.epochs):
+        try:
+            history.append(_epoch(run, epoch))
+        except NonFiniteLoss as e:
+            # Raised again, except in a Tune trial: there it is the trial's last result, as
+            # a retry would diverge the same way (reporters.TuneReporter.diverged).
+            reporter.diverged(e, {"epoch": epoch + 1, SELECT_METRIC: math.nan})
+            break
     return FitResult(best=run.best or {}, history=history if reporter.rank == 0 else [],
                      checkpoint_dir=reporter.best_checkpoint, model=ckpt.unwrap(run.model))
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from raysweep import _compat
+from raysweep.config import DIVERGED
 from raysweep.fsutil import atomic_dir
 from raysweep.train.checkpoint import CHECKPOINT_FILES
 from raysweep.train.device import pick_device
@@ -50,6 +51,11 @@ class Reporter:
 
     def report(self, metrics: dict, save: Save | None = None) -> None:
         raise NotImplementedError
+
+    def diverged(self, error: Exception, metrics: dict) -> None:
+        """The weights diverged (`error`, a NonFiniteLoss) in the epoch `metrics` describes: the
+        run cannot go on. Raised here; a Tune trial reports it instead (TuneReporter)."""
+        raise error
 
     @contextlib.contextmanager
     def resume(self) -> Iterator[str | None]:
@@ -114,8 +120,16 @@ class TuneReporter(_RayReporter):
 
         super().__init__(ray.tune)
 
+    def diverged(self, error: Exception, metrics: dict) -> None:
+        # Raised, the error would be retried by Tune (FailureConfig.max_failures) from the last
+        # checkpoint, where the same seeds diverge the same way. As the trial's last result it
+        # ends the trial, which the sweep then counts as failed (config.DIVERGED).
+        self.api.report({**metrics, DIVERGED: f"{type(error).__name__}: {error}"}, checkpoint=None)
+
 
 class TrainReporter(_RayReporter):
+    # `diverged` raises: one rank that stopped alone would leave the others waiting in their
+    # next collective, and the ranks may not agree that the loss diverged (each checks its own).
     def __init__(self):
         import ray.train
 
