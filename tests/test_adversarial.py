@@ -324,12 +324,13 @@ def test_a_diverging_sweep_never_crowns_nan(tmp_path):
     (project / "diverging.py").write_text(DIVERGING)
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlruns.db'}", "PWD": str(project),
            "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "")}
-    # --max-failures 0: a diverged trial fails the same way on every retry (each one a new
-    # trial process), and the retries are not what this test is about
+    # the default --max-failures 1: a diverged trial ends without a retry (it would diverge
+    # the same way) and is said once, as a diverged trial
     r = cli("search", "--space", "diverging.py", "--data", "data/mine", "--num-samples", 4,
-            "--max-concurrent", 2, "--max-failures", 0, "--storage", project / "runs",
+            "--max-concurrent", 2, "--storage", project / "runs",
             "--name", "adv", cwd=project, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
+    assert "retrying" not in r.stderr and "diverged in epoch" in r.stderr, r.stderr[-4000:]
     table = pd.read_csv(project / "runs" / "adv" / "results.csv")
     lr = table["config"].map(lambda c: json.loads(c)["lr"])
     assert (table.loc[lr > 1, "status"] == "FAILED").all() and (lr > 1).any()
