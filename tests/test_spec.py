@@ -193,3 +193,28 @@ def test_replayed_epochs_are_not_reported_to_optuna_again():
     assert not [w for w in caught if "already reported" in str(w.message)]
     steps = searcher._ot_trials["t1"]._cached_frozen_trial.intermediate_values
     assert steps == {1: 5.0, 2: 4.0, 3: 3.0, 4: 2.0}
+
+
+def test_a_diverged_trial_is_a_failed_optuna_trial():
+    """The loop ends a diverged trial with a last result (NaN score, config.DIVERGED) instead of
+    an error Tune would retry; Optuna must record it FAILED, as it did the error, not leave it
+    RUNNING (Optuna refuses NaN for a COMPLETE trial)."""
+    import math
+
+    import optuna
+
+    from raysweep.config import DIVERGED
+    from raysweep.sweep.tuner import ReplayingOptunaSearch
+
+    define = spaces.DefineByRun(lambda t: {"lr": t.suggest_float("lr", 1e-4, 1e-1, log=True)},
+                                {}, {})
+    searcher = ReplayingOptunaSearch(space=define, metric="val_de00_mean", mode="min", seed=0)
+    for tid in ("t1", "t2"):
+        assert searcher.suggest(tid) is not None
+    last = {"val_de00_mean": math.nan, "training_iteration": 2, "epoch": 2,
+            DIVERGED: "NonFiniteLoss: non-finite training loss at epoch 2, batch 0"}
+    searcher.on_trial_result("t1", last)
+    searcher.on_trial_complete("t1", result=last)
+    searcher.on_trial_complete("t2", result={"val_de00_mean": 3.0, "training_iteration": 2})
+    states = [t.state for t in searcher._ot_study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]

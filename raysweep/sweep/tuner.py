@@ -10,6 +10,7 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search.optuna import OptunaSearch
 
+from raysweep.config import DIVERGED
 from raysweep.errors import UserError
 from raysweep.sweep import progress, resources, spaces, strategy
 from raysweep.sweep.console import FailureLines, quiet_tune
@@ -34,6 +35,15 @@ class ReplayingOptunaSearch(OptunaSearch):
         super().on_trial_result(trial_id, result)
         if isinstance(step, int):
             reported[trial_id] = step
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        # A trial whose weights diverged ends with a result saying so (config.DIVERGED), not an
+        # error: Optuna is told it failed, as when the loop raised. Its NaN score would leave
+        # the Optuna trial RUNNING (Optuna refuses NaN for a COMPLETE trial; Ray logs it).
+        if result and result.get(DIVERGED):
+            result, error = None, True
+        super().on_trial_complete(trial_id, result=result, error=error)
 
 
 @dataclass(frozen=True)
