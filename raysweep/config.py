@@ -36,6 +36,11 @@ AUX_SCHEDULES = ("constant", "linear_decay", "cosine_decay")
 REDUCTIONS = ("mean", "median")
 TEXT_EMBEDS = ("none", "hash", "sentence")
 SPLIT_BY = ("tone_id", "set_id", "camera", "column")
+# Backbones built at `width` (raysweep.models.backbones.REGISTRY); a timm model has its own.
+WIDTH_BACKBONES = ("tinycnn", "smallcnn")
+# What only an image model reads: a preset without `image` is the tabular MLP.
+IMAGE_ONLY = ("backbone", "width", "crop", "image_size", "image_space", "pooling", "augment",
+              "weights_path", "film_stages", "xattn_heads", "xattn_dim")
 # What "best" means everywhere: the checkpoint a trial keeps (train.loop), Optuna, ASHA and the
 # leaderboard (sweep), the leaders eval_winners re-scores (evaluate.trials). One metric, not a
 # setting of a space, so no two parts can disagree on which checkpoint or trial won.
@@ -193,6 +198,28 @@ class TrainConfig:
             raise UserError(f"fusion={self.fusion!r} needs a non-image input to condition on, but "
                             f"features={self.features!r}", where=where,
                             fix="add meta or mean to features, or use fusion=none")
+
+
+def ignored_fields(cfg: TrainConfig) -> dict[str, str]:
+    """The fields that `cfg`'s model and loss never read, each with why. A space that searches
+    one of them spends trials on a setting that changes nothing; raysweep.sweep.spaces refuses it."""
+    why: dict[str, str] = {}
+    if not cfg.uses_image:
+        why.update(dict.fromkeys(IMAGE_ONLY, f"features={cfg.features!r} has no image (the "
+                                             "tabular MLP)"))
+    else:
+        if cfg.fusion != "film":
+            why["film_stages"] = f"fusion={cfg.fusion!r}, not film"
+        if cfg.fusion != "xattn":
+            why.update(dict.fromkeys(("xattn_heads", "xattn_dim"), f"fusion={cfg.fusion!r}, not xattn"))
+        if cfg.backbone not in WIDTH_BACKBONES:
+            why["width"] = f"backbone={cfg.backbone!r} is a timm model with its own width"
+    if not cfg.uses_meta or (cfg.uses_image and cfg.fusion == "none"):
+        why.update(dict.fromkeys(("camera_embed_dim", "text_embed"), "no metadata reaches the model"
+                                 f" (features={cfg.features!r}, fusion={cfg.fusion!r})"))
+    if cfg.aux_loss == "none":
+        why.update(dict.fromkeys(("aux_weight", "aux_schedule"), "aux_loss='none'"))
+    return why
 
 
 def coerce(key: str, value: Any, where: str = "training config") -> Any:

@@ -231,6 +231,10 @@ def test_config_names_are_the_model_registries():
     from raysweep.models.heads import HEAD_CLASSES
 
     assert tuple(FUSION_CLASSES) == FUSIONS and tuple(HEAD_CLASSES) == HEADS
+    from raysweep.config import WIDTH_BACKBONES  # config.ignored_fields: who reads `width`
+    from raysweep.models.backbones import REGISTRY
+
+    assert tuple(REGISTRY) == WIDTH_BACKBONES
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])

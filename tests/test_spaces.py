@@ -152,3 +152,30 @@ def test_resume_of_unknown_sweep_fails_before_ray(tmp_path, capsys):
     rc = run_cli(search_main, ["--space", "quickstart", "--resume", "--name", "nope",
                                "--storage", str(tmp_path)])
     assert rc == 2 and "no sweep named 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fixed,searched,ignored", [
+    # width over a timm backbone, film_stages without FiLM, an aux weight without an aux loss
+    ('{"backbone": "resnet18"}', '"width": trial.suggest_categorical("width", [16, 32])',
+     "width: backbone='resnet18' is a timm model with its own width"),
+    ('{"fusion": "concat"}', '"film_stages": trial.suggest_int("film_stages", 1, 3)',
+     "film_stages: fusion='concat', not film"),
+    ('{"aux_loss": "none"}', '"aux_weight": trial.suggest_float("aux_weight", 0.01, 1.0)',
+     "aux_weight: aux_loss='none'"),
+    ('{"features": "mean+meta", "fusion": "none"}',
+     '"image_space": trial.suggest_categorical("image_space", ["srgb", "linear"])',
+     "image_space: features='mean+meta' has no image (the tabular MLP)"),
+])
+def test_a_searched_setting_the_model_ignores_is_refused_saying_why(tmp_path, fixed, searched,
+                                                                     ignored):
+    path = tmp_path / "mine.py"
+    path.write_text(f'"""mine"""\nFIXED = {fixed}\ndef define_by_run(trial):\n'
+                    f'    return {{"lr": trial.suggest_float("lr", 1e-4, 1e-2), {searched}}}\n')
+    name = searched.split('"')[1]
+    with pytest.raises(UserError) as e:
+        spaces.check_space(spaces.load_space(str(path)), {}, n=4)
+    assert ignored in str(e.value) and "which the model ignores" in str(e.value)
+    assert "mine.py" in str(e.value) and f"--set {name}=" in str(e.value)
+    # fixed by --set, it is no longer searched: the user asked for it (and it is harmless)
+    value = spaces.parse_sets([f"{name}={'2' if name != 'image_space' else 'srgb'}"])
+    assert spaces.check_space(spaces.load_space(str(path)), value, n=4).samples

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import search_spaces
-from raysweep.config import SELECT_METRIC, SELECT_MODE, TrainConfig, coerce
+from raysweep.config import SELECT_METRIC, SELECT_MODE, TrainConfig, coerce, ignored_fields
 from raysweep.errors import UserError, unknown_name
 
 # Data-level settings: one prepared split serves the whole sweep, so these cannot vary per trial.
@@ -246,6 +246,7 @@ def check_space(space: Space, overrides: dict[str, Any], n: int = 64, seed: int 
         cfg = TrainConfig.from_dict({k: v for k, v in sample.items()
                                      if k not in helpers or k in returned},
                                     where=f"{where}, sample {sample}")
+        check_applies(cfg, (set(trial.distributions) & returned) - set(overrides), where)
         for name, dist in trial.distributions.items():
             if name in DATA_KEYS and hasattr(dist, "choices"):
                 (crops if name == "crop" else sizes).update(dist.choices)
@@ -263,6 +264,17 @@ def check_space(space: Space, overrides: dict[str, Any], n: int = 64, seed: int 
     base = {k: samples[0][k] for k in samples[0] if len({str(s[k]) for s in samples}) == 1}
     variants = sorted((c, int(s)) for c in crops for s in sizes)
     return Checked(names=names, variants=variants, base=base, samples=samples)
+
+
+def check_applies(cfg: TrainConfig, searched: set[str], where: str) -> None:
+    """A searched setting the sampled model never reads would change nothing: refused, with why."""
+    ignored = {k: why for k, why in ignored_fields(cfg).items() if k in searched}
+    if ignored:
+        raise UserError(f"the space searches {', '.join(sorted(ignored))}, which the model "
+                        "ignores: " + "; ".join(f"{k}: {why}" for k, why in sorted(ignored.items())),
+                        where=where, fix="suggest it only where it applies (an `if` in "
+                        "define_by_run, as search_spaces/fusion.py does for film_stages), or fix "
+                        f"it: --set {min(ignored)}=<value>")
 
 
 def check_backbone(name: str, where: str) -> None:
