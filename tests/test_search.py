@@ -237,6 +237,8 @@ def test_resume_an_interrupted_sweep_without_duplicate_runs(ray_local, space_fil
     assert len(children) == len(after) == 6, "a resumed trial must reuse its MLflow run"
     assert all(after[t] == r for t, r in before.items())
     assert {c.info.status for c in children} == {"FINISHED"}
+    # a restored Tuner's MLflow callback is Tune's unpickled copy: the run ids come from MLflow
+    assert dict(zip(out.table["trial_id"], out.table["mlflow_run_id"])) == after
 
 
 @pytest.mark.slow
