@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -78,10 +79,15 @@ def sizes(quick: bool) -> dict[str, Size]:
     in parts of under 25 minutes (BENCH_FIRST_SEED). A GPU machine runs the tabular budget at
     half size and more trials at once."""
     if quick:
-        return {"tabular": Size(6, 12, 2), "quickstart": Size(4, 4, 2, ("width=8",))}
-    if machine()["gpus"]:
-        return {"tabular": Size(24, 100, 4), "quickstart": Size(16, 20, 4, ("width=8",))}
-    return {"tabular": Size(24, 16, 2), "quickstart": Size(16, 8, 2, ("width=8",))}
+        out = {"tabular": Size(6, 12, 2), "quickstart": Size(4, 4, 2, ("width=8",))}
+    elif machine()["gpus"]:
+        out = {"tabular": Size(24, 100, 4), "quickstart": Size(16, 20, 4, ("width=8",))}
+    else:
+        out = {"tabular": Size(24, 16, 2), "quickstart": Size(16, 8, 2, ("width=8",))}
+    # BENCH_<SPACE>_EPOCHS: another epoch budget (e.g. the space's own, on an idle machine,
+    # where 16 cheap epochs leave each trial's fixed start-up most of its time)
+    return {space: dataclasses.replace(sz, epochs=int(os.environ.get(
+        f"BENCH_{space.upper()}_EPOCHS", sz.epochs))) for space, sz in out.items()}
 
 
 def image_share() -> int:
@@ -281,6 +287,15 @@ def run(quick: bool = False, name: str = "search_efficiency") -> Section:
                    candidates=CANDIDATES)
 
 
+def run_name() -> str:
+    """search_efficiency, or e.g. search_efficiency_tabular100 when BENCH_TABULAR_EPOCHS=100
+    changes a budget: a run at another size keeps its own result files."""
+    changed = [f"{space}{os.environ[f'BENCH_{space.upper()}_EPOCHS']}"
+               for space in ("tabular", "quickstart") if f"BENCH_{space.upper()}_EPOCHS" in os.environ]
+    return "_".join(["search_efficiency", *changed])
+
+
 if __name__ == "__main__":
-    bench_main("search_efficiency", run, {"--from-log": (
-        from_log, "rebuild the section from the recorded runs, training nothing")})
+    bench_main(run_name(), functools.partial(run, name=run_name()), {"--from-log": (
+        functools.partial(from_log, name=run_name()),
+        "rebuild the section from the recorded runs, training nothing")})

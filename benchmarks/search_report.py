@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -116,8 +117,10 @@ def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, method
                      f"{strategy.startup_trials(sz.trials)} trials (multivariate, constant "
                      "liar)." + candidate_note(space, sz, sp, (candidates or {}).get(space),
                                                methods))
+    budgets = "".join(f"BENCH_{space.upper()}_EPOCHS={space_epochs} "
+                      for space, space_epochs in re.findall(r"_(tabular|quickstart)(\d+)", name))
     cmd = ("python -m benchmarks.run --gpu" if name == "gpu_search" else
-           "python -m benchmarks.search_efficiency" + (" --quick" if quick else ""))
+           budgets + "python -m benchmarks.search_efficiency" + (" --quick" if quick else ""))
     n_seeds = int(runs["seed"].nunique())
     md = [
         "## Search efficiency: TPE + ASHA against random search, over seeds",

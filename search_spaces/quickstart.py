@@ -18,18 +18,18 @@ Early stopping: the learning rate decays over the whole budget and nearly every 
 best in its last epoch, so ASHA compares late enough for the order of the trials to mean
 something: at 1/4 and 3/4 of the budget (GRACE_FRACTION 0.25, reduction factor 3: rungs 10 and
 30 of 40), which moves with `--set epochs=N`. What the benchmark says
-(benchmarks/results/search_efficiency.md: 5 seeds of 16 trials x 8 epochs, 2 at a time): TPE
-with these rungs reached random search's final best after a median 0.59 of random's wall time
-(4 of 5 seeds; target 1/3: missed) and 0.47 of its epochs, with a better best than random's at
-equal wall time (3.408 against 3.461) and a better champion test error (4.215 against 4.353);
-the same rungs in 3 Hyperband brackets reached random's best in only 3 of 5 seeds and ended
-worse (3.505). ASHA replayed on random's own curves there kept random's winner in 4 of 5 seeds
-with a first rung at 1/3 (factor 2 or 3) against 3 of 5 with these, as in the run before
-(results/search_efficiency_previous.md): the candidate for the next measurement, not yet run
-in real sweeps (session 24 spent its timing runs on `tabular` at load 15-41: still unmeasured,
-so the space keeps 1/4 and 3). At this benchmark size the 1/3 target is out of reach for any
-rungs: each sweep's set-up before its first result (median 9 s) is 0.27 of random's 33-s span,
-which leaves about 2 s of training for the 1/3. The sampler is raysweep's TPE for trials in
+(benchmarks/results/search_efficiency.md, session 27, an idle machine: 5 seeds of 16 trials x 8
+epochs, 2 at a time): TPE with these rungs reached random search's final best in 3 of 5 seeds,
+after a median 0.76 of random's wall time (target 1/3: missed) and 0.61 of its epochs; at equal
+wall time its best was better (3.412 against 3.539), its champion's test error worse (4.458
+against 4.353). Session 23's run (results/search_efficiency_s23.md, a loaded machine) had 0.59,
+3.408 against 3.461 and 4.215 against 4.353; there the same rungs in 3 Hyperband brackets ended
+worse (3.505). ASHA replayed on random's own curves kept random's winner in 4 of 5 seeds with a
+first rung at 1/3 (factor 2 or 3) against 3 of 5 with these
+(results/search_efficiency_previous.md): a candidate not yet run in real sweeps, so the space keeps 1/4 and 3. At this size each sweep's
+set-up before its first result is now about 4 s of random's 16-s span (9 s of 33 s in session
+23), and the share of random's wall time (0.76) lags the share of its epochs (0.61): what each
+trial costs besides its epochs does not shrink when ASHA stops it early. The sampler is raysweep's TPE for trials in
 flight (`raysweep/sweep/strategy.py`).
 """
 

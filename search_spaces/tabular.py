@@ -25,15 +25,15 @@ same point of the curve when `--set epochs=N` changes the budget. Why these and 
 trial orders per seed (results/search_replay_orders.md) finds no better plan: on TPE's curves
 these rungs reach random search's best after a median 0.25 of random's epochs in 99% of the
 orders, every plan from 1/4 to 5/16 ties, and first rungs at 1/8-3/16 miss it in 16-23% of the
-orders (the late bloomers). In real sweeps (results/search_efficiency.md, session 24: 5 seeds of
-24 trials x 16 epochs, 2 at a time, at load 10-41) TPE with these rungs beat random at equal wall
-time (median best 2.714 against 2.972) and in champion test error (2.868 against 2.917), but
-reached random's final best in only 3 of 5 seeds, after a median 0.60 of random's wall time
-(target 1/3: missed); session 23's five-method run (results/search_efficiency_s23.md) had it at
-0.39 of random's wall time and 0.29 of its epochs, the least work of five methods, and 3
-Hyperband brackets over these rungs no better. A TPE start-up of 4 trials instead of 6 was
-measured beside it in session 24: better in 3 seeds, worse in 2 (median best 2.757, test
-2.890): no win, so TPE keeps its start-up at a quarter of the budget.
+orders (the late bloomers). In real sweeps on an idle machine (session 27, 5 seeds of 24 trials,
+2 at a time, results/search_efficiency_tabular100.md): at 100 epochs TPE with these rungs reached
+random search's final best in 5 of 5 seeds after a median 0.26 of random's wall time (target 1/3:
+met) and 0.24 of its epochs, with a better best at equal wall time (2.327 against 2.402) and a
+better champion test error (2.433 against 2.539). At the CPU benchmark's 16 epochs
+(results/search_efficiency.md) it reached random's best in only 3 of 5 seeds, after 0.48 of
+random's wall time and 0.56 of its epochs (why the short budget does worse is not measured). A TPE start-up of 4 trials instead of
+6 (session 24, results/search_efficiency_s24.md) was no win, so TPE keeps its start-up at a
+quarter of the budget.
 """
 
 MAX_EPOCHS = 200

@@ -28,6 +28,8 @@ from benchmarks.search_efficiency import (
     load_log,
     logged_methods,
     request_for,
+    run_name,
+    sizes,
     startup_share,
 )
 from benchmarks.search_replay import replay, rung_table
@@ -181,3 +183,17 @@ def test_the_rung_table_replays_each_seeds_random_sweep():
     assert table.loc["-", "median share of random's time"] == pytest.approx(0.5)
     hedged = rung_table(runs, BASELINE, [1 / 3], [2], concurrency={"s": 1}, brackets=2)
     assert list(hedged["brackets"]) == ["-", 2]
+
+
+def test_another_epoch_budget_keeps_its_own_result_files(monkeypatch):
+    """BENCH_TABULAR_EPOCHS changes the tabular sweeps' budget (the rungs follow it) and the
+    name the results go under, so a run at the space's own budget never overwrites the default."""
+    monkeypatch.delenv("BENCH_QUICKSTART_EPOCHS", raising=False)
+    monkeypatch.delenv("BENCH_TABULAR_EPOCHS", raising=False)
+    default = sizes(quick=False)
+    assert run_name() == "search_efficiency"
+    monkeypatch.setenv("BENCH_TABULAR_EPOCHS", "100")
+    changed = sizes(quick=False)
+    assert changed["tabular"].epochs == 100 and changed["quickstart"] == default["quickstart"]
+    assert changed["tabular"].trials == default["tabular"].trials
+    assert run_name() == "search_efficiency_tabular100"
