@@ -29,7 +29,10 @@ first rung at 1/3 (factor 2 or 3) against 3 of 5 with these
 (results/search_efficiency_previous.md): a candidate not yet run in real sweeps, so the space keeps 1/4 and 3. At this size each sweep's
 set-up before its first result is now about 4 s of random's 16-s span (9 s of 33 s in session
 23), and the share of random's wall time (0.76) lags the share of its epochs (0.61): what each
-trial costs besides its epochs does not shrink when ASHA stops it early. The sampler is raysweep's TPE for trials in
+trial costs besides its epochs does not shrink when ASHA stops it early. At 20 epochs
+(results/search_efficiency_quickstart20.md, session 27) it never reached random's final best (0
+of 5 seeds; 2.956 against 2.823); its champion's test error was about equal (3.599 / 3.604):
+these rungs and this sampler do not beat random search on this space yet. The sampler is raysweep's TPE for trials in
 flight (`raysweep/sweep/strategy.py`).
 """
 
