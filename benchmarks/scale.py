@@ -133,26 +133,30 @@ def check_mlflow(url: str, out, n: int) -> dict:
             "checkpoint_uri_tags": len(with_uri), "checkpoints_copied": len(copied)}
 
 
-def first_results(waits: Path, spans: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """Seconds from each run's start to its first trial's first report (the Tuner's start-up)."""
+def trials_by_run(waits: Path, spans: dict[str, tuple[float, float]]) -> dict[str, list[dict]]:
+    """The trials `fake_loop` recorded in `waits`, per run: those whose first report fell in the
+    run's span."""
     trials = [json.loads(x) for x in waits.read_text().splitlines() if x] if waits.exists() else []
-    out = {}
-    for name, (start, stop) in spans.items():
-        firsts = [t["ends"][0] for t in trials if t["ends"] and start <= t["ends"][0] <= stop]
-        out[name] = min(firsts) - start if firsts else float("nan")
-    return out
+    return {name: [t for t in trials if t["ends"] and start <= t["ends"][0] <= stop]
+            for name, (start, stop) in spans.items()}
 
 
-def trial_flow(waits: Path, spans: dict[str, tuple[float, float]]) -> dict[str, dict]:
+def first_results(runs: dict[str, list[dict]], spans: dict[str, tuple[float, float]]
+                  ) -> dict[str, float]:
+    """Seconds from each run's start to its first trial's first report (the Tuner's start-up)."""
+    return {name: min(t["ends"][0] for t in runs[name]) - start if runs[name] else math.nan
+            for name, (start, _) in spans.items()}
+
+
+def trial_flow(runs: dict[str, list[dict]], spans: dict[str, tuple[float, float]]
+               ) -> dict[str, dict]:
     """Per run: the median wait in `tune.report` (ms; the driver taking results, and the
     checkpoint's copy into storage) and the mean number of trial functions running over the
     run's wall time (of SLOTS allowed): a driver that falls behind shows in both."""
-    trials = [json.loads(x) for x in waits.read_text().splitlines() if x] if waits.exists() else []
     out = {}
     for name, (start, stop) in spans.items():
-        mine = [t for t in trials if t["ends"] and start <= t["ends"][0] <= stop]
-        lives = [t["ends"][-1] - t["start"] for t in mine if "start" in t]
-        report_waits = sorted(w for t in mine for w in t["waits"])
+        lives = [t["ends"][-1] - t["start"] for t in runs[name] if "start" in t]
+        report_waits = sorted(w for t in runs[name] for w in t["waits"])
         out[name] = {"median_wait_ms": 1000 * report_waits[len(report_waits) // 2]
                      if report_waits else math.nan,
                      "in_flight": sum(lives) / (stop - start) if lives else math.nan}
@@ -187,8 +191,8 @@ def run(quick: bool = False, trials: int | None = None) -> Section:
                               for k, v in cpu_now(server.pgid).items()})
             tracked = check_mlflow(server.url, out, n)
             ray.shutdown()
-        starts = first_results(root / "waits.jsonl", spans)
-        flow = trial_flow(root / "waits.jsonl", spans)
+        recorded = trials_by_run(root / "waits.jsonl", spans)
+        starts, flow = first_results(recorded, spans), trial_flow(recorded, spans)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     walls.update({f"raysweep_{k}": v for k, v in phases.items()})
