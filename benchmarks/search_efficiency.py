@@ -85,9 +85,12 @@ def sizes(quick: bool) -> dict[str, Size]:
     else:
         out = {"tabular": Size(24, 16, 2), "quickstart": Size(16, 8, 2, ("width=8",))}
     # BENCH_<SPACE>_EPOCHS: another epoch budget (e.g. the space's own, on an idle machine,
-    # where 16 cheap epochs leave each trial's fixed start-up most of its time)
-    return {space: dataclasses.replace(sz, epochs=int(os.environ.get(
-        f"BENCH_{space.upper()}_EPOCHS", sz.epochs))) for space, sz in out.items()}
+    # where 16 cheap epochs leave each trial's fixed start-up most of its time);
+    # BENCH_<SPACE>_TRIALS: another trial budget (every method gets the same)
+    return {space: dataclasses.replace(
+        sz, epochs=int(os.environ.get(f"BENCH_{space.upper()}_EPOCHS", sz.epochs)),
+        trials=int(os.environ.get(f"BENCH_{space.upper()}_TRIALS", sz.trials)))
+        for space, sz in out.items()}
 
 
 def image_share() -> int:
@@ -289,9 +292,13 @@ def run(quick: bool = False, name: str = "search_efficiency") -> Section:
 
 def run_name() -> str:
     """search_efficiency, or e.g. search_efficiency_tabular100 when BENCH_TABULAR_EPOCHS=100
-    changes a budget: a run at another size keeps its own result files."""
-    changed = [f"{space}{os.environ[f'BENCH_{space.upper()}_EPOCHS']}"
-               for space in ("tabular", "quickstart") if f"BENCH_{space.upper()}_EPOCHS" in os.environ]
+    changes a budget (search_efficiency_quickstartx48 when BENCH_QUICKSTART_TRIALS=48): a run
+    at another size keeps its own result files."""
+    changed = []
+    for space in ("tabular", "quickstart"):
+        for var, mark in (("EPOCHS", ""), ("TRIALS", "x")):
+            if f"BENCH_{space.upper()}_{var}" in os.environ:
+                changed.append(f"{space}{mark}{os.environ[f'BENCH_{space.upper()}_{var}']}")
     return "_".join(["search_efficiency", *changed])
 
 

@@ -81,6 +81,17 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
                                    strict=True)]})
 
 
+def command(name: str, quick: bool) -> str:
+    """The command that writes the results called `name`: the budgets its name records
+    (search_efficiency_tabular100: BENCH_TABULAR_EPOCHS=100; _quickstartx48:
+    BENCH_QUICKSTART_TRIALS=48) in front of the benchmark."""
+    if name == "gpu_search":
+        return "python -m benchmarks.run --gpu"
+    budgets = "".join(f"BENCH_{space.upper()}_{'TRIALS' if mark else 'EPOCHS'}={n} "
+                      for space, mark, n in re.findall(r"_(tabular|quickstart)(x?)(\d+)", name))
+    return budgets + "python -m benchmarks.search_efficiency" + (" --quick" if quick else "")
+
+
 def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, methods: list[str],
             name: str = "search_efficiency", brackets: int = 3,
             candidates: dict | None = None) -> Section:
@@ -117,10 +128,7 @@ def section(runs: pd.DataFrame, quick: bool, sizes: dict, seconds: float, method
                      f"{strategy.startup_trials(sz.trials)} trials (multivariate, constant "
                      "liar)." + candidate_note(space, sz, sp, (candidates or {}).get(space),
                                                methods))
-    budgets = "".join(f"BENCH_{space.upper()}_EPOCHS={space_epochs} "
-                      for space, space_epochs in re.findall(r"_(tabular|quickstart)(\d+)", name))
-    cmd = ("python -m benchmarks.run --gpu" if name == "gpu_search" else
-           budgets + "python -m benchmarks.search_efficiency" + (" --quick" if quick else ""))
+    cmd = command(name, quick)
     n_seeds = int(runs["seed"].nunique())
     md = [
         "## Search efficiency: TPE + ASHA against random search, over seeds",

@@ -33,6 +33,7 @@ from benchmarks.search_efficiency import (
     startup_share,
 )
 from benchmarks.search_replay import replay, rung_table
+from benchmarks.search_report import command
 from raysweep.sweep import strategy
 
 
@@ -197,3 +198,21 @@ def test_another_epoch_budget_keeps_its_own_result_files(monkeypatch):
     assert changed["tabular"].epochs == 100 and changed["quickstart"] == default["quickstart"]
     assert changed["tabular"].trials == default["tabular"].trials
     assert run_name() == "search_efficiency_tabular100"
+
+
+def test_another_trial_budget_keeps_its_own_result_files_and_command(monkeypatch):
+    """BENCH_QUICKSTART_TRIALS gives every method of that space the same other trial budget;
+    the results go under their own name, whose section's command sets it again."""
+    for var in ("TABULAR_EPOCHS", "QUICKSTART_EPOCHS", "TABULAR_TRIALS", "QUICKSTART_TRIALS"):
+        monkeypatch.delenv(f"BENCH_{var}", raising=False)
+    default = sizes(quick=False)
+    monkeypatch.setenv("BENCH_QUICKSTART_TRIALS", "48")
+    monkeypatch.setenv("BENCH_QUICKSTART_EPOCHS", "20")
+    changed = sizes(quick=False)
+    assert changed["quickstart"].trials == 48 and changed["quickstart"].epochs == 20
+    assert changed["tabular"] == default["tabular"]
+    assert run_name() == "search_efficiency_quickstart20_quickstartx48"
+    assert command(run_name(), quick=False) == (
+        "BENCH_QUICKSTART_EPOCHS=20 BENCH_QUICKSTART_TRIALS=48 "
+        "python -m benchmarks.search_efficiency")
+    assert command("search_efficiency", quick=True) == "python -m benchmarks.search_efficiency --quick"
