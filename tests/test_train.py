@@ -253,6 +253,65 @@ def test_ddp_two_cpu_workers_keep_parameters_identical(ray_local, data, tmp_path
     assert any(not torch.equal(start[k], r0[k]) for k in r0)  # it did train
 
 
+class _LoggedLoop:
+    """THE loop, with a line per start and per return of each rank (a callable object: Ray
+    hands the loop only its config, and the log's path is the test's)."""
+
+    def __init__(self, log: str):
+        self.log = log
+
+    def __call__(self, config):
+        import ray.train
+
+        from raysweep.train.loop import train_loop_per_worker
+        rank = ray.train.get_context().get_world_rank()
+        with open(self.log, "a") as f:
+            f.write(f"start{rank}\n")
+        train_loop_per_worker(config)
+        with open(self.log, "a") as f:
+            f.write(f"end{rank}\n")
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.parametrize("how", ["training loss on every rank", "validation on rank 0 only"])
+def test_a_diverged_ddp_trial_ends_with_a_last_result_not_a_retry(ray_local, tmp_path, how):
+    """A sweep's DDP trial (sweep.trainable.run_ddp_trial: 2 gloo workers on the CPU) whose
+    weights diverge: every rank stops in the same epoch and the reason is the trial's last result
+    (config.DIVERGED), as in a single-worker trial. Raised, it would be retried (Train's and
+    Tune's max_failures=1) from the last checkpoint, where it diverges again. Only rank 0
+    validates, so it alone sees a NaN validation target."""
+    from ray import tune
+
+    from raysweep.sweep.resources import Plan
+    from raysweep.sweep.trainable import run_ddp_trial, variant_key
+
+    data = make_prepared(n=48, size=16, seed=10)
+    # NaN targets: every training row's (each rank's loss), or one validation row's (rank 0's)
+    rows = data.indices("train") if how.startswith("training") else data.indices("val")[:1]
+    data.target[rows] = np.nan
+    cfg = tiny_cfg(aux_loss="none", epochs=4, device="cpu")
+    log = tmp_path / "ranks.log"
+    plan = Plan(workers=2, cpus_per_worker=1, gpus_per_worker=0, max_concurrent=1,
+                cluster_cpus=8, cluster_gpus=0, local=True)
+    trial = tune.with_parameters(run_ddp_trial, plan=plan, loop=_LoggedLoop(str(log)),
+                                 data={variant_key(cfg.crop, cfg.image_size): ray_local.put(data)},
+                                 storage=str(tmp_path / "train"), max_failures=1)
+    result = tune.Tuner(
+        tune.with_resources(trial, plan.trial_resources()), param_space=cfg.to_dict(),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="ddp",
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    ).fit()[0]
+    assert result.error is None
+    last = result.metrics
+    assert last[DIVERGED].startswith("NonFiniteLoss: non-finite "), last
+    assert ("validation" if how.startswith("validation") else "training loss at epoch 1, batch 0"
+            ) in last[DIVERGED]  # rank 0's reason
+    assert math.isnan(last[SELECT_METRIC]) and last["epoch"] < 4
+    # one start per rank (neither Train nor Tune retried), and both ranks returned
+    assert sorted(log.read_text().split()) == ["end0", "end1", "start0", "start1"]
+
+
 def _three_checkpoints(config):
     import tempfile
 

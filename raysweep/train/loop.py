@@ -10,9 +10,9 @@ per process (cached by content hash, crop, size and split), moved to the device 
 gathered there by index, augmentation (flips and small shifts, which leave every pixel's colour
 unchanged) runs there too, and the loss is only read back once per epoch on a GPU.
 
-A non-finite loss or validation score ends the run with NonFiniteLoss; a single-worker Tune trial
-reports it as its last result instead of raising it, so that Tune does not retry it
-(raysweep.config.DIVERGED).
+A non-finite loss or validation score ends the run with NonFiniteLoss; under Ray (a Tune trial, or
+all ranks of a DDP run, which agree on it in the same epoch) it is reported as the last result
+instead of raised, so that neither Tune nor Train retries it (raysweep.config.DIVERGED).
 """
 
 from __future__ import annotations
@@ -253,8 +253,9 @@ def _setup(cfg: TrainConfig, data, reporter: Reporter) -> _Run:
     return run
 
 
-def _train_one_epoch(run: _Run, epoch: int) -> tuple[float, int]:
-    """One pass over this rank's shard: (mean training loss over all ranks, samples seen)."""
+def _train_one_epoch(run: _Run, epoch: int) -> tuple[torch.Tensor, int, NonFiniteLoss | None]:
+    """One pass over this rank's shard: (this rank's mean training loss, samples seen, the
+    NonFiniteLoss if its loss was not finite; `_agree` tells the other ranks)."""
     cfg, model, device = run.cfg, run.model, run.device
     rank, world = run.reporter.rank, run.reporter.world_size
     model.train()
@@ -288,38 +289,60 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[float, int]:
         bad_batch = torch.where(~torch.isfinite(loss) & (bad_batch < 0), step, bad_batch)
         loss_sum += loss * len(idx)
         seen += len(idx)
-        if device.type != "cuda" and bad_batch >= 0:
-            break  # on the CPU checking costs nothing: stop at once
-    bad = int(bad_batch)  # on a GPU the one device sync of the epoch
-    if bad >= 0:
-        raise NonFiniteLoss(
-            f"non-finite training loss at epoch {epoch + 1}, batch {bad} (lr={cfg.lr:g}, "
-            f"backbone={cfg.backbone}, fusion={cfg.fusion}); lower lr, enable grad_clip, or "
-            "check the data for NaN targets")
-    train_loss = loss_sum / max(seen, 1)
-    if world > 1 and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(train_loss)
-        train_loss /= world
-    return float(train_loss), seen
+        if device.type != "cuda" and world == 1 and bad_batch >= 0:
+            # On the CPU checking costs nothing: stop at once. Not in DDP, where a rank that
+            # left the epoch early would leave the others waiting in their next all-reduce.
+            break
+    bad = int(bad_batch)  # on a GPU the one device sync of the epoch (inside its timing)
+    error = None if bad < 0 else NonFiniteLoss(
+        f"non-finite training loss at epoch {epoch + 1}, batch {bad} (lr={cfg.lr:g}, "
+        f"backbone={cfg.backbone}, fusion={cfg.fusion}); lower lr, enable grad_clip, or "
+        "check the data for NaN targets")
+    return loss_sum / max(seen, 1), seen, error
+
+
+def _agree(run: _Run, train_loss: torch.Tensor, error: NonFiniteLoss | None,
+           epoch: int) -> tuple[float, NonFiniteLoss | None]:
+    """(The mean training loss over all ranks, the epoch's NonFiniteLoss if any rank has one).
+
+    In DDP one all-reduce carries both, so that every rank stops in the same epoch: ranks check
+    their own loss, only rank 0 validates, and a rank that stopped alone would leave the others
+    waiting in their next collective (or have Train retry the run, diverging again)."""
+    world = run.reporter.world_size
+    if world == 1 or not torch.distributed.is_initialized():
+        return float(train_loss), error
+    both = torch.stack((train_loss.float(), torch.tensor(float(error is not None),
+                                                         device=train_loss.device)))
+    torch.distributed.all_reduce(both)
+    loss, flagged = (both / world).tolist()
+    if flagged > 0 and error is None:
+        cfg = run.cfg
+        error = NonFiniteLoss(f"non-finite loss or validation predictions on another rank at "
+                              f"epoch {epoch + 1} (lr={cfg.lr:g}, backbone={cfg.backbone}, "
+                              f"fusion={cfg.fusion}); lower lr or enable grad_clip")
+    return loss, error
 
 
 def _epoch(run: _Run, epoch: int) -> dict:
     """Train, validate (rank 0), report, and hand the reporter a checkpoint if it improved."""
     cfg, reporter = run.cfg, run.reporter
     t0 = time.perf_counter()
-    train_loss, seen = _train_one_epoch(run, epoch)
+    train_loss, seen, error = _train_one_epoch(run, epoch)
     train_s = time.perf_counter() - t0
-    metrics = {"epoch": epoch + 1, "train_loss": train_loss}
-    improved = False
-    if reporter.rank == 0:
+    metrics = {"epoch": epoch + 1, "train_loss": math.nan}
+    if reporter.rank == 0 and error is None:
         metrics.update(validate(run.model, run.tensors, run.val_idx, run.bf16))
         if not math.isfinite(metrics[SELECT_METRIC]):
             # Diverged weights must never be checkpointed or ranked; the loss alone does not
             # catch this (a finite loss can sit beside NaN predictions on other photos).
-            raise NonFiniteLoss(
+            error = NonFiniteLoss(
                 f"non-finite validation predictions at epoch {epoch + 1} (lr={cfg.lr:g}, "
                 f"backbone={cfg.backbone}, fusion={cfg.fusion}); lower lr or enable grad_clip")
-        improved = run.best is None or metrics[SELECT_METRIC] < run.best[SELECT_METRIC]  # min
+    metrics["train_loss"], error = _agree(run, train_loss, error, epoch)
+    if error is not None:
+        raise error
+    improved = reporter.rank == 0 and (run.best is None
+                                       or metrics[SELECT_METRIC] < run.best[SELECT_METRIC])  # min
     metrics.update(epoch_s=time.perf_counter() - t0,
                    samples_per_s=seen * reporter.world_size / train_s,
                    lr=run.scheduler.get_last_lr()[0], aux_weight=aux_weight(cfg, epoch))
@@ -343,8 +366,9 @@ def _train(cfg: TrainConfig, data, reporter: Reporter) -> FitResult:
         try:
             history.append(_epoch(run, epoch))
         except NonFiniteLoss as e:
-            # Raised again, except in a Tune trial: there it is the trial's last result, as
-            # a retry would diverge the same way (reporters.TuneReporter.diverged).
+            # Raised again, except under Ray (a Tune trial, or every rank of a Train run in the
+            # same epoch, see _agree): there it is the run's last result, as a retry would
+            # diverge the same way (reporters._RayReporter.diverged).
             reporter.diverged(e, {"epoch": epoch + 1, SELECT_METRIC: math.nan})
             break
     return FitResult(best=run.best or {}, history=history if reporter.rank == 0 else [],

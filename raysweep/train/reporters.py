@@ -14,6 +14,9 @@ Three implementations:
 - `TrainReporter`: a Ray Train V2 worker (DDP); every rank calls `ray.train.report` (it is a
   barrier), only rank 0 writes a checkpoint and its metrics are the ones Ray keeps.
 
+Diverged weights (NonFiniteLoss) are raised by `LocalReporter` and reported as the last result by
+both Ray reporters (`diverged`); the loop makes the ranks of a DDP run agree on it first.
+
 `pick_reporter()` chooses from the Ray context of the calling process.
 """
 
@@ -54,7 +57,7 @@ class Reporter:
 
     def diverged(self, error: Exception, metrics: dict) -> None:
         """The weights diverged (`error`, a NonFiniteLoss) in the epoch `metrics` describes: the
-        run cannot go on. Raised here; a Tune trial reports it instead (TuneReporter)."""
+        run cannot go on. Raised here; under Ray it is reported instead (_RayReporter)."""
         raise error
 
     @contextlib.contextmanager
@@ -101,6 +104,13 @@ class _RayReporter(Reporter):
             save(d)
             self.api.report(metrics, checkpoint=self.api.Checkpoint.from_directory(d))
 
+    def diverged(self, error: Exception, metrics: dict) -> None:
+        # Raised, the error would be retried (Tune's or Train's FailureConfig.max_failures) from
+        # the last checkpoint, where the same seeds diverge the same way. As the last result it
+        # ends the run, which the sweep then counts as failed (config.DIVERGED). In DDP every
+        # rank gets here in the same epoch (loop._agree): the report is collective.
+        self.api.report({**metrics, DIVERGED: f"{type(error).__name__}: {error}"}, checkpoint=None)
+
     @contextlib.contextmanager
     def resume(self):
         checkpoint = self.api.get_checkpoint()
@@ -120,16 +130,8 @@ class TuneReporter(_RayReporter):
 
         super().__init__(ray.tune)
 
-    def diverged(self, error: Exception, metrics: dict) -> None:
-        # Raised, the error would be retried by Tune (FailureConfig.max_failures) from the last
-        # checkpoint, where the same seeds diverge the same way. As the trial's last result it
-        # ends the trial, which the sweep then counts as failed (config.DIVERGED).
-        self.api.report({**metrics, DIVERGED: f"{type(error).__name__}: {error}"}, checkpoint=None)
-
 
 class TrainReporter(_RayReporter):
-    # `diverged` raises: one rank that stopped alone would leave the others waiting in their
-    # next collective, and the ranks may not agree that the loss diverged (each checks its own).
     def __init__(self):
         import ray.train
 
