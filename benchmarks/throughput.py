@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from benchmarks import Section, describe_machine, load_note, machine, md_table
+from benchmarks.scale import failed_trials
 from benchmarks.simulate import (
     BARRIER_ENV,
     EPOCH_S_ENV,
@@ -69,7 +70,7 @@ def bare_sweep(root: Path, name: str, trials: int, reports: int, pause: float) -
     def fit() -> dict:
         configs = [{"epochs": reports, "lr": 10 ** (-4 + 3 * i / trials)} for i in range(trials)]
         grid = bare_fit(root / "runs", name, configs, trials)
-        return {"tracking_s": 0.0, "parent": None, "failed": sum(1 for r in grid if r.error)}
+        return {"tracking_s": 0.0, "parent": None, "failed": failed_trials(grid)}
 
     return timed(root, name, trials, pause, fit)
 

@@ -1,11 +1,15 @@
-"""The scale benchmark's per-run figures from what its stand-in trials recorded."""
+"""The scale benchmark's per-run figures from what its stand-in trials recorded, and its count
+of bare Tune's failed trials (shared with benchmarks.throughput)."""
 
 from __future__ import annotations
 
 import json
 import math
 
-from benchmarks.scale import first_results, trial_flow, trials_by_run
+import pandas as pd
+
+from benchmarks.scale import failed_trials, first_results, trial_flow, trials_by_run
+from raysweep.config import DIVERGED
 
 
 def test_first_result_wait_and_trials_running_per_run(tmp_path):
@@ -26,3 +30,21 @@ def test_first_result_wait_and_trials_running_per_run(tmp_path):
     assert flow["second"]["median_wait_ms"] == 500.0
     assert math.isclose(flow["second"]["in_flight"], 1.0 / 11.0)
     assert math.isnan(flow["empty"]["median_wait_ms"]) and math.isnan(flow["empty"]["in_flight"])
+
+
+def test_a_diverged_trial_counts_as_failed_as_a_raised_one_does(tmp_path):
+    from ray.tune import Result
+
+    def result(name, metrics, error=None):
+        history = pd.DataFrame([{**metrics, "training_iteration": 1}])
+        return Result(metrics=metrics, checkpoint=None, error=error, path=str(tmp_path / name),
+                      metrics_dataframe=history)
+
+    ok = {"epoch": 1, "val_de00_mean": 2.5}
+    grid = [result("finished", ok),
+            result("raised", ok, error=RuntimeError("worker died")),
+            # ended by the loop, not raised, so that Tune does not retry it
+            result("diverged", {"epoch": 1, "val_de00_mean": math.nan,
+                                DIVERGED: "NonFiniteLoss: non-finite training loss"})]
+    assert failed_trials(grid) == 2
+    assert failed_trials(grid[:1]) == 0
