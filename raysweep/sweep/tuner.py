@@ -15,7 +15,8 @@ from raysweep.errors import UserError
 from raysweep.sweep import progress, resources, spaces, strategy
 from raysweep.sweep.console import FailureLines, quiet_tune
 from raysweep.sweep.spec import SweepSpec
-from raysweep.sweep.trainable import default_loop, run_ddp_trial, run_trial, trial_name
+from raysweep.sweep.trainable import run_ddp_trial, run_trial, trial_name
+from raysweep.tracking.callback import TrialLogger
 
 
 class ReplayingOptunaSearch(OptunaSearch):
@@ -104,8 +105,10 @@ def build_tuner(job: TuneJob):
 
 
 def _trainable(job: TuneJob):
-    """The trial function with its data refs and loop: in process, or a DDP TorchTrainer."""
-    pl, loop = job.plan, job.loop or default_loop()
+    """The trial function with its data refs and loop: in process, or a DDP TorchTrainer.
+    No loop given: the trial imports THE loop itself (`default_loop`), so the driver, which
+    trains nothing, never imports torch (seconds) for it."""
+    pl, loop = job.plan, job.loop
     if pl.workers == 1:
         return tune.with_parameters(run_trial, data=job.refs, loop=loop,
                                     threads=max(1, int(pl.cpus_per_worker)))
@@ -114,9 +117,6 @@ def _trainable(job: TuneJob):
 
 
 def _callbacks(job: TuneJob) -> list:
-    # lazy: MLflow's Tune callback imports torch (seconds; `search --help` must not wait)
-    from raysweep.tracking.callback import TrialLogger
-
     spec = job.spec
     # Per-trial result files feed the leaderboard; named here so that an environment turning
     # Tune's default loggers off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) cannot empty it.

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from raysweep.train.checkpoint import META_FILE, MODEL_FILE
+from raysweep.train.checkpoint_files import META_FILE, MODEL_FILE
 from raysweep.train.transfer import checkpoint_location, local_checkpoint_dir
 
 log = logging.getLogger(__name__)

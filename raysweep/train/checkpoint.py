@@ -18,9 +18,8 @@ from raysweep.config import TrainConfig
 from raysweep.errors import UserError
 from raysweep.fsutil import atomic_dir
 from raysweep.models.inputs import FeatureStats
+from raysweep.train.checkpoint_files import CHECKPOINT_FILES, META_FILE, MODEL_FILE, STATE_FILE
 
-MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "checkpoint.json", "train_state.pt"
-CHECKPOINT_FILES = (MODEL_FILE, META_FILE, STATE_FILE)
 FORMAT = 1
 
 
