@@ -57,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--level must be between 0 and 1, got {args.level}", fix="e.g. --level 0.95")
     # --help and a bad flag answer at once; the model stack takes seconds to import
     # lazy: torch and OpenCV load once the flags parse
-    from raysweep.serve import batch
+    from raysweep.serve import photos
 
-    return batch.run(args)
+    return photos.run(args)
 
 
 if __name__ == "__main__":
