@@ -8,7 +8,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 
 DRIVER_MODULES = ("raysweep.search", "raysweep.sweep.run", "raysweep.sweep.tuner",
                   "raysweep.tracking.callback", "raysweep.tracking.checkpoints")
@@ -32,8 +31,6 @@ def test_the_driver_modules_and_its_trainables_do_not_import_torch(tmp_path):
     assert_torch_free(code, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="sweep/spaces.check_backbone imports raysweep.models "
-                   "(torch) for the registry's names; not this test's module to change")
 def test_the_submit_time_checks_of_a_quickstart_sweep_do_not_import_torch(tmp_path):
     code = ("import os\nos.environ['MLFLOW_TRACKING_URI'] = 'sqlite:///unused.db'\n"
             "from raysweep.sweep.resolve import resolve\n"
