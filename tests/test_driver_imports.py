@@ -8,7 +8,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-
 DRIVER_MODULES = ("raysweep.search", "raysweep.sweep.run", "raysweep.sweep.tuner",
                   "raysweep.tracking.callback", "raysweep.tracking.checkpoints")
 
