@@ -13,8 +13,8 @@ Nuisance: lr, weight_decay, dropout, meta_hidden, batch_size, aux_weight.
 Fixed: fusion none (the tabular MLP), 200 epochs, dE00 + MSE(Lab) decaying, split by tone_id.
 On data without ring columns, mean+ring+meta is refused: pin `--set features=mean+meta` or
 `--set features=mean+inv+meta`. `inv` is the session-invariant block (raysweep/data/invariant.py:
-patch over ring ratios and chromaticity, patch brightness per unit of EXIF exposure); without
-ring columns its ring columns are missing (flagged) and only the exposure column informs.
+the patch over its ring, in lightness and chromaticity); without ring columns it is missing
+(flagged) on every row and carries nothing.
 
 Early stopping: the learning rate decays over the whole budget, so the MLP keeps improving to
 its last epochs (real phone data: the best trials peak at epochs 140-180 of 200, and a first rung

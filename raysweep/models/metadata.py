@@ -16,6 +16,7 @@ from torch import nn
 from raysweep.config import TrainConfig
 from raysweep.data.invariant import INV_NAMES
 from raysweep.data.prepared import RING_NAMES
+from raysweep.errors import UserError
 from raysweep.models.inputs import FeatureStats
 
 TEXT_PROJ = 16  # the device-string embedding is squeezed to this before the MLP
@@ -42,6 +43,12 @@ class ConditionEncoder(nn.Module):
         if self.uses_ring:
             n_in += 2 * len(RING_NAMES)  # normalised statistics and their missing flags
         if self.uses_inv:
+            if len(stats.inv_mean) != len(INV_NAMES):
+                # a checkpoint from before the block lost its exposure column (4 columns, now 3)
+                raise UserError(
+                    f"this model was trained on {len(stats.inv_mean)} session-invariant (inv) "
+                    f"columns, this raysweep computes {len(INV_NAMES)} ({', '.join(INV_NAMES)})",
+                    where="the model's checkpoint", fix="retrain it with this raysweep version")
             n_in += 2 * len(INV_NAMES)
         self.n_in = n_in
         self.out_dim = cfg.meta_hidden
