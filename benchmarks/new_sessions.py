@@ -35,7 +35,10 @@ from benchmarks import parse_args, write_section
 from benchmarks.trust import synth_state
 
 LEVEL = 0.9
-SEEDS = (0, 1, 2)
+# The issue's targets are means over 3 split seeds, but 3 seeds hold out only 6 of the 15
+# sessions: BENCH_NEW_SESSIONS_SEEDS=N measures split seeds 0..N-1 (about 40 s each on an idle
+# 2-core machine) so that the test mean is not two sessions' luck
+SEEDS = tuple(range(int(os.environ.get("BENCH_NEW_SESSIONS_SEEDS", 3))))
 CROP = "adaptive_bg"
 FOLDS = 4
 SAVED = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "raysweep" / "new_sessions"
@@ -68,7 +71,7 @@ FAMILIES = ("gbm", "gbm_context", "gbm_inv", "gbm_inv_l1")
 BASELINES = ("naive", "gbm")
 # the floor oracle:latents re-renders every photo's hidden fields: too slow for a shared CPU
 ORACLES = ("exif", "observable")
-TARGETS = ("bound coverage 87-93% overall (mean of 3 split seeds) and >= 80% in every camera and "
+TARGETS = ("bound coverage 87-93% overall (mean of >= 3 split seeds) and >= 80% in every camera and "
            "ITA group; champion mean dE00 <= 0.7x baseline:gbm and below oracle:observable; "
            "champion never worse than the leader the session folds chose")
 

@@ -113,7 +113,9 @@ def section(m: dict, quick: bool = False, stem: str = "new_sessions") -> Section
     checks = _checks(ph, seeds, cov)
     from raysweep.evaluate.coverage import table_for_report
 
-    cmd = "python -m benchmarks.new_sessions" + (" --quick" if quick else "")
+    n = len(m["seeds"])
+    cmd = (f"BENCH_NEW_SESSIONS_SEEDS={n} " if n != 3 else "") + \
+        "python -m benchmarks.new_sessions" + (" --quick" if quick else "")
     again = (f" The bounds and flags were then recomputed by the current code from that run's "
              f"saved outputs (`{cmd} --from-saved`, no training): the models, their errors and "
              "the crowning are that run's (its own file, `new_sessions_quick.md`, keeps the bound "
