@@ -36,8 +36,8 @@ from benchmarks.trust import synth_state
 
 LEVEL = 0.9
 # The issue's targets are means over 3 split seeds, but 3 seeds hold out only 6 of the 15
-# sessions: BENCH_NEW_SESSIONS_SEEDS=N measures split seeds 0..N-1 (about 40 s each on an idle
-# 2-core machine) so that the test mean is not two sessions' luck
+# sessions: BENCH_NEW_SESSIONS_SEEDS=N measures split seeds 0..N-1 (each takes well under a
+# minute on an idle CPU in --quick) so that the test mean is not two sessions' luck
 SEEDS = tuple(range(int(os.environ.get("BENCH_NEW_SESSIONS_SEEDS", 3))))
 CROP = "adaptive_bg"
 FOLDS = 4
