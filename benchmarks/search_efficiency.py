@@ -57,7 +57,7 @@ BRACKETS = 3
 # become one: grace_fraction / reduction_factor (the rungs), startup_share (TPE's start-up as a
 # share of the trial budget, strategy.STARTUP_SHARE).
 CANDIDATES = {"tabular": {"startup_share": 1 / 6},
-              "quickstart": {"grace_fraction": 1 / 3, "reduction_factor": 2}}
+              "quickstart": {"grace_fraction": 1 / 8, "reduction_factor": 3}}
 
 
 @dataclasses.dataclass(frozen=True)

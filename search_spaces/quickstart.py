@@ -33,7 +33,14 @@ trial costs besides its epochs does not shrink when ASHA stops it early. At 20 e
 (results/search_efficiency_quickstart20.md, session 27) it never reached random's final best (0
 of 5 seeds; 2.956 against 2.823); its champion's test error was about equal (3.599 / 3.604):
 these rungs and this sampler do not beat random search on this space yet. The sampler is raysweep's TPE for trials in
-flight (`raysweep/sweep/strategy.py`).
+flight (`raysweep/sweep/strategy.py`). Nor does a bigger trial budget (session 28, 48 trials,
+results/search_efficiency_quickstartx48.md and search_efficiency_quickstart20_quickstartx48.md):
+at 20 epochs over 10 seeds the default reached random's final best in 4 (target 1/3 of random's
+time: missed), no worse at equal wall time in 7, with the worse champion (3.729 against 3.585);
+rungs at 1/8 and 3/8 (grace 1/8) did worse than these. The space is small (3 x 2 choices and one
+decade of lr), so random draws cover it; what this sweep gets from the search is a best about
+equal to random's in about 0.6 of its time. NUM_SAMPLES stays 16: more trials bought no
+measured gain and would lengthen `make demo`, whose sweep is most of its time.
 """
 
 MAX_EPOCHS = 40
