@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m raysweep.predict", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("photos", nargs="+", metavar="PHOTO")
-    ap.add_argument("--model", help="models:/NAME@champion, runs:/ID/model or a checkpoint "
-                                    "folder (default: the most recently registered champion)")
+    ap.add_argument("--model", help="models:/NAME@champion, runs:/ID/model, a checkpoint "
+                                    "folder or the champion/ folder of an eval_winners report "
+                                    "(default: the most recently registered champion)")
     ap.add_argument("--meta", help="CSV of per-photo metadata (column `photo` + contract columns)")
     ap.add_argument("--format", choices=FORMATS, default="table")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -242,7 +242,8 @@ def test_the_folds_crown_a_gradient_boosting_family_or_the_cross_family_mean():
 def test_eval_winners_crowns_gradient_boosting_when_the_session_folds_prefer_it(tmp_path,
                                                                                monkeypatch):
     """A family that the folds score best is the champion of eval_winners: scored on the split,
-    its bound calibrated on ITS out-of-fold errors, reported, and not registered (no checkpoint).
+    its bound calibrated on ITS out-of-fold errors, reported, and kept as a model folder that
+    `predict` serves (raysweep.serve.family), its bound with it.
     The family's fold fits are replaced by exact answers so that the folds must prefer it."""
     from raysweep.evaluate import winners
     from raysweep.evaluate.record import EvalSettings
@@ -279,7 +280,16 @@ def test_eval_winners_crowns_gradient_boosting_when_the_session_folds_prefer_it(
     assert cal is not None and cal.regime == bounds.NEW
     # calibrated on the family's out-of-fold errors: tiny (its fold answers were exact)
     assert np.median(cal.scores) < 1.0
-    assert "not registered" in (res.out_dir / "report.md").read_text()
+    from raysweep.serve.ensemble import load_folder
+
+    served = bounds.attach(load_folder(res.out_dir / "champion"), res.out_dir / "champion")
+    test = data.subset(data.indices("test"))
+    kept = pd.read_csv(res.out_dir / "predictions.csv").query("model == @res.champion")
+    assert list(kept["sample_id"]) == list(test.sample_id)
+    np.testing.assert_allclose(served.predict(test), kept[["pred_L", "pred_a", "pred_b"]],
+                               atol=2e-4)  # the scored model is the served one
+    assert served.calibration is not None and served.calibration.regime == bounds.NEW
+    assert "champion/" in (res.out_dir / "report.md").read_text()
 
 
 def test_why_no_bound_names_the_session_count_for_a_new_session_bound():

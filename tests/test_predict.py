@@ -326,3 +326,21 @@ def test_cli_and_pyfunc_on_an_ensemble_champion(trained, tmp_path, capsys, monke
         "image_b64": [base64.b64encode(open(p, "rb").read()).decode() for p in photos]}))
     np.testing.assert_allclose(served[["L", "a", "b"]].to_numpy(), want, atol=1e-3)
     assert np.isfinite(served["de00_bound"]).all()
+
+
+def test_predict_serves_a_crowned_gradient_boosting_family(trained, tmp_path, capsys):
+    """The family folder eval_winners writes for a tree champion: `predict` reads photos for it
+    as for any model (ring statistics included) and returns what the fitted family predicts."""
+    from raysweep.evaluate import baselines
+    from raysweep.serve import family
+
+    data, idx = trained["data"], np.arange(4)
+    fitted = baselines.make_baseline("gbm_inv").fit(data.subset(data.indices("train")))
+    folder = family.save(tmp_path / "fam", "gbm_inv", fitted, data.info)
+    photos = _meta_csv(tmp_path / "meta.csv", data, idx)
+    assert predict.main([*photos, "--model", str(folder), "--meta", str(tmp_path / "meta.csv"),
+                         "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    got = np.array([[r["L"], r["a"], r["b"]] for r in rows])
+    np.testing.assert_allclose(got, fitted.predict(data.subset(idx)), atol=1e-3)
+    assert [r["camera"] for r in rows] == list(data.camera[idx])

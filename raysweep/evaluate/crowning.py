@@ -3,14 +3,14 @@ k-fold over sessions, the ensemble, the gradient-boosting families and the cross
 scored on the same folds), then its error bound calibrated for new sessions on its out-of-fold
 errors (raysweep.serve.bounds.calibrate_sessions) and checked on the split.
 
-A crowned family (or cross-family mean) is a `FamilyPredictor` fitted on the training split: it is
-scored, compared and calibrated like any champion, but it has no checkpoint, so it is not
-registered and `predict` cannot serve it yet (the report and the log say so)."""
+A crowned family (or cross-family mean) is fitted on the training split and written as a folder
+(raysweep.serve.family; an ensemble folder for the mean), then loaded back from it: the model
+scored, compared and calibrated is the one registered and served."""
 
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
+import re
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ from raysweep.evaluate import baselines, coverage, selection
 from raysweep.evaluate.leaders import Leader
 from raysweep.evaluate.record import EvalRun
 from raysweep.evaluate.scoring import comparisons, score
+from raysweep.serve import ensemble, family
 from raysweep.train import NonFiniteLoss
 
 log = logging.getLogger("raysweep.eval_winners")
@@ -75,17 +76,6 @@ def _ensemble_on_folds(r: EvalRun, ens, leader, chosen: str, sel):
                  f"{', '.join(ens.predictor.names)}")
 
 
-class FamilyPredictor:
-    """The mean of fitted parts (a baseline family, or a leader's predictor and a family): a
-    crowned model without a checkpoint."""
-
-    def __init__(self, parts: list, cameras: list[str]):
-        self.parts, self.stats = parts, SimpleNamespace(cameras=list(cameras))
-
-    def predict(self, data) -> np.ndarray:
-        return np.mean([np.asarray(p.predict(data), np.float64) for p in self.parts], axis=0)
-
-
 def _families_on_folds(r: EvalRun, champion, chosen: str, sel):
     """Gradient boosting (the `selection.FAMILIES` among the baselines asked for) and the
     cross-family mean against the crowned learned model, on the SAME session folds
@@ -109,22 +99,21 @@ def _families_on_folds(r: EvalRun, champion, chosen: str, sel):
     if fc.champion in learned:
         others = ", ".join(f"{k} {v:.3f}" for k, v in fc.cv.items() if k not in learned)
         return champion, chosen + (f"; on the same folds {others}" if others else "")
-    return _family_leader(r, fc, data), fc.line + " (not registered: it has no checkpoint)"
+    return _family_leader(r, fc, data), fc.line
 
 
 def _family_leader(r: EvalRun, fc, data) -> Leader:
-    """The crowned family as a Leader: fitted on the training split, scored on the split."""
-    train = data.subset(data.indices("train"))
-    by = {ld.name: ld for ld in [*r.leaders, *([r.ens] if r.ens is not None else [])]}
-    parts = [baselines.make_baseline(m.split(":", 1)[1]).fit(train) if m not in by
-             else by[m].predictor for m in fc.members.get(fc.champion, [fc.champion])]
-    pred = FamilyPredictor(parts, sorted(set(train.camera)))
+    """The crowned family as a Leader: fitted on the training split, written as a folder and
+    loaded back from it, scored on the split."""
+    folder = _family_folder(r, fc, data)
+    pred = ensemble.load_folder(folder, device="cpu")
     ev = data.subset(data.indices(r.settings.split))
     if not np.array_equal(ev.sample_id, r.eval_data.sample_id):
         raise ValueError("the family champion's rows differ from the leaders' rows")
+    by = _by_name(r)
     lead = by.get(fc.fold_leader, r.leaders[0])
     ld = Leader(lead.run_id if fc.champion in fc.members else "", "", {}, fc.cv[fc.champion],
-                lead.parent_run_id, [fc.line], pred, None, pred.predict(ev), data,
+                lead.parent_run_id, [fc.line], pred, folder, pred.predict(ev), data,
                 label=fc.champion)
     if ld.name not in r.errs:  # the cross-family mean (or a family not asked for): scored too
         kind = "ensemble" if fc.champion in fc.members else "baseline"
@@ -136,6 +125,36 @@ def _family_leader(r: EvalRun, fc, data) -> Leader:
     return ld
 
 
+def _by_name(r: EvalRun) -> dict[str, Leader]:
+    return {ld.name: ld for ld in [*r.leaders, *([r.ens] if r.ens is not None else [])]}
+
+
+def _family_folder(r: EvalRun, fc, data):
+    """The crowned family's folder, or for a cross-family mean an ensemble folder of the learned
+    candidate's checkpoints (an ensemble's members sharing its half) and the family."""
+    train = data.subset(data.indices("train"))
+    by = _by_name(r)
+    dirs, names, weights = [], [], []
+    members = fc.members.get(fc.champion, [fc.champion])
+    for m in members:
+        if m in by:  # the learned half: a leader, or the ensemble's member checkpoints
+            parts = _members(r, by[m])
+            dirs += [ld.checkpoint_dir for ld in parts]
+            names += [ld.name for ld in parts]
+            weights += [1.0 / len(parts)] * len(parts)
+            continue
+        base = m.split(":", 1)[1]
+        where = r.work / "families" / re.sub(r"[^A-Za-z0-9_.-]+", "-", base)
+        dirs.append(family.save(where, base, baselines.make_baseline(base).fit(train),
+                                data.info))
+        names.append(m)
+        weights.append(1.0)
+    if len(dirs) == 1:
+        return dirs[0]
+    return ensemble.save(r.work / "family_champion", dirs, names,
+                         info={"crowned": fc.champion}, weights=weights)
+
+
 def calibrate(r: EvalRun) -> None:
     """The champion's error bound: the new-session bound from its out-of-fold errors over
     session folds (the validation bound kept beside it for seen sessions), or the validation
@@ -144,8 +163,9 @@ def calibrate(r: EvalRun) -> None:
     champion = r.champion
     info = {"champion_run": champion.run_id, "split_id": r.eval_data.info.get("split_id")}
     fc = r.fold_crown
-    oof = fc.oof.get(champion.name) if fc is not None and champion.checkpoint_dir is None \
-        else None
+    # the folds that crowned it hold its out-of-fold predictions (a family's, a leader's, the
+    # ensemble's members' mean): the same ones the crown compared
+    oof = fc.oof.get(champion.name) if fc is not None else None
     # --split val reproduces the logged validation metric: no coverage to report, no folds to run
     if oof is None and s.select_folds > 1 and s.split != "val" and \
             selection.sessions_of(champion.data) is not None:

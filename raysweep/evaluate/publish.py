@@ -1,11 +1,16 @@
 """Stage 6 of eval_winners: the report folder, the evaluation run in MLflow, the champion
-registered as a pyfunc model NAME@champion."""
+registered as a pyfunc model NAME@champion.
+
+A champion that eval_winners built itself (an ensemble folder, a gradient-boosting family) lives
+in its temporary work folder: the report folder keeps a copy (`MODEL_DIR`), so that `predict
+--model <out>/champion` serves it with or without the registry."""
 
 from __future__ import annotations
 
 import logging
 import math
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -18,6 +23,7 @@ from raysweep.tracking import datasets, importance
 from raysweep.tracking.store import Tracker, retry
 
 log = logging.getLogger("raysweep.eval_winners")
+MODEL_DIR = "champion"
 
 
 def publish(r: EvalRun) -> EvalResult:
@@ -41,7 +47,13 @@ def publish(r: EvalRun) -> EvalResult:
     predictions = predictions_frame(eval_data, r.preds, r.kinds, r.errs)
     if r.cal is not None and champion.checkpoint_dir is not None:  # registration carries it
         bounds.write(r.cal, champion.checkpoint_dir)
-    out_dir = _write_outputs(Path(s.out), inp, r.summary, r.table, r.comp, predictions, r.cal)
+    built = champion.checkpoint_dir is not None and \
+        Path(champion.checkpoint_dir).resolve().is_relative_to(Path(r.work).resolve())
+    if built:
+        inp.context["model"] = (f"`{MODEL_DIR}/` in this folder (serve it with `python -m "
+                                f"raysweep.predict PHOTO --model <this folder>/{MODEL_DIR}`)")
+    out_dir = _write_outputs(Path(s.out), inp, r.summary, r.table, r.comp, predictions, r.cal,
+                             champion.checkpoint_dir if built else None)
     result = EvalResult(out_dir, champion.name, r.summary, r.table, r.comp, predictions,
                         coverage=None if r.trust is None else r.trust.table)
     if s.log_run:
@@ -53,9 +65,12 @@ def registry_name(study: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", study).strip("-") or "raysweep"
 
 
-def _write_outputs(out: Path, inp, summary, table, comp, predictions, cal=None) -> Path:
+def _write_outputs(out: Path, inp, summary, table, comp, predictions, cal=None,
+                   model_dir=None) -> Path:
     """Everything into a temp folder beside `out`, then renamed into place in one step."""
     with atomic_dir(out) as tmp:
+        if model_dir is not None:
+            shutil.copytree(model_dir, tmp / MODEL_DIR)
         report.render(inp, tmp)
         if cal is not None:
             bounds.write(cal, tmp)
@@ -98,9 +113,6 @@ def _log_to_mlflow(result: EvalResult, r: EvalRun) -> None:
     tracker.log(rid, metrics=metrics)
     tracker.log_artifacts(rid, str(result.out_dir), "report")
     result.eval_run_id = rid
-    if champion.checkpoint_dir is None:  # a crowned gradient-boosting family
-        log.warning("the champion %s has no checkpoint: it is reported, not registered; "
-                    "predict cannot serve it yet", champion.name)
     if not register or champion.checkpoint_dir is None:
         tracker.end(rid)
         return

@@ -14,9 +14,11 @@ need another geometry are left out of the candidate (evaluate.ensemble_candidate
 Members must share the data identity (content hash and split id): the mean of models that saw
 different test photos would not be a model of anything.
 
-On disk an ensemble is a folder: `ensemble.json` (format, member list, how they combine),
-`members/NN/` (each a checkpoint: model.pt + checkpoint.json) and, once eval_winners has
-calibrated it, `calibration.json`. It loads with weights_only like any checkpoint.
+On disk an ensemble is a folder: `ensemble.json` (format, member list, how they combine, each
+member's weight), `members/NN/` (each a checkpoint: model.pt + checkpoint.json, or a
+gradient-boosting family: raysweep.serve.family) and, once eval_winners has calibrated it,
+`calibration.json`. It loads with weights_only like any checkpoint; a family's trees are plain
+arrays.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
+from raysweep.serve import family
 from raysweep.train import checkpoint, predictor
 
 FILE = "ensemble.json"
@@ -51,9 +54,11 @@ def identity_of(predictor) -> tuple:
 
 
 class EnsemblePredictor:
-    """Mean in Lab of its members' predictions on the same rows."""
+    """Mean in Lab of its members' predictions on the same rows (weighted: the cross-family mean
+    of an ensemble and a family gives the ensemble's members half the weight between them)."""
 
-    def __init__(self, members: list, names: list[str] | None = None, info: dict | None = None):
+    def __init__(self, members: list, names: list[str] | None = None, info: dict | None = None,
+                 weights: list[float] | None = None):
         if len(members) < 2:
             raise UserError(f"an ensemble needs at least 2 members, got {len(members)}")
         geoms = {g for g in map(geometry_of, members) if g is not None}
@@ -69,6 +74,11 @@ class EnsemblePredictor:
         self.members = list(members)
         self.names = list(names or [f"member{i}" for i in range(len(members))])
         self.info = dict(info or {})
+        w = np.ones(len(members)) if weights is None else np.asarray(weights, np.float64)
+        if w.shape != (len(members),) or not (np.isfinite(w).all() and (w > 0).all()):
+            raise UserError(f"ensemble weights {list(w)} must be {len(members)} positive numbers",
+                            fix="re-run `python -m raysweep.eval_winners`, which writes them")
+        self.weights = w / w.sum()
         # geometry, config and camera vocabulary come from the first image member (or the first)
         self.lead = next((m for m in members if m.cfg.uses_image), members[0])
 
@@ -93,8 +103,9 @@ class EnsemblePredictor:
         return np.stack([m.predict(data, batch_size) for m in self.members])
 
     def predict(self, data: Prepared, batch_size: int = 512) -> np.ndarray:
-        """(N, 3) CIELAB: the members' mean."""
-        return self.member_predictions(data, batch_size).mean(axis=0).astype(np.float32)
+        """(N, 3) CIELAB: the members' (weighted) mean."""
+        p = self.member_predictions(data, batch_size).astype(np.float64)
+        return np.tensordot(self.weights, p, axes=1).astype(np.float32)
 
     def spread(self, data: Prepared) -> np.ndarray:
         """(N,) mean Lab distance of the members from their mean: how much they disagree."""
@@ -103,18 +114,21 @@ class EnsemblePredictor:
 
 
 def save(directory: str | os.PathLike, member_dirs: list, names: list[str],
-         info: dict | None = None) -> Path:
-    """Write an ensemble folder from its members' checkpoint folders (weights and config only:
-    the training state is not needed to predict)."""
+         info: dict | None = None, weights: list[float] | None = None) -> Path:
+    """Write an ensemble folder from its members' folders: checkpoints (weights and config only:
+    the training state is not needed to predict) or gradient-boosting families."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     entries = []
     for i, (src, name) in enumerate(zip(member_dirs, names)):
         rel = f"{MEMBERS_DIR}/{i:02d}"
         (d / rel).mkdir(parents=True, exist_ok=True)
-        for f in (checkpoint.MODEL_FILE, checkpoint.META_FILE):
+        files = (family.FILE, family.TREES) if family.is_family(src) else \
+            (checkpoint.MODEL_FILE, checkpoint.META_FILE)
+        for f in files:
             shutil.copy2(Path(src) / f, d / rel / f)
-        entries.append({"path": rel, "name": name})
+        entries.append({"path": rel, "name": name} |
+                       ({} if weights is None else {"weight": float(weights[i])}))
     spec = {"format": FORMAT, "combine": "mean_lab", "members": entries, "info": info or {}}
     (d / FILE).write_text(json.dumps(spec, indent=1, default=str))
     return d
@@ -131,6 +145,7 @@ def load(directory: str | os.PathLike, device: str = "auto") -> EnsemblePredicto
         entries = spec["members"]
         paths = [(d / e["path"]).resolve() for e in entries]
         names = [str(e.get("name", e["path"])) for e in entries]
+        weights = [float(e.get("weight", 1.0)) for e in entries]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{d / FILE} is not a readable ensemble ({type(e).__name__}: {e})",
                         where=str(d / FILE), fix="re-run `python -m raysweep.eval_winners`, "
@@ -140,13 +155,20 @@ def load(directory: str | os.PathLike, device: str = "auto") -> EnsemblePredicto
     bad = [str(p) for p in paths if not p.is_relative_to(d)]
     if bad:
         raise UserError(f"{d / FILE} points outside its folder ({bad})", where=str(d))
-    return EnsemblePredictor([predictor.load(p, device=device) for p in paths], names,
-                             info=spec.get("info", {}))
+    return EnsemblePredictor([_load_one(p, device) for p in paths], names,
+                             info=spec.get("info", {}), weights=weights)
+
+
+def _load_one(directory, device: str):
+    if family.is_family(directory):
+        return family.load(directory)
+    return predictor.load(directory, device=device)
 
 
 def load_folder(directory: str | os.PathLike, device: str = "auto"):
-    """A checkpoint folder, or an ensemble folder (`ensemble.json` + member checkpoints, as
-    eval_winners registers an ensemble champion): either way a Predictor-like object."""
+    """A checkpoint folder, a gradient-boosting family's folder or an ensemble folder
+    (`ensemble.json` + member folders, as eval_winners registers an ensemble champion): either
+    way a Predictor-like object."""
     if is_ensemble(directory):
         return load(directory, device=device)
-    return predictor.load(directory, device=device)
+    return _load_one(directory, device)

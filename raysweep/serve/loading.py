@@ -1,4 +1,5 @@
-"""Load a trained model by what the user typed: a checkpoint folder or an MLflow model URI."""
+"""Load a trained model by what the user typed: a model folder (a checkpoint, an ensemble, a
+gradient-boosting family) or an MLflow model URI."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def latest_champion(alias: str = "champion") -> str:
 
 
 def load_predictor(spec: str, device: str = "auto"):
-    """A checkpoint folder, or an MLflow model URI (models:/NAME@champion, runs:/ID/model)."""
+    """A model folder, or an MLflow model URI (models:/NAME@champion, runs:/ID/model)."""
     if re.match(r"^[a-z][a-z0-9+.-]*:/", spec) and not Path(spec).exists():
         # lazy: MLflow is imported only for registry URIs; a checkpoint path starts without it.
         from raysweep.serve.pyfunc import load_pyfunc_predictor

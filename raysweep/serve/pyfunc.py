@@ -2,8 +2,9 @@
 
 Input (a DataFrame, or JSON `{"dataframe_records": [...]}` over HTTP): one row per photo with
 `image_b64` (the photo file, base64) and optionally any contract metadata column, which wins
-over the photo's EXIF. A tabular model (features mean+meta, meta, mean) needs no image:
-`mean_L/a/b` and the metadata columns are enough. Output: L, a, b, hex, ita_deg, ita_category.
+over the photo's EXIF. A tabular model (features mean+meta, meta, mean; a gradient-boosting
+family) needs no image: `mean_L/a/b`, the metadata columns and, for the models that read them,
+the `ring_*` columns are enough. Output: L, a, b, hex, ita_deg, ita_category.
 
 The checkpoint travels as the model's artifact and the raysweep package as its code, so serving
 needs only the environment, not this repository. The model is logged from code (model_code.py,
@@ -35,7 +36,8 @@ from mlflow.types.schema import ColSpec, Schema
 import raysweep
 from raysweep import _compat
 from raysweep.data import features as data_features
-from raysweep.data.prepared import Prepared
+from raysweep.data import ring
+from raysweep.data.prepared import RING_NAMES, Prepared
 from raysweep.errors import UserError
 from raysweep.serve import bounds
 from raysweep.serve.ensemble import load_folder
@@ -46,8 +48,9 @@ from raysweep.tracking.store import open_client, store_errors, tracking_uri
 CHECKPOINT_ARTIFACT = "checkpoint"
 TRUST_OUTPUT = ("de00_bound", "bound_level", "flags", "unchecked", *FLAGS)
 TEXT_INPUTS = ("image_b64", "camera", "make", "model")
+# a spreadsheet's ring statistics (RING_NAMES) feed the models that read them, as in `prepare`
 NUMBER_INPUTS = ("exposure_time_s", "f_number", "iso", "brightness_ev", "exposure_bias_ev",
-                 "mean_L", "mean_a", "mean_b")
+                 "mean_L", "mean_a", "mean_b", *RING_NAMES)
 REQUIREMENTS = ("torch", "timm", "numpy", "pandas", "pillow", "opencv-python-headless",
                 "colour-science", "pyyaml", "scipy")
 
@@ -102,7 +105,7 @@ def predict_frame(predictor, frame: pd.DataFrame) -> pd.DataFrame:
         sample_id=np.array([f"row{i}" for i in range(n)]), images=None, mean_lab=mean_lab,
         meta=data_features.meta_matrix(frame), camera=data_features.camera_ids(frame),
         device=data_features.device_text(frame), target=np.full((n, 3), np.nan, np.float32),
-        split=np.array(["test"] * n), frame=frame, info={})
+        split=np.array(["test"] * n), frame=frame, info={}, ring=ring.from_frame(frame))
     lab = predictor.predict(data)
     trust = bounds.trust_columns(predictor, data, lab)
     return pd.concat([describe(lab), trust[list(TRUST_OUTPUT)]], axis=1)
