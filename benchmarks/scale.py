@@ -109,7 +109,7 @@ def failed_trials(grid) -> int:
     """Bare Tune's failed trials, by the rule raysweep's leaderboard counts its own with (a row
     FAILED): an error, or a last result saying the weights diverged (config.DIVERGED), which
     ends a trial without an error so that Tune does not retry it."""
-    return sum(1 for r in grid if results._status(r, {}) == "FAILED")
+    return sum(1 for r in grid if results.trial_status(r, {}) == "FAILED")
 
 
 def bare_configs(n: int) -> list[dict]:

@@ -47,7 +47,7 @@ def table(results, metric: str, mode: str, max_epochs: int, searched: list[str],
             row.update({k: math.nan for k in (*SHOWN, metric)})
         row["epochs_run"] = epochs
         planned = min(int(config.get("epochs", max_epochs)), max_epochs)
-        row["status"] = _status(r, states, interrupted, ran_all=epochs >= planned)
+        row["status"] = trial_status(r, states, interrupted, ran_all=epochs >= planned)
         # only a trial that Tune ended before its budget was stopped early; one still running
         # when the sweep was interrupted is INTERRUPTED, whatever its epoch count
         row["stopped_early"] = early_stopping and row["status"] == "FINISHED" and epochs < planned
@@ -75,8 +75,10 @@ def _tune_states(results) -> dict[str, str]:
     return {str(t.path): str(t.status) for t in trials if getattr(t, "path", None)}
 
 
-def _status(result, states: dict[str, str], interrupted: bool = False,
-            ran_all: bool = False) -> str:
+def trial_status(result, states: dict[str, str], interrupted: bool = False,
+                 ran_all: bool = False) -> str:
+    """FINISHED, FAILED (raised or diverged) or INTERRUPTED: what the summary and the
+    benchmarks count a trial as."""
     if result.error or (result.metrics or {}).get(DIVERGED):  # diverged: ended, not raised
         return "FAILED"
     state = states.get(str(result.path), "TERMINATED")
