@@ -213,7 +213,7 @@ def calibrate(r: dict, data) -> None:
         flagged=flags[list(ood.FLAGS)].any(axis=1).to_numpy(), flags=flags["flags"].to_numpy(),
         shift_score=flags["shift_score"].to_numpy())
     r.update(method=cal.info["method"], n_oof=cal.info["n_cal"],
-             chosen=cal.info.get("chosen_by_folds", ""))
+             chosen=cal.info.get("chosen_by_folds", ""), shift_rule=dict(cal.ranges.shift_rule))
 
 
 def recalibrate(quick: bool) -> dict:

@@ -73,11 +73,34 @@ def _flags(ph: pd.DataFrame) -> pd.DataFrame:
     shift = ph["flags"].str.contains("light_unlike_training")
     rows = []
     for what, fired in (("any flag", ph["flagged"]), ("light_unlike_training", shift)):
+        rate = {k: (~ph["covered"][fired == k]).mean() if (fired == k).any() else np.nan
+                for k in (True, False)}
         rows.append({"flag": what, "photos flagged": f"{fired.mean():.1%}",
                      "bound misses caught": f"{fired[miss.index].mean():.1%} of {len(miss)}"
                      if len(miss) else "no misses",
-                     "photos within the bound flagged": f"{fired[good.index].mean():.1%}"})
+                     "photos within the bound flagged": f"{fired[good.index].mean():.1%}",
+                     "miss rate, flagged vs not": f"{rate[True]:.1%} vs {rate[False]:.1%}"})
     return pd.DataFrame(rows)
+
+
+def _shift_rules(runs: list[dict]) -> str:
+    """Per seed, what the session folds' rule chose for light_unlike_training (ood.choose_shift_
+    threshold): the threshold and its fold numbers, or why the flag stays off."""
+    parts = []
+    for r in runs:
+        rule = r.get("shift_rule") or {}
+        if not rule:
+            continue
+        if np.isfinite(rule.get("threshold", np.inf)) and "lift" in rule:
+            parts.append(f"seed {r['seed']}: threshold {rule['threshold']:.2f}, flags "
+                         f"{rule['flagged']:.1%} of {rule['n']} out-of-fold photos "
+                         f"({rule['flagged_sessions']} of {rule['sessions']} sessions), catching "
+                         f"{rule['caught']:.0%} of their misses, {rule['lift']:.1f}x the base "
+                         f"rate {rule['base_miss_rate']:.1%}, p={rule['p']:.3f}")
+        else:
+            parts.append(f"seed {r['seed']}: off (base rate {rule.get('base_miss_rate', 0):.1%};"
+                         f" candidates {rule.get('candidates', '-')})")
+    return "; ".join(parts)
 
 
 def _checks(ph: pd.DataFrame, seeds: pd.DataFrame, cov: pd.DataFrame) -> list[tuple[str, bool]]:
@@ -122,6 +145,8 @@ def section(m: dict, quick: bool = False, stem: str = "new_sessions") -> Section
              "as it was calibrated then); only the bound and the flags are new here."
              if m.get("recalibrated") else "")
     chosen = "; ".join(f"seed {r['seed']}: {r['chosen']}" for r in m["runs"] if r.get("chosen"))
+    rules = _shift_rules(m["runs"])
+    runs_rule = next((r["shift_rule"]["rule"] for r in m["runs"] if r.get("shift_rule")), "")
     crowns = "; ".join(f"seed {r['seed']}: {r['crown_line']}" for r in m["runs"]
                        if r.get("crown_line"))
     run0, leaders = m["runs"][0], m["scale"].get("leaders", "quick")
@@ -158,6 +183,8 @@ def section(m: dict, quick: bool = False, stem: str = "new_sessions") -> Section
         "### Coverage of the new-session 90% bound (all seeds pooled)\n",
         md_table(table_for_report(cov)) + "\n",
         "### Flags against the bound's misses\n", md_table(flags) + "\n",
+        *([f"light_unlike_training's threshold, chosen on the session folds only "
+           f"({runs_rule}): {rules}.\n"] if rules else []),
         f"Wall time {sum(r['wall_s'] for r in m['runs']):.0f} s. {load_note()}.\n",
         f"Command: `{cmd}`" + (f", then `{cmd} --from-saved`" if m.get("recalibrated") else ""),
     ]

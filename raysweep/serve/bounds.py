@@ -436,7 +436,8 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
     every camera and true ITA group reaches level - FLOOR_GAP and all photos the level, judged
     out of fold (`fit_cells`, raysweep.serve.mondrian). `extras.seen` (the validation bound of a
     split whose validation sessions were all in training) is kept beside it for photos of those
-    sessions.
+    sessions. The same folds choose the light_unlike_training threshold (`_choose_shift`) that
+    the stored ranges carry.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
@@ -450,8 +451,8 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
     groups = _score_groups(sub, oof)
     want = _wanted(scaled)
     diff, method, chosen, crosses = None, "constant", "", {"constant": err}
+    shift = _fold_shift(data, oof) if ranges.shift_names and len(folds) >= 2 else None
     if want != "constant" and len(err) >= MIN_SPLIT and len(folds) >= 2:
-        shift = _fold_shift(data, oof) if ranges.shift_names else None
         x, names = features(sub, oof.pred, ranges.cameras, ranges.background_kind,
                             extras.spread, shift)
         cols = {"scaled": np.ones(len(names), bool), "group": group_columns(names)}
@@ -463,6 +464,8 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
             keep = cols[method]
             diff = Difficulty.fit(x[:, keep], [n for n, c in zip(names, keep) if c], err, seed)
     scores = crosses[method]
+    if shift is not None:  # the light_unlike_training threshold, by the folds' rule
+        _choose_shift(ranges, shift, scores, oof.fold, groups, level, seed)
     held = sorted({s for f in oof.folds for s in f})
     order = np.argsort(scores, kind="stable")
     info = {**(extras.info or {}), "method": _method_line(method, len(folds), level),
@@ -573,6 +576,16 @@ def _fold_shift(data: Prepared, oof) -> np.ndarray:
         m = oof.fold == j
         out[m] = ood.shift_distance(data.subset(oof.rows[m]), ranges)
     return out
+
+
+def _choose_shift(ranges: ood.TrainingRanges, shift: np.ndarray, scores: np.ndarray,
+                  fold: np.ndarray, groups: dict[str, np.ndarray], level: float, seed: int) -> None:
+    """`ranges`' shift threshold chosen on the session folds (ood.choose_shift_threshold): each
+    photo's miss is judged as a test photo's is, against the bound the OTHER folds calibrate,
+    and its light distance against the sessions its fold model trained on (`_fold_shift`)."""
+    missed = ~_fold_covered(scores, fold, groups, level)
+    ranges.shift_threshold, ranges.shift_rule = ood.choose_shift_threshold(
+        shift, missed, groups["session"], ranges.shift_floor, seed)
 
 
 def write(cal: Calibration, directory: str | os.PathLike) -> Path:

@@ -10,12 +10,14 @@ Flags: unseen_camera, exposure_out_of_range, iso_out_of_range, brightness_out_of
 patch_not_found, clipped_patch, unusual_background, light_unlike_training.
 
 `light_unlike_training` is the session-level shift: a photo whose light, as its background ring and
-EXIF show it (ring chromaticity, scene brightness, exposure), is further from every training
-session than the training sessions are from each other. A photo's distance is to the nearest
-training session's centre, in units of how much photos vary within a session; the threshold is
-the SHIFT_QUANTILE of the leave-one-session-out distances of the training photos (each session
-measured against the others, as a new session is), so a new session like the training ones is
-flagged on about 1 - SHIFT_QUANTILE of its photos and one whose light is unlike them on most.
+EXIF show it (ring chromaticity, scene brightness, exposure), is far from every training session.
+A photo's distance is to the nearest training session's centre, in units of how much photos vary
+within a session. Its threshold, where the bound was calibrated on session folds (the new-session
+bound), is chosen there by `choose_shift_threshold`: the distance beyond which the folds' photos
+missed their bound at least SHIFT_LIFT times as often as all of them. Without session folds (a
+seen-session bound) it is the SHIFT_QUANTILE of the leave-one-session-out distances of the
+training photos (each session measured against the others, as a new session is). Either way it
+is at least `shift_floor`: a distance a training session's own photos reach is no shift.
 """
 
 from __future__ import annotations
@@ -43,8 +45,17 @@ BG_MARGIN = 2.0  # times the training photos' own 99th-percentile neighbour dist
 BG_MAX_POINTS = 3000  # training background points kept (stored in calibration.json)
 EPS = 1e-4
 SHIFT_META = ("brightness_ev", "log2_exposure_s", "log2_iso")  # what EXIF says of the light
-SHIFT_QUANTILE = 0.99
+SHIFT_QUANTILE = 0.99  # without session folds: the leave-one-session-out distances' quantile
 SHIFT_OWN_MARGIN = 1.25
+# the fold rule (`choose_shift_threshold`): the candidate thresholds flag these shares of the
+# out-of-fold photos (the cap, 15%: a flag on more than one photo in seven is no longer a warning
+# about an unusual photo but a statement that the bound is wrong, which the bound's own
+# calibration answers); a candidate must flag photos that missed their bound at least SHIFT_LIFT
+# times as often as all photos did, with a session-permutation p-value of at most SHIFT_ALPHA
+SHIFT_SHARES = tuple(round(0.02 + 0.01 * i, 2) for i in range(14))  # 2% .. 15%
+SHIFT_LIFT = 2.0
+SHIFT_ALPHA = 0.05
+SHIFT_PERMUTATIONS = 999
 MIN_SESSIONS = 3  # fewer training sessions: no spread between sessions to compare against
 
 
@@ -61,11 +72,15 @@ class TrainingRanges:
     background_threshold: float = float("inf")
     n_train: int = 0
     # the session-level shift (light_unlike_training): feature names, one centre per training
-    # session, the within-session scale and the leave-one-session-out threshold
+    # session, the within-session scale, the threshold (inf: the flag is off), the least it may
+    # be (what a training session's own photos reach) and how it was chosen (`shift_rule`: the
+    # fold rule's numbers, or the leave-one-session-out quantile; empty in files before it)
     shift_names: list[str] = field(default_factory=list)
     shift_centers: list[list[float]] = field(default_factory=list)
     shift_scale: list[float] = field(default_factory=list)
     shift_threshold: float = float("inf")
+    shift_floor: float = 0.0
+    shift_rule: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -220,14 +235,88 @@ def fit_shift(train: Prepared, out: TrainingRanges) -> None:
     # not a shift, however noisy its background (where sessions do not differ, nothing is)
     own = _nearest(x, centers, scale)
     own = own[np.isfinite(own)]
-    out.shift_threshold = float(max(np.quantile(loso, SHIFT_QUANTILE),
-                                    SHIFT_OWN_MARGIN * np.quantile(own, 0.99) if len(own) else 0))
+    out.shift_floor = float(SHIFT_OWN_MARGIN * np.quantile(own, 0.99) if len(own) else 0.0)
+    out.shift_threshold = float(max(np.quantile(loso, SHIFT_QUANTILE), out.shift_floor))
+    out.shift_rule = {"rule": f"leave-one-session-out {SHIFT_QUANTILE:.0%} quantile (no session "
+                              "folds)", "threshold": out.shift_threshold}
+
+
+def choose_shift_threshold(dist: np.ndarray, missed: np.ndarray, sessions: np.ndarray,
+                           floor: float = 0.0, seed: int = 0) -> tuple[float, dict]:
+    """The light_unlike_training threshold chosen on session folds, and the rule's numbers.
+
+    `dist` is each out-of-fold photo's light distance to the sessions its fold model trained on
+    (as a new photo's is to the training split's), `missed` whether it fell outside the bound
+    the OTHER folds calibrate (a new photo's miss, out of fold), `sessions` its session. The
+    candidates flag SHIFT_SHARES of the photos (never below `floor`); the largest that flags
+    photos missing at least SHIFT_LIFT times as often as the base rate, with a session-permutation
+    p-value of at most SHIFT_ALPHA, is chosen; none: inf (the flag stays off) and `why` says so.
+
+    Why this rule: the flag is worth raising only where it changes what a user should believe of
+    the bound, i.e. where flagged photos miss clearly more often than the bound's 1 - level (twice
+    as often: a flagged photo is then at least as likely outside the bound as a 80% bound's
+    photo); among thresholds that do, the one warning about the most photos, up to the cap. The
+    test sessions never take part: every number is the folds'. The permutation test guards the
+    one weakness of so few sessions: a photo's light and its error are both session-level, so
+    two or three far sessions that happen to err would pass a photo-level ratio by luck. It
+    keeps each session's misses and flagged share and gives the flagged shares to other sessions
+    at random (no link between which session is far and which errs): a session-level miss rate
+    of the flagged that random sessions reach more than SHIFT_ALPHA of the time is not evidence.
+    One flagged session alone never passes with fewer than 1 / SHIFT_ALPHA sessions (its p-value
+    is at least 1 / sessions).
+    """
+    ok = np.isfinite(dist)
+    d, miss = np.asarray(dist, np.float64)[ok], np.asarray(missed, bool)[ok]
+    sid = np.asarray(sessions).astype(str)[ok]
+    base = float(miss.mean()) if len(miss) else 0.0
+    rule = {"rule": f"session folds: the largest share of {SHIFT_SHARES[0]:.0%}-"
+                    f"{SHIFT_SHARES[-1]:.0%} of out-of-fold photos whose bound misses are "
+                    f">= {SHIFT_LIFT:g}x the base rate (session permutation p <= {SHIFT_ALPHA:g})",
+            "n": int(len(d)), "sessions": int(len(np.unique(sid))), "base_miss_rate": base}
+    if not len(d) or base in (0.0, 1.0):
+        return float("inf"), {**rule, "threshold": float("inf"),
+                              "why": "no out-of-fold distances" if not len(d) else
+                              f"the folds' photos missed their bound at a rate of {base:.0%}"}
+    uniq, inv = np.unique(sid, return_inverse=True)
+    n_s = np.bincount(inv).astype(np.float64)
+    m_s = np.bincount(inv, weights=miss.astype(np.float64))
+    rng = np.random.default_rng(seed)
+    perm = np.stack([rng.permutation(len(uniq)) for _ in range(SHIFT_PERMUTATIONS)])
+    tried, chosen = [], None
+    for share in SHIFT_SHARES:
+        t = float(max(np.quantile(d, 1 - share, method="higher"), floor))  # flags <= share
+        f = d > t
+        if not f.any():
+            continue
+        lift = float(miss[f].mean() / base)
+        f_s = np.bincount(inv, weights=f.astype(np.float64)) / n_s
+        # the test is of sessions (which sessions are far against which err), so its statistic
+        # is too: the miss rate of the flagged shares spread evenly over each session's photos;
+        # in permutation k session s is flagged as session perm[k, s] was
+        fp = f_s[perm]
+        at = float(f_s @ m_s / (f_s @ n_s))
+        p = float((1 + np.sum(fp @ m_s / np.maximum(fp @ n_s, 1e-12) >= at - 1e-9))
+                  / (1 + len(perm)))
+        cand = {"threshold": t, "flagged": float(f.mean()), "caught": float(miss[f].sum()
+                                                                           / miss.sum()),
+                "lift": lift, "p": p, "flagged_sessions": int(np.sum(f_s > 0))}
+        tried.append(f"{cand['flagged']:.1%}: {lift:.2f}x p={p:.3f}")
+        if lift >= SHIFT_LIFT and p <= SHIFT_ALPHA:
+            chosen = cand
+    rule["candidates"] = "; ".join(dict.fromkeys(tried))
+    if chosen is None:
+        return float("inf"), {**rule, "threshold": float("inf"), "why": (
+            f"no candidate flags photos that miss >= {SHIFT_LIFT:g}x the base rate "
+            f"{base:.1%} with p <= {SHIFT_ALPHA:g} on the session folds: the light's distance "
+            "does not tell these folds' misses apart, so the flag stays off")}
+    return chosen["threshold"], {**rule, **chosen}
 
 
 def shift_distance(data: Prepared, ranges: TrainingRanges) -> np.ndarray:
     """(N,) distance of each photo's light to the nearest training session (in within-session
-    units); NaN where it cannot be told (no features, or no session spread stored)."""
-    if not ranges.shift_names or not np.isfinite(ranges.shift_threshold):
+    units); NaN where it cannot be told (no features, or no session spread stored). Measured
+    even where the flag is off (threshold inf): the bound's difficulty model may read it."""
+    if not ranges.shift_names:
         return np.full(len(data), np.nan)
     x, names = shift_features(data)
     idx = {n: i for i, n in enumerate(names)}
@@ -237,7 +326,10 @@ def shift_distance(data: Prepared, ranges: TrainingRanges) -> np.ndarray:
 
 
 def shift_score(data: Prepared, ranges: TrainingRanges) -> np.ndarray:
-    """(N,) `shift_distance` over the threshold: above 1, light_unlike_training is raised."""
+    """(N,) `shift_distance` over the threshold: above 1, light_unlike_training is raised; NaN
+    where the flag is off (no threshold: the calibration's `shift_rule` says why)."""
+    if not np.isfinite(ranges.shift_threshold):
+        return np.full(len(data), np.nan)
     return shift_distance(data, ranges) / max(ranges.shift_threshold, 1e-9)
 
 
@@ -267,7 +359,7 @@ def flag(data: Prepared, ranges: TrainingRanges, statuses: Sequence[str] | None 
     # flag is for the photo whose every reading is usual but whose light is like no session's
     in_range = ~np.any([out[f] for f in (*META_RANGES, "unusual_background")], axis=0)
     out["light_unlike_training"] = np.isfinite(shift) & (shift > 1) & in_range
-    if ranges.shift_names:
+    if ranges.shift_names and np.isfinite(ranges.shift_threshold):
         for i in np.flatnonzero(~np.isfinite(shift)):
             unchecked[i].append("light_unlike_training")
     frame = pd.DataFrame(out)
