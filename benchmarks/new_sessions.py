@@ -211,7 +211,8 @@ def calibrate(r: dict, data) -> None:
     r["photos"] = r["photos"].assign(
         bound=cal.bound(test, pt), bound_val=old.bound(test, pt), regime=cal.regimes(test),
         flagged=flags[list(ood.FLAGS)].any(axis=1).to_numpy(), flags=flags["flags"].to_numpy(),
-        shift_score=flags["shift_score"].to_numpy())
+        shift_score=flags["shift_score"].to_numpy(),
+        shift_distance=ood.shift_distance(test, cal.ranges))
     r.update(method=cal.info["method"], n_oof=cal.info["n_cal"],
              chosen=cal.info.get("chosen_by_folds", ""), shift_rule=dict(cal.ranges.shift_rule))
 

@@ -79,7 +79,8 @@ def _flags(ph: pd.DataFrame) -> pd.DataFrame:
                      "bound misses caught": f"{fired[miss.index].mean():.1%} of {len(miss)}"
                      if len(miss) else "no misses",
                      "photos within the bound flagged": f"{fired[good.index].mean():.1%}",
-                     "miss rate, flagged vs not": f"{rate[True]:.1%} vs {rate[False]:.1%}"})
+                     "miss rate, flagged vs not": " vs ".join(
+                         "none" if np.isnan(v) else f"{v:.1%}" for v in rate.values())})
     return pd.DataFrame(rows)
 
 
@@ -92,14 +93,21 @@ def _shift_rules(runs: list[dict]) -> str:
         if not rule:
             continue
         if np.isfinite(rule.get("threshold", np.inf)) and "lift" in rule:
-            parts.append(f"seed {r['seed']}: threshold {rule['threshold']:.2f}, flags "
-                         f"{rule['flagged']:.1%} of {rule['n']} out-of-fold photos "
-                         f"({rule['flagged_sessions']} of {rule['sessions']} sessions), catching "
-                         f"{rule['caught']:.0%} of their misses, {rule['lift']:.1f}x the base "
-                         f"rate {rule['base_miss_rate']:.1%}, p={rule['p']:.3f}")
+            part = (f"seed {r['seed']}: threshold {rule['threshold']:.2f}, flags "
+                    f"{rule['flagged']:.1%} of {rule['n']} out-of-fold photos "
+                    f"({rule['flagged_sessions']} of {rule['sessions']} sessions: "
+                    f"{', '.join(rule.get('flagged_session_ids', []))}), catching "
+                    f"{rule['caught']:.0%} of their misses, {rule['lift']:.1f}x the base "
+                    f"rate {rule['base_miss_rate']:.1%}, p={rule['p']:.3f}")
         else:
-            parts.append(f"seed {r['seed']}: off (base rate {rule.get('base_miss_rate', 0):.1%};"
-                         f" candidates {rule.get('candidates', '-')})")
+            part = (f"seed {r['seed']}: off (base rate {rule.get('base_miss_rate', 0):.1%}; "
+                    f"candidates {rule.get('candidates', '-')})")
+        ph = r["photos"]
+        if "shift_distance" in ph:  # where the test sessions' light lies against the threshold
+            d = ph.groupby("set_id")["shift_distance"].agg(["median", "max"])
+            part += "; test sessions' distance median (max) " + ", ".join(
+                f"{s} {v['median']:.2f} ({v['max']:.2f})" for s, v in d.iterrows())
+        parts.append(part)
     return "; ".join(parts)
 
 

@@ -299,7 +299,8 @@ def choose_shift_threshold(dist: np.ndarray, missed: np.ndarray, sessions: np.nd
                   / (1 + len(perm)))
         cand = {"threshold": t, "flagged": float(f.mean()), "caught": float(miss[f].sum()
                                                                            / miss.sum()),
-                "lift": lift, "p": p, "flagged_sessions": int(np.sum(f_s > 0))}
+                "lift": lift, "p": p, "flagged_sessions": int(np.sum(f_s > 0)),
+                "flagged_session_ids": uniq[f_s > 0].tolist()}
         tried.append(f"{cand['flagged']:.1%}: {lift:.2f}x p={p:.3f}")
         if lift >= SHIFT_LIFT and p <= SHIFT_ALPHA:
             chosen = cand
