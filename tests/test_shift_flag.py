@@ -112,3 +112,43 @@ def test_the_flag_stays_off_where_the_light_distance_says_nothing_of_the_errors(
             assert "stays off" in cal.ranges.shift_rule["why"]
     # the permutation test at 5%: a set whose far sessions happen to err may pass, rarely
     assert sum(off) >= 5, off
+
+
+def test_the_rule_measures_a_photo_against_every_other_training_session_not_its_folds(
+        monkeypatch):
+    """A session between two training lights, held out in one fold with both of them, looks far
+    to its fold's training part but not to the other training sessions, which is what a new
+    photo's distance is measured against: the rule reads the latter (ood.shift_distance_loso)."""
+    data = gap_sessions(0)
+    train = data.subset(data.indices("train"))
+    rows = np.flatnonzero(data.split != "test")
+    sid = data.frame["set_id"].to_numpy()[rows]
+    held = ["3", "4", "5"]  # neighbours in DENSE, all training sessions
+    assert set(data.split[np.isin(data.frame["set_id"], held)]) == {"train"}
+    fold = np.isin(sid, held).astype(int)
+    oof = selection.OutOfFold(rows, data.mean_lab[rows].astype(np.float64), 1 - fold,
+                              [held, sorted(set(sid) - set(held))])
+    seen = {}
+    choose = ood.choose_shift_threshold
+
+    def spy(dist, *args, **kw):
+        seen["dist"] = np.asarray(dist)
+        return choose(dist, *args, **kw)
+
+    monkeypatch.setattr(ood, "choose_shift_threshold", spy)
+    cal = bounds.calibrate_sessions(data, oof, train, 0.9, seed=0, scaled="constant")
+    sub = data.subset(rows)
+    loso = ood.shift_distance_loso(sub, train, cal.ranges)
+    np.testing.assert_array_equal(seen["dist"], loso)
+    middle = sid == "4"
+    by_fold = bounds._fold_shift(data, oof)
+    assert np.median(by_fold[middle]) > 1.6 * np.median(loso[middle]), (
+        np.median(by_fold[middle]), np.median(loso[middle]))
+    # a photo of a session training lacks (validation) keeps every centre: a new photo's distance
+    val = data.split[rows] == "val"
+    np.testing.assert_allclose(loso[val], ood.shift_distance(sub, cal.ranges)[val])
+    # a training session's own centre is left out: its photos are farther than shift_distance
+    # (own centre kept) says, typically twice as far
+    own = ood.shift_distance(sub, cal.ranges)[~val]
+    assert np.all(loso[~val] >= own - 1e-12)
+    assert np.median(loso[~val]) > 2 * np.median(own), (np.median(loso[~val]), np.median(own))

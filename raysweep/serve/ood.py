@@ -216,8 +216,8 @@ def fit_shift(train: Prepared, out: TrainingRanges) -> None:
     if "set_id" not in train.frame.columns:
         return
     x, names = shift_features(train)
-    sid = train.frame["set_id"].astype(str).str.strip().to_numpy()
-    uniq = np.unique(sid)
+    sid = _session_ids(train)
+    uniq = np.unique(sid)  # the order of the stored centres (`shift_distance_loso` relies on it)
     if len(uniq) < MIN_SESSIONS or not names:
         return
     centers = np.stack([np.nanmedian(np.where(np.isfinite(x[sid == s]), x[sid == s], np.nan),
@@ -245,9 +245,10 @@ def choose_shift_threshold(dist: np.ndarray, missed: np.ndarray, sessions: np.nd
                            floor: float = 0.0, seed: int = 0) -> tuple[float, dict]:
     """The light_unlike_training threshold chosen on session folds, and the rule's numbers.
 
-    `dist` is each out-of-fold photo's light distance to the sessions its fold model trained on
-    (as a new photo's is to the training split's), `missed` whether it fell outside the bound
-    the OTHER folds calibrate (a new photo's miss, out of fold), `sessions` its session. The
+    `dist` is each out-of-fold photo's light distance as a new photo's is measured, to every
+    training session but its own (`shift_distance_loso`, not to its fold's training part: the
+    threshold is compared with predict-time distances), `missed` whether it fell outside the
+    bound the OTHER folds calibrate (a new photo's miss, out of fold), `sessions` its session. The
     candidates flag SHIFT_SHARES of the photos (never below `floor`); the largest that flags
     photos missing at least SHIFT_LIFT times as often as the base rate, with a session-permutation
     p-value of at most SHIFT_ALPHA, is chosen; none: inf (the flag stays off) and `why` says so.
@@ -313,17 +314,46 @@ def choose_shift_threshold(dist: np.ndarray, missed: np.ndarray, sessions: np.nd
     return chosen["threshold"], {**rule, **chosen}
 
 
+def _session_ids(data: Prepared) -> np.ndarray:
+    return data.frame["set_id"].astype(str).str.strip().to_numpy()
+
+
+def _shift_columns(data: Prepared, ranges: TrainingRanges) -> np.ndarray:
+    """`data`'s light features in the order `ranges` stored them (NaN where one is missing)."""
+    x, names = shift_features(data)
+    idx = {n: i for i, n in enumerate(names)}
+    return np.stack([x[:, idx[n]] if n in idx else np.full(len(data), np.nan)
+                     for n in ranges.shift_names], axis=1)
+
+
 def shift_distance(data: Prepared, ranges: TrainingRanges) -> np.ndarray:
     """(N,) distance of each photo's light to the nearest training session (in within-session
     units); NaN where it cannot be told (no features, or no session spread stored). Measured
     even where the flag is off (threshold inf): the bound's difficulty model may read it."""
     if not ranges.shift_names:
         return np.full(len(data), np.nan)
-    x, names = shift_features(data)
-    idx = {n: i for i, n in enumerate(names)}
-    cols = np.stack([x[:, idx[n]] if n in idx else np.full(len(data), np.nan)
-                     for n in ranges.shift_names], axis=1)
-    return _nearest(cols, np.asarray(ranges.shift_centers), np.asarray(ranges.shift_scale))
+    return _nearest(_shift_columns(data, ranges), np.asarray(ranges.shift_centers),
+                    np.asarray(ranges.shift_scale))
+
+
+def shift_distance_loso(data: Prepared, train: Prepared, ranges: TrainingRanges) -> np.ndarray:
+    """(N,) `shift_distance` with each photo's own session left out of `ranges`' centres (fitted
+    on `train` by `fit_shift`): what a photo of a new session, which has no centre of its own,
+    measures at predict time against every training session. A photo of a session `train` lacks
+    keeps all centres."""
+    out = np.full(len(data), np.nan)
+    if not ranges.shift_names:
+        return out
+    x, sid = _shift_columns(data, ranges), _session_ids(data)
+    centers, scale = np.asarray(ranges.shift_centers), np.asarray(ranges.shift_scale)
+    uniq = np.unique(_session_ids(train))
+    if len(uniq) != len(centers):
+        raise ValueError(f"{len(centers)} stored light centres but {len(uniq)} sessions in the "
+                         "training data given: not the data `ranges` were fitted on")
+    for s in np.unique(sid):
+        m = sid == s
+        out[m] = _nearest(x[m], centers[uniq != s], scale)
+    return out
 
 
 def shift_score(data: Prepared, ranges: TrainingRanges) -> np.ndarray:
