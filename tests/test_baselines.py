@@ -221,3 +221,25 @@ def test_gbm_inv_l1_fits_the_median_where_gbm_inv_fits_the_mean():
     l1, l2 = _mean_err("gbm_inv_l1", train, test), _mean_err("gbm_inv", train, test)
     # measured: gbm_inv_l1 2.5, gbm_inv 7.2 (both 1.2 on the clean labels)
     assert l1 < 0.5 * l2, (l1, l2)
+
+
+def test_gradient_boosting_fits_on_one_openmp_thread(monkeypatch):
+    """sklearn's OpenMP threads spin while they wait: on busy cores one fit took minutes
+    (benchmarks/results/gbm_threads_quick.md). Every family fit runs on one thread."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from tests.helpers.fakes import make_prepared
+
+    seen, fit = [], HistGradientBoostingRegressor.fit
+
+    def spy(self, *a, **k):
+        seen.append([i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"])
+        return fit(self, *a, **k)
+
+    monkeypatch.setattr(HistGradientBoostingRegressor, "fit", spy)
+    data = make_prepared(n=40, size=8, seed=2)
+    # as a user's process has it (the tests' conftest sets OMP_NUM_THREADS=1 for everything)
+    with threadpool_limits(limits=2, user_api="openmp"):
+        baselines.make_baseline("gbm").fit(data.subset(data.indices("train")))
+    assert len(seen) == 3 and all(t and set(t) == {1} for t in seen), seen

@@ -36,6 +36,7 @@ one. Each baseline is `fit(train: Prepared) -> self` then `predict(test: Prepare
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -276,6 +277,7 @@ class GradientBoosted:
         return x[:, self.keep]
 
     def fit(self, train: Prepared) -> GradientBoosted:
+        # lazy: sklearn (a second of imports) loads only where gradient boosting is fitted
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         self.cameras = {c: i for i, c in enumerate(sorted(set(train.camera)))}
@@ -288,15 +290,31 @@ class GradientBoosted:
         x = x[:, self.keep]
         cat = np.zeros(x.shape[1], dtype=bool)
         cat[-1] = True  # camera id: unseen cameras become NaN, the missing bucket
-        self.models = [
-            HistGradientBoostingRegressor(categorical_features=cat, **self.params)
-            .fit(x, train.target[:, k]) for k in range(3)
-        ]
+        with one_openmp_thread():
+            self.models = [
+                HistGradientBoostingRegressor(categorical_features=cat, **self.params)
+                .fit(x, train.target[:, k]) for k in range(3)
+            ]
         return self
 
     def predict(self, test: Prepared) -> np.ndarray:
         x = self._features(test)
-        return np.stack([m.predict(x) for m in self.models], axis=1)
+        with one_openmp_thread():
+            return np.stack([m.predict(x) for m in self.models], axis=1)
+
+
+def one_openmp_thread():
+    """sklearn's histogram trees run OpenMP threads that spin while they wait: on a machine
+    whose cores are busy (Ray's trials, a second evaluation) one fit of 1,600 rows took 357 s
+    against 0.46 s on one thread (ad hoc, 2 loaded cores). Fits this small gain little from
+    threads anyway: `python -m benchmarks.gbm_threads --quick` measured 24.9 s against 0.69 s
+    with every core busy, 0.48 s against 0.41 s idle (benchmarks/results/gbm_threads_quick.md)."""
+    try:
+        # lazy: threadpoolctl comes with scikit-learn, loaded only where trees are fitted
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # a served family (numpy trees) in an environment without sklearn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="openmp")
 
 
 def ring_features(data: Prepared) -> np.ndarray:
