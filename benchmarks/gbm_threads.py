@@ -1,5 +1,5 @@
 """Gradient-boosting fit time with sklearn's default OpenMP threads against one thread
-(`raysweep.evaluate.baselines.one_openmp_thread`), on an idle machine and on one whose cores
+(`raysweep.models.gbm.one_openmp_thread`), on an idle machine and on one whose cores
 are all kept busy (as Ray's trials or a second evaluation keep them).
 
 One fit is one Lab channel of `gbm_context` as eval_winners fits it (raysweep's parameters; a
@@ -31,7 +31,7 @@ CHILD = """
 import sys, time
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
-from raysweep.evaluate.baselines import GradientBoosted, one_openmp_thread
+from raysweep.models.gbm import GradientBoosted, one_openmp_thread
 rng = np.random.default_rng(0)
 x = rng.normal(size=({rows}, {cols}))
 x[:, -1] = rng.integers(0, 3, {rows})
@@ -103,7 +103,7 @@ def run(quick: bool = False) -> Section:
         f"{COLS} (last column categorical), in a child process; {repeats} alternating repeats "
         f"per setting, median; a fit over {limit} s is stopped and shows as inf. \"every core "
         "busy\": one pure-Python spin loop per core while the fits run. raysweep fits its "
-        "gradient-boosting families on one thread (`baselines.one_openmp_thread`).\n",
+        "gradient-boosting families on one thread (`models.gbm.one_openmp_thread`).\n",
         md_table(pd.DataFrame(rows)), "",
         f"Machine: {describe_machine()}; {load_note()}.\n", f"Command: `{cmd}`\n"]))
 

@@ -6,8 +6,8 @@ On new sessions eval_winners' session folds often crown a gradient-boosting fami
 champion must reach `predict` and the registry like any checkpoint, so its fitted state goes to
 disk: the trees as plain arrays (raysweep.serve.trees: no pickle, nothing that loading could run)
 and, in `family.json`, which family it is, its camera vocabulary, the feature columns it kept and
-the data identity it was fitted on. Loading rebuilds the family's own class from
-raysweep.evaluate.baselines, so the feature code that scored it is the code that serves it.
+the data identity it was fitted on. Loading rebuilds the family's own class
+(raysweep.models.gbm), so the feature code that scored it is the code that serves it.
 
 A cross-family mean is an ensemble folder (raysweep.serve.ensemble) with a family folder as one
 member.
@@ -25,8 +25,8 @@ import torch
 
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
-from raysweep.evaluate import baselines
 from raysweep.fsutil import atomic_dir
+from raysweep.models import gbm
 from raysweep.serve import trees
 
 FILE = "family.json"
@@ -71,8 +71,8 @@ def is_family(directory: str | os.PathLike) -> bool:
 
 
 def save(directory: str | os.PathLike, name: str, fitted, data_info: dict) -> Path:
-    """Write a fitted family (baselines.make_baseline(name), fitted) to `directory`, atomically."""
-    if not isinstance(fitted, baselines.GradientBoosted) or not hasattr(fitted, "models"):
+    """Write a fitted family (gbm.FAMILIES[name], fitted) to `directory`, atomically."""
+    if not isinstance(fitted, gbm.GradientBoosted) or not hasattr(fitted, "models"):
         raise TypeError(f"{name}: only a fitted gradient-boosting family can be saved")
     keep = np.asarray(fitted.keep, bool)
     spec = {"format": FORMAT, "family": name, "cameras": fitted.cameras,
@@ -97,10 +97,10 @@ def load(directory: str | os.PathLike) -> FamilyModel:
     if fmt != FORMAT:
         raise UserError(f"{where} has format {fmt!r}; this raysweep reads format {FORMAT}",
                         where=where, fix=REFIT)
-    fitted = baselines.make_baseline(name)
-    if not isinstance(fitted, baselines.GradientBoosted):
-        raise UserError(f"{where}: {name!r} is not a gradient-boosting family", where=where,
-                        fix=REFIT)
+    if name not in gbm.FAMILIES:
+        raise UserError(f"{where}: {name!r} is not a gradient-boosting family (one of "
+                        f"{', '.join(gbm.FAMILIES)})", where=where, fix=REFIT)
+    fitted = gbm.FAMILIES[name]()
     models = trees.load(d / TREES)
     if len(models) != 3 or any(m.n_features != int(keep.sum()) for m in models):
         raise UserError(f"{d / TREES} does not fit {where} (3 channels of {int(keep.sum())} "

@@ -278,11 +278,7 @@ def choose_shift_threshold(dist: np.ndarray, missed: np.ndarray, sessions: np.nd
         return float("inf"), {**rule, "threshold": float("inf"),
                               "why": "no out-of-fold distances" if not len(d) else
                               f"the folds' photos missed their bound at a rate of {base:.0%}"}
-    uniq, inv = np.unique(sid, return_inverse=True)
-    n_s = np.bincount(inv).astype(np.float64)
-    m_s = np.bincount(inv, weights=miss.astype(np.float64))
-    rng = np.random.default_rng(seed)
-    perm = np.stack([rng.permutation(len(uniq)) for _ in range(SHIFT_PERMUTATIONS)])
+    test = _SessionTest(sid, miss, seed)
     tried, chosen = [], None
     for share in SHIFT_SHARES:
         t = float(max(np.quantile(d, 1 - share, method="higher"), floor))  # flags <= share
@@ -290,18 +286,11 @@ def choose_shift_threshold(dist: np.ndarray, missed: np.ndarray, sessions: np.nd
         if not f.any():
             continue
         lift = float(miss[f].mean() / base)
-        f_s = np.bincount(inv, weights=f.astype(np.float64)) / n_s
-        # the test is of sessions (which sessions are far against which err), so its statistic
-        # is too: the miss rate of the flagged shares spread evenly over each session's photos;
-        # in permutation k session s is flagged as session perm[k, s] was
-        fp = f_s[perm]
-        at = float(f_s @ m_s / (f_s @ n_s))
-        p = float((1 + np.sum(fp @ m_s / np.maximum(fp @ n_s, 1e-12) >= at - 1e-9))
-                  / (1 + len(perm)))
+        p, f_s = test.p_value(f)
         cand = {"threshold": t, "flagged": float(f.mean()), "caught": float(miss[f].sum()
                                                                            / miss.sum()),
                 "lift": lift, "p": p, "flagged_sessions": int(np.sum(f_s > 0)),
-                "flagged_session_ids": uniq[f_s > 0].tolist()}
+                "flagged_session_ids": test.uniq[f_s > 0].tolist()}
         tried.append(f"{cand['flagged']:.1%}: {lift:.2f}x p={p:.3f}")
         if lift >= SHIFT_LIFT and p <= SHIFT_ALPHA:
             chosen = cand
@@ -312,6 +301,30 @@ def choose_shift_threshold(dist: np.ndarray, missed: np.ndarray, sessions: np.nd
             f"{base:.1%} with p <= {SHIFT_ALPHA:g} on the session folds: the light's distance "
             "does not tell these folds' misses apart, so the flag stays off")}
     return chosen["threshold"], {**rule, **chosen}
+
+
+class _SessionTest:
+    """The session-permutation test of `choose_shift_threshold`: each session keeps its photos'
+    misses, and the flagged shares are handed to sessions at random."""
+
+    def __init__(self, sessions: np.ndarray, missed: np.ndarray, seed: int):
+        self.uniq, self.inv = np.unique(sessions, return_inverse=True)
+        self.n_s = np.bincount(self.inv).astype(np.float64)
+        self.m_s = np.bincount(self.inv, weights=missed.astype(np.float64))
+        rng = np.random.default_rng(seed)
+        self.perm = np.stack([rng.permutation(len(self.uniq))
+                              for _ in range(SHIFT_PERMUTATIONS)])
+
+    def p_value(self, flagged: np.ndarray) -> tuple[float, np.ndarray]:
+        """(p, each session's flagged share) for the photos `flagged`."""
+        f_s = np.bincount(self.inv, weights=flagged.astype(np.float64)) / self.n_s
+        # the test is of sessions (which sessions are far against which err), so its statistic
+        # is too: the miss rate of the flagged shares spread evenly over each session's photos;
+        # in permutation k session s is flagged as session perm[k, s] was
+        fp = f_s[self.perm]
+        at = float(f_s @ self.m_s / (f_s @ self.n_s))
+        hits = np.sum(fp @ self.m_s / np.maximum(fp @ self.n_s, 1e-12) >= at - 1e-9)
+        return float((1 + hits) / (1 + len(self.perm))), f_s
 
 
 def _session_ids(data: Prepared) -> np.ndarray:

@@ -76,7 +76,28 @@ def export(model) -> dict[str, np.ndarray]:
     """A fitted HistGradientBoostingRegressor -> plain numeric arrays, enough to predict exactly
     as it does (`Trees.from_arrays(export(model)).predict(x) == model.predict(x)`)."""
     import sklearn  # lazy: only the exporting side (fit time) needs sklearn at all
-    from sklearn.ensemble import HistGradientBoostingRegressor  # lazy: as above
+
+    _check_exportable(model)
+    cat_columns, cats = _categories_of(model)
+    known_bitsets, known_map = model._bin_mapper.make_known_categories_bitsets()
+    arrays = {
+        "format_version": np.array(FORMAT),
+        "sklearn_version": _text(sklearn.__version__),
+        "loss": _text(model.loss),
+        "n_features": np.array(int(model.n_features_in_)),
+        "baseline": np.array(float(np.ravel(model._baseline_prediction)[0])),
+        "cat_columns": cat_columns,
+        "cat_values": np.concatenate(cats) if cats else np.zeros(0),
+        "cat_offsets": np.cumsum([0] + [len(c) for c in cats]).astype(np.int64),
+        **_nodes_of([p for iteration in model._predictors for p in iteration]),
+        "known_bitsets": np.asarray(known_bitsets).reshape(-1, 8),
+        "known_map": np.asarray(known_map),
+    }
+    return {k: np.asarray(arrays[k], dtype=dt, order="C") for k, (dt, _) in _SPEC.items()}
+
+
+def _check_exportable(model) -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor  # lazy: as in export
 
     where = type(model).__name__
     if not isinstance(model, HistGradientBoostingRegressor):
@@ -92,26 +113,29 @@ def export(model) -> dict[str, np.ndarray]:
     if model.n_trees_per_iteration_ != 1 or np.size(model._baseline_prediction) != 1:
         raise UserError("expected one tree per iteration (a single-output regressor)", where=where)
 
-    # categorical inputs: sklearn >= 1.4 ordinal-encodes them and moves them first
-    n_features = int(model.n_features_in_)
+
+def _categories_of(model) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The categorical columns and each one's known categories: sklearn >= 1.4 ordinal-encodes
+    them and moves them first, so the trees' feature indices need both."""
     prep = getattr(model, "_preprocessor", None)
     if prep is None:
-        cat_columns, cats = np.zeros(0, np.int64), []
-    else:
-        cat_columns = np.flatnonzero(model.is_categorical_).astype(np.int64)
-        cats = []
-        for c, found in zip(cat_columns, prep.named_transformers_["encoder"].categories_,
-                            strict=True):
-            if found.dtype.kind not in "iuf":
-                raise UserError(f"categorical column {c} has non-numeric categories "
-                                f"({found.dtype})", where=where,
-                                fix="encode the categories as numbers before fitting")
-            found = found.astype(np.float64)
-            cats.append(found[~np.isnan(found)])  # NaN is the missing value, not a category
-    offsets = np.cumsum([0] + [len(c) for c in cats]).astype(np.int64)
+        return np.zeros(0, np.int64), []
+    cat_columns = np.flatnonzero(model.is_categorical_).astype(np.int64)
+    cats = []
+    for c, found in zip(cat_columns, prep.named_transformers_["encoder"].categories_,
+                        strict=True):
+        if found.dtype.kind not in "iuf":
+            raise UserError(f"categorical column {c} has non-numeric categories "
+                            f"({found.dtype})", where=type(model).__name__,
+                            fix="encode the categories as numbers before fitting")
+        found = found.astype(np.float64)
+        cats.append(found[~np.isnan(found)])  # NaN is the missing value, not a category
+    return cat_columns, cats
 
-    known_bitsets, known_map = model._bin_mapper.make_known_categories_bitsets()
-    trees = [p for iteration in model._predictors for p in iteration]
+
+def _nodes_of(trees: list) -> dict[str, np.ndarray]:
+    """Every tree's nodes concatenated (child and bitset indices made global), their roots and
+    the categorical splits' left bitsets."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in _NODE_KEYS}
     roots, bitsets, n_nodes, n_bitsets = [], [], 0, 0
     for tree in trees:
@@ -129,23 +153,9 @@ def export(model) -> dict[str, np.ndarray]:
         bitsets.append(tree.raw_left_cat_bitsets.reshape(-1, 8))
         n_nodes += len(nodes)
         n_bitsets += len(bitsets[-1])
-
-    arrays = {
-        "format_version": np.array(FORMAT),
-        "sklearn_version": _text(sklearn.__version__),
-        "loss": _text(model.loss),
-        "n_features": np.array(n_features),
-        "baseline": np.array(float(np.ravel(model._baseline_prediction)[0])),
-        "cat_columns": cat_columns,
-        "cat_values": np.concatenate(cats) if cats else np.zeros(0),
-        "cat_offsets": offsets,
-        "tree_roots": np.array(roots, dtype=np.int64),
-        **{k: np.concatenate(v) for k, v in parts.items()},
-        "left_bitsets": np.concatenate(bitsets) if bitsets else np.zeros((0, 8)),
-        "known_bitsets": np.asarray(known_bitsets).reshape(-1, 8),
-        "known_map": np.asarray(known_map),
-    }
-    return {k: np.asarray(arrays[k], dtype=dt, order="C") for k, (dt, _) in _SPEC.items()}
+    return {"tree_roots": np.array(roots, dtype=np.int64),
+            **{k: np.concatenate(v) for k, v in parts.items()},
+            "left_bitsets": np.concatenate(bitsets) if bitsets else np.zeros((0, 8))}
 
 
 class Trees:
