@@ -10,7 +10,6 @@ scored, compared and calibrated is the one registered and served."""
 from __future__ import annotations
 
 import logging
-import re
 
 import numpy as np
 import pandas as pd
@@ -144,8 +143,8 @@ def _family_folder(r: EvalRun, fc, data):
             weights += [1.0 / len(parts)] * len(parts)
             continue
         base = m.split(":", 1)[1]
-        where = r.work / "families" / re.sub(r"[^A-Za-z0-9_.-]+", "-", base)
-        dirs.append(family.save(where, base, baselines.make_baseline(base).fit(train),
+        dirs.append(family.save(r.work / "families" / base, base,
+                                baselines.make_baseline(base).fit(train),
                                 data.info))
         names.append(m)
         weights.append(1.0)

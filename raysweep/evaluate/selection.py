@@ -17,7 +17,7 @@ calibrated on them, and the mean of several leaders' out-of-fold predictions sco
 on the same folds (`ensemble_oof`). `session_oof` runs the folds for one model alone.
 
 Other model families compete on the same folds: `family_oof` runs gradient boosting
-(`FAMILIES`, raysweep.evaluate.baselines) over them, and `crown_on_folds` crowns the lowest mean
+(`FAMILIES`, raysweep.models.gbm) over them, and `crown_on_folds` crowns the lowest mean
 out-of-fold error among the leaders, their ensemble, the families and the cross-family mean of
 the folds' best leader and best family. The crowned model's out-of-fold predictions are what
 calibrate its new-session bound, whichever family it is.
@@ -36,13 +36,14 @@ import pandas as pd
 from raysweep.data.prepared import Prepared
 from raysweep.evaluate import baselines
 from raysweep.evaluate.stats import errors_of
+from raysweep.models import gbm
 from raysweep.models.inputs import fit_stats
 from raysweep.train import LocalReporter, fit
 from raysweep.train.predictor import Predictor
 
 log = logging.getLogger(__name__)
 # baselines that compete with the leaders on the folds
-FAMILIES = ("gbm", "gbm_context", "gbm_inv", "gbm_inv_l1")
+FAMILIES = tuple(gbm.FAMILIES)  # the gradient-boosting families (raysweep.models.gbm)
 MIN_VAL_SESSIONS = 6  # fewer validation sessions than this: re-score across sessions
 DEFAULT_FOLDS = 4
 DEFAULT_TOP = 3

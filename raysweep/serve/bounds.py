@@ -451,8 +451,8 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
     groups = _score_groups(sub, oof)
     want = _wanted(scaled)
     diff, method, chosen, crosses = None, "constant", "", {"constant": err}
-    shift = _fold_shift(data, oof) if ranges.shift_names and len(folds) >= 2 else None
     if want != "constant" and len(err) >= MIN_SPLIT and len(folds) >= 2:
+        shift = _fold_shift(data, oof) if ranges.shift_names else None
         x, names = features(sub, oof.pred, ranges.cameras, ranges.background_kind,
                             extras.spread, shift)
         cols = {"scaled": np.ones(len(names), bool), "group": group_columns(names)}
@@ -464,7 +464,7 @@ def calibrate_sessions(data: Prepared, oof, train: Prepared, level: float = LEVE
             keep = cols[method]
             diff = Difficulty.fit(x[:, keep], [n for n, c in zip(names, keep) if c], err, seed)
     scores = crosses[method]
-    if shift is not None:  # the light_unlike_training threshold, by the folds' rule
+    if ranges.shift_names and len(folds) >= 2:  # light_unlike_training, by the folds' rule
         _choose_shift(ranges, sub, train, scores, oof.fold, groups, level, seed)
     held = sorted({s for f in oof.folds for s in f})
     order = np.argsort(scores, kind="stable")
