@@ -290,6 +290,64 @@ def test_pyfunc_rejects_bad_input(trained, registered, monkeypatch):
         loading.load_predictor("models:/no-such-model@champion")
 
 
+def _two_regime_checkpoint(ckpt, data, dest):
+    """A copy of `ckpt` whose calibration.json holds a new-session bound and, beside it, a
+    seen-sessions one (plumbing, not statistics: the new-session scores are the seen ones
+    tripled, so a photo's two bounds differ by exactly 3x)."""
+    import dataclasses
+    import shutil
+
+    from raysweep.serve import bounds
+
+    shutil.copytree(ckpt, dest)
+    rest = data.subset(np.flatnonzero(data.split != "train"))
+    seen = bounds.calibrate(rest, predictor.load(dest, device="cpu").predict(rest),
+                            data.subset(data.indices("train")), level=0.8)
+    assert seen.regime == bounds.SEEN and seen.sessions  # a tone split: val sessions trained on
+    bounds.write(dataclasses.replace(seen, regime=bounds.NEW, seen=seen,
+                                     scores=[3 * s for s in seen.scores]), dest)
+    return dest, seen.sessions[0]
+
+
+def test_pyfunc_takes_the_session_and_names_the_bound_regime(trained, tmp_path, monkeypatch):
+    """Through MLflow's schema enforcement (`mlflow models serve` uses the same): a row whose
+    set_id is a training session gets the seen-sessions bound, any other row the new-session
+    one, and the output says which; on the image path and on the tabular one."""
+    import base64
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from raysweep.serve import bounds, pyfunc
+
+    data = trained["data"]
+    tab = fit(dict(features="mean+meta", fusion="none", epochs=1, batch_size=16, device="cpu",
+                   meta_hidden=16), data, checkpoint_dir=str(tmp_path / "tab")).checkpoint_dir
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    exp = MlflowClient(uri).create_experiment("regimes", (tmp_path / "art").as_uri())
+    models = {}
+    for kind, ckpt in (("image", trained["ckpt"]), ("tabular", tab)):
+        folder, known = _two_regime_checkpoint(ckpt, data, tmp_path / f"cal_{kind}")
+        models[kind] = pyfunc.register_champion(
+            folder, f"regimes-{kind}", MlflowClient(uri).create_run(exp).info.run_id, uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    idx = [0, 1, 2, 0]  # the first photo twice: once in its training session, once not
+    rows = data.frame.iloc[idx].reset_index(drop=True)
+    sessions = {"set_id": [f" {known} ", "elsewhere", None, "elsewhere"]}
+    image = pd.DataFrame({"image_b64": [
+        base64.b64encode((trained["root"] / "syn" / r).read_bytes()).decode()
+        for r in rows["image"]], "camera": rows["camera"], **sessions})
+    table = rows[META_COLS].assign(mean_L=data.mean_lab[idx, 0], mean_a=data.mean_lab[idx, 1],
+                                   mean_b=data.mean_lab[idx, 2], **sessions)
+    for kind, frame in (("image", image), ("tabular", table)):
+        got = mlflow.pyfunc.load_model(models[kind]).predict(frame)
+        assert list(got.columns) == [c.name for c in pyfunc.signature().outputs.inputs]
+        assert list(got["bound_regime"]) == [bounds.SEEN, bounds.NEW, bounds.NEW, bounds.NEW]
+        bound = got["de00_bound"].to_numpy()
+        assert np.isfinite(bound).all()
+        np.testing.assert_allclose(bound[3], 3 * bound[0], rtol=1e-5)
+
+
 def test_cli_and_pyfunc_on_an_ensemble_champion(trained, tmp_path, capsys, monkeypatch):
     """An ensemble (image + tabular member) registered as the champion: `predict` and the
     pyfunc both give the members' mean, with the bound calibrated on the members' spread."""

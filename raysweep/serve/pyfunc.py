@@ -2,9 +2,13 @@
 
 Input (a DataFrame, or JSON `{"dataframe_records": [...]}` over HTTP): one row per photo with
 `image_b64` (the photo file, base64) and optionally any contract metadata column, which wins
-over the photo's EXIF. A tabular model (features mean+meta, meta, mean; a gradient-boosting
-family) needs no image: `mean_L/a/b`, the metadata columns and, for the models that read them,
-the `ring_*` columns are enough. Output: L, a, b, hex, ita_deg, ita_category.
+over the photo's EXIF, and optionally `set_id`, the photo's capture session. A tabular model
+(features mean+meta, meta, mean; a gradient-boosting family) needs no image: `mean_L/a/b`, the
+metadata columns and, for the models that read them, the `ring_*` columns are enough. Output: L,
+a, b, hex, ita_deg, ita_category, then the trust columns: de00_bound, bound_level, bound_regime
+(which photos the bound is for: "new sessions" unless the row's `set_id` names a session the
+model trained on, then "seen sessions"; raysweep.serve.bounds), flags, unchecked and one boolean
+per OOD flag.
 
 The checkpoint travels as the model's artifact and the raysweep package as its code, so serving
 needs only the environment, not this repository. The model is logged from code (model_code.py,
@@ -41,13 +45,15 @@ from raysweep.data.prepared import RING_NAMES, Prepared
 from raysweep.errors import UserError
 from raysweep.serve import bounds
 from raysweep.serve.ensemble import load_folder
-from raysweep.serve.inference import describe, geometry, predict_photos, read_photo
+from raysweep.serve.inference import SESSION_COLUMN, describe, geometry, predict_photos, read_photo
 from raysweep.serve.ood import FLAGS
 from raysweep.tracking.store import open_client, store_errors, tracking_uri
 
 CHECKPOINT_ARTIFACT = "checkpoint"
-TRUST_OUTPUT = ("de00_bound", "bound_level", "flags", "unchecked", *FLAGS)
-TEXT_INPUTS = ("image_b64", "camera", "make", "model")
+TRUST_OUTPUT = ("de00_bound", "bound_level", "bound_regime", "flags", "unchecked", *FLAGS)
+# set_id: a column left out of the signature never reaches the model under MLflow's schema
+# enforcement, and without it every bound would be the new-session one
+TEXT_INPUTS = ("image_b64", "camera", "make", "model", SESSION_COLUMN)
 # a spreadsheet's ring statistics (RING_NAMES) feed the models that read them, as in `prepare`
 NUMBER_INPUTS = ("exposure_time_s", "f_number", "iso", "brightness_ev", "exposure_bias_ev",
                  "mean_L", "mean_a", "mean_b", *RING_NAMES)
@@ -63,7 +69,8 @@ def signature():
                       ColSpec("string", "ita_category")]
                      # the error bound and OOD flags (raysweep.serve.bounds / ood)
                      + [ColSpec("double", "de00_bound"), ColSpec("double", "bound_level"),
-                        ColSpec("string", "flags"), ColSpec("string", "unchecked")]
+                        ColSpec("string", "bound_regime"), ColSpec("string", "flags"),
+                        ColSpec("string", "unchecked")]
                      + [ColSpec("boolean", f) for f in FLAGS])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -100,6 +107,8 @@ def predict_frame(predictor, frame: pd.DataFrame) -> pd.DataFrame:
         return out[["L", "a", "b", "hex", "ita_deg", "ita_category", *TRUST_OUTPUT]]
     # tabular: the metadata and mean colour columns are the whole input
     n = len(frame)
+    if SESSION_COLUMN in frame.columns:  # a missing session is "", as on the image path
+        frame = frame.assign(**{SESSION_COLUMN: frame[SESSION_COLUMN].fillna("").astype(str)})
     mean_lab, _ = data_features.mean_lab(frame, None)
     data = Prepared(
         sample_id=np.array([f"row{i}" for i in range(n)]), images=None, mean_lab=mean_lab,
