@@ -7,8 +7,8 @@ training), three split seeds. Per seed, the steps of `eval_winners` through the 
    training split, its best epoch picked on validation, as a sweep's trial is;
 2. selection by session folds (`raysweep.evaluate.selection.rescore`, the real loop, k folds over
    the train + val sessions): the leaders, `ensemble:topK` (the mean of its members' out-of-fold
-   predictions), the gradient-boosting families and the cross-family mean, all on the SAME
-   folds; the lowest mean out-of-fold dE00 is crowned (`selection.crown_on_folds`);
+   predictions), the gradient-boosting families and the cross-family blend (the folds' best
+   leader and two best families, weights chosen on the folds), all on the SAME folds; the lowest mean out-of-fold dE00 is crowned (`selection.crown_on_folds`);
 3. the new-session bound (`raysweep.serve.bounds.calibrate_sessions`) on the crowned model's
    out-of-fold errors; beside it, for comparison, the old bound calibrated on the validation photos;
 4. on the test sessions (never used above): the champion's error against `baseline:gbm`, the
@@ -114,7 +114,7 @@ def _train_leader(name: str, over: dict, data, scale: dict, seed: int, tmp: Path
 def _crown(leaders: list[Leader], data, seed: int) -> dict:
     """Every candidate on the same session folds: the leaders (`selection.rescore`, the real
     loop), `ensemble:topK` (the mean of their out-of-fold predictions), the gradient-boosting
-    families and the cross-family mean (`selection.crown_on_folds`); the lowest mean out-of-fold
+    families and the cross-family blend (`selection.crown_on_folds`); the lowest mean out-of-fold
     dE00 is crowned, and its out-of-fold errors calibrate the bound."""
     from raysweep.evaluate import selection
 
@@ -130,17 +130,19 @@ def _crown(leaders: list[Leader], data, seed: int) -> dict:
     oof.update(selection.family_oof(data, next(iter(sel.oof.values())).folds, FAMILIES))
     fc = selection.crown_on_folds(oof, data, learned)
     return {"cv": fc.cv, "oof": fc.oof, "fold_leader": fc.fold_leader, "champion": fc.champion,
-            "members": {**members, **fc.members}, "line": fc.line}
+            "members": {**members, **fc.members}, "weights": fc.weights, "line": fc.line}
 
 
 def _predict(name: str, leaders: list[Leader], c: dict, fams: dict, data) -> np.ndarray:
-    """A candidate's predictions: a leader's, a fitted family's, or the mean of its members'."""
+    """A candidate's predictions: a leader's, a fitted family's, or the (weighted) mean of its
+    members'."""
     by = {ld.name: ld for ld in leaders}
     if name in by:
         return by[name].predictor.predict(data).astype(np.float64)
     if name in fams:
         return np.asarray(fams[name].predict(data), np.float64)
-    return np.mean([_predict(m, leaders, c, fams, data) for m in c["members"][name]], axis=0)
+    return np.average([_predict(m, leaders, c, fams, data) for m in c["members"][name]], axis=0,
+                      weights=c.get("weights", {}).get(name))
 
 
 def _families(data) -> dict:

@@ -215,26 +215,64 @@ def test_group_bound_is_wider_for_the_harder_camera_and_holds_there():
     assert np.nanmean(cov_const) < np.nanmean(cov_group) - 0.1, (cov_const, cov_group)
 
 
-def test_the_folds_crown_a_gradient_boosting_family_or_the_cross_family_mean():
+def test_the_folds_crown_a_gradient_boosting_family_or_the_cross_family_blend():
     """crown_on_folds crowns a baseline family when its out-of-fold error is the lowest, the
-    cross-family mean when that is, and the learned leader on a tie; family_oof runs gbm on the
-    same session folds (root_poly here: the same path as gbm, a fraction of its cost)."""
+    cross-family blend when that is (weights chosen on the folds, among the best two
+    families), and the learned leader on a tie; family_oof runs gbm on the same session folds
+    (root_poly here: the same path as gbm, a fraction of its cost)."""
     data = lit_sessions(2)
     leader = selection.session_oof(None, data, k=4, seed=0, fit_score=session_corrector)
-    worse = dataclasses.replace(leader, pred=leader.pred + 3.0)
     fams = selection.family_oof(data, leader.folds, ("root_poly",))
     assert list(fams) == ["baseline:root_poly"] and fams["baseline:root_poly"].folds == leader.folds
     np.testing.assert_array_equal(fams["baseline:root_poly"].rows, leader.rows)
-    fc = selection.crown_on_folds({"nn": worse, "baseline:gbm": leader}, data, ["nn"])
-    assert fc.champion == "baseline:gbm" and fc.fold_leader == "nn"
-    # errors of opposite sign: their mean is better than either
-    low = dataclasses.replace(leader, pred=leader.pred - 3.0)
-    fc = selection.crown_on_folds({"nn": worse, "baseline:gbm": low}, data, ["nn"])
-    assert fc.champion == "mean of nn + baseline:gbm" and fc.members[fc.champion] == [
-        "nn", "baseline:gbm"]
+    exact = dataclasses.replace(leader, pred=data.target[leader.rows].astype(np.float64))
+
+    def off(by):  # the exact answer moved by `by` in L, a and b
+        return dataclasses.replace(exact, pred=exact.pred + by)
+
+    fc = selection.crown_on_folds({"nn": off(3.0), "baseline:gbm": exact}, data, ["nn"])
+    assert fc.champion == "baseline:gbm" and fc.fold_leader == "nn", fc.line
+    # errors of opposite sign and equal size: the equal-weight blend is better than either
+    fc = selection.crown_on_folds({"nn": off(3.0), "baseline:gbm": off(-3.0)}, data, ["nn"])
+    assert fc.champion == "blend of 0.5 nn + 0.5 baseline:gbm", fc.line
+    assert fc.members[fc.champion] == ["nn", "baseline:gbm"]
+    assert fc.weights[fc.champion] == [0.5, 0.5]
     assert fc.cv[fc.champion] < min(fc.cv["nn"], fc.cv["baseline:gbm"])
+    # unequal errors: the weights follow their sizes (0.7 x 3 = 0.3 x 7); a far third family
+    # may join the blend but stays out
+    fc = selection.crown_on_folds({"nn": off(3.0), "baseline:gbm": off(-7.0),
+                                   "baseline:x": off(40.0), "baseline:y": off(41.0)}, data, ["nn"])
+    assert fc.champion == "blend of 0.7 nn + 0.3 baseline:gbm", fc.line
+    np.testing.assert_allclose(fc.oof[fc.champion].pred, exact.pred + 0.7 * 3.0 - 0.3 * 7.0)
     fc = selection.crown_on_folds({"nn": leader, "baseline:gbm": leader}, data, ["nn"])
-    assert fc.champion == "nn"
+    assert fc.champion == "nn" and not fc.members  # a tie: the learned one, no blend of equals
+
+
+def test_a_spreadsheet_without_ring_columns_runs_the_same_crowning_and_serves_it(tmp_path):
+    """The real-data path (a table of patch colours and EXIF, no ring_* columns): the folds run
+    every family the data can feed (gbm_context needs the ring: skipped, not failed), the
+    session-invariant families fall back to the patch and camera, the blend is scored on the
+    same folds, and a crowned family folder serves what the fitted family predicted."""
+    from raysweep.evaluate import baselines
+    from raysweep.serve import ensemble, family
+
+    data = lit_sessions(4)
+    assert data.ring is None
+    leader = selection.session_oof(None, data, k=4, seed=0, fit_score=session_corrector)
+    fams = selection.family_oof(data, leader.folds)
+    assert set(fams) == {f"baseline:{n}" for n in selection.FAMILIES} - {"baseline:gbm_context"}
+    fc = selection.crown_on_folds({"nn": leader, **fams}, data, ["nn"])
+    assert all(np.isfinite(v) for v in fc.cv.values()), fc.line
+    train, test = data.subset(data.indices("train")), data.subset(data.indices("test"))
+    fitted = baselines.make_baseline("gbm_inv").fit(train)
+    served = ensemble.load_folder(family.save(tmp_path / "gbm_inv", "gbm_inv", fitted, data.info))
+    np.testing.assert_allclose(served.predict(test), fitted.predict(test), atol=1e-4)
+
+
+def test_blend_weights_are_tenths_on_the_simplex():
+    assert len(list(selection._compositions(10, 3))) == 66
+    assert next(selection._compositions(10, 3)) == (10, 0, 0)  # ties keep the first part
+    assert all(sum(w) == 10 for w in selection._compositions(10, 3))
 
 
 @pytest.mark.slow  # trains a 3-trial sweep and re-trains its leaders on 2 session folds
@@ -273,7 +311,7 @@ def test_eval_winners_crowns_gradient_boosting_when_the_session_folds_prefer_it(
             baseline_names=["naive", "gbm"], log_run=False, select_folds=2, select_top=2,
             per_group=(), with_floors=False))
     assert "gbm" in seen
-    assert res.champion.startswith(("baseline:gbm", "mean of"))
+    assert res.champion.startswith(("baseline:gbm", "blend of"))
     summary = pd.read_csv(res.out_dir / "summary.csv")
     assert res.champion in set(summary["model"])
     cal = bounds.read(res.out_dir)

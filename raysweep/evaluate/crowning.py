@@ -1,10 +1,10 @@
 """Stages 4 and 5 of eval_winners: the champion crowned on validation only (or by grouped
-k-fold over sessions, the ensemble, the gradient-boosting families and the cross-family mean then
+k-fold over sessions, the ensemble, the gradient-boosting families and the cross-family blend then
 scored on the same folds), then its error bound calibrated for new sessions on its out-of-fold
 errors (raysweep.serve.bounds.calibrate_sessions) and checked on the split.
 
-A crowned family (or cross-family mean) is fitted on the training split and written as a folder
-(raysweep.serve.family; an ensemble folder for the mean), then loaded back from it: the model
+A crowned family (or cross-family blend) is fitted on the training split and written as a folder
+(raysweep.serve.family; a weighted ensemble folder for the blend), then loaded back from it: the model
 scored, compared and calibrated is the one registered and served."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _ensemble_on_folds(r: EvalRun, ens, leader, chosen: str, sel):
 
 def _families_on_folds(r: EvalRun, champion, chosen: str, sel):
     """Gradient boosting (the `selection.FAMILIES` among the baselines asked for) and the
-    cross-family mean against the crowned learned model, on the SAME session folds
+    cross-family blend against the crowned learned model, on the SAME session folds
     (selection.crown_on_folds); the learned one stays on a tie."""
     s, data = r.settings, champion.data
     oof = dict(sel.oof)
@@ -114,7 +114,7 @@ def _family_leader(r: EvalRun, fc, data) -> Leader:
     ld = Leader(lead.run_id if fc.champion in fc.members else "", "", {}, fc.cv[fc.champion],
                 lead.parent_run_id, [fc.line], pred, folder, pred.predict(ev), data,
                 label=fc.champion)
-    if ld.name not in r.errs:  # the cross-family mean (or a family not asked for): scored too
+    if ld.name not in r.errs:  # the cross-family blend (or a family not asked for): scored too
         kind = "ensemble" if fc.champion in fc.members else "baseline"
         row, errs = score({ld.name: ld.pred}, {ld.name: kind}, r.eval_data.target, {},
                           r.settings.n_boot, r.settings.seed)
@@ -129,25 +129,26 @@ def _by_name(r: EvalRun) -> dict[str, Leader]:
 
 
 def _family_folder(r: EvalRun, fc, data):
-    """The crowned family's folder, or for a cross-family mean an ensemble folder of the learned
-    candidate's checkpoints (an ensemble's members sharing its half) and the family."""
+    """The crowned family's folder, or for a cross-family blend a weighted ensemble folder of the
+    learned candidate's checkpoints (an ensemble's members sharing its weight) and the families'
+    folders."""
     train = data.subset(data.indices("train"))
     by = _by_name(r)
     dirs, names, weights = [], [], []
     members = fc.members.get(fc.champion, [fc.champion])
-    for m in members:
-        if m in by:  # the learned half: a leader, or the ensemble's member checkpoints
+    for m, w in zip(members, fc.weights.get(fc.champion, [1.0])):
+        if m in by:  # the learned member: a leader, or the ensemble's member checkpoints
             parts = _members(r, by[m])
             dirs += [ld.checkpoint_dir for ld in parts]
             names += [ld.name for ld in parts]
-            weights += [1.0 / len(parts)] * len(parts)
+            weights += [w / len(parts)] * len(parts)
             continue
         base = m.split(":", 1)[1]
         dirs.append(family.save(r.work / "families" / base, base,
                                 baselines.make_baseline(base).fit(train),
                                 data.info))
         names.append(m)
-        weights.append(1.0)
+        weights.append(w)
     if len(dirs) == 1:
         return dirs[0]
     return ensemble.save(r.work / "family_champion", dirs, names,

@@ -54,8 +54,8 @@ def identity_of(predictor) -> tuple:
 
 
 class EnsemblePredictor:
-    """Mean in Lab of its members' predictions on the same rows (weighted: the cross-family mean
-    of an ensemble and a family gives the ensemble's members half the weight between them)."""
+    """Mean in Lab of its members' predictions on the same rows (weighted: the cross-family blend
+    that eval_winners' session folds choose, an ensemble's members sharing its weight)."""
 
     def __init__(self, members: list, names: list[str] | None = None, info: dict | None = None,
                  weights: list[float] | None = None):

@@ -9,8 +9,8 @@ and, in `family.json`, which family it is, its camera vocabulary, the feature co
 the data identity it was fitted on. Loading rebuilds the family's own class
 (raysweep.models.gbm), so the feature code that scored it is the code that serves it.
 
-A cross-family mean is an ensemble folder (raysweep.serve.ensemble) with a family folder as one
-member.
+A cross-family blend is a weighted ensemble folder (raysweep.serve.ensemble) with family folders
+among its members.
 """
 
 from __future__ import annotations
