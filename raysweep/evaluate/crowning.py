@@ -1,11 +1,11 @@
 """Stages 4 and 5 of eval_winners: the champion crowned on validation only (or by grouped
-k-fold over sessions, the ensemble, the gradient-boosting families and the cross-family blend then
-scored on the same folds), then its error bound calibrated for new sessions on its out-of-fold
-errors (raysweep.serve.bounds.calibrate_sessions) and checked on the split.
+k-fold over sessions, the ensemble, the gradient-boosting families and the cross-family blend
+then scored on the same folds), then its error bound calibrated for new sessions on its
+out-of-fold errors (raysweep.serve.bounds.calibrate_sessions) and checked on the split.
 
-A crowned family (or cross-family blend) is fitted on the training split and written as a folder
-(raysweep.serve.family; a weighted ensemble folder for the blend), then loaded back from it: the model
-scored, compared and calibrated is the one registered and served."""
+A crowned family (or cross-family blend) is fitted on the training split and written as a
+folder (raysweep.serve.family; a weighted ensemble folder for the blend), then loaded back from
+it: the model scored, compared and calibrated is the one registered and served."""
 
 from __future__ import annotations
 

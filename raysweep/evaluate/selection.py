@@ -19,8 +19,9 @@ on the same folds (`ensemble_oof`). `session_oof` runs the folds for one model a
 Other model families compete on the same folds: `family_oof` runs gradient boosting
 (`FAMILIES`, raysweep.models.gbm) over them, and `crown_on_folds` crowns the lowest mean
 out-of-fold error among the leaders, their ensemble, the families and the cross-family blend of
-the folds' best leader and best two families (weights in tenths, chosen on the folds). The crowned model's out-of-fold predictions are what
-calibrate its new-session bound, whichever family it is.
+the folds' best leader and best two families (weights in tenths, chosen on the folds). The
+crowned model's out-of-fold predictions are what calibrate its new-session bound, whichever
+family it is.
 """
 
 from __future__ import annotations
