@@ -19,7 +19,10 @@ the photo's `set_id` and that session was in training, a seen session; the outpu
 unusual_background, light_unlike_training); a summary line on stderr says how many were flagged
 and why. A PHOTO may also be a folder (its
 images) or a manifest (CSV/Parquet with an `image` or `photo` column, or a dataset.yaml): then
-the per-photo results go to a CSV (`--out`, default predictions.csv).
+the per-photo results go to a CSV (`--out`, default predictions.csv). A spreadsheet without
+photos (CSV/Parquet or dataset.yaml with mean_L/a/b, the metadata columns and optionally set_id
+and ring_*, no photo column) is the tabular path: each row is predicted by a model that reads no
+image (searched with `--space tabular`), with its bound and the flags a row can be checked for.
 """
 
 from __future__ import annotations

@@ -402,3 +402,46 @@ def test_predict_serves_a_crowned_gradient_boosting_family(trained, tmp_path, ca
     got = np.array([[r["L"], r["a"], r["b"]] for r in rows])
     np.testing.assert_allclose(got, fitted.predict(data.subset(idx)), atol=1e-3)
     assert [r["camera"] for r in rows] == list(data.camera[idx])
+
+
+def test_a_spreadsheet_without_photos_is_predicted_row_by_row(trained, tmp_path, capsys):
+    """The tabular path of `predict` (issue #22: real phone data is a spreadsheet of measured
+    patch colours and EXIF, no photos, no ring_* columns): a CSV with mean_L/a/b and no photo
+    column is served by a tabular model as the model predicts the same rows, each with its
+    new-session bound; a row naming a training session is told why it still gets that bound.
+    An image model refuses the sheet, and a sheet mixed with photos is refused."""
+    import dataclasses
+    import shutil
+
+    from raysweep.errors import UserError
+    from raysweep.serve import bounds
+
+    data, idx = trained["data"], np.arange(4)
+    ckpt = fit(dict(features="mean+meta", fusion="none", epochs=1, batch_size=16, device="cpu",
+                    meta_hidden=16), data, checkpoint_dir=str(tmp_path / "tab")).checkpoint_dir
+    model = predictor.load(ckpt, device="cpu")
+    rest = data.subset(np.flatnonzero(data.split != "train"))
+    seen = bounds.calibrate(rest, model.predict(rest), data.subset(data.indices("train")), 0.8)
+    # a split by session keeps no seen-sessions bound: only the new-session one (plumbing)
+    bounds.write(dataclasses.replace(seen, regime=bounds.NEW, seen=None), ckpt)
+    rows = data.frame.iloc[idx][["sample_id", *META_COLS, "set_id"]].assign(
+        mean_L=data.mean_lab[idx, 0], mean_a=data.mean_lab[idx, 1], mean_b=data.mean_lab[idx, 2])
+    rows.loc[rows.index[0], "set_id"] = "a-new-session"
+    sheet = tmp_path / "sheet.csv"
+    rows.to_csv(sheet, index=False)
+    assert predict.main([str(sheet), "--model", str(ckpt), "--format", "json",
+                         "--out", str(tmp_path / "p.csv")]) == 0
+    captured = capsys.readouterr()
+    got = json.loads(captured.out)
+    assert [r["photo"] for r in got] == list(rows["sample_id"])
+    np.testing.assert_allclose([[r["L"], r["a"], r["b"]] for r in got],
+                               model.predict(data.subset(idx)), atol=1e-3)
+    assert all(np.isfinite(r["de00_bound"]) and r["bound_regime"] == bounds.NEW for r in got)
+    assert "patch_not_found" in got[0]["unchecked"]  # no photo: the photo's checks not made
+    assert "3 of them name a session the model trained on" in captured.err
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 4
+    with pytest.raises(UserError, match="reads photos"):
+        predict.main([str(sheet), "--model", str(trained["ckpt"])])
+    photo = shutil.copy(trained["root"] / "syn" / data.frame["image"][0], tmp_path)
+    with pytest.raises(UserError, match="mix photos and spreadsheet rows"):
+        predict.main([str(sheet), str(photo), "--model", str(ckpt)])

@@ -49,9 +49,12 @@ def publish(r: EvalRun) -> EvalResult:
         bounds.write(r.cal, champion.checkpoint_dir)
     built = champion.checkpoint_dir is not None and \
         Path(champion.checkpoint_dir).resolve().is_relative_to(Path(r.work).resolve())
-    if built:
+    if built:  # a tabular dataset's champion reads spreadsheet rows, not photos
+        given = ("PHOTO", "") if eval_data.images is not None else \
+            ("SHEET.csv", ", SHEET.csv holding mean_L/a/b and the metadata columns")
         inp.context["model"] = (f"`{MODEL_DIR}/` in this folder (serve it with `python -m "
-                                f"raysweep.predict PHOTO --model <this folder>/{MODEL_DIR}`)")
+                                f"raysweep.predict {given[0]} --model <this folder>/{MODEL_DIR}`"
+                                f"{given[1]})")
     out_dir = _write_outputs(Path(s.out), inp, r.summary, r.table, r.comp, predictions, r.cal,
                              champion.checkpoint_dir if built else None)
     result = EvalResult(out_dir, champion.name, r.summary, r.table, r.comp, predictions,

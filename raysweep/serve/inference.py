@@ -25,6 +25,7 @@ from raysweep.data import crop as cropping
 from raysweep.data import exif_reader as exif_mod
 from raysweep.data import features as data_features
 from raysweep.data import images
+from raysweep.data import ring as ring_stats
 from raysweep.data.prepared import Prepared
 from raysweep.errors import UserError
 from raysweep.serve.bounds import trust_columns
@@ -128,14 +129,7 @@ def photos_to_prepared(photos: Sequence[Photo], crop: str, size: int,
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     mean_lab, _ = data_features.mean_lab(frame, np.stack([p.mean_lab for p in photos]))
-    camera, unknown = resolve_cameras(data_features.camera_ids(frame), cameras)
-    for cam in unknown:
-        log.warning("camera %r is not one the model was trained on (%s): it goes to the "
-                    "unknown-camera bucket, expect larger errors; pass --meta with a `camera` "
-                    "column to name a known one", cam, ", ".join(cameras) or "none")
-        for i, c in enumerate(camera):
-            if c == cam:
-                notes[i].append(f"unknown camera {cam!r}")
+    camera = _known_cameras(frame, cameras, notes, "pass --meta with a `camera` column")
     n = len(photos)
     data = Prepared(
         sample_id=np.array([p.name for p in photos]).astype(str),
@@ -148,6 +142,21 @@ def photos_to_prepared(photos: Sequence[Photo], crop: str, size: int,
         if all(p.ring is not None for p in photos) else None,
     )
     return data, notes
+
+
+def _known_cameras(frame: pd.DataFrame, cameras: Sequence[str], notes: list[list[str]],
+                   how: str) -> np.ndarray:
+    """The rows' camera ids mapped onto the model's vocabulary; an unknown one is warned about
+    once (`how` says how to name a known one) and noted on each of its rows."""
+    camera, unknown = resolve_cameras(data_features.camera_ids(frame), cameras)
+    for cam in unknown:
+        log.warning("camera %r is not one the model was trained on (%s): it goes to the "
+                    "unknown-camera bucket, expect larger errors; %s to name a known one",
+                    cam, ", ".join(cameras) or "none", how)
+        for i, c in enumerate(camera):
+            if c == cam:
+                notes[i].append(f"unknown camera {cam!r}")
+    return camera
 
 
 INVALID = "invalid"
@@ -203,6 +212,47 @@ def predict_photos(predictor, photos: Sequence[Photo], overrides: pd.DataFrame |
     out["notes"] = ["; ".join(n) for n in notes]
     trust = trust_columns(predictor, data, lab, [p.status for p in photos], level)
     return pd.concat([out, trust], axis=1)
+
+
+def rows_to_prepared(frame: pd.DataFrame, cameras: Sequence[str] = ()
+                     ) -> tuple[Prepared, list[list[str]]]:
+    """Spreadsheet rows (the tabular path: mean_L/a/b, metadata, optionally ring_* and set_id;
+    no photo) -> a `Prepared` (target NaN, split "test") plus per-row notes. Rows are named by
+    their `sample_id`, else row1, row2, ..."""
+    frame = frame.reset_index(drop=True)
+    # a number read as text stays missing (flagged), as the manifest reader does
+    numeric = {c: pd.to_numeric(frame[c], errors="coerce") for c in OVERRIDE_COLUMNS[3:]
+               if c in frame}
+    if SESSION_COLUMN in frame.columns:  # a missing session is "", as on the image path
+        numeric[SESSION_COLUMN] = frame[SESSION_COLUMN].fillna("").astype(str)
+    frame = frame.assign(**numeric)
+    n = len(frame)
+    names = frame["sample_id"].astype(str).to_numpy() if "sample_id" in frame else \
+        np.array([f"row{i + 1}" for i in range(n)])
+    notes: list[list[str]] = [[] for _ in range(n)]
+    camera = _known_cameras(frame, cameras, notes, "give the row a `camera` the model knows")
+    mean_lab, _ = data_features.mean_lab(frame, None)
+    data = Prepared(
+        sample_id=names, images=None, mean_lab=mean_lab, meta=data_features.meta_matrix(frame),
+        camera=camera, device=data_features.device_text(frame),
+        target=np.full((n, 3), np.nan, np.float32), split=np.array(["test"] * n), frame=frame,
+        info={}, ring=ring_stats.from_frame(frame))
+    return data, notes
+
+
+def predict_rows(predictor, frame: pd.DataFrame, level: float | None = None) -> pd.DataFrame:
+    """`predict_photos` for spreadsheet rows: the same columns (`photo` holds the row's name),
+    bound and flags; the checks that need a photo (patch found, clipping, background) are
+    listed as unchecked."""
+    data, notes = rows_to_prepared(frame, predictor.stats.cameras)
+    lab = predictor.predict(data)
+    out = describe(lab)
+    for i in np.flatnonzero(~finite_rows(lab)):
+        notes[i].append(NON_FINITE_NOTE)
+    out.insert(0, "photo", data.sample_id)
+    out["camera"] = data.camera
+    out["notes"] = ["; ".join(n) for n in notes]
+    return pd.concat([out, trust_columns(predictor, data, lab, level=level)], axis=1)
 
 
 def read_meta_csv(path: str, photos: Sequence[str]) -> pd.DataFrame:

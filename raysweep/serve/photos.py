@@ -1,6 +1,8 @@
 """`predict`'s steps over many photos: the model by name, the inputs (photos, folders,
 manifests) expanded, the photos read, the metadata merged, the run summarised.
 
+A spreadsheet (a manifest or card with mean_L/a/b and no photo column) takes the tabular path
+instead: its rows go through a model that reads no image (`run_rows`).
 `python -m raysweep.predict` parses its flags and calls `run`; the steps stand alone for tests.
 """
 
@@ -16,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from raysweep.data.card import load_card
-from raysweep.data.manifest import read_manifest
+from raysweep.data.manifest import MEAN, read_manifest
 from raysweep.errors import UserError
 from raysweep.fsutil import check_writable
 from raysweep.serve import bounds, ood
@@ -26,6 +28,7 @@ from raysweep.serve.inference import (
     SESSION_COLUMN,
     geometry,
     predict_photos,
+    predict_rows,
     read_meta_csv,
     read_photo,
 )
@@ -41,6 +44,9 @@ def run(args) -> int:
     photo could not be read (--keep-going) or got no finite colour."""
     model, predictor = load_model(args.model, args.device)
     warn_without_bound(predictor, model, args.level)
+    rows = spreadsheet_rows(args.photos)
+    if rows is not None:
+        return run_rows(args, predictor, rows)
     paths, listed, batch = expand_inputs(args.photos)
     target = args.out or ("predictions.csv" if batch else None)
     if target:
@@ -48,13 +54,38 @@ def run(args) -> int:
     photos, names, failed = read_photos(paths, geometry(predictor)[1], args.keep_going)
     overrides = photo_metadata(args.meta, listed, names)
     out = predict_photos(predictor, photos, overrides, level=args.level)
+    sessions = overrides.get(SESSION_COLUMN) if overrides is not None else None
+    invalid = deliver(out, predictor, target, args.format, batch, sessions)
+    return 1 if failed or invalid else 0
+
+
+def run_rows(args, predictor, rows: pd.DataFrame) -> int:
+    """The tabular path: spreadsheet rows (measured patch colour + metadata, no photo) through a
+    model that reads no image, each with its bound and flags, as photos would be."""
+    if predictor.cfg.uses_image:
+        raise UserError(f"this model (features={predictor.cfg.features}) reads photos, and the "
+                        "spreadsheet has none", where=", ".join(args.photos),
+                        fix="pass the photos, or a model searched on the spreadsheet's columns "
+                            "(python -m raysweep.search --space tabular)")
+    if args.meta:
+        raise UserError("--meta adds metadata to photos; a spreadsheet carries its own",
+                        where=args.meta, fix="put the columns in the spreadsheet")
+    target = args.out or "predictions.csv"
+    check_writable(target, "--out")
+    out = predict_rows(predictor, rows, level=args.level)
+    return 1 if deliver(out, predictor, target, args.format, True, rows.get(SESSION_COLUMN)) else 0
+
+
+def deliver(out: pd.DataFrame, predictor, target: str | None, fmt: str, batch: bool,
+            sessions: pd.Series | None = None):
+    """Write the CSV (`target`), print the predictions (a batch only in a format other than
+    the table, which the CSV holds), the summary lines; -> the rows with no finite colour."""
     if target:
         out.to_csv(target, index=False, float_format="%.4f")
         log.info("wrote %d predictions with bounds and flags to %s", len(out), target)
-    if not batch or args.format != "table":
-        print(format_output(out, args.format))
-    invalid = summarize(out, predictor)
-    return 1 if failed or invalid else 0
+    if not batch or fmt != "table":
+        print(format_output(out, fmt))
+    return summarize(out, predictor, sessions)
 
 
 def load_model(model: str | None, device: str):
@@ -108,18 +139,35 @@ def photo_metadata(meta: str | None, listed: pd.DataFrame | None,
     return overrides
 
 
-def summarize(out: pd.DataFrame, predictor) -> list[str]:
+def summarize(out: pd.DataFrame, predictor, sessions: pd.Series | None = None) -> list[str]:
     """The flag and bound summary lines on stderr; -> the photos the model gave no finite
-    colour (an error: the rows stay in the output, flagged, but the command must fail)."""
+    colour (an error: the rows stay in the output, flagged, but the command must fail).
+    `sessions`: each photo's set_id where given."""
     print(ood.summary_line(out), file=sys.stderr)
-    if getattr(predictor, "calibration", None) is not None:
+    cal = getattr(predictor, "calibration", None)
+    if cal is not None:
         print(bounds.regime_line(out["bound_regime"]), file=sys.stderr)
+        if line := trained_session_line(cal, sessions):
+            print(line, file=sys.stderr)
     invalid = out.loc[out["ita_category"] == INVALID, "photo"].tolist()
     if invalid:
         log.error("the model gave no finite colour for %d of %d photos (%s): it has diverged; "
                   "use another model (re-run eval_winners, which refuses such models)",
                   len(invalid), len(out), ", ".join(invalid[:5]))
     return invalid
+
+
+def trained_session_line(cal, sessions: pd.Series | None) -> str | None:
+    """Say so when photos name a session the model trained on and still get the new-session
+    bound: without it the user who gave set_id would read the line above as set_id ignored."""
+    if cal.seen is not None or not cal.sessions or sessions is None:
+        return None
+    n = int(sessions.fillna("").astype(str).str.strip().isin(cal.sessions).sum())
+    if not n:
+        return None
+    return (f"{n} of them name a session the model trained on, but its calibration has no "
+            "seen-session bound (that needs validation photos from training sessions: a split "
+            "by tone, not by session), so they get the new-session one")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -156,22 +204,53 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[str], pd.DataFrame | None,
     return photos, listed, batch
 
 
-def _manifest_photos(path: Path) -> pd.DataFrame:
-    """`photo` (absolute path) and the contract metadata columns of a manifest or card."""
+MANIFEST_SUFFIXES = (".csv", ".parquet", ".yaml", ".yml")
+
+
+def spreadsheet_rows(items: Sequence[str]) -> pd.DataFrame | None:
+    """The rows of the PHOTO arguments when they are spreadsheets (manifests or cards with
+    mean_L/a/b and no photo column: the tabular path), None when they are photos."""
+    frames = []
+    for item in items:
+        p = Path(item)
+        if p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file():
+            frame = _read_listing(p)[0]
+            if _photo_column(frame) is None and all(c in frame.columns for c in MEAN):
+                frames.append(frame)
+    if frames and len(frames) < len(items):
+        raise UserError("the arguments mix photos and spreadsheet rows (mean_L/a/b, no photo "
+                        "column)", where=", ".join(items), fix="predict them in separate runs")
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _read_listing(path: Path) -> tuple[pd.DataFrame, Path]:
+    """A manifest or card's rows (a card maps its column names and converts its colours to
+    D65, as `prepare` reads it) and the folder its paths are relative to."""
     if path.suffix.lower() in (".yaml", ".yml"):
         card = load_card(path)
-        frame, root = read_manifest(card)[0], card.root
-    else:
-        try:
-            frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else \
-                pd.read_csv(path, dtype={"camera": str, "make": str, "model": str})
-        except (OSError, ValueError, UnicodeDecodeError) as e:
-            raise UserError(f"cannot read manifest {path}: {e}", where=str(path)) from None
-        root = path.parent
-    col = "image" if "image" in frame.columns else "photo" if "photo" in frame.columns else None
+        return read_manifest(card)[0], card.root
+    try:
+        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else \
+            pd.read_csv(path, dtype={"camera": str, "make": str, "model": str,
+                                     SESSION_COLUMN: str})
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read manifest {path}: {e}", where=str(path)) from None
+    return frame, path.parent
+
+
+def _photo_column(frame: pd.DataFrame) -> str | None:
+    return "image" if "image" in frame.columns else "photo" if "photo" in frame.columns else None
+
+
+def _manifest_photos(path: Path) -> pd.DataFrame:
+    """`photo` (absolute path) and the contract metadata columns of a manifest or card."""
+    frame, root = _read_listing(path)
+    col = _photo_column(frame)
     if col is None:
         raise UserError(f"manifest {path} has no `image` or `photo` column", where=str(path),
-                        fix="name the column holding each photo's path `image`")
+                        fix="name the column holding each photo's path `image`; a spreadsheet "
+                            "without photos needs mean_L, mean_a, mean_b (or its dataset.yaml, "
+                            "whose `columns:` maps your names)")
     out = frame[[c for c in (*OVERRIDE_COLUMNS, SESSION_COLUMN) if c in frame.columns]].copy()
     out.insert(0, "photo", [str(root / str(v)) for v in frame[col]])
     return out.reset_index(drop=True)

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import mlflow.artifacts
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
 import yaml
 from mlflow.models import ModelSignature
@@ -39,13 +38,17 @@ from mlflow.types.schema import ColSpec, Schema
 
 import raysweep
 from raysweep import _compat
-from raysweep.data import features as data_features
-from raysweep.data import ring
-from raysweep.data.prepared import RING_NAMES, Prepared
+from raysweep.data.prepared import RING_NAMES
 from raysweep.errors import UserError
 from raysweep.serve import bounds
 from raysweep.serve.ensemble import load_folder
-from raysweep.serve.inference import SESSION_COLUMN, describe, geometry, predict_photos, read_photo
+from raysweep.serve.inference import (
+    SESSION_COLUMN,
+    geometry,
+    predict_photos,
+    predict_rows,
+    read_photo,
+)
 from raysweep.serve.ood import FLAGS
 from raysweep.tracking.store import open_client, store_errors, tracking_uri
 
@@ -105,19 +108,9 @@ def predict_frame(predictor, frame: pd.DataFrame) -> pd.DataFrame:
             photos.append(read_photo(raw, geometry(predictor)[1], name=f"row{i}"))
         out = predict_photos(predictor, photos, overrides)
         return out[["L", "a", "b", "hex", "ita_deg", "ita_category", *TRUST_OUTPUT]]
-    # tabular: the metadata and mean colour columns are the whole input
-    n = len(frame)
-    if SESSION_COLUMN in frame.columns:  # a missing session is "", as on the image path
-        frame = frame.assign(**{SESSION_COLUMN: frame[SESSION_COLUMN].fillna("").astype(str)})
-    mean_lab, _ = data_features.mean_lab(frame, None)
-    data = Prepared(
-        sample_id=np.array([f"row{i}" for i in range(n)]), images=None, mean_lab=mean_lab,
-        meta=data_features.meta_matrix(frame), camera=data_features.camera_ids(frame),
-        device=data_features.device_text(frame), target=np.full((n, 3), np.nan, np.float32),
-        split=np.array(["test"] * n), frame=frame, info={}, ring=ring.from_frame(frame))
-    lab = predictor.predict(data)
-    trust = bounds.trust_columns(predictor, data, lab)
-    return pd.concat([describe(lab), trust[list(TRUST_OUTPUT)]], axis=1)
+    # tabular: the metadata and mean colour columns are the whole input, as in `predict`
+    out = predict_rows(predictor, overrides)
+    return out[["L", "a", "b", "hex", "ita_deg", "ita_category", *TRUST_OUTPUT]]
 
 
 @contextlib.contextmanager
