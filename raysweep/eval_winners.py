@@ -71,7 +71,10 @@ def evaluate(settings: EvalSettings) -> int:
     s = res.summary.sort_values("mean")
     print(s[["model", "kind", "mean", "mean_lo", "mean_hi", "median", "p95"]].round(3)
           .to_string(index=False))
-    print(f"\nchampion: {res.champion}\nreport: {res.out_dir / 'report.html'}", file=sys.stderr)
+    # the scores above mean little without which photos they stand for (README: both regimes
+    # named everywhere), and the table alone does not say
+    print(f"\nchampion: {res.champion}\nregime: {res.regime or 'not recorded'}\n"
+          f"report: {res.out_dir / 'report.html'}", file=sys.stderr)
     if res.model_uri:
         print(f"registered: {res.model_uri} (evaluation run {res.eval_run_id})", file=sys.stderr)
     return 0

@@ -58,3 +58,21 @@ def test_cli_on_synthetic_sweep(tmp_path, monkeypatch, capsys):
     assert "data:image/png;base64," in html
     assert os.path.getsize(tmp_path / "winners" / "report.html") > 20_000
     print(summary.sort_values("mean")[["model", "mean", "mean_lo", "mean_hi"]].to_string())
+
+
+def test_the_console_names_the_regime_the_scores_stand_for(tmp_path, monkeypatch, capsys):
+    """The console's closing lines say which photos the test scores stand for (new or seen
+    sessions), as the report does: the table above them alone does not."""
+    from raysweep.evaluate import winners
+    from raysweep.evaluate.record import EvalResult, EvalSettings
+
+    regime = "new sessions (none of the 2 test sessions was in training)"
+    summary = pd.DataFrame({"model": ["m"], "kind": ["model"], "mean": [1.0], "mean_lo": [0.9],
+                            "mean_hi": [1.1], "median": [1.0], "p95": [2.0]})
+    done = EvalResult(tmp_path / "winners", "m", summary, pd.DataFrame(), pd.DataFrame(),
+                      pd.DataFrame(), regime=regime)
+    monkeypatch.setattr(winners, "run_eval_winners", lambda settings: done)
+    settings = EvalSettings(out=tmp_path / "winners", log_run=False, register=False,
+                            tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
+    assert eval_winners.evaluate(settings) == 0
+    assert f"champion: m\nregime: {regime}\n" in capsys.readouterr().err

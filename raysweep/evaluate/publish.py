@@ -58,7 +58,8 @@ def publish(r: EvalRun) -> EvalResult:
     out_dir = _write_outputs(Path(s.out), inp, r.summary, r.table, r.comp, predictions, r.cal,
                              champion.checkpoint_dir if built else None)
     result = EvalResult(out_dir, champion.name, r.summary, r.table, r.comp, predictions,
-                        coverage=None if r.trust is None else r.trust.table)
+                        coverage=None if r.trust is None else r.trust.table,
+                        regime=inp.context["regime"])
     if s.log_run:
         _log_to_mlflow(result, r)
     return result

@@ -29,6 +29,7 @@ class EvalResult:
     eval_run_id: str | None = None
     model_uri: str | None = None
     coverage: pd.DataFrame | None = None  # the champion's bound on the split (evaluate.coverage)
+    regime: str = ""  # which photos the split's scores stand for (selection.split_regime)
 
 
 @dataclass(frozen=True)
