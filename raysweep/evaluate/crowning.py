@@ -34,7 +34,9 @@ def crown(r: EvalRun) -> None:
     sel = selection.rescore(leaders, why, s.select_folds, s.select_top, seed) if why else None
     if sel is not None:
         champion = leaders[sel.champion]
-        log.info("selection across sessions: %s crowned (%s)", champion.name, sel.stability)
+        # not yet the champion: the ensemble, the families and the blend meet it on these folds
+        log.info("selection across sessions: %s is the folds' best leader (%s)", champion.name,
+                 sel.stability)
     chosen = f"chosen by validation dE00 {champion.val:.3f}" if sel is None else (
         "chosen by grouped k-fold over sessions (mean validation dE00 "
         f"{sel.table.set_index('leader').loc[champion.name, 'cv_mean']:.3f}; its own "
@@ -43,6 +45,7 @@ def crown(r: EvalRun) -> None:
         if ens is not None:
             champion, chosen = _ensemble_on_folds(r, ens, champion, chosen, sel)
         champion, chosen = _families_on_folds(r, champion, chosen, sel)
+        log.info("selection across sessions: %s crowned", champion.name)
     elif ens is not None and ens.val < min(ld.val for ld in leaders):
         # best on validation: the mean of the top leaders is one more candidate, not one more
         # draw among noisy single runs

@@ -55,7 +55,7 @@ class Selection:
     champion: int  # index into the leaders given to `rescore`
     table: pd.DataFrame  # leader, val_de00_mean, epochs, fold_1..k, cv_mean, cv_sd, ranks
     reason: str  # why the re-scoring ran
-    stability: str  # one line: how often each fold agrees with the crowned leader
+    stability: str  # one line: how often each fold agrees with the folds' best leader
     oof: dict = field(default_factory=dict)  # leader name -> OutOfFold (when the loop ran)
 
 
@@ -248,7 +248,7 @@ def rescore(leaders: list, reason: str, k: int = DEFAULT_FOLDS, top: int = DEFAU
     fold_cols = [c for c in table.columns if c.startswith("fold_")]
     winners = table.set_index("index")[fold_cols].idxmin(axis=0)  # best leader per fold
     agree = int((winners == best).sum())
-    stability = (f"the crowned leader is best in {agree} of {len(fold_cols)} folds; ranking by "
+    stability = (f"the folds' best leader is best in {agree} of {len(fold_cols)} folds; ranking by "
                  f"validation vs by folds: {_rank_agreement(table)}")
     return Selection(champion=best, table=table.drop(columns="index"), reason=reason,
                      stability=stability, oof=oofs)
