@@ -85,6 +85,16 @@ def test_cli_writes_csv_and_markdown(store, tmp_path, capsys):
     assert "## By fusion" in capsys.readouterr().out
 
 
+def test_the_summary_names_the_regime_its_validation_scores_are_for(store):
+    df = summarize.summarize("study")
+    assert "are for seen sessions (held-out tones" in summarize.markdown(df, "t")  # the default
+    assert "not recorded: 5 trials" in summarize.markdown(df.drop(columns="param.split_by"), "t")
+    df["param.split_by"] = ["set_id"] * 3 + ["tone_id"] * 2
+    md = summarize.markdown(df, "t")
+    assert "new sessions (whole capture sessions held out of training): 3 trials" in md
+    assert "seen sessions" in md and ": 2 trials" in md
+
+
 def test_unknown_names(store):
     with pytest.raises(UserError, match="study"):
         summarize.summarize(experiment="nope")

@@ -178,9 +178,29 @@ def group_table(df: pd.DataFrame, by: str, per_sweep: bool = False) -> pd.DataFr
     return out
 
 
+# What a trial's validation score stands for, by how its split was drawn: a score on new sessions
+# and one on seen sessions differ several-fold, so a summary must not leave it to be guessed
+VAL_REGIMES = {
+    "set_id": "new sessions (whole capture sessions held out of training)",
+    "tone_id": "seen sessions (held-out tones photographed in sessions that were in training)",
+    "camera": "a camera held out of training (its sessions are new too)",
+    "column": "the dataset's own split column (eval_winners' report names the regime)",
+}
+
+
+def regime_line(df: pd.DataFrame) -> str:
+    """One line: which regime the validation scores of these trials are for (param.split_by)."""
+    col = "param.split_by"
+    got = df[col].fillna("").astype(str) if col in df.columns else pd.Series([""] * len(df))
+    parts = [f"{VAL_REGIMES.get(k, f'split_by={k}')}: {n} trial{'s' if n != 1 else ''}"
+             if k else f"not recorded: {n} trial{'s' if n != 1 else ''}"
+             for k, n in got.value_counts().items()]
+    return "Validation scores are for " + "; ".join(parts) + "." if parts else ""
+
+
 def markdown(df: pd.DataFrame, title: str, per_sweep: bool = False) -> str:
     lines = [f"# {title}\n", f"{len(df)} trial runs; {int((df['status'] == 'FINISHED').sum())} "
-             f"finished. Score: best-epoch {METRIC} (lower is better).\n"]
+             f"finished. Score: best-epoch {METRIC} (lower is better). {regime_line(df)}\n"]
     for by in GROUPS:
         table = group_table(df, by, per_sweep)
         lines += [f"## By {by}\n", frame_markdown(table.round(3))]
