@@ -179,3 +179,94 @@ def test_a_searched_setting_the_model_ignores_is_refused_saying_why(tmp_path, fi
     # fixed by --set, it is no longer searched: the user asked for it (and it is harmless)
     value = spaces.parse_sets([f"{name}={'2' if name != 'image_space' else 'srgb'}"])
     assert spaces.check_space(spaces.load_space(str(path)), value, n=4).samples
+
+
+# -- the space against the data: presets the data cannot feed are not searched ------------------
+
+def _sheet(root, ring: bool = False):
+    """A phone spreadsheet's card (mean_L/a/b and EXIF, no photos), with or without ring_*."""
+    from raysweep.data.prepared import RING_NAMES
+    from tests.helpers.photos import tabular
+
+    tabular(root, n=12, **({name: 0.5 for name in RING_NAMES} if ring else {}))
+    return root / "dataset.yaml"
+
+
+def _resolve(tmp_path, monkeypatch, space: str, data, *sets: str):
+    from raysweep.sweep.resolve import resolve
+    from raysweep.sweep.spec import Request
+
+    monkeypatch.chdir(tmp_path)  # the default tracking store names a file in the cwd
+    return resolve(Request(space=space, data=str(data), sets=sets,
+                           storage=str(tmp_path / "runs")))
+
+
+def _notes(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "left out of the search" in r.getMessage()]
+
+
+def test_a_sheet_without_ring_columns_searches_only_the_features_it_can_feed(
+        tmp_path, monkeypatch, caplog):
+    # The colleague's phone sheet: mean+ring+meta failed in every trial that drew it (and was
+    # retried), mean+inv+meta trained on an all-missing block: a third of the budget for nothing.
+    caplog.set_level("INFO")
+    _, sweep = _resolve(tmp_path, monkeypatch, "tabular", _sheet(tmp_path / "sheet"))
+    assert {s["features"] for s in sweep.checked.samples} == {"mean+meta"}
+    (note,) = _notes(caplog)  # one console line: what was left out, and why
+    assert "mean+ring+meta" in note and "mean+inv+meta" in note and "no ring_* columns" in note
+    # The searcher Tune runs (pickled with the sweep for --resume) offers only that preset.
+    sp = sweep.space
+    sampler = pickle.loads(pickle.dumps(spaces.DefineByRun(
+        sp.define_by_run, sp.FIXED, sweep.overrides, sweep.missing)))
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
+    for _ in range(6):
+        trial = study.ask()
+        assert sampler(trial)["features"] == "mean+meta"
+        assert trial.distributions["features"].choices == ("mean+meta",)
+        study.tell(trial, 1.0)
+    # A searcher pickled before the pruning existed (--resume of an older sweep) still samples.
+    del sampler.__dict__["missing"], sampler.__dict__["removed"]
+    assert sampler(optuna.create_study().ask())["features"] in ("mean+ring+meta", "mean+meta",
+                                                               "mean+inv+meta")
+
+
+@pytest.mark.parametrize("pinned", ["mean+ring+meta", "mean+inv+meta"])
+def test_a_pinned_ring_preset_on_a_sheet_without_ring_fails_at_submit_naming_the_fix(
+        tmp_path, monkeypatch, capsys, pinned):
+    from raysweep.errors import run_cli
+    from raysweep.sweep import resources
+
+    card = _sheet(tmp_path / "sheet")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(resources, "connect", lambda *a, **k: pytest.fail("Ray was started"))
+    rc = run_cli(search_main, ["--space", "tabular", "--data", str(card), "--set",
+                               f"features={pinned}", "--storage", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"features {pinned} needs what the data lacks" in err and "no ring_* columns" in err
+    assert f"Where: --set features={pinned}" in err
+    assert "--set features=mean+meta" in err and "add the ring_* columns" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_data_with_ring_keeps_every_choice_and_a_sheet_loses_the_image_ones(
+        tmp_path, monkeypatch, caplog):
+    from raysweep.sweep.data import missing_blocks
+
+    caplog.set_level("INFO")
+    card = _sheet(tmp_path / "ringed", ring=True)
+    assert set(missing_blocks(card)) == {"image"}  # a sheet: no photos, but its own ring
+    assert set(missing_blocks(_sheet(tmp_path / "bare"))) == {"image", "ring"}
+    _, sweep = _resolve(tmp_path, monkeypatch, "tabular", card)
+    assert {s["features"] for s in sweep.checked.samples} == {"mean+ring+meta", "mean+meta",
+                                                             "mean+inv+meta"}
+    assert not _notes(caplog) and not sweep.checked.pruned
+    # An image space on the same sheet: the image presets go too (each trial failed on them)
+    _, sweep = _resolve(tmp_path, monkeypatch, "full", card)
+    assert {s["features"] for s in sweep.checked.samples} == {"mean+meta", "meta", "mean",
+                                                             "mean+ring+meta", "ring+meta"}
+    assert "no photos" in _notes(caplog)[-1]
+    # and one with nothing but image presets cannot run a trial: refused, saying what to do
+    with pytest.raises(UserError, match="no trial could run") as e:
+        _resolve(tmp_path, monkeypatch, "quickstart", card)
+    assert "search --space tabular" in e.value.message()

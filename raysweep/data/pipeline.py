@@ -85,7 +85,7 @@ def prepare(card: Card, size: int = 128, cache_dir: str | Path | None = None,
     root_cache = Path(cache_dir) if cache_dir else card.root / ".raysweep_cache"
     frame, problems, content_hash = manifest.read_manifest(card)
     bad = manifest.find_bad_rows(frame, card.root, problems)
-    rels = frame["image"].tolist() if "image" in frame else [""] * len(frame)
+    rels = _photo_paths(frame)
     tabular = not any(rels)
     folder = root_cache / cache.cache_key(content_hash, card.root, rels, params)
     if cache.is_complete(folder, size, tabular):
@@ -112,6 +112,20 @@ def prepare(card: Card, size: int = 128, cache_dir: str | Path | None = None,
         raise UserError("no usable rows are left", where=str(card.manifest),
                         fix="see the rejects file for why each row was refused")
     return folder, arrays, out, info
+
+
+def photos_and_ring(source: str | Path) -> tuple[bool, bool]:
+    """Whether a card's data has photos, and ring statistics, from its manifest alone (no photo
+    decoded, so a sweep can ask before Ray starts), decided as `prepare` does: a photo's ring is
+    measured around its patch, a spreadsheet has one only if it carries every ring_* column."""
+    frame = manifest.read_manifest(load_card(source))[0]
+    photos = any(_photo_paths(frame))
+    return photos, photos or ring.from_frame(frame) is not None
+
+
+def _photo_paths(frame: pd.DataFrame) -> list[str]:
+    """Each row's photo path, "" where none (a manifest without any is tabular)."""
+    return frame["image"].tolist() if "image" in frame else [""] * len(frame)
 
 
 def _build(card: Card, frame: pd.DataFrame, bad: dict[int, list[str]], folder: Path,

@@ -7,7 +7,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from raysweep.data.pipeline import load_prepared
+from raysweep.data.pipeline import load_prepared, photos_and_ring
 from raysweep.data.prepared import Prepared, SplitSettings
 from raysweep.errors import UserError
 from raysweep.sweep.trainable import variant_key
@@ -44,6 +44,27 @@ def smoke_dataset() -> Path:
     """A small synthetic dataset (3 sets x 20 tones at 64 px), generated once and cached: a
     smoke test checks the plumbing and must not wait for the full 2,070 photos."""
     return ensure_default_dataset(sets=3, tones=20, size=64, progress=False)
+
+
+# A feature block the data cannot fill: why, in the console's words, and how the data gains it.
+NO_RING = ("the data has no ring_* columns, from which the ring and inv blocks are computed",
+           "add the ring_* columns (raysweep.data.prepared.RING_NAMES) to the sheet")
+NO_IMAGE = ("the data has no photos (no image column)",
+            "add an image column with each row's photo, or search --space tabular")
+
+
+def missing_blocks(data: str | Path | Prepared | None) -> dict[str, tuple[str, str]]:
+    """The feature blocks (config.FEATURE_BLOCKS) the sweep's data cannot fill: block -> (why,
+    how to add it), for spaces.prune_features. A card is read from its manifest (no photo
+    decoded); the synthetic default has photos, hence rings; a URI is not read here (its trials
+    say so themselves)."""
+    if isinstance(data, Prepared):
+        photos, ring = data.images is not None, data.ring is not None
+    elif data is None or is_uri(data):
+        return {}
+    else:
+        photos, ring = photos_and_ring(data)
+    return {**({} if photos else {"image": NO_IMAGE}), **({} if ring else {"ring": NO_RING})}
 
 
 def describe_data(data: str | Path | Prepared | None) -> str:

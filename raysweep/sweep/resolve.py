@@ -3,10 +3,11 @@ concrete, frozen `SweepSpec`: everything the user can get wrong, checked before 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from raysweep.data.card import card_path
 from raysweep.data.splits import check_validation
 from raysweep.errors import UserError, unknown_name
 from raysweep.sweep import files, spaces, strategy
-from raysweep.sweep.data import describe_data, smoke_dataset
+from raysweep.sweep.data import describe_data, missing_blocks, smoke_dataset
 from raysweep.sweep.spec import (
     BUILTIN_DATA,
     DEFAULT_STORAGE,
@@ -31,6 +32,7 @@ from raysweep.sweep.storage import check_writable
 from raysweep.tracking.store import tracking_uri
 from raysweep.uri import is_uri
 
+log = logging.getLogger("raysweep.search")
 SMOKE = {"num_samples": 2, "epochs": 2}
 SEARCHERS = strategy.SAMPLERS
 
@@ -44,6 +46,7 @@ class Sweep:
     overrides: dict
     data: Any  # what load_data reads: a path, a URI, an in-memory Prepared, or None
     parent_run_id: str | None = None  # with --resume: the MLflow parent run to reopen
+    missing: dict = field(default_factory=dict)  # feature blocks the data lacks (DefineByRun)
 
 
 def storage_root(storage: str | None) -> str:
@@ -85,12 +88,15 @@ def resolve(request: Request) -> tuple[SweepSpec, Sweep]:
     if loaded.MAX_EPOCHS and "epochs" not in fixed:
         fixed["epochs"] = loaded.MAX_EPOCHS
     sp = replace(loaded, settings={**loaded.settings, "FIXED": fixed})
-    checked = spaces.check_space(sp, overrides)
+    if data is None and saved and saved.data not in BUILTIN_DATA:
+        data = saved.data
+    missing = missing_blocks(data)  # no data given: the synthetic set (photos, hence rings)
+    checked = spaces.check_space(sp, overrides, missing=missing)
+    if checked.pruned:
+        log.warning("%s", spaces.pruned_note(checked.pruned))
     if isinstance(data, str | Path) and not is_uri(data):  # before Ray, not in each trial
         check_validation(data, **{k: checked.base[k] for k in ("split_by", "val_fraction")
                                   if k in checked.base})
-    if data is None and saved and saved.data not in BUILTIN_DATA:
-        data = saved.data
     if data is None and smoke:
         data = smoke_dataset()
     spec = (_resumed(saved, request, root, data) if saved else
@@ -98,7 +104,7 @@ def resolve(request: Request) -> tuple[SweepSpec, Sweep]:
     if not request.resume and files.read_text(f"{spec.path}/{SPEC_FILE}") is not None:
         raise UserError(f"a sweep named {spec.name!r} already exists under {root}",
                         fix="pass --resume to continue it, or choose another --name")
-    return spec, Sweep(sp, checked, overrides, data, parent)
+    return spec, Sweep(sp, checked, overrides, data, parent, missing)
 
 
 def _check_flags(request: Request) -> None:

@@ -108,7 +108,7 @@ def _run_sweep(request: Request, spec: SweepSpec, sweep: Sweep, stop: Interrupts
                 refs = prepare_data(spec, sweep, tracker, pl, parent, resume=request.resume)
                 job = TuneJob(spec, sweep.space, sweep.overrides, refs, pl, tracker, loop=loop,
                               verbose=verbose, resume=request.resume,
-                              callbacks=(wave.callback(),))
+                              callbacks=(wave.callback(),), missing=sweep.missing)
                 grid = run_tune(job, stop)
             out = finalize(spec, sweep, grid, tracker, resume=request.resume,
                            interrupted=stop.signal is not None, known_runs=logged_runs(job))

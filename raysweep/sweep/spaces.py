@@ -15,13 +15,14 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import search_spaces
 from raysweep.config import (
+    FEATURE_BLOCKS,
     SELECT_METRIC,
     SELECT_MODE,
     WIDTH_BACKBONES,
@@ -134,11 +135,48 @@ def check_settings(settings: dict[str, Any], source: str) -> None:
                             f"default ({SETTINGS[key]!r})")
 
 
-class FixingTrial:
-    """Wraps an Optuna trial: parameters fixed by `--set` are returned, not searched."""
+# A feature block the data lacks -> (why, how the data gains it): sweep.data.missing_blocks.
+Missing = Mapping[str, tuple[str, str]]
+# What each block that data can lack is needed by: `inv` is computed from the ring statistics.
+NEEDED_BY = {"image": {"image"}, "ring": {"ring", "inv"}}
 
-    def __init__(self, trial: Any, fixed: dict[str, Any]):
-        self._trial, self._fixed = trial, fixed
+
+def prune_features(choices: Sequence[Any], missing: Missing) -> tuple[list[Any], dict[Any, str]]:
+    """(the `features` presets the data can feed, {each other preset: why not}).
+
+    A preset needing a block the data lacks can never run: ring or image stop every trial that
+    draws it with a UserError (retried once, for nothing), and inv without the ring trains on
+    columns missing on every row (data/invariant.py). On a phone spreadsheet that was a third
+    of the budget, and TPE learnt from the failures. So the sweep searches only what the data
+    can feed, and says what it left out; the space file keeps its question as written.
+    """
+    kept, removed = [], {}
+    for preset in choices:
+        blocks = set(str(preset).split("+"))
+        whys = [missing[b][0] for b in NEEDED_BY if b in missing and blocks & NEEDED_BY[b]]
+        if whys:
+            removed[preset] = "; ".join(whys)
+        else:
+            kept.append(preset)
+    return kept, removed
+
+
+def pruned_note(pruned: Mapping[Any, str]) -> str:
+    """The console's one line on what prune_features left out of the sweep, and why."""
+    by_why: dict[str, list[str]] = {}
+    for preset, why in pruned.items():
+        by_why.setdefault(why, []).append(str(preset))
+    return "; ".join(f"features {', '.join(sorted(presets))} left out of the search: {why}"
+                     for why, presets in by_why.items())
+
+
+class FixingTrial:
+    """Wraps an Optuna trial: parameters fixed by `--set` are returned, not searched, and the
+    `features` choices the data cannot feed (`missing`) are not offered (prune_features)."""
+
+    def __init__(self, trial: Any, fixed: dict[str, Any], missing: Missing | None = None):
+        self._trial, self._fixed, self._missing = trial, fixed, missing or {}
+        self.removed: dict[Any, str] = {}
 
     def _maybe(self, name: str, suggest: Callable, *args: Any, **kwargs: Any) -> Any:
         if name in self._fixed:
@@ -151,8 +189,13 @@ class FixingTrial:
     def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> int:
         return self._maybe(name, self._trial.suggest_int, *args, **kwargs)
 
-    def suggest_categorical(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self._maybe(name, self._trial.suggest_categorical, *args, **kwargs)
+    def suggest_categorical(self, name: str, choices: Sequence[Any], **kwargs: Any) -> Any:
+        if name == "features" and self._missing and name not in self._fixed:
+            kept, removed = prune_features(choices, self._missing)
+            if kept:  # none left: every draw is unrunnable, which check_space refuses
+                choices = kept
+                self.removed.update(removed)
+        return self._maybe(name, self._trial.suggest_categorical, choices, **kwargs)
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._trial, attr)
@@ -161,14 +204,21 @@ class FixingTrial:
 class DefineByRun:
     """The callable OptunaSearch samples: space FIXED, then the space's choices, then `--set`.
 
-    Picklable (Tune saves the searcher with the experiment, for --resume).
+    Picklable (Tune saves the searcher with the experiment, for --resume). `missing`: the
+    feature blocks the data lacks, whose presets are not offered (prune_features); `removed`
+    collects what that left out.
     """
 
-    def __init__(self, fn: Callable, space_fixed: dict[str, Any], overrides: dict[str, Any]):
+    def __init__(self, fn: Callable, space_fixed: dict[str, Any], overrides: dict[str, Any],
+                 missing: Missing | None = None):
         self.fn, self.space_fixed, self.overrides = fn, dict(space_fixed), dict(overrides)
+        self.missing, self.removed = dict(missing or {}), {}
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        chosen = self.fn(FixingTrial(trial, self.overrides)) or {}
+        # A searcher pickled before `missing` existed (--resume of an older sweep) has neither.
+        fixing = FixingTrial(trial, self.overrides, self.__dict__.get("missing"))
+        chosen = self.fn(fixing) or {}
+        self.__dict__.setdefault("removed", {}).update(fixing.removed)
         if not isinstance(chosen, dict):
             raise TypeError(f"define_by_run must return a dict, got {type(chosen).__name__}")
         return {**self.space_fixed, **chosen, **self.overrides}
@@ -223,15 +273,18 @@ class Checked:
     variants: list[tuple[str, int]]  # (crop, image_size) pairs the trials can ask for
     base: dict[str, Any]  # values every trial shares (split settings, epochs, ...)
     samples: list[dict[str, Any]]
+    pruned: dict[str, str] = field(default_factory=dict)  # features left out -> why (missing)
 
 
-def check_space(space: Space, overrides: dict[str, Any], n: int = 64, seed: int = 0) -> Checked:
-    """Run define_by_run on `n` random trials; every sample must be a valid TrainConfig."""
+def check_space(space: Space, overrides: dict[str, Any], n: int = 64, seed: int = 0,
+                missing: Missing | None = None) -> Checked:
+    """Run define_by_run on `n` random trials; every sample must be a valid TrainConfig (and,
+    given the feature blocks the data lacks, a trial that data can run)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    sampler = DefineByRun(space.define_by_run, space.FIXED, overrides)
+    sampler = DefineByRun(space.define_by_run, space.FIXED, overrides, missing)
     where = f"search space {space.name!r} ({space.source})"
     names: set[str] = set()
     crops, sizes, samples = set(), set(), []
@@ -266,11 +319,37 @@ def check_space(space: Space, overrides: dict[str, Any], n: int = 64, seed: int 
             raise UserError(f"{where} varies {key!r}, a data-split setting", where=where,
                             fix=f"keep {key} fixed (FIXED or --set {key}=...): every trial of a "
                                 "sweep must be selected on the same validation split")
+    check_fed(space, overrides, samples, missing or {}, where)
     for backbone in sorted({s["backbone"] for s in samples}):
         check_backbone(backbone, where)
     base = {k: samples[0][k] for k in samples[0] if len({str(s[k]) for s in samples}) == 1}
     variants = sorted((c, int(s)) for c in crops for s in sizes)
-    return Checked(names=names, variants=variants, base=base, samples=samples)
+    return Checked(names=names, variants=variants, base=base, samples=samples,
+                   pruned=dict(sampler.removed))
+
+
+def check_fed(space: Space, overrides: dict[str, Any], samples: list[dict[str, Any]],
+              missing: Missing, where: str) -> None:
+    """Refuse a sweep in which no trial could run on the data: a `features` preset pinned (by
+    --set or FIXED) or computed that needs a block the data lacks, or a choice with nothing left
+    once pruned (prune_features). One trial that can run and the sweep goes ahead."""
+    unfed = prune_features(sorted({s["features"] for s in samples}), missing)[1]
+    if not unfed or any(s["features"] not in unfed for s in samples):
+        return
+    preset, why = next(iter(unfed.items()))
+    lacking = [b for b in NEEDED_BY if b in missing and set(preset.split("+")) & NEEDED_BY[b]]
+    drop = set().union(*(NEEDED_BY[b] for b in lacking))
+    alt = "+".join(b for b in FEATURE_BLOCKS if b in preset.split("+") and b not in drop)
+    alt = alt or "mean+meta"
+    if "features" in overrides:
+        where = f"--set features={overrides['features']}"
+    elif "features" in space.FIXED:
+        where = f"{space.source}: FIXED features"
+    shown = ", ".join(sorted(unfed))
+    raise UserError(f"no trial could run: features {shown} need{'s' * (len(unfed) == 1)} what "
+                    f"the data lacks: {why}",
+                    where=where, fix=f"use features={alt} (--set features={alt}), or "
+                    + "; or ".join(missing[b][1] for b in lacking))
 
 
 def check_applies(cfg: TrainConfig, searched: set[str], where: str) -> None:

@@ -61,6 +61,7 @@ class TuneJob:
     verbose: int = 0
     resume: bool = False
     callbacks: tuple = ()  # more Tune callbacks (the first-wave request's, which withdraws it)
+    missing: dict = field(default_factory=dict)  # feature blocks the data lacks: not searched
     # build_tuner leaves a new sweep's MLflow callback here: its trial -> run map spares the
     # leaderboard a search over every child run (a restored Tuner unpickles its own callback)
     loggers: list = field(default_factory=list, compare=False, repr=False)
@@ -76,7 +77,8 @@ def build_tuner(job: TuneJob):
             raise UserError(f"sweep {spec.name!r} has no Tune state to resume under "
                             f"{spec.storage}", fix="start it again without --resume")
         return tune.Tuner.restore(spec.path, trainable, resume_unfinished=True)
-    define_by_run = spaces.DefineByRun(job.space.define_by_run, job.space.FIXED, job.overrides)
+    define_by_run = spaces.DefineByRun(job.space.define_by_run, job.space.FIXED, job.overrides,
+                                       job.missing)
     search_alg = ReplayingOptunaSearch(
         space=define_by_run, metric=metric, mode=mode,
         sampler=strategy.make_sampler(spec.searcher, spec.seed, spec.num_samples))
