@@ -276,6 +276,8 @@ def test_pyfunc_serves_photos_like_predict(trained, registered, monkeypatch):
 
 
 def test_pyfunc_rejects_bad_input(trained, registered, monkeypatch):
+    import base64
+
     import mlflow
 
     from raysweep.errors import UserError
@@ -286,6 +288,11 @@ def test_pyfunc_rejects_bad_input(trained, registered, monkeypatch):
         model.predict(pd.DataFrame({"iso": [100.0]}))
     with pytest.raises(UserError, match="base64"):
         model.predict(pd.DataFrame({"image_b64": ["%%% not base64"]}))
+    # the photo path reads a number column as the tabular one does: text is not a number
+    photo = (trained["root"] / "syn" / trained["data"].frame["image"][0]).read_bytes()
+    with pytest.raises(UserError, match=r"iso='ISO 100' in row 1 is not a number"):
+        model.predict(pd.DataFrame({"image_b64": [base64.b64encode(photo).decode()],
+                                    "iso": ["ISO 100"]}))
     with pytest.raises(UserError, match="MLflow model"):
         loading.load_predictor("models:/no-such-model@champion")
 
@@ -445,3 +452,96 @@ def test_a_spreadsheet_without_photos_is_predicted_row_by_row(trained, tmp_path,
     photo = shutil.copy(trained["root"] / "syn" / data.frame["image"][0], tmp_path)
     with pytest.raises(UserError, match="mix photos and spreadsheet rows"):
         predict.main([str(sheet), str(photo), "--model", str(ckpt)])
+
+
+@pytest.fixture(scope="module")
+def tabular(trained, tmp_path_factory):
+    """A tabular checkpoint (mean+meta) registered as a pyfunc model, as a phone sheet's
+    champion is."""
+    from mlflow.tracking import MlflowClient
+
+    from raysweep.serve import pyfunc
+
+    root = tmp_path_factory.mktemp("tabular")
+    ckpt = fit(dict(features="mean+meta", fusion="none", epochs=1, batch_size=16, device="cpu",
+                    meta_hidden=16), trained["data"], checkpoint_dir=str(root / "tab")
+               ).checkpoint_dir
+    uri = f"sqlite:///{root / 'mlruns.db'}"
+    exp = MlflowClient(uri).create_experiment("sheet", (root / "art").as_uri())
+    model = pyfunc.register_champion(ckpt, "sheet", MlflowClient(uri).create_run(exp)
+                                     .info.run_id, uri)
+    return {"ckpt": ckpt, "uri": uri, "model": model}
+
+
+def _integer_sheet(data, path, n=6):
+    """An ordinary phone sheet as pd.read_csv gives it back: whole-number iso and
+    exposure_bias_ev (int64), sessions numbered 1..n (int64), an empty make (float NaN)."""
+    idx = np.arange(n)
+    rows = data.frame.iloc[idx][["sample_id", *META_COLS]].assign(
+        mean_L=data.mean_lab[idx, 0], mean_a=data.mean_lab[idx, 1], mean_b=data.mean_lab[idx, 2],
+        set_id=np.arange(1, n + 1), make="")
+    rows["iso"] = rows["iso"].round().astype(int)
+    rows["exposure_bias_ev"] = rows["exposure_bias_ev"].round().astype(int)
+    rows.to_csv(path, index=False)
+    sheet = pd.read_csv(path)
+    assert sheet["iso"].dtype == np.int64 and sheet["exposure_bias_ev"].dtype == np.int64
+    assert sheet["set_id"].dtype == np.int64 and sheet["make"].isna().all()
+    return sheet
+
+
+def test_the_pyfunc_takes_a_sheet_as_pandas_reads_it(trained, tabular, tmp_path, monkeypatch):
+    """Through MLflow's schema enforcement (what `mlflow models predict -t csv` and `serve`
+    do): a sheet read by pd.read_csv, integer columns and an empty one included, predicts what
+    the same rows give as floats (the signature's double columns refused int64). Text in a
+    number column is a UserError naming the column and row, not a silently missing value; a
+    shutter speed written 1/60 is a number, as `prepare` reads it."""
+    import mlflow
+
+    from raysweep.errors import UserError
+    from raysweep.serve import pyfunc
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tabular["uri"])
+    served = mlflow.pyfunc.load_model(tabular["model"])
+    sheet = _integer_sheet(trained["data"], tmp_path / "sheet.csv").drop(columns="sample_id")
+    floats = sheet.astype({"iso": float, "exposure_bias_ev": float, "set_id": str})
+    got = served.predict(sheet)
+    want = inference.predict_rows(predictor.load(tabular["ckpt"], device="cpu"), floats)
+    np.testing.assert_allclose(got[["L", "a", "b"]].to_numpy(),
+                               want[["L", "a", "b"]].to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(served.predict(floats)[["L", "a", "b"]].to_numpy(),
+                               got[["L", "a", "b"]].to_numpy(), atol=1e-6)
+    fraction = served.predict(floats.assign(exposure_time_s="1/60"))
+    np.testing.assert_allclose(fraction[["L", "a", "b"]].to_numpy(), served.predict(
+        floats.assign(exposure_time_s=1 / 60))[["L", "a", "b"]].to_numpy(), atol=1e-6)
+    text = sheet.astype({"iso": object})
+    text.loc[2, "iso"] = "ISO 100"
+    with pytest.raises(UserError, match=r"iso='ISO 100' in row 3 is not a number.*Fix: write iso"):
+        served.predict(text)
+    with pytest.raises(UserError, match=r"iso='ISO 100' in row 3"):
+        pyfunc.predict_frame(predictor.load(tabular["ckpt"], device="cpu"), text)
+
+
+def test_predict_refuses_text_in_a_number_column_of_a_sheet(trained, tabular, tmp_path):
+    """`predict SHEET.csv` (and a sheet's dataset.yaml) stops on text in a number column,
+    naming the column and the row, where the value used to become missing unnoticed; the
+    same sheet with whole numbers predicts."""
+    from raysweep.errors import UserError
+
+    data = trained["data"]
+    sheet = _integer_sheet(data, tmp_path / "sheet.csv")
+    out = str(tmp_path / "p.csv")
+    assert predict.main([str(tmp_path / "sheet.csv"), "--model", tabular["ckpt"], "--out", out,
+                         "--format", "json"]) == 0
+    sheet = sheet.astype({"f_number": object})
+    sheet.loc[1, "f_number"] = "f/1.8"
+    sheet.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(UserError, match=r"f_number='f/1.8' in row 2 \(sample_id "):
+        predict.main([str(tmp_path / "bad.csv"), "--model", tabular["ckpt"], "--out", out])
+    card = tmp_path / "card"
+    card.mkdir()
+    idx = np.arange(len(sheet))
+    sheet.assign(target_L=data.target[idx, 0], target_a=data.target[idx, 1],
+                 target_b=data.target[idx, 2]).to_csv(card / "sheet.csv", index=False)
+    (card / "dataset.yaml").write_text("manifest: sheet.csv\n")
+    with pytest.raises(UserError, match=r"row 2 \(sample_id .*\): f_number='f/1.8' is not a"):
+        predict.main([str(card / "dataset.yaml"), "--model", tabular["ckpt"], "--out", out])

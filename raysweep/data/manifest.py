@@ -56,7 +56,7 @@ def read_manifest(card: Card) -> tuple[pd.DataFrame, dict[int, list[str]], str]:
             df[col] = df[col].map(lambda v: "" if _is_missing(v) else str(v).strip())
     for col in NUMERIC_COLUMNS:
         if col in df.columns:
-            values, bad = _to_float(df[col])
+            values, bad = to_floats(df[col])
             df[col] = values
             for i in bad:
                 problems.setdefault(i, []).append(f"{col}={raw.iloc[i][_source(col, mapping)]!r}"
@@ -280,8 +280,10 @@ def _is_missing(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
 
 
-def _to_float(s: pd.Series) -> tuple[np.ndarray, list[int]]:
-    """Numbers, with "1/125"-style fractions accepted (that is how shutter speeds are written)."""
+def to_floats(s: pd.Series) -> tuple[np.ndarray, list[int]]:
+    """Numbers, with "1/125"-style fractions accepted (that is how shutter speeds are written);
+    -> (floats, NaN where empty; the positions of the values that are not numbers). Serving
+    reads a spreadsheet's numbers with it too, so a value `prepare` took is never refused."""
     out = np.full(len(s), np.nan)
     bad = []
     for i, v in enumerate(s.tolist()):

@@ -26,7 +26,8 @@ from raysweep.data import exif_reader as exif_mod
 from raysweep.data import features as data_features
 from raysweep.data import images
 from raysweep.data import ring as ring_stats
-from raysweep.data.prepared import Prepared
+from raysweep.data.manifest import to_floats
+from raysweep.data.prepared import RING_NAMES, Prepared
 from raysweep.errors import UserError
 from raysweep.serve.bounds import trust_columns
 
@@ -36,6 +37,8 @@ OVERRIDE_COLUMNS = ("camera", "make", "model", "exposure_time_s", "f_number", "i
 # a photo naming its capture session (--meta): a session the model trained on gets the
 # seen-sessions bound, any other photo the new-session one (raysweep.serve.bounds)
 SESSION_COLUMN = "set_id"
+# what a row (a sheet's, a --meta CSV's, a pyfunc request's) gives as numbers
+NUMBER_COLUMNS = (*OVERRIDE_COLUMNS[3:], *RING_NAMES)
 
 
 @dataclass
@@ -112,6 +115,8 @@ def photos_to_prepared(photos: Sequence[Photo], crop: str, size: int,
     `overrides` is aligned with `photos` (same length), NaN/"" where not given.
     """
     rows, notes = [], []
+    if overrides is not None:
+        overrides = numbers(overrides)
     for i, ph in enumerate(photos):
         given: dict = {}
         if overrides is not None:
@@ -219,13 +224,9 @@ def rows_to_prepared(frame: pd.DataFrame, cameras: Sequence[str] = ()
     """Spreadsheet rows (the tabular path: mean_L/a/b, metadata, optionally ring_* and set_id;
     no photo) -> a `Prepared` (target NaN, split "test") plus per-row notes. Rows are named by
     their `sample_id`, else row1, row2, ..."""
-    frame = frame.reset_index(drop=True)
-    # a number read as text stays missing (flagged), as the manifest reader does
-    numeric = {c: pd.to_numeric(frame[c], errors="coerce") for c in OVERRIDE_COLUMNS[3:]
-               if c in frame}
+    frame = numbers(frame.reset_index(drop=True))
     if SESSION_COLUMN in frame.columns:  # a missing session is "", as on the image path
-        numeric[SESSION_COLUMN] = frame[SESSION_COLUMN].fillna("").astype(str)
-    frame = frame.assign(**numeric)
+        frame[SESSION_COLUMN] = frame[SESSION_COLUMN].fillna("").astype(str)
     n = len(frame)
     names = frame["sample_id"].astype(str).to_numpy() if "sample_id" in frame else \
         np.array([f"row{i + 1}" for i in range(n)])
@@ -238,6 +239,26 @@ def rows_to_prepared(frame: pd.DataFrame, cameras: Sequence[str] = ()
         target=np.full((n, 3), np.nan, np.float32), split=np.array(["test"] * n), frame=frame,
         info={}, ring=ring_stats.from_frame(frame))
     return data, notes
+
+
+def numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its NUMBER_COLUMNS as floats: integers and floats as given, empty cells
+    missing, "1/60" a fraction, as `prepare` reads a manifest. Any other text ("ISO 100") is a
+    UserError naming the column and its first bad row: made missing, it would pass unnoticed as
+    a row that never gave the value, and the model would predict without it."""
+    out = {}
+    for col in (c for c in NUMBER_COLUMNS if c in frame.columns):
+        out[col], bad = to_floats(frame[col])
+        if not bad:
+            continue
+        i = bad[0]
+        named = f" (sample_id {frame['sample_id'].iloc[i]!r})" if "sample_id" in frame else ""
+        more = f"; {len(bad) - 1} more row(s) in the column too" if len(bad) > 1 else ""
+        raise UserError(f"{col}={frame[col].iloc[i]!r} in row {i + 1}{named} is not a number"
+                        f"{more}", where=f"column {col} (row 1 is the first row of data)",
+                        fix=f"write {col} as a plain number (100, not 'ISO 100'; a shutter speed "
+                            "may be 1/60), or leave the cell empty where it is unknown")
+    return frame.assign(**out)
 
 
 def predict_rows(predictor, frame: pd.DataFrame, level: float | None = None) -> pd.DataFrame:

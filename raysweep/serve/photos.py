@@ -24,6 +24,7 @@ from raysweep.fsutil import check_writable
 from raysweep.serve import bounds, ood
 from raysweep.serve.inference import (
     INVALID,
+    NUMBER_COLUMNS,
     OVERRIDE_COLUMNS,
     SESSION_COLUMN,
     geometry,
@@ -228,7 +229,9 @@ def _read_listing(path: Path) -> tuple[pd.DataFrame, Path]:
     D65, as `prepare` reads it) and the folder its paths are relative to."""
     if path.suffix.lower() in (".yaml", ".yml"):
         card = load_card(path)
-        return read_manifest(card)[0], card.root
+        frame, problems, _ = read_manifest(card)
+        _refuse_text_numbers(problems, frame, card.manifest)
+        return frame, card.root
     try:
         frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else \
             pd.read_csv(path, dtype={"camera": str, "make": str, "model": str,
@@ -236,6 +239,20 @@ def _read_listing(path: Path) -> tuple[pd.DataFrame, Path]:
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read manifest {path}: {e}", where=str(path)) from None
     return frame, path.parent
+
+
+def _refuse_text_numbers(problems: dict[int, list[str]], frame: pd.DataFrame,
+                         manifest: Path) -> None:
+    """The card's reader has already made a number column's text ("ISO 100") missing and said so
+    in `problems`; predict stops on it, as it does for a CSV (inference.numbers), instead of
+    predicting as if the row had not given the value. Targets are not read: not checked."""
+    for i, found in sorted(problems.items()):
+        bad = [p for p in found if p.split("=", 1)[0] in NUMBER_COLUMNS]
+        if bad:
+            raise UserError(f"row {i + 1} (sample_id {frame['sample_id'].iloc[i]!r}): {bad[0]}",
+                            where=str(manifest),
+                            fix="write it as a plain number (a shutter speed may be 1/60), or "
+                                "leave the cell empty where it is unknown")
 
 
 def _photo_column(frame: pd.DataFrame) -> str | None:

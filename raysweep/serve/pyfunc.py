@@ -4,7 +4,11 @@ Input (a DataFrame, or JSON `{"dataframe_records": [...]}` over HTTP): one row p
 `image_b64` (the photo file, base64) and optionally any contract metadata column, which wins
 over the photo's EXIF, and optionally `set_id`, the photo's capture session. A tabular model
 (features mean+meta, meta, mean; a gradient-boosting family) needs no image: `mean_L/a/b`, the
-metadata columns and, for the models that read them, the `ring_*` columns are enough. Output: L,
+metadata columns and, for the models that read them, the `ring_*` columns are enough. The
+signature lists every column, the metadata ones with type Any, so a sheet read by pd.read_csv
+passes MLflow's schema check as it is: a number column (NUMBER_INPUTS) takes integers, floats,
+"1/60" and empty cells (missing), and any other text in it ("ISO 100") is a UserError naming the
+column and row; camera, make, model and set_id are read as text (session 3 is "3"). Output: L,
 a, b, hex, ita_deg, ita_category, then the trust columns: de00_bound, bound_level, bound_regime
 (which photos the bound is for: "new sessions" unless the row's `set_id` names a session the
 model trained on, then "seen sessions"; raysweep.serve.bounds), flags, unchecked and one boolean
@@ -34,15 +38,15 @@ import pandas as pd
 import yaml
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types.schema import ColSpec, Schema
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 import raysweep
 from raysweep import _compat
-from raysweep.data.prepared import RING_NAMES
 from raysweep.errors import UserError
 from raysweep.serve import bounds
 from raysweep.serve.ensemble import load_folder
 from raysweep.serve.inference import (
+    NUMBER_COLUMNS,
     SESSION_COLUMN,
     geometry,
     predict_photos,
@@ -56,17 +60,19 @@ CHECKPOINT_ARTIFACT = "checkpoint"
 TRUST_OUTPUT = ("de00_bound", "bound_level", "bound_regime", "flags", "unchecked", *FLAGS)
 # set_id: a column left out of the signature never reaches the model under MLflow's schema
 # enforcement, and without it every bound would be the new-session one
-TEXT_INPUTS = ("image_b64", "camera", "make", "model", SESSION_COLUMN)
+TEXT_INPUTS = ("camera", "make", "model", SESSION_COLUMN)
 # a spreadsheet's ring statistics (RING_NAMES) feed the models that read them, as in `prepare`
-NUMBER_INPUTS = ("exposure_time_s", "f_number", "iso", "brightness_ev", "exposure_bias_ev",
-                 "mean_L", "mean_a", "mean_b", *RING_NAMES)
+NUMBER_INPUTS = NUMBER_COLUMNS
 REQUIREMENTS = ("torch", "timm", "numpy", "pandas", "pillow", "opencv-python-headless",
                 "colour-science", "pyyaml", "scipy")
 
 
 def signature():
-    inputs = Schema([ColSpec("string", c, required=False) for c in TEXT_INPUTS]
-                    + [ColSpec("double", c, required=False) for c in NUMBER_INPUTS])
+    # Any, not double/string: MLflow refuses an int64 column as double and an all-empty (float
+    # NaN) one as string, and pd.read_csv gives both on an ordinary sheet (ISO 100, sessions
+    # 1..n, no make). The row code reads them (inference.numbers refuses "ISO 100").
+    inputs = Schema([ColSpec("string", "image_b64", required=False)]
+                    + [ColSpec(AnyType(), c, required=False) for c in TEXT_INPUTS + NUMBER_INPUTS])
     outputs = Schema([ColSpec("double", "L"), ColSpec("double", "a"), ColSpec("double", "b"),
                       ColSpec("string", "hex"), ColSpec("double", "ita_deg"),
                       ColSpec("string", "ita_category")]
