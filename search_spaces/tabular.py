@@ -11,10 +11,10 @@ dE00 about 2.85.
 Scientific: features (mean+meta vs mean+ring+meta vs mean+inv+meta), head (residual, ccm, lab).
 Nuisance: lr, weight_decay, dropout, meta_hidden, batch_size, aux_weight.
 Fixed: fusion none (the tabular MLP), 200 epochs, dE00 + MSE(Lab) decaying, split by tone_id.
-On data without ring columns, mean+ring+meta is refused: pin `--set features=mean+meta`
-(`mean+inv+meta` runs too, with a warning, but there its block carries nothing). `inv` is the session-invariant block (raysweep/data/invariant.py:
-the patch over its ring, in lightness and chromaticity); without ring columns it is missing
-(flagged) on every row and carries nothing.
+On data without ring columns the sweep leaves mean+ring+meta and mean+inv+meta out of the
+search and says so in one line (sweep.spaces.prune_features); pinning either is refused before
+Ray starts. `inv` is the session-invariant block (raysweep/data/invariant.py: the patch over its
+ring, in lightness and chromaticity), computed from the ring columns.
 
 Early stopping: the learning rate decays over the whole budget, so the MLP keeps improving to
 its last epochs (real phone data: the best trials peak at epochs 140-180 of 200, and a first rung
