@@ -545,3 +545,18 @@ def test_predict_refuses_text_in_a_number_column_of_a_sheet(trained, tabular, tm
     (card / "dataset.yaml").write_text("manifest: sheet.csv\n")
     with pytest.raises(UserError, match=r"row 2 \(sample_id .*\): f_number='f/1.8' is not a"):
         predict.main([str(card / "dataset.yaml"), "--model", tabular["ckpt"], "--out", out])
+
+
+def test_sessions_numbered_with_blanks_keep_their_ids():
+    """pandas reads sessions 1..n from a column with blanks as 1.0, 2.0, ...: the row must still
+    name session "1" (as the manifest read it at training time), or a photo of a training
+    session would get the new-session bound."""
+    from raysweep.data.manifest import as_text
+    from raysweep.serve.inference import rows_to_prepared
+
+    assert [as_text(v) for v in (1.0, np.float64(12.0), 2.5, " s3 ", None, np.nan, 7)] == [
+        "1", "12", "2.5", "s3", "", "", "7"]
+    rows = pd.DataFrame({"mean_L": [50.0, 60.0], "mean_a": [10.0, 11.0], "mean_b": [15.0, 16.0],
+                         "set_id": [1.0, np.nan]})
+    data, _ = rows_to_prepared(rows)
+    assert list(data.frame["set_id"]) == ["1", ""]

@@ -53,7 +53,7 @@ def read_manifest(card: Card) -> tuple[pd.DataFrame, dict[int, list[str]], str]:
     problems: dict[int, list[str]] = {}
     for col in TEXT_COLUMNS:
         if col in df.columns:
-            df[col] = df[col].map(lambda v: "" if _is_missing(v) else str(v).strip())
+            df[col] = df[col].map(as_text)
     for col in NUMERIC_COLUMNS:
         if col in df.columns:
             values, bad = to_floats(df[col])
@@ -278,6 +278,18 @@ def _source(col: str, mapping: dict[str, str]) -> str:
 
 def _is_missing(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+
+
+def as_text(v) -> str:
+    """An id as text: "" where missing, a whole float as its integer. pandas reads sessions
+    numbered 1..n from a column with blanks (or a Parquet float column) as 1.0, 2.0, ...; as
+    "1.0" a session the model trained on as "1" would not be recognised, and its photo would get
+    the other regime's bound."""
+    if _is_missing(v):
+        return ""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v).strip()
 
 
 def to_floats(s: pd.Series) -> tuple[np.ndarray, list[int]]:

@@ -26,7 +26,7 @@ from raysweep.data import exif_reader as exif_mod
 from raysweep.data import features as data_features
 from raysweep.data import images
 from raysweep.data import ring as ring_stats
-from raysweep.data.manifest import to_floats
+from raysweep.data.manifest import as_text, to_floats
 from raysweep.data.prepared import RING_NAMES, Prepared
 from raysweep.errors import UserError
 from raysweep.serve.bounds import trust_columns
@@ -126,8 +126,7 @@ def photos_to_prepared(photos: Sequence[Photo], crop: str, size: int,
                     given[col] = v
         values, _ = exif_mod.merge(given, ph.exif)  # the CSV wins, EXIF fills the gaps
         session = overrides.iloc[i].get(SESSION_COLUMN) if overrides is not None else None
-        rows.append({"sample_id": ph.name, **given, **values,
-                     SESSION_COLUMN: "" if pd.isna(session) else str(session)})
+        rows.append({"sample_id": ph.name, **given, **values, SESSION_COLUMN: as_text(session)})
         notes.append(list(ph.notes))
     frame = pd.DataFrame(rows)
     for col in OVERRIDE_COLUMNS[3:]:
@@ -225,8 +224,8 @@ def rows_to_prepared(frame: pd.DataFrame, cameras: Sequence[str] = ()
     no photo) -> a `Prepared` (target NaN, split "test") plus per-row notes. Rows are named by
     their `sample_id`, else row1, row2, ..."""
     frame = numbers(frame.reset_index(drop=True))
-    if SESSION_COLUMN in frame.columns:  # a missing session is "", as on the image path
-        frame[SESSION_COLUMN] = frame[SESSION_COLUMN].fillna("").astype(str)
+    if SESSION_COLUMN in frame.columns:  # as the manifest reads it: "" where missing, 3.0 -> "3"
+        frame[SESSION_COLUMN] = frame[SESSION_COLUMN].map(as_text)
     n = len(frame)
     names = frame["sample_id"].astype(str).to_numpy() if "sample_id" in frame else \
         np.array([f"row{i + 1}" for i in range(n)])
