@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from raysweep.config import TrainConfig
+from raysweep.config import DIVERGED, TrainConfig
 from raysweep.sweep.resources import Plan
 
 FIELDS = frozenset(TrainConfig.field_names())
@@ -97,4 +97,12 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None,
                              # latest is the best: one copy per trial, not one per improvement.
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
-    trainer.fit()
+    last = getattr(trainer.fit(), "metrics", None) or {}
+    # Train hands its reports to Tune through a one-slot actor queue, and the last one can be
+    # lost when the trial ends right after it: in a clean-clone CI run a DDP trial that
+    # diverged in its first epoch ended with 0 results in Tune. Its divergence must be the
+    # trial's last result (reporters._RayReporter.diverged), or the sweep would count a
+    # diverged trial as clean, so it is reported again from here, where nothing is lost; a
+    # second copy of the same reason is harmless.
+    if DIVERGED in last:
+        tune.report(dict(last))
