@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from raysweep.data.card import load_card
-from raysweep.data.manifest import MEAN, read_manifest
+from raysweep.data.manifest import MEAN, as_text, read_manifest
 from raysweep.errors import UserError
 from raysweep.fsutil import check_writable
 from raysweep.serve import bounds, ood
@@ -163,7 +163,7 @@ def trained_session_line(cal, sessions: pd.Series | None) -> str | None:
     bound: without it the user who gave set_id would read the line above as set_id ignored."""
     if cal.seen is not None or not cal.sessions or sessions is None:
         return None
-    n = int(sessions.fillna("").astype(str).str.strip().isin(cal.sessions).sum())
+    n = int(sessions.map(as_text).isin(cal.sessions).sum())  # as the rows' regimes read them
     if not n:
         return None
     return (f"{n} of them name a session the model trained on, but its calibration has no "

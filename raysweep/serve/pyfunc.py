@@ -6,9 +6,9 @@ over the photo's EXIF, and optionally `set_id`, the photo's capture session. A t
 (features mean+meta, meta, mean; a gradient-boosting family) needs no image: `mean_L/a/b`, the
 metadata columns and, for the models that read them, the `ring_*` columns are enough. The
 signature lists every column, the metadata ones with type Any, so a sheet read by pd.read_csv
-passes MLflow's schema check as it is: a number column (NUMBER_INPUTS) takes integers, floats,
-"1/60" and empty cells (missing), and any other text in it ("ISO 100") is a UserError naming the
-column and row; camera, make, model and set_id are read as text (session 3 is "3"). Output: L,
+passes MLflow's schema check as it is: a number column (inference.NUMBER_COLUMNS, ring_*
+included) takes integers, floats, "1/60" and empty cells (missing), and any other text in it
+("ISO 100") is a UserError naming the column and row; camera, make, model and set_id are read as text (session 3 is "3"). Output: L,
 a, b, hex, ita_deg, ita_category, then the trust columns: de00_bound, bound_level, bound_regime
 (which photos the bound is for: "new sessions" unless the row's `set_id` names a session the
 model trained on, then "seen sessions"; raysweep.serve.bounds), flags, unchecked and one boolean
@@ -61,8 +61,6 @@ TRUST_OUTPUT = ("de00_bound", "bound_level", "bound_regime", "flags", "unchecked
 # set_id: a column left out of the signature never reaches the model under MLflow's schema
 # enforcement, and without it every bound would be the new-session one
 TEXT_INPUTS = ("camera", "make", "model", SESSION_COLUMN)
-# a spreadsheet's ring statistics (RING_NAMES) feed the models that read them, as in `prepare`
-NUMBER_INPUTS = NUMBER_COLUMNS
 REQUIREMENTS = ("torch", "timm", "numpy", "pandas", "pillow", "opencv-python-headless",
                 "colour-science", "pyyaml", "scipy")
 
@@ -72,7 +70,7 @@ def signature():
     # NaN) one as string, and pd.read_csv gives both on an ordinary sheet (ISO 100, sessions
     # 1..n, no make). The row code reads them (inference.numbers refuses "ISO 100").
     inputs = Schema([ColSpec("string", "image_b64", required=False)]
-                    + [ColSpec(AnyType(), c, required=False) for c in TEXT_INPUTS + NUMBER_INPUTS])
+                    + [ColSpec(AnyType(), c, required=False) for c in TEXT_INPUTS + NUMBER_COLUMNS])
     outputs = Schema([ColSpec("double", "L"), ColSpec("double", "a"), ColSpec("double", "b"),
                       ColSpec("string", "hex"), ColSpec("double", "ita_deg"),
                       ColSpec("string", "ita_category")]
