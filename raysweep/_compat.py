@@ -20,6 +20,11 @@ Why each is private and not replaced by a public API:
   runtime env (logged in plain text by Ray's agent) and offers no switch to stop it.
 - `job_is_dead`: whether a driver's job has ended. The public job API covers submitted jobs only
   (a driver started by hand has none) and the State API needs the dashboard.
+- `train_report_queue`: a Train V2 worker's own report queue. The controller's poll takes a
+  report off it and then asks whether the training thread still runs; a report put between
+  the two by a thread that then ends is never read (ray 2.60 worker.poll_status), so a run's
+  last result is lost. Waiting until the queue is empty before the loop returns closes that
+  window; Ray offers no public "flush my reports".
 - `mlflow_store_uris` / `restore_mlflow_store_uris`: MLflow sets its fluent API's store with
   `set_tracking_uri` but has no public getter that tells "never set" from "the default", which
   a library call needs to put the caller's process back as it found it.
@@ -125,6 +130,15 @@ def keep_secrets_out_of_tune_env(is_secret: Callable[[str], bool]) -> list[str]:
     removed = sorted(n for n in class_cache.ENV_VARS_TO_PROPAGATE if is_secret(n))
     class_cache.ENV_VARS_TO_PROPAGATE = set(class_cache.ENV_VARS_TO_PROPAGATE) - set(removed)
     return removed
+
+
+
+def train_report_queue() -> Any:
+    """The calling Train V2 worker's report queue (a `queue.Queue`, maxsize 1): a report sits
+    there until the controller's next poll takes it."""
+    from ray.train.v2._internal.execution.context import get_train_context
+
+    return get_train_context().get_result_queue()
 
 
 # ---- MLflow ----------------------------------------------------------------------------------

@@ -83,6 +83,20 @@ def test_gcs_accessors_exist():
             "placement_group_id"} <= fields
 
 
+def test_train_report_queue_is_where_ray_train_puts_a_ranks_reports():
+    """Checked without a Train run (the DDP divergence test in test_train uses it in one)."""
+    import inspect
+
+    from ray.train.v2._internal.execution import context
+    from ray.train.v2._internal.execution.worker_group import worker
+
+    assert callable(context.get_train_context)
+    assert "get_result_queue().put(" in inspect.getsource(context.TrainContext._wait_then_report)
+    poll = inspect.getsource(worker.RayTrainWorker.poll_status)
+    assert "result_queue.get_nowait()" in poll  # the poll takes it: empty() means taken
+    assert "result_queue=queue.Queue(maxsize=1)" in inspect.getsource(worker)
+
+
 @pytest.mark.cluster
 def test_gcs_tables_answer_on_a_live_cluster(ray_local):
     assert isinstance(list(_compat.placement_group_table()), list)

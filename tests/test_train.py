@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from raysweep import _compat
 from raysweep.color import delta_e00
 from raysweep.config import DIVERGED, SELECT_METRIC, TrainConfig
 from raysweep.errors import UserError
@@ -29,6 +30,7 @@ from raysweep.train.loop import (
     shard,
 )
 from raysweep.train.losses import Loss
+from raysweep.train.reporters import wait_until_empty
 from tests.helpers.fakes import make_prepared
 from tests.helpers.faults import killed_once_loop
 
@@ -268,8 +270,11 @@ class _LoggedLoop:
         with open(self.log, "a") as f:
             f.write(f"start{rank}\n")
         train_loop_per_worker(config)
+        # The loop returns only once Ray took its last report (TrainReporter.close): a report
+        # still queued when the rank ends can be lost, and with it the run's last result.
+        unread = "" if _compat.train_report_queue().empty() else "-with-a-report-unread"
         with open(self.log, "a") as f:
-            f.write(f"end{rank}\n")
+            f.write(f"end{rank}{unread}\n")
 
 
 @pytest.mark.slow
@@ -397,11 +402,15 @@ class DivergedReporter(LocalReporter):
     def diverged(self, error, metrics):
         self.report({**metrics, DIVERGED: f"{type(error).__name__}: {error}"})
 
+    def close(self):
+        self.history.append("closed")
+
 
 def test_a_reporter_may_end_a_diverged_run_with_a_last_result_instead_of_raising():
     data = make_prepared(n=48, size=16, seed=9)
     reporter = DivergedReporter()
     out = fit(tiny_cfg(lr=1e12, aux_loss="none", grad_clip=0.0, epochs=4), data, reporter=reporter)
+    assert reporter.history.pop() == "closed"  # after the last report (TrainReporter.close)
     last = reporter.history[-1]  # no epoch after it: the run stopped there
     assert last[DIVERGED].startswith("NonFiniteLoss: non-finite") and math.isnan(last[SELECT_METRIC])
     assert last["epoch"] == len(reporter.history) < 4
@@ -409,6 +418,25 @@ def test_a_reporter_may_end_a_diverged_run_with_a_last_result_instead_of_raising
     assert len(out.history) == len(reporter.history) - 1
     with pytest.raises(NonFiniteLoss):  # a plain run (LocalReporter) still raises
         fit(tiny_cfg(lr=1e12, aux_loss="none", grad_clip=0.0, epochs=4), data)
+
+
+class _SlowlyPolledQueue:
+    """A Train worker's report queue whose report the controller's poll takes at the third look."""
+
+    def __init__(self):
+        self.looks = 0
+
+    def empty(self):
+        self.looks += 1
+        return self.looks >= 3
+
+
+def test_a_train_rank_returns_only_once_its_last_report_was_taken():
+    q = _SlowlyPolledQueue()
+    assert wait_until_empty(q, timeout_s=60, poll_s=0) and q.looks == 3
+    never = _SlowlyPolledQueue()
+    never.empty = lambda: False  # a controller that stopped polling: the wait ends, unflushed
+    assert wait_until_empty(never, timeout_s=0, poll_s=0) is False
 
 
 def test_non_finite_validation_predictions_end_the_trial():

@@ -98,11 +98,10 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None,
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
     last = getattr(trainer.fit(), "metrics", None) or {}
-    # Train hands its reports to Tune through a one-slot actor queue, and the last one can be
-    # lost when the trial ends right after it: in a clean-clone CI run a DDP trial that
-    # diverged in its first epoch ended with 0 results in Tune. Its divergence must be the
-    # trial's last result (reporters._RayReporter.diverged), or the sweep would count a
-    # diverged trial as clean, so it is reported again from here, where nothing is lost; a
-    # second copy of the same reason is harmless.
+    # A diverged run's reason must be the trial's last result (reporters._RayReporter.diverged),
+    # or the sweep would count it clean. Its ranks wait until Train took their last report
+    # (TrainReporter.close: a clean-clone CI run lost one before that wait); Train then hands it
+    # to Tune through a one-slot actor queue, and a copy sent from here cannot be lost on that
+    # hop. A second copy of the same reason is harmless.
     if DIVERGED in last:
         tune.report(dict(last))

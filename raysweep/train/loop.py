@@ -371,6 +371,7 @@ def _train(cfg: TrainConfig, data, reporter: Reporter) -> FitResult:
             # diverge the same way (reporters._RayReporter.diverged).
             reporter.diverged(e, {"epoch": epoch + 1, SELECT_METRIC: math.nan})
             break
+    reporter.close()
     return FitResult(best=run.best or {}, history=history if reporter.rank == 0 else [],
                      checkpoint_dir=reporter.best_checkpoint, model=ckpt.unwrap(run.model))
 

@@ -23,9 +23,11 @@ both Ray reporters (`diverged`); the loop makes the ranks of a DDP run agree on 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 
 import torch
@@ -36,7 +38,10 @@ from raysweep.fsutil import atomic_dir
 from raysweep.train.checkpoint import CHECKPOINT_FILES
 from raysweep.train.device import pick_device
 
+log = logging.getLogger(__name__)
 Save = Callable[[str], None]
+# Generous: a loaded controller polls late, and waiting costs nothing once the queue is empty.
+REPORT_FLUSH_S = 600.0
 
 
 class Reporter:
@@ -63,6 +68,9 @@ class Reporter:
     @contextlib.contextmanager
     def resume(self) -> Iterator[str | None]:
         yield None
+
+    def close(self) -> None:
+        """The loop is done: every result it reported must be where the caller reads it."""
 
 
 class LocalReporter(Reporter):
@@ -151,6 +159,27 @@ class TrainReporter(_RayReporter):
         import ray.train.torch
 
         return ray.train.torch.prepare_model(model, move_to_device=device)  # DDP
+
+    def close(self) -> None:
+        # Ray's controller reads a rank's report off a one-slot queue and then asks whether the
+        # rank still runs; a rank that ends between the two loses its last report, and with it
+        # the run's last result, a divergence included (_compat.train_report_queue). Seen in CI:
+        # a DDP trial that diverged in epoch 1 ended with no result. A rank whose queue is empty
+        # has had its report taken by a poll, which then says "running" and hands it on.
+        if not wait_until_empty(_compat.train_report_queue(), REPORT_FLUSH_S):
+            log.warning("rank %d: Ray Train did not take this rank's last report in %.0f s; "
+                        "the run's last result may be missing", self.rank, REPORT_FLUSH_S)
+
+
+def wait_until_empty(q, timeout_s: float, poll_s: float = 0.02) -> bool:
+    """Wait until nothing is left in `q` (True) or `timeout_s` passed (False). A controller
+    that stopped polling is ending the run anyway: the wait is bounded, not a hang."""
+    deadline = time.monotonic() + timeout_s
+    while not q.empty():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True
 
 
 def ray_gpus() -> tuple[list, str]:
