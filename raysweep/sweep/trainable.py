@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from raysweep.config import DIVERGED, TrainConfig
+from raysweep.config import TrainConfig
 from raysweep.sweep.resources import Plan
 
 FIELDS = frozenset(TrainConfig.field_names())
@@ -97,11 +97,8 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None,
                              # latest is the best: one copy per trial, not one per improvement.
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
-    last = getattr(trainer.fit(), "metrics", None) or {}
-    # A diverged run's reason must be the trial's last result (reporters._RayReporter.diverged),
-    # or the sweep would count it clean. Its ranks wait until Train took their last report
-    # (TrainReporter.close: a clean-clone CI run lost one before that wait); Train then hands it
-    # to Tune through a one-slot actor queue, and a copy sent from here cannot be lost on that
-    # hop. A second copy of the same reason is harmless.
-    if DIVERGED in last:
-        tune.report(dict(last))
+    # A diverged run's reason reaches Tune as the run's last result (reporters._RayReporter
+    # .diverged; TrainReporter.close makes sure Train took it). It is not reported again from
+    # here: Tune's function session moves Train's reports into a one-slot queue from its main
+    # thread, which deadlocks if this thread filled that slot first (ray 2.60 session.py).
+    trainer.fit()
