@@ -135,10 +135,15 @@ def keep_secrets_out_of_tune_env(is_secret: Callable[[str], bool]) -> list[str]:
 
 def train_report_queue() -> Any:
     """The calling Train V2 worker's report queue (a `queue.Queue`, maxsize 1): a report sits
-    there until the controller's next poll takes it."""
+    there until the controller's next poll takes it. None where Train runs the loop without a
+    controller (its local mode: no worker context, nothing to poll)."""
     from ray.train.v2._internal.execution.context import get_train_context
 
-    return get_train_context().get_result_queue()
+    try:
+        context = get_train_context()
+    except RuntimeError:  # "TrainContext has not been initialized"
+        return None
+    return context.get_result_queue()
 
 
 # ---- MLflow ----------------------------------------------------------------------------------

@@ -91,6 +91,7 @@ def test_train_report_queue_is_where_ray_train_puts_a_ranks_reports():
     from ray.train.v2._internal.execution.worker_group import worker
 
     assert callable(context.get_train_context)
+    assert _compat.train_report_queue() is None  # not in a Train worker: no queue, no error
     assert "get_result_queue().put(" in inspect.getsource(context.TrainContext._wait_then_report)
     poll = inspect.getsource(worker.RayTrainWorker.poll_status)
     assert "result_queue.get_nowait()" in poll  # the poll takes it: empty() means taken

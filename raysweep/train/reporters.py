@@ -166,7 +166,8 @@ class TrainReporter(_RayReporter):
         # the run's last result, a divergence included (_compat.train_report_queue). Seen in CI:
         # a DDP trial that diverged in epoch 1 ended with no result. A rank whose queue is empty
         # has had its report taken by a poll, which then says "running" and hands it on.
-        if not wait_until_empty(_compat.train_report_queue(), REPORT_FLUSH_S):
+        q = _compat.train_report_queue()
+        if q is not None and not wait_until_empty(q, REPORT_FLUSH_S):
             log.warning("rank %d: Ray Train did not take this rank's last report in %.0f s; "
                         "the run's last result may be missing", self.rank, REPORT_FLUSH_S)
 
