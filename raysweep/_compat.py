@@ -132,7 +132,6 @@ def keep_secrets_out_of_tune_env(is_secret: Callable[[str], bool]) -> list[str]:
     return removed
 
 
-
 def train_report_queue() -> Any:
     """The calling Train V2 worker's report queue (a `queue.Queue`, maxsize 1): a report sits
     there until the controller's next poll takes it. None where Train runs the loop without a
