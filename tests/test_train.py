@@ -317,6 +317,54 @@ def test_a_diverged_ddp_trial_ends_with_a_last_result_not_a_retry(ray_local, tmp
     assert sorted(log.read_text().split()) == ["end0", "end1", "start0", "start1"]
 
 
+class _ReportQueue:
+    """ray.util.queue.Queue's get_nowait / put, in memory."""
+
+    def __init__(self):
+        self.items = []
+
+    def put(self, item):
+        self.items.append(item)
+
+    def get_nowait(self):
+        from ray.util.queue import Empty
+
+        if not self.items:
+            raise Empty
+        return self.items.pop(0)
+
+
+def test_a_ddp_trial_forwards_every_train_report_before_it_ends():
+    """sweep.trainable.fit_forwarding: Train's reports reach Tune from the trial's own thread, in
+    order, the last one included, even when fit() returns right after putting it (Ray's own
+    hand-over lost it, or hung, when Tune's end-of-trial marker overtook it)."""
+    import threading
+
+    from raysweep.sweep.trainable import fit_forwarding
+
+    reports, got, trial_thread = _ReportQueue(), [], threading.current_thread()
+
+    def fit():  # three epochs, the last put the instant before fit() returns
+        for epoch in (1, 2, 3):
+            reports.put({"epoch": epoch, DIVERGED: "NonFiniteLoss" if epoch == 3 else ""})
+
+    def report(metrics):
+        assert threading.current_thread() is trial_thread  # never Train's thread
+        got.append(metrics["epoch"])
+
+    fit_forwarding(fit, reports, report, poll_s=0.01)
+    assert got == [1, 2, 3] and not reports.items
+
+    def crash():
+        reports.put({"epoch": 1})
+        raise RuntimeError("worker group failed")
+
+    got.clear()
+    with pytest.raises(RuntimeError, match="worker group failed"):
+        fit_forwarding(crash, reports, report, poll_s=0.01)
+    assert got == [1]  # what Train reported before the error still reached Tune
+
+
 def _three_checkpoints(config):
     import tempfile
 

@@ -14,6 +14,7 @@ The prepared data reach trials as object-store refs, one per (crop, image_size) 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -77,13 +78,14 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None,
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.util.queue import Queue
 
     ctx = tune.get_context()
     gpus_per_worker = plan.gpus_per_worker
     per_worker = {"CPU": plan.cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker
                                                   else {}),
                   **plan.pinned()}  # the node group's own resource
+    reports = Queue(actor_options={"num_cpus": 0})  # unbounded: Train never waits on Tune
     trainer = TorchTrainer(
         loop or default_loop(),
         train_loop_config=loop_config(config, data or {}),
@@ -91,14 +93,68 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None,
                                      resources_per_worker=per_worker,
                                      placement_strategy=plan.strategy),
         run_config=RunConfig(name=f"{ctx.get_experiment_name()}-{ctx.get_trial_id()}-ddp",
-                             storage_path=storage, callbacks=[TuneReportCallback()],
+                             storage_path=storage, callbacks=[_forward_to(reports)],
                              failure_config=FailureConfig(max_failures=max_failures),
                              # The loop checkpoints only when validation improved, so the
                              # latest is the best: one copy per trial, not one per improvement.
                              checkpoint_config=CheckpointConfig(num_to_keep=1)),
     )
-    # A diverged run's reason reaches Tune as the run's last result (reporters._RayReporter
-    # .diverged; TrainReporter.close makes sure Train took it). It is not reported again from
-    # here: Tune's function session moves Train's reports into a one-slot queue from its main
-    # thread, which deadlocks if this thread filled that slot first (ray 2.60 session.py).
-    trainer.fit()
+    fit_forwarding(trainer.fit, reports, tune.report)
+
+
+def _forward_to(reports):
+    """A Train callback that puts rank 0's metrics of every report (with the path of its
+    checkpoint, if any, as Tune's own TuneReportCallback does) on `reports`."""
+    # lazy: Ray Train loads only in a DDP trial's process
+    from ray.train import UserCallback
+
+    class ForwardToTune(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            out = dict(metrics[0])
+            if checkpoint:
+                out["checkpoint_path"] = checkpoint.path
+            reports.put(out)
+
+    return ForwardToTune()
+
+
+def fit_forwarding(fit: Callable[[], Any], reports, report: Callable[[dict], None],
+                   poll_s: float = 0.2) -> None:
+    """Run `fit` on a helper thread and `report` each item of `reports` from this one, the
+    trial's, until `fit` returned and all it reported is forwarded; `fit`'s error is raised here.
+
+    Why not Ray's TuneReportCallback (ray 2.60): it hands reports over a one-slot queue that
+    Tune's MAIN thread drains, while this thread, once fit() returns, reports Tune's end-of-trial
+    marker into the session's own one-slot queue. When that marker gets there first, the main
+    thread either takes it and ends the trial with Train's last report unread (a diverged DDP
+    trial "completed after 0 iterations" in CI), or blocks forever putting that report behind it
+    (the trial stayed RUNNING after its Train run ended). Reporting from this thread keeps one
+    order: every Train report, then the marker."""
+    # lazy: the queue's Empty comes with Ray, which only a trial's process has loaded
+    from ray.util.queue import Empty
+
+    outcome: dict[str, BaseException] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            fit()
+        except BaseException as e:  # noqa: BLE001 - raised again on the trial's thread
+            outcome["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="raysweep-ddp-fit", daemon=True).start()
+    while True:
+        # Read before the queue: Train's callback has put every report before fit() returns,
+        # so an empty queue after `done` was seen means nothing is left to forward.
+        finished = done.is_set()
+        try:
+            report(reports.get_nowait())
+            continue
+        except Empty:
+            if finished:
+                break
+        done.wait(poll_s)
+    if "error" in outcome:
+        raise outcome["error"]
