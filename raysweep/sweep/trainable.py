@@ -85,7 +85,10 @@ def run_ddp_trial(config: dict[str, Any], data: dict[str, Any] | None = None,
     per_worker = {"CPU": plan.cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker
                                                   else {}),
                   **plan.pinned()}  # the node group's own resource
-    reports = Queue(actor_options={"num_cpus": 0})  # unbounded: Train never waits on Tune
+    # One slot, as Ray's own hand-over: Train waits until this trial took its last report, so
+    # a trial that ASHA stopped (its thread gone) cannot train on and replace the checkpoint
+    # its last result named until Tune ends its process.
+    reports = Queue(maxsize=1, actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         loop or default_loop(),
         train_loop_config=loop_config(config, data or {}),
