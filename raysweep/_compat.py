@@ -22,8 +22,8 @@ Why each is private and not replaced by a public API:
   (a driver started by hand has none) and the State API needs the dashboard.
 - `train_report_queue`: a Train V2 worker's own report queue. The controller's poll takes a
   report off it and then asks whether the training thread still runs; a report put between
-  the two by a thread that then ends is never read (ray 2.60 worker.poll_status), so a run's
-  last result is lost. Waiting until the queue is empty before the loop returns closes that
+  the two by a thread that then ends is never read (ray 2.60 worker.poll_status, by reading),
+  so a run's last result can be lost. Waiting until the queue is empty before the loop returns closes that
   window; Ray offers no public "flush my reports".
 - `mlflow_store_uris` / `restore_mlflow_store_uris`: MLflow sets its fluent API's store with
   `set_tracking_uri` but has no public getter that tells "never set" from "the default", which

@@ -8,11 +8,11 @@ metadata columns and, for the models that read them, the `ring_*` columns are en
 signature lists every column, the metadata ones with type Any, so a sheet read by pd.read_csv
 passes MLflow's schema check as it is: a number column (inference.NUMBER_COLUMNS, ring_*
 included) takes integers, floats, "1/60" and empty cells (missing), and any other text in it
-("ISO 100") is a UserError naming the column and row; camera, make, model and set_id are read as text (session 3 is "3"). Output: L,
-a, b, hex, ita_deg, ita_category, then the trust columns: de00_bound, bound_level, bound_regime
-(which photos the bound is for: "new sessions" unless the row's `set_id` names a session the
-model trained on, then "seen sessions"; raysweep.serve.bounds), flags, unchecked and one boolean
-per OOD flag.
+("ISO 100") is a UserError naming the column and row; camera, make, model and set_id are read
+as text (session 3 is "3"). Output: L, a, b, hex, ita_deg, ita_category, then the trust
+columns: de00_bound, bound_level, bound_regime (which photos the bound is for: "new sessions"
+unless the row's `set_id` names a session the model trained on, then "seen sessions";
+raysweep.serve.bounds), flags, unchecked and one boolean per OOD flag.
 
 The checkpoint travels as the model's artifact and the raysweep package as its code, so serving
 needs only the environment, not this repository. The model is logged from code (model_code.py,

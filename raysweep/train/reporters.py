@@ -163,9 +163,10 @@ class TrainReporter(_RayReporter):
     def close(self) -> None:
         # Ray's controller reads a rank's report off a one-slot queue and then asks whether the
         # rank still runs; a rank that ends between the two loses its last report, and with it
-        # the run's last result, a divergence included (_compat.train_report_queue). Seen in CI:
-        # a DDP trial that diverged in epoch 1 ended with no result. A rank whose queue is empty
-        # has had its report taken by a poll, which then says "running" and hands it on.
+        # the run's last result, a divergence included (_compat.train_report_queue; found by
+        # reading ray 2.60, not caught in the act: the CI failures of the DDP divergence test
+        # were the Tune-side race that sweep.trainable.fit_forwarding closes). A rank whose
+        # queue is empty has had its report taken by a poll, which then says "running".
         q = _compat.train_report_queue()
         if q is not None and not wait_until_empty(q, REPORT_FLUSH_S):
             log.warning("rank %d: Ray Train did not take this rank's last report in %.0f s; "
